@@ -1,0 +1,235 @@
+package bindings
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// SupportedVersion is the llama.cpp release kvtrim is built and tested
+// against: the one node-llama-cpp@3.22.1 ships (ggml 0.25.1).
+const SupportedVersion = "0.5.0"
+
+// FetchHint tells a user how to get a supported libllama.
+const FetchHint = "run 'kvtrim lib fetch' to install llama.cpp " + SupportedVersion + " into kvtrim's cache, or point --lib (KVTRIM_LIB) at a build of it"
+
+// Library is a loaded llama.cpp. There is at most one per process, because
+// the dynamic loader shares loaded libraries process-wide; Load returns it.
+type Library struct {
+	// Dir is the folder the libraries were loaded from.
+	Dir string
+	// LlamaPath, GGMLPath and GGMLBasePath are the files that were opened.
+	LlamaPath, GGMLPath, GGMLBasePath string
+	// Version is what llama_version() reports, e.g. "0.5.0-dev".
+	Version string
+	// GGMLVersion and GGMLCommit are what libggml reports.
+	GGMLVersion, GGMLCommit string
+
+	fn    functions
+	logCB uintptr
+	logs  logSink
+	eval  evalRegistry
+}
+
+var (
+	loadMu sync.Mutex
+	loaded *Library // the process's one llama.cpp, once loaded
+)
+
+// Load opens libggml-base, libggml and libllama from the folder of path (a
+// libllama file or a folder holding one), in that order and by absolute path,
+// loads ggml's compute backends from that folder, and checks that the library
+// is the supported llama.cpp version. Loading the same folder again returns
+// the same Library; loading a different one in the same process is an error.
+func Load(path string) (*Library, error) {
+	files, err := libraryFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	if loaded != nil {
+		if loaded.LlamaPath == files.llama {
+			return loaded, nil
+		}
+		return nil, fmt.Errorf("libllama %s: another llama.cpp (%s) is already loaded in this process", files.llama, loaded.LlamaPath)
+	}
+	lib := &Library{Dir: files.dir, LlamaPath: files.llama, GGMLPath: files.ggml, GGMLBasePath: files.ggmlBase}
+	if err := lib.open(); err != nil {
+		return nil, err
+	}
+	loaded = lib
+	return lib, nil
+}
+
+type libFiles struct{ dir, llama, ggml, ggmlBase string }
+
+// libraryFiles finds the three shared libraries in the folder of path.
+func libraryFiles(path string) (libFiles, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return libFiles{}, fmt.Errorf("libllama %s: %w", path, err)
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return libFiles{}, fmt.Errorf("libllama %s: no such file or folder; %s", abs, FetchHint)
+		}
+		return libFiles{}, fmt.Errorf("libllama %s: %w", abs, err)
+	}
+	f := libFiles{dir: abs}
+	if !st.IsDir() {
+		f.dir, f.llama = filepath.Dir(abs), abs
+	}
+	if f.llama == "" {
+		if f.llama = findLib(f.dir, "libllama"); f.llama == "" {
+			return libFiles{}, fmt.Errorf("libllama: folder %s has no libllama.so; %s", f.dir, FetchHint)
+		}
+	}
+	if f.ggml = findLib(f.dir, "libggml"); f.ggml == "" {
+		return libFiles{}, fmt.Errorf("libllama %s: no libggml.so beside it in %s; a llama.cpp built with shared libraries keeps them together", f.llama, f.dir)
+	}
+	if f.ggmlBase = findLib(f.dir, "libggml-base"); f.ggmlBase == "" {
+		return libFiles{}, fmt.Errorf("libllama %s: no libggml-base.so beside it in %s; a llama.cpp built with shared libraries keeps them together", f.llama, f.dir)
+	}
+	return f, nil
+}
+
+// findLib returns the file in dir named stem.so, stem.v<version>.so or
+// stem.so.<version>, preferring the plain name, or "" if none exists.
+func findLib(dir, stem string) string {
+	plain := filepath.Join(dir, stem+".so")
+	if fileExists(plain) {
+		return plain
+	}
+	for _, pattern := range []string{stem + ".v*.so", stem + ".so.*"} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, m := range matches {
+			if fileExists(m) {
+				return m
+			}
+		}
+	}
+	return ""
+}
+
+func fileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir()
+}
+
+func (l *Library) open() error {
+	var handles [3]uintptr
+	for i, p := range []string{l.GGMLBasePath, l.GGMLPath, l.LlamaPath} {
+		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		if err != nil {
+			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v); %s", l.LlamaPath, p, err, FetchHint)
+		}
+		handles[i] = h
+	}
+	ggmlBase, ggml, llama := handles[0], handles[1], handles[2]
+
+	// Check the version before any call whose struct layout depends on it.
+	var llamaVersion, ggmlVersion, ggmlCommit func() string
+	if err := bind(&llamaVersion, llama, "llama_version"); err != nil {
+		return l.versionError("a llama.cpp without llama_version(), older than " + SupportedVersion)
+	}
+	if bind(&ggmlVersion, ggmlBase, "ggml_version") == nil {
+		l.GGMLVersion = ggmlVersion()
+	}
+	if bind(&ggmlCommit, ggmlBase, "ggml_commit") == nil {
+		l.GGMLCommit = ggmlCommit()
+	}
+	l.Version = llamaVersion()
+	if l.Version != SupportedVersion && !strings.HasPrefix(l.Version, SupportedVersion+"-") {
+		return l.versionError("llama.cpp " + l.Version)
+	}
+	if missing := l.fn.bindAll(llama, ggml, ggmlBase); len(missing) > 0 {
+		return l.versionError(fmt.Sprintf("llama.cpp %s without %s", l.Version, strings.Join(missing, ", ")))
+	}
+	if err := l.checkDefaults(); err != nil {
+		return l.versionError(fmt.Sprintf("llama.cpp %s whose %v", l.Version, err))
+	}
+
+	l.logCB = puregoCallback(l.logs.callback)
+	l.fn.llamaLogSet(l.logCB, 0)
+	l.fn.ggmlBackendLoadAllFromPath(l.Dir)
+	l.fn.llamaBackendInit()
+	return nil
+}
+
+func (l *Library) versionError(found string) error {
+	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedVersion, FetchHint)
+}
+
+// bind resolves name in handle and makes fptr call it.
+func bind(fptr any, handle uintptr, name string) error {
+	sym, err := purego.Dlsym(handle, name)
+	if err != nil || sym == 0 {
+		return fmt.Errorf("symbol %s not found", name)
+	}
+	purego.RegisterFunc(fptr, sym)
+	return nil
+}
+
+// checkDefaults compares the default parameters with the pinned version's,
+// which catches a changed struct even when the version string looks right.
+func (l *Library) checkDefaults() error {
+	m := l.fn.llamaModelDefaultParams()
+	c := l.fn.llamaContextDefaultParams()
+	s := l.fn.llamaSamplerChainDefaultParams()
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"model n_gpu_layers", m.NGPULayers, int32(-1)},
+		{"model split_mode", m.SplitMode, int32(1)},
+		{"model load_mode", m.LoadMode, int32(-1)},
+		{"model lazy_mode", m.LazyMode, int32(1)},
+		{"model use_extra_bufts", m.UseExtraBufts, true},
+		{"model vocab_only", m.VocabOnly, false},
+		{"context n_ctx", c.NCtx, uint32(512)},
+		{"context n_batch", c.NBatch, uint32(2048)},
+		{"context n_ubatch", c.NUbatch, uint32(512)},
+		{"context n_seq_max", c.NSeqMax, uint32(1)},
+		{"context flash_attn_type", c.FlashAttnType, FlashAttnAuto},
+		{"context type_k", c.TypeK, int32(1)},
+		{"context type_v", c.TypeV, int32(1)},
+		{"context offload_kqv", c.OffloadKQV, true},
+		{"context yarn_attn_factor", c.YarnAttnFactor, float32(-1)},
+		{"context cb_eval", c.CbEval, uintptr(0)},
+		{"context ctx_other", c.CtxOther, uintptr(0)},
+		{"sampler no_perf", s.NoPerf, true},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			return fmt.Errorf("default %s is %v (the pinned version's is %v)", ch.name, ch.got, ch.want)
+		}
+	}
+	return nil
+}
+
+// goString copies a NUL-terminated C string.
+func goString(p *byte) string {
+	if p == nil {
+		return ""
+	}
+	n := 0
+	for *(*byte)(unsafe.Add(unsafe.Pointer(p), n)) != 0 {
+		n++
+	}
+	return string(unsafe.Slice(p, n))
+}
+
+// cString returns a NUL-terminated copy of s for a C call.
+func cString(s string) *byte {
+	b := make([]byte, len(s)+1)
+	copy(b, s)
+	return &b[0]
+}

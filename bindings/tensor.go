@@ -1,0 +1,118 @@
+package bindings
+
+import (
+	"fmt"
+	"sync"
+	"unsafe"
+)
+
+// Tensor is a read-only view of a ggml_tensor that llama.cpp handed to the
+// eval callback. It is valid only during that callback.
+type Tensor struct {
+	lib *Library
+	t   *cTensor
+}
+
+// Name is the tensor's name, e.g. "kq_soft_max-3".
+func (t Tensor) Name() string {
+	n := 0
+	for n < len(t.t.Name) && t.t.Name[n] != 0 {
+		n++
+	}
+	return string(t.t.Name[:n])
+}
+
+// Type is the element type (enum ggml_type: 0 F32, 1 F16, ...).
+func (t Tensor) Type() int32 { return t.t.Type }
+
+// TypeName is ggml's name of the element type.
+func (t Tensor) TypeName() string { return t.lib.fn.ggmlTypeName(t.t.Type) }
+
+// Op is the operation that computes the tensor (enum ggml_op).
+func (t Tensor) Op() int32 { return t.t.Op }
+
+// OpName is ggml's name of the operation, e.g. "SOFT_MAX".
+func (t Tensor) OpName() string { return t.lib.fn.ggmlOpName(t.t.Op) }
+
+// Ne is the number of elements along each of the four dimensions.
+func (t Tensor) Ne() [4]int64 { return t.t.Ne }
+
+// Nb is the stride in bytes along each dimension.
+func (t Tensor) Nb() [4]uint64 { return t.t.Nb }
+
+// Src returns source i, if it exists.
+func (t Tensor) Src(i int) (Tensor, bool) {
+	if i < 0 || i >= len(t.t.Src) || t.t.Src[i] == nil {
+		return Tensor{}, false
+	}
+	return Tensor{lib: t.lib, t: t.t.Src[i]}, true
+}
+
+// Read copies size bytes at offset from the tensor's data into dst, from host
+// or device memory alike (ggml_backend_tensor_get).
+func (t Tensor) Read(dst []byte, offset uint64) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	end := offset + uint64(len(dst))
+	if total := t.t.Nb[3] * uint64(t.t.Ne[3]); end > total {
+		return fmt.Errorf("read tensor %s: bytes [%d, %d) past its end %d", t.Name(), offset, end, total)
+	}
+	t.lib.fn.ggmlBackendTensorGet(uintptr(unsafe.Pointer(t.t)), unsafe.Pointer(&dst[0]), offset, uint64(len(dst)))
+	return nil
+}
+
+// EvalObserver watches graph nodes while a context decodes. Ask is called for
+// every node and says whether to see it computed; Observe then receives each
+// node it asked for, once computed. Both run on the decoding thread. Observe
+// returning false aborts the decode.
+type EvalObserver interface {
+	Ask(t Tensor) bool
+	Observe(t Tensor) bool
+}
+
+// evalRegistry dispatches llama.cpp's one eval callback to observers by the
+// user_data each context was given.
+type evalRegistry struct {
+	mu   sync.Mutex
+	next uintptr
+	obs  map[uintptr]EvalObserver
+	cb   uintptr
+}
+
+// EvalCallback registers o and returns the callback and user data to put in
+// ContextOptions, and a function that unregisters o once its context is
+// closed. The C callback itself is made once per process.
+func (l *Library) EvalCallback(o EvalObserver) (cb, user uintptr, release func()) {
+	r := &l.eval
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cb == 0 {
+		r.obs = map[uintptr]EvalObserver{}
+		r.cb = newEvalCallback(l)
+	}
+	r.next++
+	id := r.next
+	r.obs[id] = o
+	return r.cb, id, func() {
+		r.mu.Lock()
+		delete(r.obs, id)
+		r.mu.Unlock()
+	}
+}
+
+func newEvalCallback(l *Library) uintptr {
+	return puregoCallback(func(t *cTensor, ask bool, user uintptr) bool {
+		l.eval.mu.Lock()
+		o := l.eval.obs[user]
+		l.eval.mu.Unlock()
+		if o == nil {
+			return !ask // see nothing, abort nothing
+		}
+		tt := Tensor{lib: l, t: t}
+		if ask {
+			return o.Ask(tt)
+		}
+		return o.Observe(tt)
+	})
+}

@@ -1,0 +1,103 @@
+// Command kvtrim compresses the KV cache of an external llama.cpp.
+//
+//	kvtrim demo                       run the bundled tiny model
+//	kvtrim run -m MODEL -p TEXT -n N  generate text
+//	kvtrim lib [fetch|build]          find, fetch or build libllama
+//	kvtrim version                    print versions
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+)
+
+const usage = `kvtrim compresses the KV cache of your own llama.cpp.
+
+usage: kvtrim <command> [flags]
+
+commands:
+  demo      generate with the bundled tiny model (fetches libllama if needed)
+  run       generate text: kvtrim run -m MODEL -p TEXT -n N
+  lib       show which libllama kvtrim would use; 'lib fetch', 'lib build'
+  version   print kvtrim's version and the libllama it would use
+
+Run 'kvtrim <command> --help' for a command's flags.
+`
+
+// exitUsage is the exit status for bad flags or arguments.
+const exitUsage = 2
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command and returns the process exit status. It never
+// lets a panic escape as a stack trace: that would be a bug in kvtrim, and is
+// reported in one line (the stack goes to the log at debug level).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "kvtrim: internal error: %v (please report it; rerun with -v for details)\n", r)
+			if os.Getenv("KVTRIM_DEBUG") != "" {
+				stderr.Write(debug.Stack())
+			}
+			code = 3
+		}
+	}()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"run":     cmdRun,
+		"demo":    cmdDemo,
+		"lib":     cmdLib,
+		"version": cmdVersion,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "kvtrim: unknown command %q: run 'kvtrim --help' for the list\n", args[0])
+		return exitUsage
+	}
+	err := cmd(ctx, args[1:], stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(stderr, "kvtrim: interrupted")
+		return 130
+	}
+	fmt.Fprintf(stderr, "kvtrim %s: %s\n", args[0], oneLine(err.Error()))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return 1
+}
+
+// oneLine folds a multi-line message onto one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// usageError marks errors in flags or arguments.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+var errHelp = errors.New("help shown")

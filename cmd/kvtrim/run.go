@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// Upper bounds that catch typos before llama.cpp tries to allocate them.
+const (
+	maxCtx     = 1 << 24 // 16M cells
+	maxThreads = 1024
+	maxPredict = 1 << 30
+)
+
+// genFlags are the model, context and sampling flags of run and demo,
+// spelled as llama.cpp spells them.
+type genFlags struct {
+	model, prompt, file string
+	nPredict            int
+	nCtx, nBatch, nUbat int
+	threads             int
+	seed                uint32
+	temp                float32
+	topK                int
+	topP, minP          float32
+	ignoreEOS           bool
+	gpuLayers           int
+	flashAttn           string
+	chat                bool
+	statsJSON           string
+}
+
+func (g *genFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&g.model, "model", "m", "", "GGUF model file")
+	fs.StringVarP(&g.prompt, "prompt", "p", "", "prompt text")
+	fs.StringVarP(&g.file, "file", "f", "", "read the prompt from this file")
+	fs.IntVarP(&g.nPredict, "n-predict", "n", 128, "tokens to generate (-1: until end of text or a full context)")
+	fs.IntVarP(&g.nCtx, "ctx-size", "c", 4096, "context size in tokens (0: the model's training context)")
+	fs.IntVarP(&g.nBatch, "batch-size", "b", 2048, "logical batch size for prompt processing")
+	fs.IntVar(&g.nUbat, "ubatch-size", 512, "physical batch size (-ub)")
+	fs.IntVarP(&g.threads, "threads", "t", -1, "threads (-1: one per CPU)")
+	fs.Uint32VarP(&g.seed, "seed", "s", 0xFFFFFFFF, "sampling seed (default: random)")
+	fs.Float32Var(&g.temp, "temp", 0.8, "temperature (0: greedy)")
+	fs.IntVar(&g.topK, "top-k", 40, "top-k sampling (0: off)")
+	fs.Float32Var(&g.topP, "top-p", 0.95, "top-p sampling (1: off)")
+	fs.Float32Var(&g.minP, "min-p", 0.05, "min-p sampling (0: off)")
+	fs.BoolVar(&g.ignoreEOS, "ignore-eos", false, "keep generating after end-of-text")
+	fs.IntVar(&g.gpuLayers, "n-gpu-layers", -1, "layers to offload to the GPU (-ngl; -1: all)")
+	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
+	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
+	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
+}
+
+// validate checks the numbers before anything is loaded.
+func (g *genFlags) validate() error {
+	switch {
+	case g.nPredict < -1:
+		return usageErrorf("-n %d: give a count of tokens, or -1 for no limit", g.nPredict)
+	case g.nPredict > maxPredict:
+		return usageErrorf("-n %d is absurdly large: at most %d", g.nPredict, maxPredict)
+	case g.nCtx < 0 || g.nCtx > maxCtx:
+		return usageErrorf("-c %d: give a context size between 1 and %d (0: the model's)", g.nCtx, maxCtx)
+	case g.nBatch < 1 || g.nBatch > maxCtx:
+		return usageErrorf("-b %d: give a batch size between 1 and %d", g.nBatch, maxCtx)
+	case g.nUbat < 1 || g.nUbat > maxCtx:
+		return usageErrorf("-ub %d: give a physical batch size between 1 and %d", g.nUbat, maxCtx)
+	case g.threads == 0 || g.threads < -1 || g.threads > maxThreads:
+		return usageErrorf("-t %d: give between 1 and %d threads, or -1 for one per CPU", g.threads, maxThreads)
+	case g.temp < 0:
+		return usageErrorf("--temp %g: give a temperature >= 0", g.temp)
+	case g.topP < 0 || g.topP > 1:
+		return usageErrorf("--top-p %g: give a value in [0, 1]", g.topP)
+	case g.minP < 0 || g.minP > 1:
+		return usageErrorf("--min-p %g: give a value in [0, 1]", g.minP)
+	case g.topK < 0:
+		return usageErrorf("--top-k %d: give a count >= 0", g.topK)
+	}
+	if _, err := parseFlashAttn(g.flashAttn); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseFlashAttn(s string) (bindings.FlashAttn, error) {
+	switch s {
+	case "auto", "":
+		return bindings.FlashAttnAuto, nil
+	case "on", "1", "true":
+		return bindings.FlashAttnEnabled, nil
+	case "off", "0", "false":
+		return bindings.FlashAttnDisabled, nil
+	}
+	return 0, usageErrorf("-fa %q: use on, off or auto", s)
+}
+
+func (g *genFlags) sampler() bindings.SamplerOptions {
+	seed := g.seed
+	if seed == 0xFFFFFFFF {
+		seed = uint32(time.Now().UnixNano())
+	}
+	return bindings.SamplerOptions{Temp: g.temp, TopK: int32(g.topK), TopP: g.topP, MinP: g.minP, Seed: seed}
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("run", "run -m MODEL -p TEXT [-n N] [flags]")
+	var c common
+	var g genFlags
+	g.register(fs)
+	c.register(fs)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected argument %q (quote the prompt: -p \"...\")", fs.Arg(0))
+	}
+	if g.model == "" {
+		return usageErrorf("no model: give a GGUF file with -m")
+	}
+	if err := g.validate(); err != nil {
+		return err
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	prompt, err := kvtrim.ReadPrompt(g.prompt, g.file)
+	if err != nil {
+		return err
+	}
+	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Log: log})
+	if err != nil {
+		return err
+	}
+	_, err = generate(ctx, lib, &g, prompt, stdout, log)
+	return err
+}
+
+// generate loads the model, prefills the prompt and streams the generated
+// text to out. It writes --stats-json if asked and returns the stats.
+func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt string, out io.Writer, log zerolog.Logger) (kvtrim.Stats, error) {
+	fa, _ := parseFlashAttn(g.flashAttn)
+	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	if err != nil {
+		return kvtrim.Stats{}, err
+	}
+	defer model.Close()
+	if g.chat {
+		if prompt, err = model.ApplyChatTemplate("", []bindings.ChatMessage{{Role: "user", Content: prompt}}, true); err != nil {
+			return kvtrim.Stats{}, err
+		}
+	}
+	threads := g.threads
+	if threads < 0 {
+		threads = 0
+	}
+	opt := kvtrim.SessionOptions{
+		NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: fa,
+		Progress: prefillProgress(log),
+	}
+	sess, err := model.NewSession(opt)
+	if err != nil {
+		return kvtrim.Stats{}, err
+	}
+	defer sess.Close()
+	tokens, err := sess.Tokenize(prompt)
+	if err != nil {
+		return kvtrim.Stats{}, err
+	}
+	if prompt == "" || len(tokens) == 0 || (len(tokens) == 1 && tokens[0] == model.Vocab().BOS()) {
+		return kvtrim.Stats{}, usageErrorf("empty prompt: give some text with -p or -f")
+	}
+	if err := sess.Prefill(ctx, tokens); err != nil {
+		return kvtrim.Stats{}, err
+	}
+	sampler := lib.NewSampler(g.sampler())
+	defer sampler.Close()
+	w := bufio.NewWriter(out)
+	genErr := sess.Generate(ctx, sampler, kvtrim.GenerateOptions{MaxTokens: g.nPredict, IgnoreEOS: g.ignoreEOS},
+		func(_ kvtrim.Token, piece string) error {
+			if _, err := w.WriteString(piece); err != nil {
+				return err
+			}
+			return w.Flush()
+		})
+	w.WriteString("\n")
+	w.Flush()
+	st := sess.Stats()
+	if st.StopReason == "context_full" {
+		log.Warn().Int("n_ctx", st.NCtx).Msg("stopped: the context is full (raise -c)")
+	}
+	log.Debug().Int("prompt_tokens", st.PromptTokens).Float64("prefill_ms", st.PrefillMs).
+		Int("decode_tokens", st.DecodeTokens).Float64("decode_tok_s", st.DecodeTokS).Msg("done")
+	if g.statsJSON != "" {
+		if err := writeJSON(g.statsJSON, st); err != nil {
+			return st, err
+		}
+	}
+	return st, genErr
+}
+
+// prefillProgress logs prefill progress at most once a second.
+func prefillProgress(log zerolog.Logger) func(done, total int) {
+	start := time.Now()
+	last := start
+	return func(done, total int) {
+		if done == total && last == start {
+			return // one quick batch: nothing worth showing
+		}
+		if now := time.Now(); now.Sub(last) >= time.Second || done == total {
+			last = now
+			log.Info().Msgf("prefill %d/%d tokens (%.0f%%)", done, total, 100*float64(done)/float64(total))
+		}
+	}
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write stats: %w", err)
+	}
+	return nil
+}
