@@ -16,9 +16,22 @@ type SessionOptions struct {
 	NBatch    int                // logical batch (0: llama.cpp's 2048)
 	NUbatch   int                // physical batch (0: llama.cpp's 512)
 	Threads   int                // 0: one per CPU
-	FlashAttn bindings.FlashAttn // on, off or auto
+	FlashAttn string // "on", "off" or "auto" ("": auto, llama.cpp's default)
 	// Progress, if set, is called after each prefill batch.
 	Progress func(done, total int)
+}
+
+// ParseFlashAttn turns "on", "off" or "auto" (or "") into llama.cpp's setting.
+func ParseFlashAttn(s string) (bindings.FlashAttn, error) {
+	switch s {
+	case "auto", "":
+		return bindings.FlashAttnAuto, nil
+	case "on", "1", "true":
+		return bindings.FlashAttnEnabled, nil
+	case "off", "0", "false":
+		return bindings.FlashAttnDisabled, nil
+	}
+	return 0, fmt.Errorf("flash attention %q: use on, off or auto", s)
 }
 
 // Token is a vocabulary index.
@@ -67,9 +80,13 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		// llama.cpp's own default (4) oversubscribes small machines badly.
 		opt.Threads = runtime.NumCPU()
 	}
+	fa, err := ParseFlashAttn(opt.FlashAttn)
+	if err != nil {
+		return nil, err
+	}
 	copt := bindings.ContextOptions{
 		NCtx: uint32(opt.NCtx), NBatch: uint32(opt.NBatch), NUbatch: uint32(opt.NUbatch),
-		Threads: int32(opt.Threads), FlashAttn: opt.FlashAttn,
+		Threads: int32(opt.Threads), FlashAttn: fa,
 	}
 	ctx, err := m.NewContext(copt)
 	if err != nil {

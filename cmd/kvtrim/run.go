@@ -86,23 +86,12 @@ func (g *genFlags) validate() error {
 	case g.topK < 0:
 		return usageErrorf("--top-k %d: give a count >= 0", g.topK)
 	}
-	if _, err := parseFlashAttn(g.flashAttn); err != nil {
-		return err
+	if _, err := kvtrim.ParseFlashAttn(g.flashAttn); err != nil {
+		return usageError{err}
 	}
 	return nil
 }
 
-func parseFlashAttn(s string) (bindings.FlashAttn, error) {
-	switch s {
-	case "auto", "":
-		return bindings.FlashAttnAuto, nil
-	case "on", "1", "true":
-		return bindings.FlashAttnEnabled, nil
-	case "off", "0", "false":
-		return bindings.FlashAttnDisabled, nil
-	}
-	return 0, usageErrorf("-fa %q: use on, off or auto", s)
-}
 
 func (g *genFlags) sampler() bindings.SamplerOptions {
 	seed := g.seed
@@ -150,7 +139,6 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // generate loads the model, prefills the prompt and streams the generated
 // text to out. It writes --stats-json if asked and returns the stats.
 func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt string, out io.Writer, log zerolog.Logger) (kvtrim.Stats, error) {
-	fa, _ := parseFlashAttn(g.flashAttn)
 	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
 	if err != nil {
 		return kvtrim.Stats{}, err
@@ -166,7 +154,7 @@ func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt st
 		threads = 0
 	}
 	opt := kvtrim.SessionOptions{
-		NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: fa,
+		NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: g.flashAttn,
 		Progress: prefillProgress(log),
 	}
 	sess, err := model.NewSession(opt)
