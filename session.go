@@ -12,10 +12,10 @@ import (
 
 // SessionOptions configure a Session's context.
 type SessionOptions struct {
-	NCtx      int                // cache cells (0: the model's n_ctx_train)
-	NBatch    int                // logical batch (0: llama.cpp's 2048)
-	NUbatch   int                // physical batch (0: llama.cpp's 512)
-	Threads   int                // 0: one per CPU
+	NCtx      int    // cache cells (0: the model's n_ctx_train)
+	NBatch    int    // logical batch (0: llama.cpp's 2048)
+	NUbatch   int    // physical batch (0: llama.cpp's 512)
+	Threads   int    // 0: one per CPU
 	FlashAttn string // "on", "off" or "auto" ("": auto, llama.cpp's default)
 	// Progress, if set, is called after each prefill batch.
 	Progress func(done, total int)

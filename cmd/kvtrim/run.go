@@ -92,7 +92,6 @@ func (g *genFlags) validate() error {
 	return nil
 }
 
-
 func (g *genFlags) sampler() bindings.SamplerOptions {
 	seed := g.seed
 	if seed == 0xFFFFFFFF {
