@@ -17,10 +17,31 @@ type ContextOptions struct {
 	ThreadsB  int32     // batch threads (0: same as Threads)
 	FlashAttn FlashAttn // FlashAttnAuto, FlashAttnEnabled or FlashAttnDisabled
 	NoPerf    bool      // skip llama.cpp's own timings
+	// CacheTypeK and CacheTypeV are the KV cache's element types (ggml
+	// types; zero value: llama.cpp's F16). Use CacheF32 for exact tests.
+	CacheTypeK, CacheTypeV GGMLType
 	// EvalCallback, if set, observes graph nodes during decoding (see
 	// Library.EvalCallback). It is fixed for the life of the context.
 	EvalCallback uintptr
 	EvalUserData uintptr
+}
+
+// GGMLType is a KV cache element type. Its zero value means llama.cpp's
+// default (F16).
+type GGMLType int32
+
+// Cache element types.
+const (
+	CacheF16 GGMLType = iota + 1
+	CacheF32
+)
+
+// ggml returns enum ggml_type's number.
+func (t GGMLType) ggml() int32 {
+	if t == CacheF32 {
+		return 0 // GGML_TYPE_F32
+	}
+	return 1 // GGML_TYPE_F16
 }
 
 // Context is a llama.cpp inference context: the KV cache and the compute
@@ -62,8 +83,15 @@ func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 	}
 	p.FlashAttnType = opt.FlashAttn
 	p.NoPerf = opt.NoPerf
+	if opt.CacheTypeK != 0 {
+		p.TypeK = int32(opt.CacheTypeK.ggml())
+	}
+	if opt.CacheTypeV != 0 {
+		p.TypeV = int32(opt.CacheTypeV.ggml())
+	}
 	p.CbEval = opt.EvalCallback
 	p.CbEvalUserData = opt.EvalUserData
+	l.logs.takeError()
 	ptr := l.fn.llamaInitFromModel(m.ptr, p)
 	if ptr == 0 {
 		return nil, errors.New(l.withLlamaError(fmt.Sprintf("create context for %s (n_ctx %d, n_batch %d): llama.cpp refused", m.Path, p.NCtx, p.NBatch)))

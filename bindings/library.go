@@ -101,14 +101,15 @@ func libraryFiles(path string) (libFiles, error) {
 	return f, nil
 }
 
-// findLib returns the file in dir named stem.so, stem.v<version>.so or
-// stem.so.<version>, preferring the plain name, or "" if none exists.
+// findLib returns the file in dir named stem.so, stem.<version>.so (as
+// node-llama-cpp names them) or stem.so.<version>, preferring the plain
+// name, or "" if none exists.
 func findLib(dir, stem string) string {
 	plain := filepath.Join(dir, stem+".so")
 	if fileExists(plain) {
 		return plain
 	}
-	for _, pattern := range []string{stem + ".v*.so", stem + ".so.*"} {
+	for _, pattern := range []string{stem + ".*.so", stem + ".so.*"} {
 		matches, _ := filepath.Glob(filepath.Join(dir, pattern))
 		for _, m := range matches {
 			if fileExists(m) {
@@ -138,7 +139,7 @@ func (l *Library) open() error {
 	// Check the version before any call whose struct layout depends on it.
 	var llamaVersion, ggmlVersion, ggmlCommit func() string
 	if err := bind(&llamaVersion, llama, "llama_version"); err != nil {
-		return l.versionError("a llama.cpp without llama_version(), older than " + SupportedVersion)
+		return l.versionError("a llama.cpp without llama_version()" + versionFromName(l.LlamaPath) + ", older than " + SupportedVersion)
 	}
 	if bind(&ggmlVersion, ggmlBase, "ggml_version") == nil {
 		l.GGMLVersion = ggmlVersion()
@@ -166,6 +167,16 @@ func (l *Library) open() error {
 
 func (l *Library) versionError(found string) error {
 	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedVersion, FetchHint)
+}
+
+// versionFromName reads a version from a file name like libllama.b8390.so.
+func versionFromName(path string) string {
+	base := filepath.Base(path)
+	name, ok := strings.CutPrefix(base, "libllama.")
+	if !ok || !strings.HasSuffix(name, ".so") || strings.HasPrefix(name, "so") {
+		return ""
+	}
+	return " (its file name says " + strings.TrimSuffix(name, ".so") + ")"
 }
 
 // bind resolves name in handle and makes fptr call it.

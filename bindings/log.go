@@ -22,11 +22,11 @@ const (
 // logged at debug level or below (kvtrim is quiet by default); its errors are
 // also kept so that kvtrim's own error messages can quote them.
 type logSink struct {
-	mu        sync.Mutex
-	log       zerolog.Logger
-	line      strings.Builder
-	level     int32
-	lastError string
+	mu         sync.Mutex
+	log        zerolog.Logger
+	line       strings.Builder
+	level      int32
+	firstError string // the first error line since the last takeError
 }
 
 func (s *logSink) callback(level int32, text *byte, _ uintptr) {
@@ -56,21 +56,23 @@ func (s *logSink) flush() {
 	case logDebug:
 		ev = s.log.Trace()
 	case logError:
-		s.lastError = strings.TrimSpace(line)
+		if s.firstError == "" {
+			s.firstError = strings.TrimSpace(line)
+		}
 	}
 	ev.Str("from", "llama.cpp").Msg(line)
 }
 
-// takeError returns the last error line llama.cpp logged since the previous
-// call, or "".
+// takeError returns the first error line llama.cpp logged since the
+// previous call (the most specific of a cascade), or "", and forgets it.
 func (s *logSink) takeError() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.line.Len() > 0 {
 		s.flush()
 	}
-	e := s.lastError
-	s.lastError = ""
+	e := s.firstError
+	s.firstError = ""
 	return e
 }
 

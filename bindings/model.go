@@ -43,6 +43,7 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 	if err != nil || string(magic) != string(ggufMagic) {
 		return nil, fmt.Errorf("load model %s: not a GGUF file (it does not start with \"GGUF\"); pass a llama.cpp .gguf model", path)
 	}
+	l.logs.takeError() // forget errors of earlier calls
 	p := l.fn.llamaModelDefaultParams()
 	p.NGPULayers = opt.GPULayers
 	ptr := l.fn.llamaModelLoadFromFile(cString(path), p)

@@ -14,6 +14,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Progress receives one line per step of a long operation.
@@ -40,6 +41,16 @@ func Fetch(ctx context.Context, m Manifest, dir string, progress Progress) (stri
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return "", fmt.Errorf("lib fetch: create %s: %w", parent, err)
+	}
+	// One fetch at a time per folder: parallel test processes share the cache.
+	unlock, err := lockFile(dir + ".lock")
+	if err != nil {
+		return "", fmt.Errorf("lib fetch: %w", err)
+	}
+	defer unlock()
+	if lib, ok := installed(m, dir); ok {
+		progress("already installed and verified")
+		return lib, nil
 	}
 	work, err := os.MkdirTemp(parent, ".fetch-")
 	if err != nil {
@@ -69,12 +80,55 @@ func Fetch(ctx context.Context, m Manifest, dir string, progress Progress) (stri
 	if err := os.Rename(staged, dir); err != nil {
 		return "", fmt.Errorf("lib fetch: install into %s: %w", dir, err)
 	}
-	for p := range m.Files {
-		if name := path.Base(p); strings.HasPrefix(name, "libllama") {
-			return filepath.Join(dir, name), nil
-		}
+	if lib := libllamaIn(m, dir); lib != "" {
+		return lib, nil
 	}
 	return "", errors.New("lib fetch: manifest lists no libllama")
+}
+
+// libllamaIn is the path libllama of manifest m has once installed in dir.
+func libllamaIn(m Manifest, dir string) string {
+	for p := range m.Files {
+		if name := path.Base(p); strings.HasPrefix(name, "libllama") {
+			return filepath.Join(dir, name)
+		}
+	}
+	return ""
+}
+
+// installed reports whether dir already holds every file of m with the
+// right sum, and returns its libllama.
+func installed(m Manifest, dir string) (string, bool) {
+	for p, want := range m.Files {
+		f, err := os.Open(filepath.Join(dir, path.Base(p)))
+		if err != nil {
+			return "", false
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil || hex.EncodeToString(h.Sum(nil)) != want {
+			return "", false
+		}
+	}
+	lib := libllamaIn(m, dir)
+	return lib, lib != ""
+}
+
+// lockFile takes an exclusive lock on path, waiting for other processes.
+func lockFile(path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
 
 // extractVerified writes the manifest's files from the tarball into dir,

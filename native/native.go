@@ -28,9 +28,11 @@ type Manifest struct {
 }
 
 // PinnedManifest is the release kvtrim supports.
-func PinnedManifest() (Manifest, error) { return parseManifest(manifestText) }
+func PinnedManifest() (Manifest, error) { return ParseManifest(manifestText) }
 
-func parseManifest(text []byte) (Manifest, error) {
+// ParseManifest reads a manifest: "# package: ..." and "# version: ..." lines,
+// then one "sha256  path" line per file, as sha256sum prints them.
+func ParseManifest(text []byte) (Manifest, error) {
 	m := Manifest{Files: map[string]string{}}
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	for sc.Scan() {

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kvtrim/kvtrim/internal/testenv"
+)
+
+// binary is kvtrim built once for the tests that run it as a user would.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kvtrim-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "kvtrim")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runKvtrim runs the binary with args in env (nil: the test's environment).
+func runKvtrim(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run kvtrim: %v", err)
+	}
+	return r
+}
+
+// wantOneLineError checks that a run failed with exactly one line on stderr,
+// naming every one of want, and no Go panic or stack trace.
+func wantOneLineError(t *testing.T, r result, want ...string) {
+	t.Helper()
+	if r.code == 0 {
+		t.Fatalf("exit status 0, want an error; stderr:\n%s", r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 {
+		t.Errorf("stderr has %d lines, want one:\n%s", len(lines), r.stderr)
+	}
+	for _, bad := range []string{"panic", "goroutine ", ".go:"} {
+		if strings.Contains(r.stderr, bad) {
+			t.Errorf("stderr shows a Go crash (%q):\n%s", bad, r.stderr)
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("error does not mention %q:\n%s", w, r.stderr)
+		}
+	}
+}
+
+func TestNoLibraryAnywhere(t *testing.T) {
+	home := t.TempDir()
+	env := []string{"HOME=" + home, "XDG_CACHE_HOME=" + filepath.Join(home, "cache"), "PATH=" + t.TempDir()}
+	r := runKvtrim(t, env, "run", "-m", "model.gguf", "-p", "hi")
+	wantOneLineError(t, r, "no libllama found", "kvtrim lib fetch", filepath.Join(home, "cache"))
+}
+
+func TestLibraryNotASharedObject(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"libggml-base.so", "libggml.so", "libllama.so"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("not an ELF file\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", "model.gguf", "-p", "hi")
+	wantOneLineError(t, r, "cannot load", "as a shared library", "kvtrim lib fetch")
+}
+
+func TestLibraryOfAnotherVersion(t *testing.T) {
+	dir := testenv.OtherVersionLib(t)
+	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", "model.gguf", "-p", "hi")
+	wantOneLineError(t, r, dir, "b8390", "kvtrim supports llama.cpp 0.5.0", "kvtrim lib fetch")
+}
+
+func TestBadModels(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	good, err := os.ReadFile(testenv.ModelPath(t, "stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	random := make([]byte, 64<<10)
+	rand.Read(random)
+	files := map[string][]byte{
+		"truncated.gguf":         good[:len(good)/3],
+		"header-only.gguf":       good[:1000],
+		"random.gguf":            random,
+		"random-with-magic.gguf": append([]byte("GGUF"), random...),
+		"empty.gguf":             nil,
+	}
+	for name, data := range files {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := runKvtrim(t, nil, "run", "--lib", lib, "-m", path, "-p", "hi", "-n", "4")
+			wantOneLineError(t, r, "load model "+path)
+		})
+	}
+	t.Run("missing", func(t *testing.T) {
+		r := runKvtrim(t, nil, "run", "--lib", lib, "-m", filepath.Join(dir, "nope.gguf"), "-p", "hi")
+		wantOneLineError(t, r, "nope.gguf", "no such file", "-m")
+	})
+}
+
+func TestBadPromptsAndNumbers(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "stories260K.gguf")
+	long := strings.Repeat("The grass is green. ", 100)
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"prompt longer than -c", []string{"-p", long, "-c", "64"}, []string{"do not fit", "-c"}},
+		{"empty prompt", []string{"-p", ""}, []string{"empty prompt"}},
+		{"no prompt", nil, []string{"empty prompt"}},
+		{"negative -n", []string{"-p", "hi", "-n", "-5"}, []string{"-n -5"}},
+		{"absurd -n", []string{"-p", "hi", "-n", "99999999999"}, []string{"-n"}},
+		{"negative -c", []string{"-p", "hi", "-c", "-1"}, []string{"-c -1"}},
+		{"absurd -c", []string{"-p", "hi", "-c", "1000000000"}, []string{"-c 1000000000"}},
+		{"zero -t", []string{"-p", "hi", "-t", "0"}, []string{"-t 0"}},
+		{"absurd -t", []string{"-p", "hi", "-t", "100000"}, []string{"-t 100000"}},
+		{"bad -fa", []string{"-p", "hi", "-fa", "maybe"}, []string{"maybe", "on, off or auto"}},
+		{"unknown flag", []string{"-p", "hi", "--frobnicate"}, []string{"frobnicate"}},
+		{"missing prompt file", []string{"-f", "/nonexistent/prompt.txt"}, []string{"/nonexistent/prompt.txt"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"run", "--lib", lib, "-m", model}, c.args...)
+			wantOneLineError(t, runKvtrim(t, nil, args...), c.want...)
+		})
+	}
+}
+
+// TestRunStreamsOnlyText: stdout holds the generated text alone, logs go to
+// stderr, and llama.cpp's chatter appears only with -v.
+func TestRunStreamsOnlyText(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "stories260K.gguf")
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	r := runKvtrim(t, nil, "run", "--lib", lib, "-m", model, "-p", "Once upon a time", "-n", "16", "--temp", "0",
+		"-ngl", "0", "-ub", "64", "-t", "1", "--stats-json", stats)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if !strings.HasPrefix(r.stdout, ", there was a little girl named Lily") {
+		t.Errorf("stdout = %q", r.stdout)
+	}
+	if strings.TrimSpace(r.stderr) != "" {
+		t.Errorf("a quiet run wrote to stderr:\n%s", r.stderr)
+	}
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"prompt_tokens": 5`, `"decode_tokens": 15`, `"decode_tok_s"`, `"prefill_ms"`, `"n_ubatch": 64`, `"threads": 1`} {
+		if !bytes.Contains(b, []byte(key)) {
+			t.Errorf("stats JSON lacks %s:\n%s", key, b)
+		}
+	}
+	v := runKvtrim(t, nil, "run", "--lib", lib, "-m", model, "-p", "Once upon a time", "-n", "4", "--temp", "0", "-v")
+	if !strings.Contains(v.stderr, "llama.cpp") || !strings.Contains(v.stderr, "print_info") {
+		t.Errorf("-v does not show llama.cpp's log:\n%.500s", v.stderr)
+	}
+	if !strings.HasPrefix(r.stdout, strings.TrimRight(v.stdout, "\n")) {
+		t.Errorf("-v changed stdout: %q", v.stdout)
+	}
+}
+
+func TestNormalizeArgs(t *testing.T) {
+	fs := newFlagSet("t", "t")
+	var g genFlags
+	g.register(fs)
+	got := normalizeArgs(fs, []string{"-ngl", "99", "-ub=64", "-fa", "on", "-n", "5", "-top-k", "3", "-xyz", "--", "-ngl"})
+	want := []string{"--n-gpu-layers", "99", "--ubatch-size=64", "--flash-attn", "on", "-n", "5", "--top-k", "3", "-xyz", "--", "-ngl"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("normalizeArgs = %q, want %q", got, want)
+	}
+	if err := parseFlags(fs, []string{"-ngl", "7", "-ub", "32", "-c", "100", "-s", "42"}, os.Stderr); err != nil {
+		t.Fatal(err)
+	}
+	if g.gpuLayers != 7 || g.nUbat != 32 || g.nCtx != 100 || g.seed != 42 {
+		t.Errorf("parsed -ngl %d -ub %d -c %d -s %d", g.gpuLayers, g.nUbat, g.nCtx, g.seed)
+	}
+}
+
+func TestVersionAndLib(t *testing.T) {
+	lib := testenv.Library(t)
+	r := runKvtrim(t, nil, "version", "--lib", lib.Dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "kvtrim ") || !strings.Contains(r.stdout, lib.LlamaPath) {
+		t.Errorf("version: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runKvtrim(t, nil, "lib", "--lib", lib.Dir)
+	for _, w := range []string{"looked in:", "--lib", lib.LlamaPath, "0.5.0", "CPU"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("kvtrim lib output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+}
