@@ -136,6 +136,10 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	if need := len(s.tokens) + len(tokens); need > s.ctx.NCtx() {
 		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c or shorten the prompt", ErrPromptTooLong, need, s.ctx.NCtx())
 	}
+	// llama.cpp's CPU threads (OpenMP teams, ggml's threadpool) belong to
+	// the thread that calls llama_decode: keep it the same OS thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	start := time.Now()
 	nb := s.ctx.NBatch()
 	for i := 0; i < len(tokens); i += nb {
@@ -180,6 +184,8 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	if len(s.tokens) == 0 {
 		return errors.New("generate: prefill a prompt first")
 	}
+	runtime.LockOSThread() // see Prefill
+	defer runtime.UnlockOSThread()
 	vocab := s.model.Vocab()
 	seqs := []bindings.SeqID{s.seq}
 	start := time.Now()
