@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
+	"github.com/kvtrim/kvtrim/policies"
 )
 
 // SessionOptions configure a Session's context.
@@ -17,6 +19,8 @@ type SessionOptions struct {
 	NUbatch   int    // physical batch (0: llama.cpp's 512)
 	Threads   int    // 0: one per CPU
 	FlashAttn string // "on", "off" or "auto" ("": auto, llama.cpp's default)
+	// Compression compresses the prompt (zero value: keep the full cache).
+	Compression Compression
 	// Progress, if set, is called after each prefill batch.
 	Progress func(done, total int)
 }
@@ -37,30 +41,69 @@ func ParseFlashAttn(s string) (bindings.FlashAttn, error) {
 // Token is a vocabulary index.
 type Token = bindings.Token
 
-// Session is one sequence in its own llama.cpp context: prefill a prompt,
-// then generate. It is not safe for concurrent use.
+// Session is one sequence in its own llama.cpp context: prefill a prompt
+// (compressing it if asked), then generate. It is not safe for concurrent
+// use.
+//
+// A compressing session prefills into a second, temporary context that
+// carries the eval callback, sized to the prompt; it scores, evicts, and
+// then moves the kept cells into the session's own context (which has no
+// callback, so decoding pays nothing for observation) with a sequence state
+// save and load, which also packs them from cell 0. That context only needs
+// room for the kept cells and the generation: -c can be smaller than the
+// prompt.
 type Session struct {
 	model *Model
 	ctx   *bindings.Context
+	copt  bindings.ContextOptions
 	batch *bindings.Batch
 	opt   SessionOptions
 	seq   bindings.SeqID
-	// tokens holds every token in the cache, in position order.
-	tokens []Token
-	stats  Stats
+	// nextPos is the position of the next token; used is the number of
+	// cells the sequence holds.
+	nextPos int32
+	used    int
+	stats   Stats
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
 // --stats-json fields.
 type Stats struct {
-	PromptTokens int     `json:"prompt_tokens"`
-	NCtx         int     `json:"n_ctx"`
-	NBatch       int     `json:"n_batch"`
-	NUbatch      int     `json:"n_ubatch"`
-	Threads      int     `json:"threads"`
-	PrefillMs    float64 `json:"prefill_ms"`
-	PrefillTokS  float64 `json:"prefill_tok_s"`
-	DecodeTokens int     `json:"decode_tokens"`
+	Policy       string `json:"policy"`
+	PromptTokens int    `json:"prompt_tokens"`
+	NCtx         int    `json:"n_ctx"`
+	NBatch       int    `json:"n_batch"`
+	NUbatch      int    `json:"n_ubatch"`
+	Threads      int    `json:"threads"`
+	// Attention is where a compressing session read attention from:
+	// "softmax" (kq_soft_max, flash attention off) or "qk" (queries and
+	// keys, flash attention on).
+	Attention string `json:"attention,omitempty"`
+	// Compression: the budget asked for, the cells kept and evicted, n_kv
+	// (the cells attention scans) and the K+V bytes the sequence holds,
+	// before and after.
+	Budget        int    `json:"budget,omitempty"`
+	KeptCells     int    `json:"kept_cells"`
+	EvictedCells  int    `json:"evicted_cells"`
+	NKVBefore     int    `json:"n_kv_before"`
+	NKVAfter      int    `json:"n_kv_after"`
+	KVBytesBefore int64  `json:"kv_bytes_before"`
+	KVBytesAfter  int64  `json:"kv_bytes_after"`
+	Note          string `json:"note,omitempty"`
+
+	PrefillMs   float64 `json:"prefill_ms"`
+	PrefillTokS float64 `json:"prefill_tok_s"`
+	// ObserveMs is the time spent turning the observed tensors into window
+	// attention (reading them inside the callback is part of PrefillMs);
+	// ScoreMs the policy; EvictMs the seq_rm calls; CompactMs saving the
+	// state, loading it into the decoding context and decoding the last
+	// prompt token there again for its logits.
+	ObserveMs float64 `json:"observe_ms"`
+	ScoreMs   float64 `json:"score_ms"`
+	EvictMs   float64 `json:"evict_ms"`
+	CompactMs float64 `json:"compact_ms"`
+
+	DecodeTokens int `json:"decode_tokens"`
 	// DecodeMs is the time spent in llama_decode for generated tokens, as
 	// measured in Go around each call (the purego crossing included).
 	DecodeMs   float64 `json:"decode_ms"`
@@ -68,7 +111,8 @@ type Stats struct {
 	SampleMs   float64 `json:"sample_ms"`
 	// GenerateMs is the whole generation loop: sampling, decoding, output.
 	GenerateMs float64 `json:"generate_ms"`
-	// LlamaPromptMs and LlamaEvalMs are llama.cpp's own timers.
+	// LlamaPromptMs and LlamaEvalMs are llama.cpp's own timers of the
+	// session's context.
 	LlamaPromptMs float64 `json:"llama_prompt_ms"`
 	LlamaEvalMs   float64 `json:"llama_eval_ms"`
 	StopReason    string  `json:"stop_reason"`
@@ -84,6 +128,14 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := opt.Compression.Check(); err != nil {
+		return nil, err
+	}
+	if opt.Compression.enabled() {
+		if err := hooks.CheckEvictable(m.Model); err != nil {
+			return nil, err
+		}
+	}
 	copt := bindings.ContextOptions{
 		NCtx: uint32(opt.NCtx), NBatch: uint32(opt.NBatch), NUbatch: uint32(opt.NUbatch),
 		Threads: int32(opt.Threads), FlashAttn: fa,
@@ -92,10 +144,13 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{model: m, ctx: ctx, opt: opt}
+	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
 	threads, _ := ctx.Threads()
-	s.stats = Stats{NCtx: ctx.NCtx(), NBatch: ctx.NBatch(), NUbatch: ctx.NUbatch(), Threads: threads}
+	s.stats = Stats{Policy: PolicyNone, NCtx: ctx.NCtx(), NBatch: ctx.NBatch(), NUbatch: ctx.NUbatch(), Threads: threads}
+	if opt.Compression.enabled() {
+		s.stats.Policy = opt.Compression.Policy
+	}
 	return s, nil
 }
 
@@ -107,9 +162,6 @@ func (s *Session) Close() {
 
 // Context is the session's llama.cpp context.
 func (s *Session) Context() *bindings.Context { return s.ctx }
-
-// Tokens is every token in the cache, in position order.
-func (s *Session) Tokens() []Token { return s.tokens }
 
 // Stats returns the counts and timings so far.
 func (s *Session) Stats() Stats {
@@ -127,43 +179,241 @@ func (s *Session) Tokenize(text string) ([]Token, error) {
 // ErrPromptTooLong means a prompt does not fit in the cache.
 var ErrPromptTooLong = errors.New("prompt too long")
 
+// kvBytesPerCell is the size of one cell's keys and values over all layers
+// (F16 cache).
+func (s *Session) kvBytesPerCell() int64 {
+	m := s.model
+	return int64(m.NLayer()) * 2 * int64(m.NEmbd()/m.NHead()*m.NHeadKV()) * 2
+}
+
 // Prefill decodes prompt tokens after what the cache holds, in batches of
-// n_batch tokens, asking for the logits of the last one.
+// n_batch tokens, asking for the logits of the last one. With a compression
+// policy the prompt is compressed to the budget on the way (see Session).
 func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	if len(tokens) == 0 {
 		return errors.New("empty prompt: give some text with -p or -f")
-	}
-	if need := len(s.tokens) + len(tokens); need > s.ctx.NCtx() {
-		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c or shorten the prompt", ErrPromptTooLong, need, s.ctx.NCtx())
 	}
 	// llama.cpp's CPU threads (OpenMP teams, ggml's threadpool) belong to
 	// the thread that calls llama_decode: keep it the same OS thread.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	comp := s.opt.Compression.withDefaults()
+	n := len(tokens)
+	if comp.enabled() {
+		if s.nextPos != 0 {
+			return errors.New("compressed prefill: the session already holds a prompt")
+		}
+		budget := comp.budgetFor(n)
+		s.stats.Budget = budget
+		if budget < n {
+			return s.prefillCompressed(ctx, tokens, comp, budget)
+		}
+		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", budget, n)
+	}
+	if need := s.used + n; need > s.ctx.NCtx() {
+		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c, shorten the prompt or compress it (--policy)", ErrPromptTooLong, need, s.ctx.NCtx())
+	}
+	if err := s.decode(ctx, s.ctx, nil, tokens, n); err != nil {
+		return err
+	}
+	st := &s.stats
+	st.KeptCells, st.EvictedCells = s.used, 0
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(s.used), hooks.PadNKV(s.used)
+	st.KVBytesBefore = int64(s.used) * s.kvBytesPerCell()
+	st.KVBytesAfter = st.KVBytesBefore
+	return nil
+}
+
+// observing is a temporary context whose decodes an Observer watches.
+type observing struct {
+	ctx     *bindings.Context
+	obs     *hooks.Observer
+	cells   *hooks.CellMap
+	release func()
+}
+
+func (o *observing) close() {
+	if o.ctx != nil {
+		o.ctx.Close()
+		o.ctx = nil
+		o.release()
+	}
+}
+
+// openObserving makes the temporary context for a prompt of n tokens.
+func (s *Session) openObserving(n int) (*observing, error) {
+	m := s.model
+	// Auto resolves to on wherever flash attention is supported, as on every
+	// CPU build; the observer must know which graph it will see.
+	src := hooks.FromQK
+	if s.copt.FlashAttn == bindings.FlashAttnDisabled {
+		src = hooks.FromSoftmax
+	}
+	obs := hooks.NewObserver(hooks.Shape{
+		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
+	}, src)
+	copt := s.copt
+	copt.NCtx = uint32(n)
+	var release func()
+	copt.EvalCallback, copt.EvalUserData, release = m.lib.EvalCallback(obs)
+	ctx, err := m.NewContext(copt)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("observing context for %d prompt tokens: %w", n, err)
+	}
+	s.stats.Attention = src.String()
+	return &observing{ctx: ctx, obs: obs, cells: hooks.NewCellMap(), release: release}, nil
+}
+
+// decode decodes tokens at the next positions into ctx in n_batch chunks,
+// recording the cells they land in when o is set; total is the whole
+// prompt's length, for progress.
+func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
-	nb := s.ctx.NBatch()
+	nb := into.NBatch()
+	seqs := []bindings.SeqID{s.seq}
+	positions := make([]int32, 0, nb)
 	for i := 0; i < len(tokens); i += nb {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("prefill: %w", err)
 		}
 		chunk := tokens[i:min(i+nb, len(tokens))]
 		s.batch.Clear()
-		pos := bindings.Pos(len(s.tokens))
+		positions = positions[:0]
 		for j, t := range chunk {
-			s.batch.Add(t, pos+bindings.Pos(j), []bindings.SeqID{s.seq}, i+j == len(tokens)-1)
+			pos := s.nextPos + int32(j)
+			s.batch.Add(t, pos, seqs, i+j == len(tokens)-1)
+			positions = append(positions, pos)
 		}
-		if err := s.ctx.Decode(s.batch); err != nil {
-			return fmt.Errorf("prefill tokens %d-%d: %w", len(s.tokens), len(s.tokens)+len(chunk), err)
+		if err := into.Decode(s.batch); err != nil {
+			return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 		}
-		s.tokens = append(s.tokens, chunk...)
+		if o != nil {
+			if err := hooks.RecordCells(o.cells, positions, o.obs.TakeCells()); err != nil {
+				return err
+			}
+		}
+		s.nextPos += int32(len(chunk))
+		s.used += len(chunk)
 		if s.opt.Progress != nil {
-			s.opt.Progress(i+len(chunk), len(tokens))
+			s.opt.Progress(int(s.nextPos), total)
 		}
 	}
 	s.stats.PromptTokens += len(tokens)
 	s.stats.PrefillMs += msSince(start)
 	if s.stats.PrefillMs > 0 {
 		s.stats.PrefillTokS = float64(s.stats.PromptTokens) / (s.stats.PrefillMs / 1000)
+	}
+	return nil
+}
+
+// prefillCompressed prefills n > budget tokens into an observing context,
+// the last Window of them as their own batch with the observer armed,
+// scores and evicts there, and moves the kept cells into the session's
+// context.
+func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) error {
+	n := len(tokens)
+	cfg, err := comp.snapKV(budget)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(n); err != nil {
+		return err
+	}
+	if comp.Window > s.ctx.NUbatch() {
+		return fmt.Errorf("window %d is larger than the physical batch -ub %d: the window must be decoded as one batch; raise -ub or shorten the window", comp.Window, s.ctx.NUbatch())
+	}
+	if budget > s.ctx.NCtx() {
+		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.ctx.NCtx())
+	}
+	o, err := s.openObserving(n)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	if err := s.decode(ctx, o.ctx, o, tokens[:n-comp.Window], n); err != nil {
+		return err
+	}
+	o.obs.Arm()
+	err = s.decode(ctx, o.ctx, o, tokens[n-comp.Window:], n)
+	o.obs.Disarm()
+	if err != nil {
+		return err
+	}
+
+	t0 := time.Now()
+	var att []policies.WindowAttention
+	recent := comp.Policy == PolicyRecent
+	if !recent {
+		if att, err = o.obs.Attention(o.cells, n); err != nil {
+			return err
+		}
+	}
+	t1 := time.Now()
+	var kept []int
+	if recent {
+		for p := n - budget; p < n; p++ {
+			kept = append(kept, p)
+		}
+	} else if kept, err = policies.SnapKV(cfg, att, s.model.NHeadKV()); err != nil {
+		return err
+	}
+	t2 := time.Now()
+	// The last prompt token is decoded again in the session's context for
+	// its logits, so it leaves with the evicted ones.
+	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n)})
+	if err := hooks.Evict(o.ctx.Memory(), s.seq, ranges, o.cells); err != nil {
+		return err
+	}
+	t3 := time.Now()
+	if err := s.moveFrom(o); err != nil {
+		return err
+	}
+	s.nextPos, s.used = int32(n-1), len(kept)-1
+	s.batch.Clear()
+	s.batch.Add(tokens[n-1], int32(n-1), []bindings.SeqID{s.seq}, true)
+	if err := s.ctx.Decode(s.batch); err != nil {
+		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
+	}
+	s.nextPos, s.used = int32(n), len(kept)
+	t4 := time.Now()
+
+	st := &s.stats
+	st.ObserveMs += msBetween(t0, t1)
+	st.ScoreMs += msBetween(t1, t2)
+	st.EvictMs += msBetween(t2, t3)
+	st.CompactMs += msBetween(t3, t4)
+	st.KeptCells, st.EvictedCells = len(kept), n-len(kept)
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
+	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(len(kept)) * s.kvBytesPerCell()
+	return nil
+}
+
+// moveFrom saves the observed sequence's state, checks its cells against
+// the map, frees the observing context and loads the state into the
+// session's context, where it lands packed from cell 0.
+func (s *Session) moveFrom(o *observing) error {
+	state, err := o.ctx.SeqState(s.seq, 0)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	byCell, err := hooks.StatePositions(state, s.seq)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	mem := o.ctx.Memory()
+	if err := o.cells.Verify(byCell, mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq)); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	o.close() // free its cache before the state is loaded
+	if err := s.ctx.SetSeqState(s.seq, state, 0); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	pos := o.cells.Positions()
+	mem = s.ctx.Memory()
+	if got0, got1 := mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq); got0 != pos[0] || got1 != pos[len(pos)-1] {
+		return fmt.Errorf("compact: llama.cpp holds positions [%d, %d] after the move, kvtrim expected [%d, %d]", got0, got1, pos[0], pos[len(pos)-1])
 	}
 	return nil
 }
@@ -181,7 +431,7 @@ type GenerateOptions struct {
 // each token's text to emit. It stops at MaxTokens, at an end-of-generation
 // token, when the cache is full, when ctx is cancelled, or when emit fails.
 func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt GenerateOptions, emit func(t Token, piece string) error) error {
-	if len(s.tokens) == 0 {
+	if s.used == 0 {
 		return errors.New("generate: prefill a prompt first")
 	}
 	runtime.LockOSThread() // see Prefill
@@ -214,23 +464,26 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		if n == opt.MaxTokens-1 {
 			break // the last token needs no decode
 		}
-		if len(s.tokens) >= s.ctx.NCtx() {
+		if s.used >= s.ctx.NCtx() {
 			s.stats.StopReason = "context_full"
 			return nil
 		}
 		s.batch.Clear()
-		s.batch.Add(tok, bindings.Pos(len(s.tokens)), seqs, true)
+		s.batch.Add(tok, s.nextPos, seqs, true)
 		t1 := time.Now()
 		err := s.ctx.Decode(s.batch)
 		s.stats.DecodeMs += msSince(t1)
 		if err != nil {
-			return fmt.Errorf("decode token %d: %w", len(s.tokens), err)
+			return fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
 		}
 		s.stats.DecodeTokens++
-		s.tokens = append(s.tokens, tok)
+		s.nextPos++
+		s.used++
 	}
 	s.stats.StopReason = "max_tokens"
 	return nil
 }
 
-func msSince(t time.Time) float64 { return float64(time.Since(t).Nanoseconds()) / 1e6 }
+func msSince(t time.Time) float64 { return msBetween(t, time.Now()) }
+
+func msBetween(a, b time.Time) float64 { return float64(b.Sub(a).Nanoseconds()) / 1e6 }

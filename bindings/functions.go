@@ -41,6 +41,9 @@ type functions struct {
 	llamaModelNEmbd        func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_embd"`
 	llamaModelNLayer       func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_layer"`
 	llamaModelNHead        func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_head"`
+	llamaModelNSWA         func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_swa"`
+	llamaModelIsRecurrent  func(m uintptr) bool                                                                        `sym:"llama:llama_model_is_recurrent"`
+	llamaModelIsHybrid     func(m uintptr) bool                                                                        `sym:"llama:llama_model_is_hybrid"`
 	llamaModelNHeadKV      func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_head_kv"`
 	llamaModelChatTemplate func(m uintptr, name *byte) *byte                                                           `sym:"llama:llama_model_chat_template"`
 	llamaModelMetaValStr   func(m uintptr, key *byte, buf *byte, size uint64) int32                                    `sym:"llama:llama_model_meta_val_str"`

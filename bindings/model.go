@@ -78,6 +78,16 @@ func (m *Model) NHead() int { return int(m.lib.fn.llamaModelNHead(m.ptr)) }
 // NHeadKV is the number of key/value heads per layer (fewer than NHead with GQA).
 func (m *Model) NHeadKV() int { return int(m.lib.fn.llamaModelNHeadKV(m.ptr)) }
 
+// NSWA is the sliding-window attention size (0: the model has none).
+func (m *Model) NSWA() int { return int(m.lib.fn.llamaModelNSWA(m.ptr)) }
+
+// IsRecurrent reports a recurrent model (Mamba, RWKV): its memory is a
+// state, not one cell per position.
+func (m *Model) IsRecurrent() bool { return m.lib.fn.llamaModelIsRecurrent(m.ptr) }
+
+// IsHybrid reports a model mixing attention and recurrent layers.
+func (m *Model) IsHybrid() bool { return m.lib.fn.llamaModelIsHybrid(m.ptr) }
+
 // NEmbd is the embedding width.
 func (m *Model) NEmbd() int { return int(m.lib.fn.llamaModelNEmbd(m.ptr)) }
 

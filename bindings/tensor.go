@@ -7,7 +7,9 @@ import (
 )
 
 // Tensor is a read-only view of a ggml_tensor that llama.cpp handed to the
-// eval callback. It is valid only during that callback.
+// eval callback. A graph node is valid only during that callback; the KV
+// cache's own tensors (cache_k_l<il>, cache_v_l<il>, reached as sources of
+// nodes) live as long as their context, so a Tensor of one may be kept.
 type Tensor struct {
 	lib *Library
 	t   *cTensor
@@ -60,6 +62,22 @@ func (t Tensor) Read(dst []byte, offset uint64) error {
 	}
 	t.lib.fn.ggmlBackendTensorGet(uintptr(unsafe.Pointer(t.t)), unsafe.Pointer(&dst[0]), offset, uint64(len(dst)))
 	return nil
+}
+
+// Element is a Go type a tensor's elements can be read into.
+type Element interface {
+	float32 | int32 | int64 | uint16
+}
+
+// ReadTensor copies len(dst) elements starting byteOffset bytes into t's
+// data, from host or device memory alike. The caller matches T to the
+// tensor's type (F32, I32, I64, or F16 read as raw uint16).
+func ReadTensor[T Element](t Tensor, dst []T, byteOffset uint64) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	size := uint64(len(dst)) * uint64(unsafe.Sizeof(dst[0]))
+	return t.Read(unsafe.Slice((*byte)(unsafe.Pointer(&dst[0])), size), byteOffset)
 }
 
 // EvalObserver watches graph nodes while a context decodes. Ask is called for

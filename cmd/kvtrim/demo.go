@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
 )
 
-const demoPrompt = "Once upon a time"
+// demoStory is the demo's prompt: five short stories in the style the bundled
+// model was trained on (original text written for kvtrim's tests).
+//
+//go:embed demo_story.txt
+var demoStory string
 
-// cmdDemo runs the bundled tiny model with no arguments, fetching the pinned
+// cmdDemo runs the bundled tiny model on a story prompt twice, with the full
+// cache and with SnapKV, and shows both side by side. It fetches the pinned
 // libllama first if none is installed.
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("demo", "demo [flags]")
@@ -20,11 +28,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var g genFlags
 	g.register(fs)
 	c.register(fs)
-	// The demo's own defaults: greedy, a short story, a small cache.
-	fs.Set("prompt", demoPrompt)
-	fs.Set("n-predict", "96")
-	fs.Set("ctx-size", "256")
+	// The demo's own defaults: greedy, a short continuation, SnapKV at 25%.
+	fs.Set("n-predict", "48")
+	fs.Set("ctx-size", "1024")
 	fs.Set("temp", "0")
+	fs.Set("policy", "snapkv")
+	fs.Set("ratio", "0.25")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -46,14 +55,57 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "kvtrim demo: %s with llama.cpp %s from %s\n", filepath.Base(g.model), lib.Version, lib.Dir)
-	fmt.Fprintf(stderr, "prompt: %q, %d tokens greedy, full cache\n\n", g.prompt, g.nPredict)
-	fmt.Fprint(stdout, g.prompt)
-	st, err := generate(ctx, lib, &g, g.prompt, stdout, log)
-	if err != nil {
-		return err
+	prompt := g.prompt
+	if prompt == "" {
+		prompt = strings.TrimSpace(demoStory)
 	}
-	fmt.Fprintf(stderr, "\n%d prompt tokens in %.1f ms, %d tokens decoded at %.1f tokens/s (n_ctx %d)\n",
-		st.PromptTokens, st.PrefillMs, st.DecodeTokens, st.DecodeTokS, st.NCtx)
-	return nil
+	fmt.Fprintf(stdout, "kvtrim demo: %s, llama.cpp %s from %s\n", filepath.Base(g.model), lib.Version, lib.Dir)
+	fmt.Fprintf(stdout, "prompt: %q ... %q (%d bytes), %d tokens greedy\n\n", head(prompt, 40), tail(prompt, 40), len(prompt), g.nPredict)
+
+	full := g
+	full.comp = kvtrim.Compression{Policy: kvtrim.PolicyNone}
+	full.statsJSON = ""
+	runs := []struct {
+		name string
+		g    *genFlags
+	}{{"full cache", &full}, {g.comp.Policy, &g}}
+	stats := make([]kvtrim.Stats, len(runs))
+	for i, r := range runs {
+		var text strings.Builder
+		st, err := generate(ctx, lib, r.g, prompt, &text, log)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.name, err)
+		}
+		stats[i] = st
+		fmt.Fprintf(stdout, "%s:\n  ...%s\n\n", r.name, strings.TrimSpace(text.String()))
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\t%s\t%s\t\n", runs[0].name, runs[1].name)
+	row := func(name string, f func(kvtrim.Stats) string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", name, f(stats[0]), f(stats[1]))
+	}
+	row("prompt tokens", func(s kvtrim.Stats) string { return fmt.Sprint(s.PromptTokens) })
+	row("cells kept", func(s kvtrim.Stats) string { return fmt.Sprint(s.KeptCells) })
+	row("n_kv after prefill", func(s kvtrim.Stats) string { return fmt.Sprint(s.NKVAfter) })
+	row("KV bytes of the prompt", func(s kvtrim.Stats) string { return fmt.Sprint(s.KVBytesAfter) })
+	row("prefill ms", func(s kvtrim.Stats) string { return fmt.Sprintf("%.1f", s.PrefillMs) })
+	row("observe+score+evict+compact ms", func(s kvtrim.Stats) string {
+		return fmt.Sprintf("%.2f", s.ObserveMs+s.ScoreMs+s.EvictMs+s.CompactMs)
+	})
+	row("decode tokens/s", func(s kvtrim.Stats) string { return fmt.Sprintf("%.0f", s.DecodeTokS) })
+	return tw.Flush()
+}
+
+func head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }

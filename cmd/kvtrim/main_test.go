@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,8 +37,14 @@ type result struct {
 }
 
 // runKvtrim runs the binary with args in env (nil: the test's environment).
+// Commands that decode get one thread unless the test sets -t: go test runs
+// packages in parallel, and llama.cpp's spinning workers slow down by orders
+// of magnitude when they outnumber the cores.
 func runKvtrim(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "run" || args[0] == "demo") && !slices.Contains(args, "-t") {
+		args = append(args, "-t", "1")
+	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = env
 	var stdout, stderr bytes.Buffer
@@ -152,6 +159,15 @@ func TestBadPromptsAndNumbers(t *testing.T) {
 		{"bad -fa", []string{"-p", "hi", "-fa", "maybe"}, []string{"maybe", "on, off or auto"}},
 		{"unknown flag", []string{"-p", "hi", "--frobnicate"}, []string{"frobnicate"}},
 		{"missing prompt file", []string{"-f", "/nonexistent/prompt.txt"}, []string{"/nonexistent/prompt.txt"}},
+		{"unknown policy", []string{"-p", "hi", "--policy", "magic"}, []string{"unknown policy", "magic"}},
+		{"budget not above window", []string{"-p", "hi", "--policy", "snapkv", "--budget", "32", "--window", "32"}, []string{"budget 32", "window 32"}},
+		{"even kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "4"}, []string{"kernel 4"}},
+		{"zero kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "0"}, []string{"kernel"}},
+		{"negative kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "-1"}, []string{"kernel -1"}},
+		{"unknown pooling", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--pool", "median"}, []string{"median"}},
+		{"unknown aggregation", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--aggregate", "mean-ish"}, []string{"mean-ish"}},
+		{"no budget", []string{"-p", "hi", "--policy", "snapkv"}, []string{"--budget"}},
+		{"window longer than prompt", []string{"-p", "hi there", "--policy", "snapkv", "--ratio", "0.5", "--window", "64"}, []string{"window"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -193,6 +209,47 @@ func TestRunStreamsOnlyText(t *testing.T) {
 	}
 	if !strings.HasPrefix(r.stdout, strings.TrimRight(v.stdout, "\n")) {
 		t.Errorf("-v changed stdout: %q", v.stdout)
+	}
+}
+
+// TestRunSnapKVStats: --stats-json of a compressed run holds the issue's
+// fields, with the cells and bytes actually saved.
+func TestRunSnapKVStats(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "stories260K.gguf")
+	stats := filepath.Join(t.TempDir(), "stats.json")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
+	r := runKvtrim(t, nil, "run", "--lib", lib, "-m", model, "-p", prompt, "-n", "8", "--temp", "0",
+		"--policy", "snapkv", "--ratio", "0.25", "--window", "16", "--stats-json", stats)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	b, err := os.ReadFile(stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"prompt_tokens", "kept_cells", "evicted_cells", "n_kv_before", "n_kv_after",
+		"kv_bytes_before", "kv_bytes_after", "prefill_ms", "observe_ms", "score_ms", "evict_ms", "compact_ms",
+		"decode_tokens", "decode_ms", "decode_tok_s", `"policy": "snapkv"`} {
+		if !bytes.Contains(b, []byte(key)) {
+			t.Errorf("stats JSON lacks %s:\n%s", key, b)
+		}
+	}
+	if bytes.Contains(b, []byte(`"evicted_cells": 0,`)) {
+		t.Errorf("nothing was evicted:\n%s", b)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	r := runKvtrim(t, nil, "demo", "--lib", lib)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, w := range []string{"full cache:", "snapkv:", "cells kept", "n_kv after prefill", "decode tokens/s"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("demo output lacks %q:\n%s", w, r.stdout)
+		}
 	}
 }
 

@@ -39,6 +39,7 @@ type genFlags struct {
 	flashAttn           string
 	chat                bool
 	statsJSON           string
+	comp                kvtrim.Compression
 }
 
 func (g *genFlags) register(fs *pflag.FlagSet) {
@@ -60,6 +61,13 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
 	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
 	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
+	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression of the prompt: none or snapkv")
+	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
+	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
+	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
+	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
+	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
+	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers become one score per position: normsum, max, votes or kvsum")
 }
 
 // validate checks the numbers before anything is loaded.
@@ -87,6 +95,12 @@ func (g *genFlags) validate() error {
 		return usageErrorf("--top-k %d: give a count >= 0", g.topK)
 	}
 	if _, err := kvtrim.ParseFlashAttn(g.flashAttn); err != nil {
+		return usageError{err}
+	}
+	if g.comp.Kernel < 1 {
+		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)
+	}
+	if err := g.comp.Check(); err != nil {
 		return usageError{err}
 	}
 	return nil
@@ -153,7 +167,7 @@ func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt st
 		threads = 0
 	}
 	opt := kvtrim.SessionOptions{
-		NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: g.flashAttn,
+		NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: g.flashAttn, Compression: g.comp,
 		Progress: prefillProgress(log),
 	}
 	sess, err := model.NewSession(opt)

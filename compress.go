@@ -1,0 +1,119 @@
+package kvtrim
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/kvtrim/kvtrim/policies"
+)
+
+// Policy names.
+const (
+	PolicyNone   = "none"
+	PolicySnapKV = "snapkv"
+	// PolicyRecent keeps only the last Budget positions: the baseline that
+	// shows what scoring is worth.
+	PolicyRecent = "recent"
+)
+
+// Compression says how a Session compresses its prompt. The zero value
+// (or Policy "none") keeps the full cache.
+type Compression struct {
+	Policy string // "none", "snapkv" or "recent"
+	// Budget is the number of cells to keep, the window included. When 0,
+	// Ratio (of the prompt length) sets it.
+	Budget int
+	Ratio  float64
+	// Window is SnapKV's observation window: the last Window prompt tokens
+	// vote for the earlier positions (and are always kept).
+	Window int
+	// Kernel is the odd width of the 1-D pooling of the votes.
+	Kernel int
+	// Pool is "avg" or "max"; Aggregate is how per-head scores of all layers
+	// become one per position (see policies.ParseAggregation).
+	Pool, Aggregate string
+}
+
+// Defaults of SnapKV's settings, as the paper's code uses them.
+const (
+	DefaultWindow    = 32
+	DefaultKernel    = 7
+	DefaultPool      = "avg"
+	DefaultAggregate = "normsum"
+)
+
+// enabled reports whether the compression evicts anything at all.
+func (c Compression) enabled() bool { return c.Policy != "" && c.Policy != PolicyNone }
+
+// withDefaults fills the unset fields.
+func (c Compression) withDefaults() Compression {
+	if c.Window == 0 {
+		c.Window = DefaultWindow
+	}
+	if c.Kernel == 0 {
+		c.Kernel = DefaultKernel
+	}
+	if c.Pool == "" {
+		c.Pool = DefaultPool
+	}
+	if c.Aggregate == "" {
+		c.Aggregate = DefaultAggregate
+	}
+	return c
+}
+
+// Check validates the settings that do not depend on the prompt.
+func (c Compression) Check() error {
+	switch c.Policy {
+	case "", PolicyNone:
+		return nil
+	case PolicySnapKV, PolicyRecent:
+	default:
+		return fmt.Errorf("unknown policy %q: use none, snapkv or recent", c.Policy)
+	}
+	c = c.withDefaults()
+	switch {
+	case c.Budget < 0:
+		return fmt.Errorf("budget %d: give a number of cells > 0", c.Budget)
+	case c.Budget == 0 && (c.Ratio <= 0 || c.Ratio > 1 || math.IsNaN(c.Ratio)):
+		return fmt.Errorf("%s needs --budget N (cells) or --ratio R in (0, 1]", c.Policy)
+	case c.Budget > 0 && c.Ratio > 0:
+		return fmt.Errorf("give --budget or --ratio, not both")
+	case c.Window < 2:
+		// The last prompt token is decoded again after compaction, right
+		// after the one before it, so the window keeps at least those two.
+		return fmt.Errorf("window %d: give at least 2", c.Window)
+	case c.Budget > 0 && c.Budget <= c.Window:
+		return fmt.Errorf("budget %d must be larger than the window %d: the window is always kept, and the budget counts it", c.Budget, c.Window)
+	}
+	if _, err := c.snapKV(c.Budget); err != nil {
+		return err
+	}
+	return nil
+}
+
+// snapKV builds the policy configuration for a budget.
+func (c Compression) snapKV(budget int) (policies.SnapKVConfig, error) {
+	c = c.withDefaults()
+	pool, err := policies.ParsePooling(c.Pool)
+	if err != nil {
+		return policies.SnapKVConfig{}, err
+	}
+	agg, err := policies.ParseAggregation(c.Aggregate)
+	if err != nil {
+		return policies.SnapKVConfig{}, err
+	}
+	cfg := policies.SnapKVConfig{Window: c.Window, Budget: budget, Kernel: c.Kernel, Pool: pool, Agg: agg}
+	if c.Kernel < 1 || c.Kernel%2 == 0 {
+		return cfg, fmt.Errorf("kernel %d: give an odd width >= 1", c.Kernel)
+	}
+	return cfg, nil
+}
+
+// budgetFor is the number of cells to keep of a prompt of n tokens.
+func (c Compression) budgetFor(n int) int {
+	if c.Budget > 0 {
+		return c.Budget
+	}
+	return int(math.Ceil(c.Ratio * float64(n)))
+}

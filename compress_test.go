@@ -1,0 +1,118 @@
+package kvtrim_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/internal/testenv"
+)
+
+// complete prefills prompt in a new session with comp and returns the
+// greedy continuation and the stats.
+func complete(t *testing.T, model *kvtrim.Model, prompt string, n int, comp kvtrim.Compression, fa string) (string, kvtrim.Stats) {
+	t.Helper()
+	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 2048, NBatch: 512, NUbatch: 128, Threads: 1, FlashAttn: fa, Compression: comp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, err := s.Tokenize(prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	sampler := model.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
+	defer sampler.Close()
+	var out strings.Builder
+	if err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: n},
+		func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), s.Stats()
+}
+
+func loadModel(t *testing.T, name string) *kvtrim.Model {
+	t.Helper()
+	m, err := kvtrim.LoadModel(testenv.Library(t), testenv.ModelPath(t, name), kvtrim.ModelOptions{GPULayers: -1}, testenv.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// TestBudgetCoveringPromptChangesNothing: with a budget at least the prompt
+// length, SnapKV's output is token-identical to the full cache's, and the
+// stats say nothing was evicted.
+func TestBudgetCoveringPromptChangesNothing(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 6)
+	want, _ := complete(t, m, prompt, 40, kvtrim.Compression{}, "")
+	for _, budget := range []int{2048, 1000} {
+		got, st := complete(t, m, prompt, 40, kvtrim.Compression{Policy: "snapkv", Budget: budget}, "")
+		if got != want {
+			t.Errorf("budget %d: got %q, full cache %q", budget, got, want)
+		}
+		if st.EvictedCells != 0 || st.KeptCells != st.PromptTokens || !strings.Contains(st.Note, "nothing evicted") {
+			t.Errorf("budget %d: stats %+v", budget, st)
+		}
+	}
+}
+
+// TestSnapKVCompresses: a real compression keeps the budget, shrinks n_kv
+// and the KV bytes, and generation goes on.
+func TestSnapKVCompresses(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
+	for _, fa := range []string{"on", "off"} {
+		out, st := complete(t, m, prompt, 24, kvtrim.Compression{Policy: "snapkv", Ratio: 0.2, Window: 16}, fa)
+		if st.KeptCells != st.Budget || st.EvictedCells != st.PromptTokens-st.Budget || st.NKVAfter >= st.NKVBefore ||
+			st.KVBytesAfter >= st.KVBytesBefore || st.Attention != map[string]string{"on": "qk", "off": "softmax"}[fa] {
+			t.Errorf("-fa %s: stats %+v", fa, st)
+		}
+		if len(strings.TrimSpace(out)) == 0 || st.DecodeTokens != 23 {
+			t.Errorf("-fa %s: generated %q (%d decoded)", fa, out, st.DecodeTokens)
+		}
+	}
+}
+
+func TestCompressionBadInput(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	cases := []struct {
+		comp kvtrim.Compression
+		want string
+	}{
+		{kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 16}, "larger than the window"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 8, Window: 32}, "larger than the window"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Kernel: 4}, "kernel 4"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Kernel: -3}, "kernel -3"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Pool: "median"}, "median"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Aggregate: "mean-ish"}, "mean-ish"},
+		{kvtrim.Compression{Policy: "h3o", Budget: 40}, "unknown policy"},
+		{kvtrim.Compression{Policy: "snapkv"}, "--budget"},
+		{kvtrim.Compression{Policy: "snapkv", Ratio: 1.5}, "--ratio"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: -4}, "budget -4"},
+	}
+	for _, c := range cases {
+		_, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Compression: c.comp})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: got %v, want an error mentioning %q", c.comp, err, c.want)
+		}
+	}
+	// A window longer than the prompt is only known at prefill (a fixed
+	// budget over such a prompt leaves it whole; a ratio cannot).
+	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Compression: kvtrim.Compression{Policy: "snapkv", Ratio: 0.5, Window: 64}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := s.Tokenize("Once upon a time")
+	if err := s.Prefill(context.Background(), toks); err == nil || !strings.Contains(err.Error(), "window") {
+		t.Errorf("window 64 over a %d-token prompt: %v", len(toks), err)
+	}
+}

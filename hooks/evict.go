@@ -1,0 +1,110 @@
+package hooks
+
+import (
+	"fmt"
+
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// Range is a half-open range of positions [P0, P1).
+type Range struct{ P0, P1 int32 }
+
+// EvictRanges returns the ranges of [0, n) not in kept (ascending, no
+// duplicates), in ascending order: what must be removed to keep kept.
+func EvictRanges(kept []int, n int) []Range {
+	var out []Range
+	next := 0
+	for _, k := range kept {
+		if k > next {
+			out = append(out, Range{int32(next), int32(k)})
+		}
+		next = k + 1
+	}
+	if next < n {
+		out = append(out, Range{int32(next), int32(n)})
+	}
+	return out
+}
+
+// CheckEvictable says whether a model's memory can drop single positions:
+// recurrent and hybrid models keep a state, and sliding-window models
+// already drop positions of their own.
+func CheckEvictable(m *bindings.Model) error {
+	arch := m.Arch()
+	switch {
+	case m.IsRecurrent():
+		return fmt.Errorf("model %s (architecture %s) is recurrent: its memory is a state, not one cell per position, so kvtrim cannot evict positions from it; use --policy none", m.Path, arch)
+	case m.IsHybrid():
+		return fmt.Errorf("model %s (architecture %s) is hybrid (attention and recurrent layers): kvtrim cannot evict positions from its recurrent state; use --policy none", m.Path, arch)
+	case m.NSWA() > 0:
+		return fmt.Errorf("model %s (architecture %s) uses sliding-window attention (window %d): its cache already drops positions, kvtrim does not evict from it yet; use --policy none", m.Path, arch, m.NSWA())
+	}
+	return nil
+}
+
+// Evict removes the ranges of seq with one llama_memory_seq_rm each and
+// forgets them in cells. It stops at the first range llama.cpp refuses,
+// which CheckEvictable rules out beforehand.
+func Evict(mem *bindings.Memory, seq bindings.SeqID, ranges []Range, cells *CellMap) error {
+	for _, r := range ranges {
+		if !mem.SeqRm(seq, r.P0, r.P1) {
+			return fmt.Errorf("evict positions [%d, %d): llama.cpp refused", r.P0, r.P1)
+		}
+		cells.Remove(r.P0, r.P1)
+	}
+	return nil
+}
+
+// Compact re-places seq's cells contiguously from cell 0 with a state round
+// trip (save, remove all, load), so that n_kv shrinks and decoding gets
+// faster. The saved state's positions are checked against cells first, and
+// the compacted map is returned. flags selects the _ext form
+// (bindings.StateOnDevice keeps the data on the device). Position shifts
+// must come after: a pending seq_add does not survive the round trip.
+func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
+	state, err := ctx.SeqState(seq, flags)
+	if err != nil {
+		return nil, fmt.Errorf("compact: %w", err)
+	}
+	if flags == 0 { // the host form is readable: check it against the map
+		byCell, err := StatePositions(state, seq)
+		if err != nil {
+			return nil, fmt.Errorf("compact: %w", err)
+		}
+		mem := ctx.Memory()
+		if err := cells.Verify(byCell, mem.SeqPosMin(seq), mem.SeqPosMax(seq)); err != nil {
+			return nil, fmt.Errorf("compact: before: %w", err)
+		}
+	}
+	mem := ctx.Memory()
+	mem.SeqRm(seq, -1, -1)
+	if err := ctx.SetSeqState(seq, state, flags); err != nil {
+		return nil, fmt.Errorf("compact: %w", err)
+	}
+	compacted := cells.Compacted()
+	pos := compacted.Positions()
+	if n := len(pos); n > 0 && (mem.SeqPosMin(seq) != pos[0] || mem.SeqPosMax(seq) != pos[n-1]) {
+		return nil, fmt.Errorf("compact: llama.cpp holds [%d, %d] after the round trip, kvtrim expected [%d, %d]",
+			mem.SeqPosMin(seq), mem.SeqPosMax(seq), pos[0], pos[n-1])
+	}
+	return compacted, nil
+}
+
+// RecordCells adds the cells a decode wrote (from Observer.TakeCells) for
+// the batch's positions to cells.
+func RecordCells(cells *CellMap, positions []int32, written []int64) error {
+	if len(written) != len(positions) {
+		return fmt.Errorf("cell map: the decode wrote %d cells for %d tokens", len(written), len(positions))
+	}
+	for i, p := range positions {
+		cells.Set(p, int32(written[i]))
+	}
+	return nil
+}
+
+// PadNKV is the n_kv llama.cpp attends over when cells up to maxCell are
+// used: rounded up to 256.
+func PadNKV(usedCells int) int {
+	const pad = 256
+	return (usedCells + pad - 1) / pad * pad
+}

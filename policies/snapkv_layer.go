@@ -1,0 +1,152 @@
+package policies
+
+import (
+	"fmt"
+	"math"
+)
+
+// WindowAttention is one layer's attention of the observation window over
+// the prompt: Data[(h*Rows+r)*Cols + c] for query head h, window row r and
+// prompt position c (0..Cols-1). The rows are the last Rows prompt
+// positions, so row r is position Cols-Rows+r; entries of positions after a
+// row's own are 0. With Rows == Cols it is a whole causal prompt attention.
+type WindowAttention struct {
+	Heads, Rows, Cols int
+	Data              []float32
+}
+
+// Validate checks that the sizes are consistent.
+func (a WindowAttention) Validate() error {
+	switch {
+	case a.Heads < 1 || a.Rows < 0 || a.Cols < 0:
+		return fmt.Errorf("attention shape %dx%dx%d is not valid", a.Heads, a.Rows, a.Cols)
+	case a.Rows > a.Cols:
+		return fmt.Errorf("attention has %d window rows but only %d positions", a.Rows, a.Cols)
+	case len(a.Data) != a.Heads*a.Rows*a.Cols:
+		return fmt.Errorf("attention %dx%dx%d needs %d values, has %d", a.Heads, a.Rows, a.Cols, a.Heads*a.Rows*a.Cols, len(a.Data))
+	}
+	return nil
+}
+
+// Head returns head h's Rows x Cols block of Data (not a copy).
+func (a WindowAttention) Head(h int) []float32 {
+	size := a.Rows * a.Cols
+	return a.Data[h*size : (h+1)*size]
+}
+
+// SumColumns writes into dst, for each position c < len(dst) (at most
+// Cols), the sum of the attention to c over every row of the query heads
+// firstHead .. firstHead+count-1. One head gives SnapKV's vote (with
+// len(dst) = Cols-Rows) and H2O's accumulated score; a group of query heads
+// gives ext_kv_head's vote; all heads give ext_all_heads'. The sums are
+// float32; rows are added four at a time (pairwise, then into dst), so dst
+// is read and written once per four rows.
+func (a WindowAttention) SumColumns(dst []float32, firstHead, count int) {
+	if len(dst) > a.Cols || firstHead < 0 || count < 0 || firstHead+count > a.Heads {
+		panic(fmt.Sprintf("policies.SumColumns: %d columns of heads [%d, %d) of a %dx%dx%d attention",
+			len(dst), firstHead, firstHead+count, a.Heads, a.Rows, a.Cols))
+	}
+	clear(dst)
+	rows := a.Data[firstHead*a.Rows*a.Cols : (firstHead+count)*a.Rows*a.Cols]
+	n, stride := len(dst), a.Cols
+	r := 0
+	for ; r+4 <= count*a.Rows; r += 4 {
+		r0 := rows[r*stride:][:n]
+		r1 := rows[(r+1)*stride:][:n]
+		r2 := rows[(r+2)*stride:][:n]
+		r3 := rows[(r+3)*stride:][:n]
+		for j := range dst {
+			dst[j] += (r0[j] + r1[j]) + (r2[j] + r3[j])
+		}
+	}
+	for ; r < count*a.Rows; r++ {
+		addFloat32(dst, rows[r*stride:])
+	}
+}
+
+// ColumnSums returns SumColumns over all Cols positions in a new slice.
+func (a WindowAttention) ColumnSums(firstHead, count int) []float32 {
+	sums := make([]float32, a.Cols)
+	a.SumColumns(sums, firstHead, count)
+	return sums
+}
+
+// AttentionFromQK computes the scaled, causally masked softmax attention of
+// the window's queries over all keys (golden FORMAT "qk" input):
+// q is [heads][rows][dim] and k [kvHeads][cols][dim], both flattened; query
+// head h uses KV head h / (heads/kvHeads). Row r is position cols-rows+r and
+// sees positions 0 .. cols-rows+r: softmax(q·k / sqrt(dim)) over those, 0
+// after them. It panics if the sizes are inconsistent.
+func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
+	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 0 || rows > cols || heads%kvHeads != 0 ||
+		len(q) != heads*rows*dim || len(k) != kvHeads*cols*dim {
+		panic(fmt.Sprintf("policies.AttentionFromQK: q has %d values for %dx%dx%d, k %d for %dx%dx%d",
+			len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
+	}
+	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
+	scale := float32(1 / math.Sqrt(float64(dim)))
+	group := heads / kvHeads
+	for h := range heads {
+		keys := k[(h/group)*cols*dim:][:cols*dim]
+		for r := range rows {
+			query := q[(h*rows+r)*dim:][:dim]
+			row := att.Data[(h*rows+r)*cols:][:cols]
+			visible := cols - rows + r + 1
+			for c := range visible {
+				row[c] = Dot(query, keys[c*dim:(c+1)*dim]) * scale
+			}
+			Softmax(row[:visible])
+		}
+	}
+	return att
+}
+
+// Selection is SnapKV's per-head result for one row of scores: one query
+// head (the paper's reference), one KV group, or a whole layer.
+type Selection struct {
+	// Vote is the window's summed attention to each position before the
+	// window, [0, Cols-Window).
+	Vote []float32
+	// Pooled is Vote after Pool1D.
+	Pooled []float32
+	// Selected are the top Budget-Window positions of Pooled, ascending.
+	Selected []int
+	// Kept is Selected followed by the window positions.
+	Kept []int
+}
+
+// SelectLayer runs SnapKV's per-head steps on one layer, summing the votes
+// of groupSize consecutive query heads before pooling: groupSize 1 is the
+// paper's per-query-head selection, Heads/nKVHeads one selection per KV head
+// (golden ext_kv_head), Heads one selection for the layer (ext_all_heads).
+// It returns Heads/groupSize selections. If Budget > Cols nothing is
+// compressed: each selection has only Kept, every position.
+func (c SnapKVConfig) SelectLayer(att WindowAttention, groupSize int) ([]Selection, error) {
+	if err := c.Validate(att.Cols); err != nil {
+		return nil, err
+	}
+	if err := c.checkLayer(att); err != nil {
+		return nil, fmt.Errorf("snapkv: %w", err)
+	}
+	if groupSize < 1 || att.Heads%groupSize != 0 {
+		return nil, fmt.Errorf("snapkv: %d query heads do not split into groups of %d", att.Heads, groupSize)
+	}
+	sels := make([]Selection, att.Heads/groupSize)
+	if c.Budget > att.Cols {
+		for g := range sels {
+			sels[g].Kept = positions(0, att.Cols)
+		}
+		return sels, nil
+	}
+	n := att.Cols - c.Window
+	for g := range sels {
+		s := &sels[g]
+		s.Vote = make([]float32, n)
+		att.SumColumns(s.Vote, g*groupSize, groupSize)
+		s.Pooled = make([]float32, n)
+		Pool1D(s.Pooled, s.Vote, c.Kernel, c.Pool)
+		s.Selected = TopK(s.Pooled, c.Budget-c.Window)
+		s.Kept = withWindow(s.Selected, att.Cols, c.Window)
+	}
+	return sels, nil
+}
