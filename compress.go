@@ -39,7 +39,7 @@ const (
 	DefaultWindow    = 32
 	DefaultKernel    = 7
 	DefaultPool      = "avg"
-	DefaultAggregate = "normsum"
+	DefaultAggregate = "quota"
 )
 
 // enabled reports whether the compression evicts anything at all.

@@ -2,11 +2,13 @@ package kvtrim_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/internal/tasks"
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
@@ -114,5 +116,50 @@ func TestCompressionBadInput(t *testing.T) {
 	toks, _ := s.Tokenize("Once upon a time")
 	if err := s.Prefill(context.Background(), toks); err == nil || !strings.Contains(err.Error(), "window") {
 		t.Errorf("window 64 over a %d-token prompt: %v", len(toks), err)
+	}
+}
+
+// TestSnapKVKeepsPasskey: on the retrieval model at 1000 tokens and a 10%
+// budget, SnapKV (default settings) finds the key that keeping only the most
+// recent 10% loses. The target, 95% of the full cache's accuracy at
+// every depth, is not reached yet (docs/SNAPKV.md has the measured grid), so
+// the test asserts what is measured: at least half of the full cache's hits
+// where the needle is early or in the middle, and none for recent-only.
+func TestSnapKVKeepsPasskey(t *testing.T) {
+	m := loadModel(t, "kvtrim-retrieval-1m.gguf")
+	const perCell, length = 6, 1000
+	depths := []float64{0.1, 0.5}
+	r := rand.New(rand.NewPCG(7, 11))
+	score := map[string][]int{}
+	for di, depth := range depths {
+		for range perCell {
+			p := tasks.Passkey(r, length, depth)
+			for _, c := range []kvtrim.Compression{
+				{Policy: "none"},
+				{Policy: "snapkv", Ratio: 0.1},
+				{Policy: "recent", Ratio: 0.1},
+			} {
+				out, _ := complete(t, m, p.Text, 7, c, "")
+				if score[c.Policy] == nil {
+					score[c.Policy] = make([]int, len(depths))
+				}
+				if p.Correct(out) {
+					score[c.Policy][di]++
+				}
+			}
+		}
+	}
+	t.Logf("passkey hits of %d per depth %v at %d tokens, 10%% budget: %v", perCell, depths, length, score)
+	for di, depth := range depths {
+		full, snap, recent := score["none"][di], score["snapkv"][di], score["recent"][di]
+		if full < perCell-1 {
+			t.Errorf("depth %.1f: the full cache found %d/%d keys: the prompts are off", depth, full, perCell)
+		}
+		if 2*snap < full {
+			t.Errorf("depth %.1f: snapkv found %d/%d keys against the full cache's %d", depth, snap, perCell, full)
+		}
+		if recent > 0 {
+			t.Errorf("depth %.1f: keeping only recent tokens found %d keys", depth, recent)
+		}
 	}
 }

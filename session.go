@@ -320,9 +320,6 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if err := cfg.Validate(n); err != nil {
 		return err
 	}
-	if comp.Window > s.ctx.NUbatch() {
-		return fmt.Errorf("window %d is larger than the physical batch -ub %d: the window must be decoded as one batch; raise -ub or shorten the window", comp.Window, s.ctx.NUbatch())
-	}
 	if budget > s.ctx.NCtx() {
 		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.ctx.NCtx())
 	}
@@ -331,11 +328,23 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return err
 	}
 	defer o.close()
-	if err := s.decode(ctx, o.ctx, o, tokens[:n-comp.Window], n); err != nil {
+	// The window rides in the prompt's last decode call (or last two, so
+	// that they hold at least Window tokens): the observer keeps the last
+	// Window rows it sees while armed.
+	nb := o.ctx.NBatch()
+	last := n % nb
+	if last == 0 {
+		last = nb
+	}
+	if last < comp.Window {
+		last += nb
+	}
+	last = min(last, n)
+	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
 		return err
 	}
-	o.obs.Arm()
-	err = s.decode(ctx, o.ctx, o, tokens[n-comp.Window:], n)
+	o.obs.Arm(comp.Window)
+	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
 	o.obs.Disarm()
 	if err != nil {
 		return err

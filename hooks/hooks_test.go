@@ -26,9 +26,10 @@ type observed struct {
 	n     int
 }
 
-// observe runs prompt through a new context whose caches are F32 (exact
-// comparisons) or F16 (llama.cpp's default).
-func observe(t *testing.T, modelName string, fa bindings.FlashAttn, prompt string, window, ubatch int, cache bindings.GGMLType) *observed {
+// newObserved makes a context over a model with an observer reading from
+// the source flash attention implies (and the queries too, if alsoQK), and
+// F32 (exact comparisons) or F16 (llama.cpp's default) caches.
+func newObserved(t *testing.T, modelName string, fa bindings.FlashAttn, ubatch int, cache bindings.GGMLType, alsoQK bool) *observed {
 	t.Helper()
 	lib := testenv.Library(t)
 	m, err := lib.LoadModel(testenv.ModelPath(t, modelName), bindings.ModelOptions{GPULayers: -1})
@@ -41,23 +42,38 @@ func observe(t *testing.T, modelName string, fa bindings.FlashAttn, prompt strin
 		src = hooks.FromSoftmax
 	}
 	obs := hooks.NewObserver(hooks.Shape{Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead()}, src)
+	obs.AlsoQK = alsoQK
 	cb, ud, release := lib.EvalCallback(obs)
 	t.Cleanup(release)
-	ctx, err := m.NewContext(bindings.ContextOptions{NCtx: 512, NBatch: 512, NUbatch: uint32(ubatch), Threads: 1, FlashAttn: fa, EvalCallback: cb, EvalUserData: ud, CacheTypeK: cache, CacheTypeV: cache})
+	ctx, err := m.NewContext(bindings.ContextOptions{NCtx: 512, NBatch: 512, NUbatch: uint32(ubatch), Threads: 1, FlashAttn: fa,
+		EvalCallback: cb, EvalUserData: ud, CacheTypeK: cache, CacheTypeV: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ctx.Close)
-	toks, err := m.Vocab().Tokenize(prompt, true, false)
+	return &observed{lib: lib, model: m, ctx: ctx, obs: obs, cells: hooks.NewCellMap()}
+}
+
+// observe prefills prompt's body, then decodes its last window tokens as
+// their own batch with the observer armed.
+func observe(t *testing.T, modelName string, fa bindings.FlashAttn, prompt string, window, ubatch int, cache bindings.GGMLType) *observed {
+	t.Helper()
+	o := newObserved(t, modelName, fa, ubatch, cache, false)
+	o.prefill(t, prompt, window)
+	return o
+}
+
+func (o *observed) prefill(t *testing.T, prompt string, window int) {
+	t.Helper()
+	toks, err := o.model.Vocab().Tokenize(prompt, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &observed{lib: lib, model: m, ctx: ctx, obs: obs, cells: hooks.NewCellMap(), n: len(toks)}
+	o.n = len(toks)
 	o.decode(t, toks[:len(toks)-window], 0)
-	obs.Arm()
+	o.obs.Arm(window)
 	o.decode(t, toks[len(toks)-window:], len(toks)-window)
-	obs.Disarm()
-	return o
+	o.obs.Disarm()
 }
 
 func (o *observed) decode(t *testing.T, toks []bindings.Token, pos0 int) []float32 {
@@ -118,28 +134,8 @@ func TestAttentionPathsAgree(t *testing.T) {
 // observeBoth is observe with flash attention off and the queries read too.
 func observeBoth(t *testing.T, window int, cache bindings.GGMLType) *observed {
 	t.Helper()
-	lib := testenv.Library(t)
-	m, err := lib.LoadModel(testenv.ModelPath(t, "stories260K.gguf"), bindings.ModelOptions{GPULayers: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	obs := hooks.NewObserver(hooks.Shape{Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead()}, hooks.FromSoftmax)
-	obs.AlsoQK = true
-	cb, ud, release := lib.EvalCallback(obs)
-	t.Cleanup(release)
-	ctx, err := m.NewContext(bindings.ContextOptions{NCtx: 512, NBatch: 512, NUbatch: 16, Threads: 1, FlashAttn: bindings.FlashAttnDisabled,
-		EvalCallback: cb, EvalUserData: ud, CacheTypeK: cache, CacheTypeV: cache})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctx.Close)
-	toks, _ := m.Vocab().Tokenize(story, true, false)
-	o := &observed{lib: lib, model: m, ctx: ctx, obs: obs, cells: hooks.NewCellMap(), n: len(toks)}
-	o.decode(t, toks[:len(toks)-window], 0)
-	obs.Arm()
-	o.decode(t, toks[len(toks)-window:], len(toks)-window)
-	obs.Disarm()
+	o := newObserved(t, "stories260K.gguf", bindings.FlashAttnDisabled, 16, cache, true)
+	o.prefill(t, story, window)
 	return o
 }
 
@@ -324,6 +320,33 @@ func TestEvictRanges(t *testing.T) {
 			if got[i] != c.want[i] {
 				t.Errorf("EvictRanges(%v, %d) = %v, want %v", c.kept, c.n, got, c.want)
 			}
+		}
+	}
+}
+
+// TestWindowRidesInLastBatch: the observer armed over one batch that holds
+// the whole prompt (in several ubatches) keeps the last window rows, and they
+// give the same attention as decoding the window as its own batch.
+func TestWindowRidesInLastBatch(t *testing.T) {
+	const window = 8
+	for _, fa := range []bindings.FlashAttn{bindings.FlashAttnDisabled, bindings.FlashAttnEnabled} {
+		alone := observe(t, "stories260K.gguf", fa, story, window, 16, bindings.CacheF32)
+		want, err := alone.obs.Attention(alone.cells, alone.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		riding := newObserved(t, "stories260K.gguf", fa, 16, bindings.CacheF32, false)
+		toks, _ := riding.model.Vocab().Tokenize(story, true, false)
+		riding.n = len(toks)
+		riding.obs.Arm(window)
+		riding.decode(t, toks, 0)
+		riding.obs.Disarm()
+		got, err := riding.obs.Attention(riding.cells, riding.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := maxDiff(want, got); d > 1e-4 {
+			t.Errorf("flash attention %d: the window decoded alone and riding in the last batch differ by %g", fa, d)
 		}
 	}
 }

@@ -49,34 +49,45 @@ type Observer struct {
 	// sources can be compared on one decode (AttentionFrom).
 	AlsoQK bool
 
-	armed bool
-	cells []int64 // cells the last decode wrote, in batch order
-	// Per layer, from the armed decode.
-	softmax [][]float32 // kq_soft_max: [head][row][nKV]
-	nKV     int
-	rows    int
-	q       [][]float32       // Qcur: [row][head][dim]
+	armed  bool
+	window int
+	cells  []int64 // cells the decodes wrote since TakeCells, in batch order
+	// soft[il] and q[il] hold, per layer, the last `window` rows of
+	// kq_soft_max and of Qcur seen while armed, oldest first, across
+	// ubatches and decode calls.
+	soft, q [][]windowRow
 	kCache  []bindings.Tensor // cache_k_l<il>, kept for the context's life
-	seen    []bool
 	err     error
+}
+
+// windowRow is one query row: its softmax scores over the cells [0, nKV) of
+// every head ([head][nKV]), or its post-RoPE query ([head][dim]).
+type windowRow struct {
+	nKV  int
+	data []float32
 }
 
 // NewObserver makes an observer for a model of shape s reading from src.
 func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
 		shape: s, source: src, MapCells: true,
-		softmax: make([][]float32, s.Layers), q: make([][]float32, s.Layers),
-		kCache: make([]bindings.Tensor, s.Layers), seen: make([]bool, s.Layers),
+		soft: make([][]windowRow, s.Layers), q: make([][]windowRow, s.Layers), kCache: make([]bindings.Tensor, s.Layers),
 	}
 }
 
 // Source is where this observer reads attention from.
 func (o *Observer) Source() Source { return o.source }
 
-// Arm makes the next decode read the window's attention; Disarm stops it.
-func (o *Observer) Arm() {
-	o.armed, o.err = true, nil
-	clear(o.seen)
+// Arm makes the following decodes keep the last window query rows of
+// every layer, until Disarm: the observation window may then ride in the
+// prompt's last batch rather than be decoded on its own (which llama.cpp's
+// CPU flash attention makes slow). Only the last rows of each ubatch are
+// read.
+func (o *Observer) Arm(window int) {
+	o.armed, o.err, o.window = true, nil, window
+	for il := range o.soft {
+		o.soft[il], o.q[il] = o.soft[il][:0], o.q[il][:0]
+	}
 }
 
 // Disarm stops reading attention.
@@ -169,30 +180,48 @@ func (o *Observer) observe(t bindings.Tensor) error {
 		return fmt.Errorf("%s: cell indices of type %s", name, idx.TypeName())
 	}
 	if il := layerOf(name, "kq_soft_max-"); il >= 0 && il < o.shape.Layers && o.source == FromSoftmax {
-		// [n_kv, n_tokens, n_head], F32.
-		o.nKV, o.rows = int(ne[0]), int(ne[1])
-		n := int(ne[0] * ne[1] * ne[2])
-		if cap(o.softmax[il]) < n {
-			o.softmax[il] = make([]float32, n)
+		// [n_kv, n_tokens, n_head], F32: per head, the last m rows are one
+		// contiguous range.
+		nKV, nTok, nHead := int(ne[0]), int(ne[1]), int(ne[2])
+		m := min(nTok, o.window)
+		block := make([]float32, m*nKV)
+		rows := make([]windowRow, m)
+		for r := range rows {
+			rows[r] = windowRow{nKV: nKV, data: make([]float32, nHead*nKV)}
 		}
-		o.softmax[il] = o.softmax[il][:n]
-		o.seen[il] = true
-		return bindings.ReadTensor(t, o.softmax[il], 0)
+		for h := range nHead {
+			off := uint64((h*nTok+nTok-m)*nKV) * 4
+			if err := bindings.ReadTensor(t, block, off); err != nil {
+				return err
+			}
+			for r := range rows {
+				copy(rows[r].data[h*nKV:][:nKV], block[r*nKV:][:nKV])
+			}
+		}
+		o.soft[il] = o.keep(o.soft[il], rows)
+		return nil
 	}
 	if il := layerOf(name, "Qcur-"); il >= 0 && il < o.shape.Layers {
-		// [head_dim, n_head, n_tokens], F32.
-		o.rows = int(ne[2])
-		n := int(ne[0] * ne[1] * ne[2])
-		if cap(o.q[il]) < n {
-			o.q[il] = make([]float32, n)
+		// [head_dim, n_head, n_tokens], F32: the last m rows are contiguous.
+		rowLen, nTok := int(ne[0]*ne[1]), int(ne[2])
+		m := min(nTok, o.window)
+		block := make([]float32, m*rowLen)
+		if err := bindings.ReadTensor(t, block, uint64((nTok-m)*rowLen)*4); err != nil {
+			return err
 		}
-		o.q[il] = o.q[il][:n]
-		if o.source == FromQK {
-			o.seen[il] = true
+		rows := make([]windowRow, m)
+		for r := range rows {
+			rows[r] = windowRow{data: block[r*rowLen:][:rowLen]}
 		}
-		return bindings.ReadTensor(t, o.q[il], 0)
+		o.q[il] = o.keep(o.q[il], rows)
 	}
 	return nil
+}
+
+// keep appends rows to a layer's window, dropping the oldest beyond it.
+func (o *Observer) keep(have, rows []windowRow) []windowRow {
+	all := append(have, rows...)
+	return all[max(0, len(all)-o.window):]
 }
 
 // Attention returns, for every layer, the armed decode's attention of its
@@ -212,9 +241,14 @@ func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.
 	if o.err != nil {
 		return nil, fmt.Errorf("observe attention: %w", o.err)
 	}
-	for il, ok := range o.seen {
-		if !ok {
-			return nil, fmt.Errorf("observe attention: layer %d was not seen (is flash attention %s as the observer expects?)", il, map[Source]string{FromSoftmax: "off", FromQK: "on"}[o.source])
+	buf := o.soft
+	if src == FromQK {
+		buf = o.q
+	}
+	for il, rows := range buf {
+		if len(rows) != o.window {
+			return nil, fmt.Errorf("observe attention: layer %d has %d of %d window rows (is flash attention %s as the observer expects?)",
+				il, len(rows), o.window, map[Source]string{FromSoftmax: "off", FromQK: "on"}[o.source])
 		}
 	}
 	colCell := make([]int, n)
@@ -232,24 +266,25 @@ func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.
 }
 
 func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error) {
-	s, n := o.shape, len(colCell)
+	s, n, w := o.shape, len(colCell), o.window
 	out := make([]policies.WindowAttention, s.Layers)
 	for il := range out {
-		w := policies.WindowAttention{Heads: s.Heads, Rows: o.rows, Cols: n, Data: make([]float32, s.Heads*o.rows*n)}
-		src := o.softmax[il]
-		for h := range s.Heads {
-			for r := range o.rows {
-				row := src[(h*o.rows+r)*o.nKV:][:o.nKV]
-				dst := w.Data[(h*o.rows+r)*n:][:n]
+		att := policies.WindowAttention{Heads: s.Heads, Rows: w, Cols: n, Data: make([]float32, s.Heads*w*n)}
+		for r, row := range o.soft[il] {
+			if len(row.data) != s.Heads*row.nKV {
+				return nil, fmt.Errorf("observe attention: layer %d: kq_soft_max has %d heads, the model %d", il, len(row.data)/max(row.nKV, 1), s.Heads)
+			}
+			for h := range s.Heads {
+				src := row.data[h*row.nKV:][:row.nKV]
+				dst := att.Data[(h*w+r)*n:][:n]
 				for p, c := range colCell {
-					if c >= o.nKV {
-						return nil, fmt.Errorf("observe attention: cell %d beyond n_kv %d", c, o.nKV)
+					if c < row.nKV { // cells past n_kv were not there yet: 0
+						dst[p] = src[c]
 					}
-					dst[p] = row[c]
 				}
 			}
 		}
-		out[il] = w
+		out[il] = att
 	}
 	return out, nil
 }
@@ -262,17 +297,21 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 	}
 	rowLen := s.KVHeads * s.HeadDim
 	out := make([]policies.WindowAttention, s.Layers)
-	q := make([]float32, s.Heads*o.rows*s.HeadDim)
+	w := o.window
+	q := make([]float32, s.Heads*w*s.HeadDim)
 	k := make([]float32, s.KVHeads*n*s.HeadDim)
 	cacheRows := make([]float32, (hi-lo+1)*rowLen)
 	for il := range out {
 		if err := readKeys(o.kCache[il], lo, hi-lo+1, rowLen, cacheRows); err != nil {
 			return nil, fmt.Errorf("observe attention: layer %d: %w", il, err)
 		}
-		// Qcur is [row][head][dim]; AttentionFromQK wants [head][row][dim].
-		for r := range o.rows {
+		// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
+		for r, row := range o.q[il] {
+			if len(row.data) != s.Heads*s.HeadDim {
+				return nil, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(row.data), s.Heads*s.HeadDim)
+			}
 			for h := range s.Heads {
-				copy(q[(h*o.rows+r)*s.HeadDim:][:s.HeadDim], o.q[il][(r*s.Heads+h)*s.HeadDim:][:s.HeadDim])
+				copy(q[(h*w+r)*s.HeadDim:][:s.HeadDim], row.data[h*s.HeadDim:][:s.HeadDim])
 			}
 		}
 		// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
@@ -282,7 +321,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 				copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
 			}
 		}
-		out[il] = policies.AttentionFromQK(q, s.Heads, o.rows, k, s.KVHeads, n, s.HeadDim)
+		out[il] = policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim)
 	}
 	return out, nil
 }

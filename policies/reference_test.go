@@ -3,6 +3,7 @@ package policies
 import (
 	"math"
 	"slices"
+	"sort"
 )
 
 // The plain reference implementations the fast kernels and SnapKV are
@@ -105,6 +106,7 @@ func snapKVScoresRef(cfg SnapKVConfig, layers []WindowAttention, nKVHeads int) [
 	score := make([]float64, n)
 	counts := make([]int, n)
 	heads := 0
+	var rankings [][]int
 	for _, att := range layers {
 		groupSize := 1
 		if cfg.Agg == AggKVSum {
@@ -142,7 +144,29 @@ func snapKVScoresRef(cfg SnapKVConfig, layers []WindowAttention, nKVHeads int) [
 					counts[j]++
 				}
 			}
+			if cfg.Agg == AggQuota {
+				// The head's whole ranking by a full sort, cut to its quota.
+				order := make([]int, n)
+				for j := range order {
+					order[j] = j
+				}
+				sort.SliceStable(order, func(a, b int) bool { return pooled[order[a]] > pooled[order[b]] })
+				rankings = append(rankings, order[:min(n, max(cfg.Budget-cfg.Window, 0))])
+			}
 		}
+	}
+	if cfg.Agg == AggQuota {
+		quota := make([]float64, n)
+		next := float64(n)
+		for depth := 0; depth < n; depth++ {
+			for _, r := range rankings {
+				if depth < len(r) && quota[r[depth]] == 0 {
+					quota[r[depth]] = next
+					next--
+				}
+			}
+		}
+		return quota
 	}
 	if cfg.Agg == AggVotes {
 		for j := range score {

@@ -1,7 +1,9 @@
 package policies
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -58,10 +60,16 @@ const (
 	// share a KV head before pooling (golden ext_kv_head), then sums the
 	// normalised pooled votes over layers and KV heads.
 	AggKVSum
+	// AggQuota emulates the paper's per-head selection in one shared set:
+	// every (layer, query head) ranks positions by its own pooled vote, and
+	// the heads take turns adding their next-best position not yet taken
+	// until the budget is full. Heads that agree (local attention) do not
+	// crowd out a head that attends somewhere else.
+	AggQuota
 )
 
 // lastAggregation is the largest valid Aggregation.
-const lastAggregation = AggKVSum
+const lastAggregation = AggQuota
 
 // ParseAggregation reads "normsum", "max", "votes" or "kvsum" (any case).
 func ParseAggregation(s string) (Aggregation, error) {
@@ -71,7 +79,7 @@ func ParseAggregation(s string) (Aggregation, error) {
 			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown aggregation %q (want normsum, max, votes or kvsum)", s)
+	return 0, fmt.Errorf("unknown aggregation %q (want normsum, max, votes, kvsum or quota)", s)
 }
 
 // String returns the name ParseAggregation reads.
@@ -85,6 +93,8 @@ func (a Aggregation) String() string {
 		return "votes"
 	case AggKVSum:
 		return "kvsum"
+	case AggQuota:
+		return "quota"
 	}
 	return fmt.Sprintf("Aggregation(%d)", int(a))
 }
@@ -204,11 +214,12 @@ func (c SnapKVConfig) aggregate(layers []WindowAttention, nKVHeads int) []float6
 		chosen  []int
 		scratch []float32
 	)
-	if c.Agg == AggVotes {
+	if c.Agg == AggVotes || c.Agg == AggQuota {
 		counts = make([]int, n)
 		chosen = make([]int, 0, n)
 		scratch = make([]float32, n)
 	}
+	var rankings [][]int // AggQuota: each head's choice, best first
 	heads := 0
 	for _, att := range layers {
 		groupSize := 1
@@ -233,13 +244,22 @@ func (c SnapKVConfig) aggregate(layers []WindowAttention, nKVHeads int) []float6
 			for j, v := range pooled {
 				score[j] += float64(v) * inv
 			}
-			if c.Agg == AggVotes {
+			switch c.Agg {
+			case AggVotes:
 				chosen = topK(pooled, c.Budget-c.Window, scratch, chosen)
 				for _, j := range chosen {
 					counts[j]++
 				}
+			case AggQuota:
+				chosen = topK(pooled, c.Budget-c.Window, scratch, chosen)
+				ranked := slices.Clone(chosen)
+				slices.SortStableFunc(ranked, func(a, b int) int { return cmp.Compare(pooled[b], pooled[a]) })
+				rankings = append(rankings, ranked)
 			}
 		}
+	}
+	if c.Agg == AggQuota {
+		return quotaScores(rankings, n)
 	}
 	if c.Agg == AggVotes {
 		w := 1 / float64(heads+1)
@@ -248,6 +268,29 @@ func (c SnapKVConfig) aggregate(layers []WindowAttention, nKVHeads int) []float6
 		}
 	}
 	return score
+}
+
+// quotaScores merges the heads' rankings turn by turn: the position taken
+// first scores highest; positions no head ranked score 0.
+func quotaScores(rankings [][]int, n int) []float64 {
+	score := make([]float64, n)
+	next := float64(n)
+	for depth := 0; ; depth++ {
+		more := false
+		for _, r := range rankings {
+			if depth >= len(r) {
+				continue
+			}
+			more = true
+			if j := r[depth]; score[j] == 0 {
+				score[j] = next
+				next--
+			}
+		}
+		if !more {
+			return score
+		}
+	}
 }
 
 // sumFloat64 returns the sum of x in float64.

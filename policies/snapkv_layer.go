@@ -3,6 +3,10 @@ package policies
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+
+	"github.com/viterin/vek/vek32"
 )
 
 // WindowAttention is one layer's attention of the observation window over
@@ -86,19 +90,46 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := heads / kvHeads
-	for h := range heads {
-		keys := k[(h/group)*cols*dim:][:cols*dim]
-		for r := range rows {
-			query := q[(h*rows+r)*dim:][:dim]
-			row := att.Data[(h*rows+r)*cols:][:cols]
-			visible := cols - rows + r + 1
-			for c := range visible {
-				row[c] = Dot(query, keys[c*dim:(c+1)*dim]) * scale
+	kT := make([]float32, dim*cols)
+	for g := range kvHeads {
+		// The group's query heads are contiguous in q, so all their rows
+		// against the KV head's keys are one matrix product,
+		// [group*rows][dim] x [dim][cols], done with vek's AVX2 kernel.
+		keys := k[g*cols*dim:][:cols*dim]
+		for c := range cols {
+			for d, v := range keys[c*dim:][:dim] {
+				kT[d*cols+c] = v
 			}
-			Softmax(row[:visible])
 		}
+		scores := att.Data[g*group*rows*cols:][:group*rows*cols]
+		vek32.MatMul_Into(scores, q[g*group*rows*dim:][:group*rows*dim], kT, dim)
+		// The exponentials cost more than the product: spread the rows'
+		// masked softmax over the CPUs.
+		parallel(group*rows, func(i0, i1 int) {
+			for i := i0; i < i1; i++ {
+				row := scores[i*cols:][:cols]
+				visible := cols - rows + i%rows + 1
+				vek32.MulNumber_Inplace(row[:visible], scale)
+				Softmax(row[:visible])
+				clear(row[visible:])
+			}
+		})
 	}
 	return att
+}
+
+// parallel runs f over [0, n) split into one contiguous part per CPU.
+func parallel(n int, f func(i0, i1 int)) {
+	parts := min(n, runtime.GOMAXPROCS(0))
+	if parts <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Go(func() { f(p*n/parts, (p+1)*n/parts) })
+	}
+	wg.Wait()
 }
 
 // Selection is SnapKV's per-head result for one row of scores: one query

@@ -18,7 +18,7 @@ func TestParsePoolingAndAggregation(t *testing.T) {
 	if _, err := ParsePooling("mean"); err == nil {
 		t.Error(`ParsePooling("mean"): no error`)
 	}
-	for _, a := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum} {
+	for _, a := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota} {
 		if got, err := ParseAggregation(a.String()); err != nil || got != a {
 			t.Errorf("ParseAggregation(%q) = %v, %v", a.String(), got, err)
 		}
@@ -53,7 +53,7 @@ func TestSnapKVConfigValidate(t *testing.T) {
 		{with(func(c *SnapKVConfig) { c.Kernel = -3 }), 64, "kernel -3 must be positive"},
 		{with(func(c *SnapKVConfig) { c.Kernel = 4 }), 64, "kernel 4 must be odd"},
 		{with(func(c *SnapKVConfig) { c.Pool = 2 }), 64, "unknown pooling Pooling(2)"},
-		{with(func(c *SnapKVConfig) { c.Agg = 4 }), 64, "unknown aggregation Aggregation(4)"},
+		{with(func(c *SnapKVConfig) { c.Agg = lastAggregation + 1 }), 64, "unknown aggregation Aggregation(5)"},
 		{with(func(c *SnapKVConfig) { c.Agg = -1 }), 64, "unknown aggregation Aggregation(-1)"},
 		{ok, 7, "window 8 is longer than the prompt (7 positions)"},
 	} {
@@ -90,7 +90,8 @@ func TestSnapKVAggregationsByHand(t *testing.T) {
 	//   h1 [.30 .25 .00 .00 .45] selects {0, 4}
 	//   h2 [.00 .25 .30 .00 .45] selects {2, 4}
 	// normsum [.60 .75 .30 .45 .90] -> {1, 4}; max [.30 .25 .30 .45 .45]
-	// -> {3, 4}; votes: counts [2 0 1 1 2] -> {0, 4}.
+	// -> {3, 4}; votes: counts [2 0 1 1 2] -> {0, 4}; quota: the heads'
+	// first choices in turn are 3, 4, (4 again) -> {3, 4}.
 	att := handAttention([][]float32{
 		{0.3, 0.25, 0, 0.45, 0},
 		{0.3, 0.25, 0, 0, 0.45},
@@ -100,6 +101,7 @@ func TestSnapKVAggregationsByHand(t *testing.T) {
 		AggNormSum: {1, 4, 5},
 		AggMax:     {3, 4, 5},
 		AggVotes:   {0, 4, 5},
+		AggQuota:   {3, 4, 5},
 		AggKVSum:   {1, 4, 5}, // three KV heads: one head per group, as normsum
 	} {
 		cfg := SnapKVConfig{Window: 1, Budget: 3, Kernel: 1, Pool: PoolAvg, Agg: agg}
@@ -231,7 +233,7 @@ func TestSnapKVMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	const heads, kvHeads, window, cols = 4, 2, 8, 300
 	layers := randomLayers(rng, 3, heads, window, cols)
-	for _, agg := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum} {
+	for _, agg := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota} {
 		for _, pool := range []Pooling{PoolAvg, PoolMax} {
 			for _, kernel := range []int{1, 3, 7} {
 				for _, budget := range []int{9, 20, 150, 299, 300, 400} {

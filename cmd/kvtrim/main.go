@@ -25,6 +25,8 @@ usage: kvtrim <command> [flags]
 commands:
   demo      generate with the bundled tiny model (fetches libllama if needed)
   run       generate text: kvtrim run -m MODEL -p TEXT -n N
+  bench     speed of the full cache and a policy side by side: kvtrim bench -m MODEL --prompt-tokens N
+  eval      accuracy of policies on retrieval tasks: kvtrim eval passkey|lines -m MODEL
   lib       show which libllama kvtrim would use; 'lib fetch', 'lib build'
   version   print kvtrim's version and the libllama it would use
 
@@ -63,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		"demo":    cmdDemo,
 		"lib":     cmdLib,
 		"version": cmdVersion,
+		"eval":    cmdEval,
+		"bench":   cmdBench,
+		// Not in the usage text: a tool for benchmarks.
+		"random-model": cmdRandomModel,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -42,7 +42,7 @@ type result struct {
 // of magnitude when they outnumber the cores.
 func runKvtrim(t *testing.T, env []string, args ...string) result {
 	t.Helper()
-	if len(args) > 0 && (args[0] == "run" || args[0] == "demo") && !slices.Contains(args, "-t") {
+	if len(args) > 0 && slices.Contains([]string{"run", "demo", "eval", "bench"}, args[0]) && !slices.Contains(args, "-t") {
 		args = append(args, "-t", "1")
 	}
 	cmd := exec.Command(binary, args...)
@@ -280,6 +280,41 @@ func TestVersionAndLib(t *testing.T) {
 	for _, w := range []string{"looked in:", "--lib", lib.LlamaPath, "0.5.0", "CPU"} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("kvtrim lib output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+}
+
+func TestEvalPasskey(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "kvtrim-retrieval-1m.gguf")
+	r := runKvtrim(t, nil, "eval", "passkey", "--lib", lib, "-m", model, "--lengths", "400", "--depths", "0.2",
+		"--trials", "2", "--configs", "none,recent,snapkv:quota")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, w := range []string{"| config | 400 @20% | all |", "| none | 2 | 100% |", "| recent | 0 | 0% |", "| snapkv:quota |", "same answer as none"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("eval output lacks %q:\n%s", w, r.stdout)
+		}
+	}
+	bad := runKvtrim(t, nil, "eval", "passkey", "--lib", lib, "-m", model, "--configs", "none,h2x")
+	wantOneLineError(t, bad, "h2x")
+}
+
+func TestBenchAndRandomModel(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	path := filepath.Join(t.TempDir(), "random.gguf")
+	r := runKvtrim(t, nil, "random-model", "--shape", "test", "-o", path)
+	if r.code != 0 {
+		t.Fatalf("random-model: exit %d: %s", r.code, r.stderr)
+	}
+	r = runKvtrim(t, nil, "bench", "--lib", lib, "-m", path, "--prompt-tokens", "300", "-n", "8", "--reps", "1", "--window", "8")
+	if r.code != 0 {
+		t.Fatalf("bench: exit %d: %s", r.code, r.stderr)
+	}
+	for _, w := range []string{"full cache", "snapkv", "cells kept", "steps / prefill %", "decode speed, compressed / full:"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("bench output lacks %q:\n%s", w, r.stdout)
 		}
 	}
 }

@@ -67,7 +67,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
-	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers become one score per position: normsum, max, votes or kvsum")
+	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: quota, normsum, max, votes or kvsum (docs/SNAPKV.md)")
 }
 
 // validate checks the numbers before anything is loaded.
