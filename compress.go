@@ -14,12 +14,18 @@ const (
 	// PolicyRecent keeps only the last Budget positions: the baseline that
 	// shows what scoring is worth.
 	PolicyRecent = "recent"
+	// PolicyStreaming is StreamingLLM: keep Sinks positions at the start and
+	// the Recent last ones, evicting the oldest others while prefilling and
+	// generating and shifting positions down so the cache's positions stay
+	// contiguous: generation can run past the context window in fixed
+	// memory.
+	PolicyStreaming = "streaming"
 )
 
 // Compression says how a Session compresses its prompt. The zero value
 // (or Policy "none") keeps the full cache.
 type Compression struct {
-	Policy string // "none", "snapkv" or "recent"
+	Policy string // "none", "snapkv", "recent" or "streaming"
 	// Budget is the number of cells to keep, the window included. When 0,
 	// Ratio (of the prompt length) sets it.
 	Budget int
@@ -32,6 +38,11 @@ type Compression struct {
 	// Pool is "avg" or "max"; Aggregate is how per-head scores of all layers
 	// become one per position (see policies.ParseAggregation).
 	Pool, Aggregate string
+	// Sinks and Recent are StreamingLLM's attention sinks (first positions
+	// kept) and recent window; EvictEvery batches its evictions: when the
+	// cache is full, that many positions go at once, so the keys are
+	// re-rotated once per EvictEvery tokens rather than every token.
+	Sinks, Recent, EvictEvery int
 }
 
 // Defaults of SnapKV's settings, as the paper's code uses them.
@@ -68,8 +79,18 @@ func (c Compression) Check() error {
 	case "", PolicyNone:
 		return nil
 	case PolicySnapKV, PolicyRecent:
+	case PolicyStreaming:
+		switch {
+		case c.Sinks < 0:
+			return fmt.Errorf("sinks %d: give a count >= 0", c.Sinks)
+		case c.Recent < 1:
+			return fmt.Errorf("streaming needs --recent N >= 1 (the recent window)")
+		case c.EvictEvery < 0 || c.EvictEvery > c.Recent:
+			return fmt.Errorf("evict-every %d: give between 1 and the recent window %d (0: 1)", c.EvictEvery, c.Recent)
+		}
+		return nil
 	default:
-		return fmt.Errorf("unknown policy %q: use none, snapkv or recent", c.Policy)
+		return fmt.Errorf("unknown policy %q: use none, snapkv, recent or streaming", c.Policy)
 	}
 	c = c.withDefaults()
 	switch {

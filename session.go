@@ -19,6 +19,9 @@ type SessionOptions struct {
 	NUbatch   int    // physical batch (0: llama.cpp's 512)
 	Threads   int    // 0: one per CPU
 	FlashAttn string // "on", "off" or "auto" ("": auto, llama.cpp's default)
+	// CacheType is the K and V cache element type: "f16" (or "", llama.cpp's
+	// default) or "f32".
+	CacheType string
 	// Compression compresses the prompt (zero value: keep the full cache).
 	Compression Compression
 	// Progress, if set, is called after each prefill batch.
@@ -140,9 +143,26 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		NCtx: uint32(opt.NCtx), NBatch: uint32(opt.NBatch), NUbatch: uint32(opt.NUbatch),
 		Threads: int32(opt.Threads), FlashAttn: fa,
 	}
+	switch opt.CacheType {
+	case "", "f16":
+	case "f32":
+		copt.CacheTypeK, copt.CacheTypeV = bindings.CacheF32, bindings.CacheF32
+	default:
+		return nil, fmt.Errorf("cache type %q: use f16 or f32", opt.CacheType)
+	}
 	ctx, err := m.NewContext(copt)
 	if err != nil {
 		return nil, err
+	}
+	if c := opt.Compression; c.Policy == PolicyStreaming {
+		if !ctx.Memory().CanShift() {
+			ctx.Close()
+			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
+		}
+		if c.Sinks+c.Recent > ctx.NCtx() {
+			ctx.Close()
+			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a context of %d cells (-c); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, ctx.NCtx())
+		}
 	}
 	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
@@ -199,6 +219,9 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	defer runtime.UnlockOSThread()
 	comp := s.opt.Compression.withDefaults()
 	n := len(tokens)
+	if comp.Policy == PolicyStreaming {
+		return s.prefillStreaming(ctx, tokens)
+	}
 	if comp.enabled() {
 		if s.nextPos != 0 {
 			return errors.New("compressed prefill: the session already holds a prompt")
@@ -427,6 +450,60 @@ func (s *Session) moveFrom(o *observing) error {
 	return nil
 }
 
+// prefillStreaming prefills a prompt under StreamingLLM: in chunks no longer
+// than the recent window, making room before each one, so a prompt longer
+// than the cache keeps its sinks and its last tokens.
+func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
+	c := s.opt.Compression
+	chunk := min(s.ctx.NBatch(), c.Recent)
+	for i := 0; i < len(tokens); i += chunk {
+		part := tokens[i:min(i+chunk, len(tokens))]
+		if err := s.streamMakeRoom(len(part)); err != nil {
+			return err
+		}
+		if err := s.decode(ctx, s.ctx, nil, part, len(tokens)); err != nil {
+			return err
+		}
+	}
+	st := &s.stats
+	st.KeptCells = s.used
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(min(len(tokens), s.ctx.NCtx())), hooks.PadNKV(s.used)
+	st.KVBytesBefore = int64(len(tokens)) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	return nil
+}
+
+// streamMakeRoom evicts the oldest positions after the sinks so that
+// coming more tokens fit in sinks + recent, and shifts the later positions
+// down over the gap (StreamingLLM's position re-assignment). With
+// EvictEvery > coming it evicts that many at once.
+func (s *Session) streamMakeRoom(coming int) error {
+	c := s.opt.Compression
+	over := s.used + coming - (c.Sinks + c.Recent)
+	if over <= 0 {
+		return nil
+	}
+	k := min(max(over, c.EvictEvery), s.used-c.Sinks)
+	if k <= 0 {
+		return nil
+	}
+	t0 := time.Now()
+	mem := s.ctx.Memory()
+	p0, p1 := int32(c.Sinks), int32(c.Sinks+k)
+	if !mem.SeqRm(s.seq, p0, p1) {
+		return fmt.Errorf("streaming: llama.cpp refused to evict positions [%d, %d)", p0, p1)
+	}
+	mem.SeqAdd(s.seq, p1, -1, -int32(k))
+	s.used -= k
+	s.nextPos -= int32(k)
+	if got := mem.SeqPosMax(s.seq); got != s.nextPos-1 {
+		return fmt.Errorf("streaming: after the shift llama.cpp's last position is %d, kvtrim expected %d", got, s.nextPos-1)
+	}
+	s.stats.EvictedCells += k
+	s.stats.EvictMs += msSince(t0)
+	return nil
+}
+
 // GenerateOptions bound a generation.
 type GenerateOptions struct {
 	// MaxTokens is the most tokens to generate; < 0 means until the
@@ -472,6 +549,11 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		}
 		if n == opt.MaxTokens-1 {
 			break // the last token needs no decode
+		}
+		if s.opt.Compression.Policy == PolicyStreaming {
+			if err := s.streamMakeRoom(1); err != nil {
+				return err
+			}
 		}
 		if s.used >= s.ctx.NCtx() {
 			s.stats.StopReason = "context_full"

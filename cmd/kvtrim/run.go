@@ -61,12 +61,15 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
 	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
 	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
-	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression of the prompt: none or snapkv")
+	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: none, snapkv (the prompt, once), recent (baseline) or streaming (sinks + recent window, while generating)")
 	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
 	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
+	fs.IntVar(&g.comp.Sinks, "sinks", 4, "streaming: attention-sink positions kept at the start")
+	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming: recent positions kept")
+	fs.IntVar(&g.comp.EvictEvery, "evict-every", 16, "streaming: positions evicted at once when the cache is full (fewer key re-rotations)")
 	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: quota, normsum, max, votes or kvsum (docs/SNAPKV.md)")
 }
 
@@ -96,6 +99,9 @@ func (g *genFlags) validate() error {
 	}
 	if _, err := kvtrim.ParseFlashAttn(g.flashAttn); err != nil {
 		return usageError{err}
+	}
+	if g.comp.Policy == kvtrim.PolicyStreaming && g.comp.EvictEvery > g.comp.Recent {
+		g.comp.EvictEvery = max(1, g.comp.Recent/4)
 	}
 	if g.comp.Kernel < 1 {
 		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)
