@@ -61,19 +61,12 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *reps < 1 {
 		return usageErrorf("--reps %d: give at least 1", *reps)
 	}
-	if err := g.validate(); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
-	defer c.close()
 	prompt, err := kvtrim.ReadPrompt(g.prompt, g.file)
 	if err != nil {
 		return err
 	}
-	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Log: log})
+	log, lib, err := c.open(ctx, &g, stderr, false)
+	defer c.close()
 	if err != nil {
 		return err
 	}
@@ -82,9 +75,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	full := g
-	full.comp = kvtrim.Compression{Policy: kvtrim.PolicyNone}
-	full.statsJSON = ""
+	full := g.fullCache()
 	runs := []*genFlags{&full, &g}
 	all := make([][]kvtrim.Stats, len(runs))
 	for i := range *reps {

@@ -37,15 +37,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	if err := g.validate(); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
+	log, lib, err := c.open(ctx, &g, stderr, true)
 	defer c.close()
-	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Fetch: true, Log: log})
 	if err != nil {
 		return err
 	}
@@ -62,9 +55,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprintf(stdout, "kvtrim demo: %s, llama.cpp %s from %s\n", filepath.Base(g.model), lib.Version, lib.Dir)
 	fmt.Fprintf(stdout, "prompt: %q ... %q (%d bytes), %d tokens greedy\n\n", head(prompt, 40), tail(prompt, 40), len(prompt), g.nPredict)
 
-	full := g
-	full.comp = kvtrim.Compression{Policy: kvtrim.PolicyNone}
-	full.statsJSON = ""
+	full := g.fullCache()
 	runs := []struct {
 		name string
 		g    *genFlags

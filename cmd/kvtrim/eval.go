@@ -71,19 +71,12 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if g.comp.Budget == 0 && g.comp.Ratio == 0 {
 		g.comp.Ratio = 0.1
 	}
-	if err := g.validate(); err != nil {
-		return err
-	}
 	cfgs, err := parseConfigs(*configs, g.comp)
 	if err != nil {
 		return err
 	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
+	log, lib, err := c.open(ctx, &g, stderr, false)
 	defer c.close()
-	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Log: log})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
 )
 
 // longSingleDash are llama.cpp's multi-letter flags written with one dash,
@@ -92,6 +96,23 @@ func (c *common) logger(stderr io.Writer) (zerolog.Logger, error) {
 		return zerolog.Logger{}, usageErrorf("--log-format %q: use console or json", c.logFormat)
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// open validates g (when given), builds the logger the flags ask for and
+// opens libllama, fetching the pinned build first if fetch is set and none
+// is installed. The caller defers c.close().
+func (c *common) open(ctx context.Context, g *genFlags, stderr io.Writer, fetch bool) (zerolog.Logger, *bindings.Library, error) {
+	if g != nil {
+		if err := g.validate(); err != nil {
+			return zerolog.Logger{}, nil, err
+		}
+	}
+	log, err := c.logger(stderr)
+	if err != nil {
+		return log, nil, err
+	}
+	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Fetch: fetch, Log: log})
+	return log, lib, err
 }
 
 func (c *common) close() {

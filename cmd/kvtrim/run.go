@@ -112,6 +112,14 @@ func (g *genFlags) validate() error {
 	return nil
 }
 
+// fullCache is g with compression off and no stats file: the baseline run
+// of demo and bench.
+func (g genFlags) fullCache() genFlags {
+	g.comp = kvtrim.Compression{Policy: kvtrim.PolicyNone}
+	g.statsJSON = ""
+	return g
+}
+
 func (g *genFlags) sampler() bindings.SamplerOptions {
 	seed := g.seed
 	if seed == 0xFFFFFFFF {
@@ -135,19 +143,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if g.model == "" {
 		return usageErrorf("no model: give a GGUF file with -m")
 	}
-	if err := g.validate(); err != nil {
-		return err
-	}
-	log, err := c.logger(stderr)
-	if err != nil {
-		return err
-	}
-	defer c.close()
 	prompt, err := kvtrim.ReadPrompt(g.prompt, g.file)
 	if err != nil {
 		return err
 	}
-	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Log: log})
+	log, lib, err := c.open(ctx, &g, stderr, false)
+	defer c.close()
 	if err != nil {
 		return err
 	}
