@@ -20,6 +20,11 @@ const (
 	// contiguous: generation can run past the context window in fixed
 	// memory.
 	PolicyStreaming = "streaming"
+	// PolicyH2O is H2O: every cached position accumulates the attention it
+	// receives over the prompt and every generated token; when the sequence
+	// holds more than Heavy + Recent cells, the lowest-scored position
+	// outside the Recent newest is evicted. Positions are not shifted.
+	PolicyH2O = "h2o"
 )
 
 // Compression says how a Session compresses its prompt. The zero value
@@ -43,6 +48,10 @@ type Compression struct {
 	// cache is full, that many positions go at once, so the keys are
 	// re-rotated once per EvictEvery tokens rather than every token.
 	Sinks, Recent, EvictEvery int
+	// Heavy is H2O's number of heavy hitters (Recent is shared with
+	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
+	// split evenly between them, as the paper does.
+	Heavy int
 }
 
 // Defaults of SnapKV's settings, as the paper's code uses them.
@@ -89,8 +98,18 @@ func (c Compression) Check() error {
 			return fmt.Errorf("evict-every %d: give between 1 and the recent window %d (0: 1)", c.EvictEvery, c.Recent)
 		}
 		return nil
+	case PolicyH2O:
+		switch {
+		case c.Ratio < 0 || c.Ratio > 1 || math.IsNaN(c.Ratio):
+			return fmt.Errorf("ratio %g: give a share in (0, 1]", c.Ratio)
+		case c.Ratio > 0 && (c.Heavy > 0 || c.Recent > 0):
+			return fmt.Errorf("give --heavy and --recent, or --ratio, not both")
+		case c.Ratio == 0 && (c.Heavy < 0 || c.Recent < 1):
+			return fmt.Errorf("h2o needs --heavy H >= 0 and --recent R >= 1, or --ratio")
+		}
+		return nil
 	default:
-		return fmt.Errorf("unknown policy %q: use none, snapkv, recent or streaming", c.Policy)
+		return fmt.Errorf("unknown policy %q: use none, snapkv, recent, streaming or h2o", c.Policy)
 	}
 	c = c.withDefaults()
 	switch {
@@ -129,6 +148,15 @@ func (c Compression) snapKV(budget int) (policies.SnapKVConfig, error) {
 		return cfg, fmt.Errorf("kernel %d: give an odd width >= 1", c.Kernel)
 	}
 	return cfg, nil
+}
+
+// h2oSplit is H2O's heavy and recent counts for a prompt of n tokens.
+func (c Compression) h2oSplit(n int) (heavy, recent int) {
+	if c.Ratio == 0 {
+		return c.Heavy, c.Recent
+	}
+	budget := max(2, int(math.Ceil(c.Ratio*float64(n))))
+	return budget / 2, budget - budget/2
 }
 
 // budgetFor is the number of cells to keep of a prompt of n tokens.

@@ -67,6 +67,9 @@ type Session struct {
 	nextPos int32
 	used    int
 	stats   Stats
+	// h2o exists for the h2o policy; release unregisters its observer.
+	h2o     *h2oState
+	release func()
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
@@ -150,8 +153,14 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	default:
 		return nil, fmt.Errorf("cache type %q: use f16 or f32", opt.CacheType)
 	}
+	var h2o *h2oState
+	release := func() {}
+	if opt.Compression.Policy == PolicyH2O {
+		h2o, release = newH2O(m, &copt)
+	}
 	ctx, err := m.NewContext(copt)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	if c := opt.Compression; c.Policy == PolicyStreaming {
@@ -164,7 +173,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a context of %d cells (-c); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, ctx.NCtx())
 		}
 	}
-	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt}
+	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
 	threads, _ := ctx.Threads()
 	s.stats = Stats{Policy: PolicyNone, NCtx: ctx.NCtx(), NBatch: ctx.NBatch(), NUbatch: ctx.NUbatch(), Threads: threads}
@@ -178,6 +187,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 func (s *Session) Close() {
 	s.batch.Close()
 	s.ctx.Close()
+	s.release()
 }
 
 // Context is the session's llama.cpp context.
@@ -219,8 +229,11 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	defer runtime.UnlockOSThread()
 	comp := s.opt.Compression.withDefaults()
 	n := len(tokens)
-	if comp.Policy == PolicyStreaming {
+	switch comp.Policy {
+	case PolicyStreaming:
 		return s.prefillStreaming(ctx, tokens)
+	case PolicyH2O:
+		return s.prefillH2O(ctx, tokens)
 	}
 	if comp.enabled() {
 		if s.nextPos != 0 {
@@ -561,11 +574,20 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		}
 		s.batch.Clear()
 		s.batch.Add(tok, s.nextPos, seqs, true)
+		if s.h2o != nil {
+			s.h2o.obs.Arm(1)
+		}
 		t1 := time.Now()
 		err := s.ctx.Decode(s.batch)
 		s.stats.DecodeMs += msSince(t1)
 		if err != nil {
 			return fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
+		}
+		if s.h2o != nil {
+			s.h2o.obs.Disarm()
+			if err := s.stepH2O(s.nextPos); err != nil {
+				return err
+			}
 		}
 		s.stats.DecodeTokens++
 		s.nextPos++

@@ -235,6 +235,21 @@ func (o *Observer) Attention(cells *CellMap, n int) ([]policies.WindowAttention,
 // AttentionFrom is Attention computed from src, which must be the
 // observer's own source, or FromQK for a softmax observer with AlsoQK.
 func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.WindowAttention, error) {
+	positions := make([]int32, n)
+	for p := range positions {
+		positions[p] = int32(p)
+	}
+	return o.attention(src, cells, positions)
+}
+
+// AttentionOver is the armed rows' attention over the given positions
+// (ascending; the rows are the last of them), for a cache that no longer
+// holds every position: column i of each row is positions[i].
+func (o *Observer) AttentionOver(cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, cells, positions)
+}
+
+func (o *Observer) attention(src Source, cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
 	if src != o.source && !(src == FromQK && o.AlsoQK) {
 		return nil, fmt.Errorf("observe attention: this observer did not read %s inputs", src)
 	}
@@ -251,13 +266,13 @@ func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.
 				il, len(rows), o.window, map[Source]string{FromSoftmax: "off", FromQK: "on"}[o.source])
 		}
 	}
-	colCell := make([]int, n)
-	for p := range n {
-		c, ok := cells.Cell(int32(p))
+	colCell := make([]int, len(positions))
+	for i, p := range positions {
+		c, ok := cells.Cell(p)
 		if !ok {
 			return nil, fmt.Errorf("observe attention: position %d has no cell", p)
 		}
-		colCell[p] = int(c)
+		colCell[i] = int(c)
 	}
 	if src == FromSoftmax {
 		return o.fromSoftmax(colCell)

@@ -1,0 +1,174 @@
+package kvtrim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
+	"github.com/kvtrim/kvtrim/policies"
+)
+
+// h2oState is a session's H2O policy and the observer that feeds it. The
+// session's own context carries the eval callback, since H2O observes every
+// generated token's attention row.
+type h2oState struct {
+	obs    *hooks.Observer
+	cells  *hooks.CellMap
+	policy *policies.H2O
+}
+
+// newH2O makes the observer of an H2O session and fills copt's callback.
+func newH2O(m *Model, copt *bindings.ContextOptions) (*h2oState, func()) {
+	src := hooks.FromQK
+	if copt.FlashAttn == bindings.FlashAttnDisabled {
+		src = hooks.FromSoftmax
+	}
+	obs := hooks.NewObserver(hooks.Shape{
+		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
+	}, src)
+	var release func()
+	copt.EvalCallback, copt.EvalUserData, release = m.lib.EvalCallback(obs)
+	return &h2oState{obs: obs, cells: hooks.NewCellMap()}, release
+}
+
+// KeptPositions is the positions H2O keeps, ascending (nil for other
+// policies).
+func (s *Session) KeptPositions() []int {
+	if s.h2o == nil || s.h2o.policy == nil {
+		return nil
+	}
+	return s.h2o.policy.Kept()
+}
+
+// columnScores adds, for every position of att's columns, the attention
+// its rows gave it, summed over layers, heads and rows, to dst.
+func columnScores(dst []float32, att []policies.WindowAttention) {
+	for _, a := range att {
+		for h := range a.Heads {
+			for r := range a.Rows {
+				row := a.Data[(h*a.Rows+r)*a.Cols:][:a.Cols]
+				for c, v := range row {
+					dst[c] += v
+				}
+			}
+		}
+	}
+}
+
+// prefillH2O decodes the prompt one ubatch per decode call, adding each
+// ubatch's attention columns to the positions' scores as it goes (no n x n
+// matrix is held), then lets H2O evict down to heavy + recent.
+func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
+	h := s.h2o
+	n := len(tokens)
+	if s.nextPos != 0 {
+		return fmt.Errorf("h2o prefill: the session already holds a prompt")
+	}
+	if n > s.ctx.NCtx() {
+		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); h2o evicts after the prompt, so raise -c", ErrPromptTooLong, n, s.ctx.NCtx())
+	}
+	heavy, recent := s.opt.Compression.h2oSplit(n)
+	policy, err := policies.NewH2O(heavy, recent)
+	if err != nil {
+		return err
+	}
+	h.policy = policy
+	s.stats.Budget = heavy + recent
+	scores := make([]float32, n)
+	o := &observing{obs: h.obs, cells: h.cells, release: func() {}}
+	step := s.ctx.NUbatch()
+	for i := 0; i < n; i += step {
+		chunk := tokens[i:min(i+step, n)]
+		h.obs.Arm(len(chunk))
+		err := s.decode(ctx, s.ctx, o, chunk, n)
+		h.obs.Disarm()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		att, err := h.obs.AttentionOver(h.cells, positionsUpTo(i+len(chunk)))
+		if err != nil {
+			return err
+		}
+		columnScores(scores[:i+len(chunk)], att)
+		s.stats.ObserveMs += msSince(t0)
+	}
+	t1 := time.Now()
+	evicted := policy.Prefill(scores)
+	t2 := time.Now()
+	if err := s.evictPositions(evicted); err != nil {
+		return err
+	}
+	st := &s.stats
+	st.ScoreMs += msBetween(t1, t2)
+	st.EvictMs += msSince(t2)
+	st.KeptCells = s.used
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(int(h.cells.MaxCell()+1))
+	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	return nil
+}
+
+// stepH2O feeds the attention row of the token just decoded at pos to H2O
+// and evicts what it drops.
+func (s *Session) stepH2O(pos int32) error {
+	h := s.h2o
+	if err := hooks.RecordCells(h.cells, []int32{pos}, h.obs.TakeCells()); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	kept := h.policy.Kept()
+	positions := make([]int32, len(kept)+1)
+	for i, p := range kept {
+		positions[i] = int32(p)
+	}
+	positions[len(kept)] = pos
+	att, err := h.obs.AttentionOver(h.cells, positions)
+	if err != nil {
+		return err
+	}
+	row := make([]float32, len(positions))
+	columnScores(row, att)
+	t1 := time.Now()
+	evicted, err := h.policy.Step(int(pos), row)
+	if err != nil {
+		return err
+	}
+	t2 := time.Now()
+	if err := s.evictPositions(evicted); err != nil {
+		return err
+	}
+	s.stats.ObserveMs += msBetween(t0, t1)
+	s.stats.ScoreMs += msBetween(t1, t2)
+	s.stats.EvictMs += msSince(t2)
+	return nil
+}
+
+// evictPositions removes single positions (ascending) from the cache and
+// the cell map, one seq_rm per run of consecutive positions.
+func (s *Session) evictPositions(positions []int) error {
+	for i := 0; i < len(positions); {
+		j := i + 1
+		for j < len(positions) && positions[j] == positions[j-1]+1 {
+			j++
+		}
+		r := hooks.Range{P0: int32(positions[i]), P1: int32(positions[j-1] + 1)}
+		if err := hooks.Evict(s.ctx.Memory(), s.seq, []hooks.Range{r}, s.h2o.cells); err != nil {
+			return err
+		}
+		i = j
+	}
+	s.used -= len(positions)
+	s.stats.EvictedCells += len(positions)
+	return nil
+}
+
+func positionsUpTo(n int) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(i)
+	}
+	return out
+}
