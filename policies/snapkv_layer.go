@@ -105,7 +105,7 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 		vek32.MatMul_Into(scores, q[g*group*rows*dim:][:group*rows*dim], kT, dim)
 		// The exponentials cost more than the product: spread the rows'
 		// masked softmax over the CPUs.
-		parallel(group*rows, func(i0, i1 int) {
+		parallel(group*rows, group*rows*cols, func(i0, i1 int) {
 			for i := i0; i < i1; i++ {
 				row := scores[i*cols:][:cols]
 				visible := cols - rows + i%rows + 1
@@ -118,10 +118,13 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 	return att
 }
 
-// parallel runs f over [0, n) split into one contiguous part per CPU.
-func parallel(n int, f func(i0, i1 int)) {
+// parallel runs f over [0, n) split into one contiguous part per CPU, or
+// in one call when the work (in elements) is too small to pay for waking
+// goroutines: a decode step's single row is.
+func parallel(n, work int, f func(i0, i1 int)) {
+	const minWork = 1 << 16
 	parts := min(n, runtime.GOMAXPROCS(0))
-	if parts <= 1 {
+	if parts <= 1 || work < minWork {
 		f(0, n)
 		return
 	}
