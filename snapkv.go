@@ -1,0 +1,172 @@
+package kvtrim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
+	"github.com/kvtrim/kvtrim/policies"
+)
+
+// observing is a temporary context whose decodes an Observer watches.
+type observing struct {
+	ctx     *bindings.Context
+	obs     *hooks.Observer
+	cells   *hooks.CellMap
+	release func()
+}
+
+func (o *observing) close() {
+	if o.ctx != nil {
+		o.ctx.Close()
+		o.ctx = nil
+		o.release()
+	}
+}
+
+// openObserving makes the temporary context for a prompt of n tokens.
+func (s *Session) openObserving(n int) (*observing, error) {
+	m := s.model
+	// Auto resolves to on wherever flash attention is supported, as on every
+	// CPU build; the observer must know which graph it will see.
+	src := hooks.FromQK
+	if s.copt.FlashAttn == bindings.FlashAttnDisabled {
+		src = hooks.FromSoftmax
+	}
+	obs := hooks.NewObserver(hooks.Shape{
+		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
+	}, src)
+	copt := s.copt
+	copt.NCtx = uint32(n)
+	var release func()
+	copt.EvalCallback, copt.EvalUserData, release = m.lib.EvalCallback(obs)
+	ctx, err := m.NewContext(copt)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("observing context for %d prompt tokens: %w", n, err)
+	}
+	s.stats.Attention = src.String()
+	return &observing{ctx: ctx, obs: obs, cells: hooks.NewCellMap(), release: release}, nil
+}
+
+// prefillCompressed prefills n > budget tokens into an observing context,
+// the last Window of them as their own batch with the observer armed,
+// scores and evicts there, and moves the kept cells into the session's
+// context.
+func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) error {
+	n := len(tokens)
+	cfg, err := comp.snapKV(budget)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(n); err != nil {
+		return err
+	}
+	if budget > s.ctx.NCtx() {
+		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.ctx.NCtx())
+	}
+	o, err := s.openObserving(n)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	// The window rides in the prompt's last decode call (or last two, so
+	// that they hold at least Window tokens): the observer keeps the last
+	// Window rows it sees while armed.
+	nb := o.ctx.NBatch()
+	last := n % nb
+	if last == 0 {
+		last = nb
+	}
+	if last < comp.Window {
+		last += nb
+	}
+	last = min(last, n)
+	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
+		return err
+	}
+	o.obs.Arm(comp.Window)
+	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
+	o.obs.Disarm()
+	if err != nil {
+		return err
+	}
+
+	t0 := time.Now()
+	var att []policies.WindowAttention
+	recent := comp.Policy == PolicyRecent
+	if !recent {
+		if att, err = o.obs.Attention(o.cells, n); err != nil {
+			return err
+		}
+	}
+	t1 := time.Now()
+	var kept []int
+	if recent {
+		for p := n - budget; p < n; p++ {
+			kept = append(kept, p)
+		}
+	} else if kept, err = policies.SnapKV(cfg, att, s.model.NHeadKV()); err != nil {
+		return err
+	}
+	t2 := time.Now()
+	// The last prompt token is decoded again in the session's context for
+	// its logits, so it leaves with the evicted ones.
+	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n)})
+	if err := hooks.Evict(o.ctx.Memory(), s.seq, ranges, o.cells); err != nil {
+		return err
+	}
+	t3 := time.Now()
+	if err := s.moveFrom(o); err != nil {
+		return err
+	}
+	s.nextPos, s.used = int32(n-1), len(kept)-1
+	s.batch.Clear()
+	s.batch.Add(tokens[n-1], int32(n-1), []bindings.SeqID{s.seq}, true)
+	if err := s.ctx.Decode(s.batch); err != nil {
+		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
+	}
+	s.nextPos, s.used = int32(n), len(kept)
+	t4 := time.Now()
+
+	st := &s.stats
+	st.ObserveMs += msBetween(t0, t1)
+	st.ScoreMs += msBetween(t1, t2)
+	st.EvictMs += msBetween(t2, t3)
+	st.CompactMs += msBetween(t3, t4)
+	st.KeptCells, st.EvictedCells = len(kept), n-len(kept)
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
+	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(len(kept)) * s.kvBytesPerCell()
+	return nil
+}
+
+// moveFrom saves the observed sequence's state, checks its cells against
+// the map, frees the observing context and loads the state into the
+// session's context, where it lands packed from cell 0.
+func (s *Session) moveFrom(o *observing) error {
+	state, err := o.ctx.SeqState(s.seq, 0)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	byCell, err := hooks.StatePositions(state, s.seq)
+	if err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	mem := o.ctx.Memory()
+	if err := o.cells.Verify(byCell, mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq)); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	o.close() // free its cache before the state is loaded
+	if err := s.ctx.SetSeqState(s.seq, state, 0); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
+	pos := o.cells.Positions()
+	mem = s.ctx.Memory()
+	if got0, got1 := mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq); got0 != pos[0] || got1 != pos[len(pos)-1] {
+		return fmt.Errorf("compact: llama.cpp holds positions [%d, %d] after the move, kvtrim expected [%d, %d]", got0, got1, pos[0], pos[len(pos)-1])
+	}
+	return nil
+}

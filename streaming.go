@@ -1,0 +1,63 @@
+package kvtrim
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvtrim/kvtrim/hooks"
+)
+
+// prefillStreaming prefills a prompt under StreamingLLM: in chunks no longer
+// than the recent window, making room before each one, so a prompt longer
+// than the cache keeps its sinks and its last tokens.
+func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
+	c := s.opt.Compression
+	chunk := min(s.ctx.NBatch(), c.Recent)
+	for i := 0; i < len(tokens); i += chunk {
+		part := tokens[i:min(i+chunk, len(tokens))]
+		if err := s.streamMakeRoom(len(part)); err != nil {
+			return err
+		}
+		if err := s.decode(ctx, s.ctx, nil, part, len(tokens)); err != nil {
+			return err
+		}
+	}
+	st := &s.stats
+	st.KeptCells = s.used
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(min(len(tokens), s.ctx.NCtx())), hooks.PadNKV(s.used)
+	st.KVBytesBefore = int64(len(tokens)) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	return nil
+}
+
+// streamMakeRoom evicts the oldest positions after the sinks so that
+// coming more tokens fit in sinks + recent, and shifts the later positions
+// down over the gap (StreamingLLM's position re-assignment). With
+// EvictEvery > coming it evicts that many at once.
+func (s *Session) streamMakeRoom(coming int) error {
+	c := s.opt.Compression
+	over := s.used + coming - (c.Sinks + c.Recent)
+	if over <= 0 {
+		return nil
+	}
+	k := min(max(over, c.EvictEvery), s.used-c.Sinks)
+	if k <= 0 {
+		return nil
+	}
+	t0 := time.Now()
+	mem := s.ctx.Memory()
+	p0, p1 := int32(c.Sinks), int32(c.Sinks+k)
+	if !mem.SeqRm(s.seq, p0, p1) {
+		return fmt.Errorf("streaming: llama.cpp refused to evict positions [%d, %d)", p0, p1)
+	}
+	mem.SeqAdd(s.seq, p1, -1, -int32(k))
+	s.used -= k
+	s.nextPos -= int32(k)
+	if got := mem.SeqPosMax(s.seq); got != s.nextPos-1 {
+		return fmt.Errorf("streaming: after the shift llama.cpp's last position is %d, kvtrim expected %d", got, s.nextPos-1)
+	}
+	s.stats.EvictedCells += k
+	s.stats.EvictMs += msSince(t0)
+	return nil
+}
