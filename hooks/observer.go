@@ -1,9 +1,12 @@
 package hooks
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/policies"
@@ -305,40 +308,61 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 }
 
 func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
-	s, n := o.shape, len(colCell)
 	lo, hi := colCell[0], colCell[0]
 	for _, c := range colCell {
 		lo, hi = min(lo, c), max(hi, c)
 	}
-	rowLen := s.KVHeads * s.HeadDim
-	out := make([]policies.WindowAttention, s.Layers)
-	w := o.window
-	q := make([]float32, s.Heads*w*s.HeadDim)
-	k := make([]float32, s.KVHeads*n*s.HeadDim)
-	cacheRows := make([]float32, (hi-lo+1)*rowLen)
+	out := make([]policies.WindowAttention, o.shape.Layers)
+	errs := make([]error, o.shape.Layers)
+	// Layers are independent: spread them over the CPUs.
+	next := make(chan int, len(out))
 	for il := range out {
-		if err := readKeys(o.kCache[il], lo, hi-lo+1, rowLen, cacheRows); err != nil {
-			return nil, fmt.Errorf("observe attention: layer %d: %w", il, err)
-		}
-		// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
-		for r, row := range o.q[il] {
-			if len(row.data) != s.Heads*s.HeadDim {
-				return nil, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(row.data), s.Heads*s.HeadDim)
+		next <- il
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(len(out), runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for il := range next {
+				out[il], errs[il] = o.layerQK(il, colCell, lo, hi)
 			}
-			for h := range s.Heads {
-				copy(q[(h*w+r)*s.HeadDim:][:s.HeadDim], row.data[h*s.HeadDim:][:s.HeadDim])
-			}
-		}
-		// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
-		for p, c := range colCell {
-			row := cacheRows[(c-lo)*rowLen:][:rowLen]
-			for kh := range s.KVHeads {
-				copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
-			}
-		}
-		out[il] = policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// layerQK computes one layer's window attention from its kept query rows
+// and the K cache rows of cells [lo, hi].
+func (o *Observer) layerQK(il int, colCell []int, lo, hi int) (policies.WindowAttention, error) {
+	s, n, w := o.shape, len(colCell), o.window
+	rowLen := s.KVHeads * s.HeadDim
+	cacheRows := make([]float32, (hi-lo+1)*rowLen)
+	if err := readKeys(o.kCache[il], lo, hi-lo+1, rowLen, cacheRows); err != nil {
+		return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: %w", il, err)
+	}
+	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
+	q := make([]float32, s.Heads*w*s.HeadDim)
+	for r, row := range o.q[il] {
+		if len(row.data) != s.Heads*s.HeadDim {
+			return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(row.data), s.Heads*s.HeadDim)
+		}
+		for h := range s.Heads {
+			copy(q[(h*w+r)*s.HeadDim:][:s.HeadDim], row.data[h*s.HeadDim:][:s.HeadDim])
+		}
+	}
+	// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
+	k := make([]float32, s.KVHeads*n*s.HeadDim)
+	for p, c := range colCell {
+		row := cacheRows[(c-lo)*rowLen:][:rowLen]
+		for kh := range s.KVHeads {
+			copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
+		}
+	}
+	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }
 
 // readKeys reads count rows of the K cache starting at cell first into dst

@@ -1,6 +1,8 @@
 package policies
 
 import (
+	"github.com/viterin/vek/vek32"
+
 	"fmt"
 	"math"
 )
@@ -36,15 +38,30 @@ func Dot(a, b []float32) float32 {
 
 // Softmax replaces x by softmax(x) = exp(x - max) / sum(exp(x - max)).
 // Subtracting the maximum keeps every exponent <= 0, so nothing overflows.
-// The exponentials come from expShiftSum (a float32 range-reduction and
-// polynomial exp) and are summed in float64. An empty x is left alone.
+// From vekMinLen values up the exponentials come from vek's AVX2 kernel;
+// shorter rows use expShiftSum (a float32 range-reduction and polynomial
+// exp, summed in float64). An empty x is left alone.
 func Softmax(x []float32) {
 	if len(x) == 0 {
+		return
+	}
+	if len(x) >= vekMinLen {
+		// vek's AVX2 exponential, 8 lanes at a time. It is wrong below
+		// about -88 (it does not underflow to 0), so exponents are clamped
+		// there: exp(-87) is 1.6e-38, zero for a probability.
+		vek32.AddNumber_Inplace(x, -vek32.Max(x))
+		vek32.MaximumNumber_Inplace(x, -87)
+		vek32.Exp_Inplace(x)
+		vek32.MulNumber_Inplace(x, 1/vek32.Sum(x))
 		return
 	}
 	sum := expShiftSum(x, maxFloat32(x))
 	scaleFloat32(x, float32(1/sum))
 }
+
+// vekMinLen is the length from which vek's vector kernels beat the
+// unrolled loops here (their call and setup cost more on short rows).
+const vekMinLen = 64
 
 // maxFloat32 returns the largest element of a non-empty x, using four
 // independent running maxima.
