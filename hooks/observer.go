@@ -314,6 +314,17 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 	}
 	out := make([]policies.WindowAttention, o.shape.Layers)
 	errs := make([]error, o.shape.Layers)
+	if s := o.shape; s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
+		// A decode step's one row: goroutines would cost more than they save.
+		for il := range out {
+			var err error
+			if out[il], err = o.layerQK(il, colCell, lo, hi); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	workers := min(len(out), runtime.GOMAXPROCS(0))
 	// Layers are independent: spread them over the CPUs.
 	next := make(chan int, len(out))
 	for il := range out {
@@ -321,7 +332,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 	}
 	close(next)
 	var wg sync.WaitGroup
-	for range min(len(out), runtime.GOMAXPROCS(0)) {
+	for range workers {
 		wg.Go(func() {
 			for il := range next {
 				out[il], errs[il] = o.layerQK(il, colCell, lo, hi)
