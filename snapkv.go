@@ -119,7 +119,9 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return err
 	}
 	t3 := time.Now()
-	if err := s.moveFrom(o); err != nil {
+	// Compaction: the kept cells move, packed, into the session's context
+	// (which has no eval callback); the observing one is freed first.
+	if _, err := hooks.Move(o.ctx, s.ctx, s.seq, o.cells, 0, o.close); err != nil {
 		return err
 	}
 	s.nextPos, s.used = int32(n-1), len(kept)-1
@@ -140,33 +142,5 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
 	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
 	st.KVBytesAfter = int64(len(kept)) * s.kvBytesPerCell()
-	return nil
-}
-
-// moveFrom saves the observed sequence's state, checks its cells against
-// the map, frees the observing context and loads the state into the
-// session's context, where it lands packed from cell 0.
-func (s *Session) moveFrom(o *observing) error {
-	state, err := o.ctx.SeqState(s.seq, 0)
-	if err != nil {
-		return fmt.Errorf("compact: %w", err)
-	}
-	byCell, err := hooks.StatePositions(state, s.seq)
-	if err != nil {
-		return fmt.Errorf("compact: %w", err)
-	}
-	mem := o.ctx.Memory()
-	if err := o.cells.Verify(byCell, mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq)); err != nil {
-		return fmt.Errorf("compact: %w", err)
-	}
-	o.close() // free its cache before the state is loaded
-	if err := s.ctx.SetSeqState(s.seq, state, 0); err != nil {
-		return fmt.Errorf("compact: %w", err)
-	}
-	pos := o.cells.Positions()
-	mem = s.ctx.Memory()
-	if got0, got1 := mem.SeqPosMin(s.seq), mem.SeqPosMax(s.seq); got0 != pos[0] || got1 != pos[len(pos)-1] {
-		return fmt.Errorf("compact: llama.cpp holds positions [%d, %d] after the move, kvtrim expected [%d, %d]", got0, got1, pos[0], pos[len(pos)-1])
-	}
 	return nil
 }

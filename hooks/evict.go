@@ -57,37 +57,48 @@ func Evict(mem *bindings.Memory, seq bindings.SeqID, ranges []Range, cells *Cell
 
 // Compact re-places seq's cells contiguously from cell 0 with a state round
 // trip (save, remove all, load), so that n_kv shrinks and decoding gets
-// faster. The saved state's positions are checked against cells first, and
-// the compacted map is returned. flags selects the _ext form
+// faster: Move within one context.
+func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
+	return Move(ctx, ctx, seq, cells, flags, nil)
+}
+
+// Move saves seq's state from `from`, checks its cell positions against
+// cells (when the host form makes them readable), removes seq from `from`,
+// calls beforeLoad (if set; to free `from` first, say) and loads the state
+// into `to`, where the cells land packed from cell 0 in their old order. It
+// returns the map of the packed cells. flags selects the _ext form
 // (bindings.StateOnDevice keeps the data on the device). Position shifts
 // must come after: a pending seq_add does not survive the round trip.
-func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
-	state, err := ctx.SeqState(seq, flags)
+func Move(from, to *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags, beforeLoad func()) (*CellMap, error) {
+	state, err := from.SeqState(seq, flags)
 	if err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
-	if flags == 0 { // the host form is readable: check it against the map
+	if flags == 0 {
 		byCell, err := StatePositions(state, seq)
 		if err != nil {
 			return nil, fmt.Errorf("compact: %w", err)
 		}
-		mem := ctx.Memory()
+		mem := from.Memory()
 		if err := cells.Verify(byCell, mem.SeqPosMin(seq), mem.SeqPosMax(seq)); err != nil {
 			return nil, fmt.Errorf("compact: before: %w", err)
 		}
 	}
-	mem := ctx.Memory()
-	mem.SeqRm(seq, -1, -1)
-	if err := ctx.SetSeqState(seq, state, flags); err != nil {
+	from.Memory().SeqRm(seq, -1, -1)
+	if beforeLoad != nil {
+		beforeLoad()
+	}
+	if err := to.SetSeqState(seq, state, flags); err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
-	compacted := cells.Compacted()
-	pos := compacted.Positions()
+	packed := cells.Compacted()
+	pos := packed.Positions()
+	mem := to.Memory()
 	if n := len(pos); n > 0 && (mem.SeqPosMin(seq) != pos[0] || mem.SeqPosMax(seq) != pos[n-1]) {
-		return nil, fmt.Errorf("compact: llama.cpp holds [%d, %d] after the round trip, kvtrim expected [%d, %d]",
+		return nil, fmt.Errorf("compact: llama.cpp holds [%d, %d] after loading the state, kvtrim expected [%d, %d]",
 			mem.SeqPosMin(seq), mem.SeqPosMax(seq), pos[0], pos[n-1])
 	}
-	return compacted, nil
+	return packed, nil
 }
 
 // RecordCells adds the cells a decode wrote (from Observer.TakeCells) for
