@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +61,17 @@ type Observer struct {
 	// ubatches and decode calls.
 	soft, q [][]windowRow
 	kCache  []bindings.Tensor // cache_k_l<il>, kept for the context's life
-	err     error
+	// keys[il] holds, per layer, a float32 copy of the K cache rows kvtrim
+	// has needed, indexed by cell; stale lists the cells written since,
+	// whose rows are read again (only those) before the next use. A shift
+	// (seq_add) would change rows without a write: no observed context
+	// shifts.
+	keys  [][]float32
+	stale []int64
+	// qBuf and kBuf are per-layer scratch for layerQK (layers may run at
+	// once, so each has its own).
+	qBuf, kBuf [][]float32
+	err        error
 }
 
 // windowRow is one query row: its softmax scores over the cells [0, nKV) of
@@ -75,6 +86,7 @@ func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
 		shape: s, source: src, MapCells: true,
 		soft: make([][]windowRow, s.Layers), q: make([][]windowRow, s.Layers), kCache: make([]bindings.Tensor, s.Layers),
+		keys: make([][]float32, s.Layers), qBuf: make([][]float32, s.Layers), kBuf: make([][]float32, s.Layers),
 	}
 }
 
@@ -168,6 +180,7 @@ func (o *Observer) observe(t bindings.Tensor) error {
 				return err
 			}
 			o.cells = append(o.cells, cells...)
+			o.stale = append(o.stale, cells...)
 			return nil
 		case "i32":
 			c32 := make([]int32, len(cells))
@@ -178,6 +191,7 @@ func (o *Observer) observe(t bindings.Tensor) error {
 				cells[i] = int64(c)
 			}
 			o.cells = append(o.cells, cells...)
+			o.stale = append(o.stale, cells...)
 			return nil
 		}
 		return fmt.Errorf("%s: cell indices of type %s", name, idx.TypeName())
@@ -308,17 +322,19 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 }
 
 func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
-	lo, hi := colCell[0], colCell[0]
-	for _, c := range colCell {
-		lo, hi = min(lo, c), max(hi, c)
+	hi := slices.Max(colCell)
+	for _, c := range o.stale {
+		hi = max(hi, int(c))
 	}
+	runs := cellRuns(o.stale)
+	o.stale = o.stale[:0]
 	out := make([]policies.WindowAttention, o.shape.Layers)
 	errs := make([]error, o.shape.Layers)
 	if s := o.shape; s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
 		// A decode step's one row: goroutines would cost more than they save.
 		for il := range out {
 			var err error
-			if out[il], err = o.layerQK(il, colCell, lo, hi); err != nil {
+			if out[il], err = o.layerQK(il, colCell, runs, hi); err != nil {
 				return nil, err
 			}
 		}
@@ -335,7 +351,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 	for range workers {
 		wg.Go(func() {
 			for il := range next {
-				out[il], errs[il] = o.layerQK(il, colCell, lo, hi)
+				out[il], errs[il] = o.layerQK(il, colCell, runs, hi)
 			}
 		})
 	}
@@ -347,16 +363,24 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 }
 
 // layerQK computes one layer's window attention from its kept query rows
-// and the K cache rows of cells [lo, hi].
-func (o *Observer) layerQK(il int, colCell []int, lo, hi int) (policies.WindowAttention, error) {
+// and the K rows of the cells in colCell, first refreshing the copies of the
+// rows in runs (cells written since they were last read; hi is the highest
+// cell of either).
+func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int) (policies.WindowAttention, error) {
 	s, n, w := o.shape, len(colCell), o.window
 	rowLen := s.KVHeads * s.HeadDim
-	cacheRows := make([]float32, (hi-lo+1)*rowLen)
-	if err := readKeys(o.kCache[il], lo, hi-lo+1, rowLen, cacheRows); err != nil {
-		return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: %w", il, err)
+	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
+		o.keys[il] = append(o.keys[il], make([]float32, need-len(o.keys[il]))...)
+	}
+	cacheRows := o.keys[il]
+	for _, r := range runs {
+		first, count := int(r.P0), int(r.P1-r.P0)
+		if err := readKeys(o.kCache[il], first, count, rowLen, cacheRows[first*rowLen:]); err != nil {
+			return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: %w", il, err)
+		}
 	}
 	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
-	q := make([]float32, s.Heads*w*s.HeadDim)
+	q := grow(&o.qBuf[il], s.Heads*w*s.HeadDim)
 	for r, row := range o.q[il] {
 		if len(row.data) != s.Heads*s.HeadDim {
 			return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(row.data), s.Heads*s.HeadDim)
@@ -366,14 +390,40 @@ func (o *Observer) layerQK(il int, colCell []int, lo, hi int) (policies.WindowAt
 		}
 	}
 	// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
-	k := make([]float32, s.KVHeads*n*s.HeadDim)
+	k := grow(&o.kBuf[il], s.KVHeads*n*s.HeadDim)
 	for p, c := range colCell {
-		row := cacheRows[(c-lo)*rowLen:][:rowLen]
+		row := cacheRows[c*rowLen:][:rowLen]
 		for kh := range s.KVHeads {
 			copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
 		}
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
+}
+
+// grow returns (*buf)[:n], reallocating when it is too small.
+func grow(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	return (*buf)[:n]
+}
+
+// cellRuns turns a list of cells into sorted runs of consecutive cells
+// [P0, P1), so that each run is one read.
+func cellRuns(cells []int64) []Range {
+	sorted := slices.Clone(cells)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	var runs []Range
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j] == sorted[j-1]+1 {
+			j++
+		}
+		runs = append(runs, Range{int32(sorted[i]), int32(sorted[j-1] + 1)})
+		i = j
+	}
+	return runs
 }
 
 // readKeys reads count rows of the K cache starting at cell first into dst

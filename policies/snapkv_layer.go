@@ -90,6 +90,24 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := heads / kvHeads
+	if group*rows < 8 {
+		// A decode step: a row or two per KV head. Dot products straight
+		// from the key rows cost less than transposing them for a matrix
+		// product.
+		for h := range heads {
+			keys := k[(h/group)*cols*dim:][:cols*dim]
+			for r := range rows {
+				qr := q[(h*rows+r)*dim:][:dim]
+				row := att.Data[(h*rows+r)*cols:][:cols]
+				visible := cols - rows + r + 1
+				for c := range visible {
+					row[c] = Dot(qr, keys[c*dim:][:dim]) * scale
+				}
+				Softmax(row[:visible])
+			}
+		}
+		return att
+	}
 	kT := make([]float32, dim*cols)
 	for g := range kvHeads {
 		// The group's query heads are contiguous in q, so all their rows
