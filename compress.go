@@ -44,9 +44,11 @@ type Compression struct {
 	// become one per position (see policies.ParseAggregation).
 	Pool, Aggregate string
 	// Sinks and Recent are StreamingLLM's attention sinks (first positions
-	// kept) and recent window; EvictEvery batches its evictions: when the
-	// cache is full, that many positions go at once, so the keys are
-	// re-rotated once per EvictEvery tokens rather than every token.
+	// kept) and recent window. EvictEvery batches evictions: StreamingLLM
+	// removes that many positions at once when the cache is full (so keys
+	// are re-rotated once per EvictEvery tokens, not every token); H2O
+	// removes the positions it drops that many at a time (they stay in the
+	// cache, unscored, meanwhile). 0 means 1.
 	Sinks, Recent, EvictEvery int
 	// Heavy is H2O's number of heavy hitters (Recent is shared with
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
@@ -106,6 +108,8 @@ func (c Compression) Check() error {
 			return fmt.Errorf("give --heavy and --recent, or --ratio, not both")
 		case c.Ratio == 0 && (c.Heavy < 0 || c.Recent < 1):
 			return fmt.Errorf("h2o needs --heavy H >= 0 and --recent R >= 1, or --ratio")
+		case c.EvictEvery < 0:
+			return fmt.Errorf("evict-every %d: give a count >= 1 (0: 1)", c.EvictEvery)
 		}
 		return nil
 	default:

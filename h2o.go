@@ -3,6 +3,7 @@ package kvtrim
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -17,6 +18,9 @@ type h2oState struct {
 	obs    *hooks.Observer
 	cells  *hooks.CellMap
 	policy *policies.H2O
+	// pending holds positions H2O dropped that are still in the cache:
+	// with EvictEvery > 1 they leave it that many at a time.
+	pending []int
 }
 
 // newH2O makes the observer of an H2O session and fills copt's callback.
@@ -137,8 +141,13 @@ func (s *Session) stepH2O(pos int32) error {
 		return err
 	}
 	t2 := time.Now()
-	if err := s.evictPositions(evicted); err != nil {
-		return err
+	h.pending = append(h.pending, evicted...)
+	if len(h.pending) >= max(1, s.opt.Compression.EvictEvery) {
+		slices.Sort(h.pending)
+		if err := s.evictPositions(h.pending); err != nil {
+			return err
+		}
+		h.pending = h.pending[:0]
 	}
 	s.stats.ObserveMs += msBetween(t0, t1)
 	s.stats.ScoreMs += msBetween(t1, t2)

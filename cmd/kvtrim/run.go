@@ -70,7 +70,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Sinks, "sinks", 4, "streaming: attention-sink positions kept at the start")
 	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming, h2o: recent positions kept")
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
-	fs.IntVar(&g.comp.EvictEvery, "evict-every", 16, "streaming: positions evicted at once when the cache is full (fewer key re-rotations)")
+	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o: positions evicted at once (default: 16 for streaming, 1 for h2o; docs/H2O-STREAMING.md)")
 	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: quota, normsum, max, votes or kvsum (docs/SNAPKV.md)")
 }
 
@@ -101,8 +101,8 @@ func (g *genFlags) validate() error {
 	if _, err := kvtrim.ParseFlashAttn(g.flashAttn); err != nil {
 		return usageError{err}
 	}
-	if g.comp.Policy == kvtrim.PolicyStreaming && g.comp.EvictEvery > g.comp.Recent {
-		g.comp.EvictEvery = max(1, g.comp.Recent/4)
+	if g.comp.Policy == kvtrim.PolicyStreaming && g.comp.EvictEvery == 0 {
+		g.comp.EvictEvery = min(16, max(1, g.comp.Recent/4))
 	}
 	if g.comp.Kernel < 1 {
 		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)
