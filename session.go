@@ -113,7 +113,12 @@ type Stats struct {
 	// measured in Go around each call (the purego crossing included).
 	DecodeMs   float64 `json:"decode_ms"`
 	DecodeTokS float64 `json:"decode_tok_s"`
-	SampleMs   float64 `json:"sample_ms"`
+	// DecodeTokSFirst and DecodeTokSLast are the decode speed over the
+	// first and the last tenth of the generated tokens (at most 256 each):
+	// equal when eviction keeps the cache, and the speed, constant.
+	DecodeTokSFirst float64 `json:"decode_tok_s_first"`
+	DecodeTokSLast  float64 `json:"decode_tok_s_last"`
+	SampleMs        float64 `json:"sample_ms"`
 	// GenerateMs is the whole generation loop: sampling, decoding, output.
 	GenerateMs float64 `json:"generate_ms"`
 	// LlamaPromptMs and LlamaEvalMs are llama.cpp's own timers of the
@@ -322,11 +327,13 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	vocab := s.model.Vocab()
 	seqs := []bindings.SeqID{s.seq}
 	start := time.Now()
+	var stepMs []float64 // each decode's time, for the first/last speeds
 	defer func() {
 		s.stats.GenerateMs += msSince(start)
 		if s.stats.DecodeMs > 0 {
 			s.stats.DecodeTokS = float64(s.stats.DecodeTokens) / (s.stats.DecodeMs / 1000)
 		}
+		s.stats.DecodeTokSFirst, s.stats.DecodeTokSLast = edgeSpeeds(stepMs)
 	}()
 	for n := 0; opt.MaxTokens < 0 || n < opt.MaxTokens; n++ {
 		if err := ctx.Err(); err != nil {
@@ -363,7 +370,9 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		}
 		t1 := time.Now()
 		err := s.ctx.Decode(s.batch)
-		s.stats.DecodeMs += msSince(t1)
+		ms := msSince(t1)
+		s.stats.DecodeMs += ms
+		stepMs = append(stepMs, ms)
 		if err != nil {
 			return fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
 		}
@@ -379,6 +388,26 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	}
 	s.stats.StopReason = "max_tokens"
 	return nil
+}
+
+// edgeSpeeds is the tokens/s of the first and the last tenth of steps (at
+// least 1 and at most 256 steps each), or zeros when there are none.
+func edgeSpeeds(stepMs []float64) (first, last float64) {
+	n := min(256, max(1, len(stepMs)/10))
+	if len(stepMs) < n {
+		return 0, 0
+	}
+	speed := func(ms []float64) float64 {
+		total := 0.0
+		for _, v := range ms {
+			total += v
+		}
+		if total <= 0 {
+			return 0
+		}
+		return float64(len(ms)) / (total / 1000)
+	}
+	return speed(stepMs[:n]), speed(stepMs[len(stepMs)-n:])
 }
 
 func msSince(t time.Time) float64 { return msBetween(t, time.Now()) }
