@@ -214,9 +214,12 @@ func (s *Session) Tokenize(text string) ([]Token, error) {
 var ErrPromptTooLong = errors.New("prompt too long")
 
 // kvBytesPerCell is the size of one cell's keys and values over all layers
-// (F16 cache).
+// (F16 cache), or 0 for a model without attention heads (a recurrent one).
 func (s *Session) kvBytesPerCell() int64 {
 	m := s.model
+	if m.NHead() == 0 {
+		return 0
+	}
 	return int64(m.NLayer()) * 2 * int64(m.NEmbd()/m.NHead()*m.NHeadKV()) * 2
 }
 

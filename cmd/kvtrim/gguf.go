@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -9,8 +10,9 @@ import (
 	"github.com/kvtrim/kvtrim/internal/gguf"
 )
 
-// cmdRandomModel writes a llama-architecture GGUF of a preset shape with
-// random weights: real speed, meaningless output, for benchmarks only.
+// cmdRandomModel writes a GGUF of a preset shape (llama, or the gemma2 and
+// mamba test shapes) with random weights: real speed, meaningless output,
+// for benchmarks and tests only.
 func cmdRandomModel(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("random-model", "random-model --shape NAME [--type f16|q8_0|f32] -o FILE")
 	var names []string
@@ -48,7 +50,7 @@ func cmdRandomModel(_ context.Context, args []string, stdout, stderr io.Writer) 
 	if err := gguf.WriteRandomLlamaFile(*out, s, *seed); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: %s shape (%d layers, %d heads of %d, %d KV heads), %s, %d bytes\n",
-		*out, s.Name, s.Layers, s.Heads, s.HeadDim(), s.KVHeads, s.Type, size)
+	fmt.Fprintf(stdout, "%s: %s shape, %s, %d layers, %d heads of %d, %d KV heads, %s, %d bytes\n",
+		*out, s.Name, cmp.Or(s.Arch, gguf.ArchLlama), s.Layers, s.Heads, s.HeadDim(), s.KVHeads, s.Type, size)
 	return nil
 }

@@ -318,3 +318,43 @@ func TestBenchAndRandomModel(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesModelThatCannotEvict: every compression policy refuses, in one
+// line naming the architecture, a model whose memory cannot drop single
+// positions (a gemma2 model with sliding-window attention, a recurrent
+// mamba model), and both still run without one.
+func TestRefusesModelThatCannotEvict(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	dir := t.TempDir()
+	policies := [][]string{
+		{"--policy", "snapkv", "--budget", "64"},
+		{"--policy", "recent", "--budget", "64"},
+		{"--policy", "streaming", "--recent", "32"},
+		{"--policy", "h2o", "--heavy", "16", "--recent", "16"},
+	}
+	for _, c := range []struct{ shape, arch, why string }{
+		{"test-swa", "gemma2", "sliding-window"},
+		{"test-recurrent", "mamba", "recurrent"},
+	} {
+		path := filepath.Join(dir, c.shape+".gguf")
+		if r := runKvtrim(t, nil, "random-model", "--shape", c.shape, "-o", path); r.code != 0 {
+			t.Fatalf("random-model --shape %s: exit %d: %s", c.shape, r.code, r.stderr)
+		}
+		for _, p := range policies {
+			t.Run(c.shape+"/"+p[1], func(t *testing.T) {
+				args := append([]string{"run", "--lib", lib, "-m", path, "-p", "hello there"}, p...)
+				wantOneLineError(t, runKvtrim(t, nil, args...), path, "architecture "+c.arch, c.why, "--policy none")
+			})
+		}
+	}
+	for _, shape := range []string{"test-swa", "test-recurrent"} {
+		path := filepath.Join(dir, shape+".gguf")
+		r := runKvtrim(t, nil, "run", "--lib", lib, "-m", path, "-p", "hello there", "--policy", "none", "-n", "8")
+		if r.code != 0 {
+			t.Fatalf("--policy none on %s: exit %d: %s", shape, r.code, r.stderr)
+		}
+		if strings.TrimSpace(r.stderr) != "" {
+			t.Errorf("a quiet run on %s wrote to stderr:\n%s", shape, r.stderr)
+		}
+	}
+}

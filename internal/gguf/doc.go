@@ -1,5 +1,7 @@
 // Package gguf writes GGUF v3 files, the model format llama.cpp loads, and
-// generates llama-architecture models with random weights in them.
+// generates models with random weights in them: llama-architecture ones,
+// and tiny gemma2 (sliding-window attention) and mamba (recurrent) ones
+// for testing what kvtrim refuses.
 //
 // kvtrim's benchmarks need models whose shapes, and so whose speed and KV
 // cache sizes, are those of real models, without shipping real weights.

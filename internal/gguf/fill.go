@@ -89,9 +89,9 @@ func writeRandomData(w *Writer, ts []llamaTensor, seed uint64, workers int) erro
 
 // generate fills vals with the piece's values and encodes them.
 func (c chunk) generate(vals []float32, seed uint64) chunkResult {
-	if c.t.ones {
+	if c.t.constant {
 		for i := range vals {
-			vals[i] = 1
+			vals[i] = c.t.value
 		}
 	} else {
 		r := rand.New(rand.NewPCG(seed, mix(uint64(c.tensor)<<32|uint64(c.index))))
