@@ -47,8 +47,11 @@ func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 // configuration and prints a markdown table of accuracy (and, where the
 // model has not learnt the task, agreement with the full cache).
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "ppl" {
+		return cmdEvalPPL(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "passkey" && args[0] != "lines") {
-		return usageErrorf("eval needs a task: passkey or lines")
+		return usageErrorf("eval needs a task: passkey, lines or ppl")
 	}
 	task := args[0]
 	fs := newFlagSet("eval "+task, "eval passkey|lines -m MODEL [flags]")

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -357,4 +359,45 @@ func TestRefusesModelThatCannotEvict(t *testing.T) {
 			t.Errorf("a quiet run on %s wrote to stderr:\n%s", shape, r.stderr)
 		}
 	}
+}
+
+// TestEvalPPL streams a text through a small cache: StreamingLLM's
+// perplexity stays near the dense sliding window's that recomputes its
+// window, and the JSON holds one record per configuration.
+func TestEvalPPL(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "stories260K.gguf")
+	js := filepath.Join(t.TempDir(), "ppl.json")
+	r := runKvtrim(t, nil, "eval", "ppl", "--lib", lib, "-m", model, "-f", filepath.Join(testenv.RepoRoot(), "testdata", "moby-dick-ch1-35.txt"),
+		"--tokens", "1500", "--segment", "500", "--configs", "streaming:4+124,window:128,dense:128/32", "--json", js)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var recs []struct {
+		Config string    `json:"config"`
+		PPL    float64   `json:"ppl"`
+		Seg    []float64 `json:"segment_ppl"`
+		Tokens int       `json:"tokens"`
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &recs); err != nil || len(recs) != 3 {
+		t.Fatalf("json: %v, %d records:\n%s", err, len(recs), b)
+	}
+	for _, rec := range recs {
+		if rec.Tokens != 1499 || len(rec.Seg) != 3 || !(rec.PPL > 1) || math.IsInf(rec.PPL, 0) {
+			t.Errorf("%+v", rec)
+		}
+	}
+	if streaming, dense := recs[0].PPL, recs[2].PPL; streaming > 1.05*dense {
+		t.Errorf("streaming perplexity %.3f is more than 5%% above the dense window's %.3f", streaming, dense)
+	}
+	if !strings.Contains(r.stdout, "| streaming:4+124 |") {
+		t.Errorf("table:\n%s", r.stdout)
+	}
+	bad := runKvtrim(t, nil, "eval", "ppl", "--lib", lib, "-m", model, "-f", filepath.Join(testenv.RepoRoot(), "testdata", "moby-dick-ch1-35.txt"),
+		"--configs", "dense:8/16")
+	wantOneLineError(t, bad, "dense:8/16", "stride")
 }

@@ -1,0 +1,89 @@
+package kvtrim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// Score feeds tokens after what the session holds, chunk tokens per decode
+// with the logits of every one, and returns the negative log-likelihood
+// (natural log) of each token but the first given the tokens before it:
+// nll[i] is for tokens[i+1]. Under StreamingLLM room is made before every
+// chunk, so a text of any length streams through a fixed cache; with the
+// full cache the text must fit in -c. For perplexity: exp(mean(nll)).
+func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float64, error) {
+	if len(tokens) < 2 {
+		return nil, errors.New("score: give at least two tokens")
+	}
+	if chunk < 1 {
+		chunk = 1
+	}
+	policy := s.opt.Compression.Policy
+	if policy != "" && policy != PolicyNone && policy != PolicyStreaming {
+		return nil, fmt.Errorf("score: policy %s: only none and streaming stream a text", policy)
+	}
+	runtime.LockOSThread() // see Prefill
+	defer runtime.UnlockOSThread()
+	chunk = min(chunk, s.ctx.NBatch(), s.ctx.NUbatch())
+	if policy == PolicyStreaming {
+		chunk = min(chunk, s.opt.Compression.Recent)
+	}
+	vocab := s.model.Vocab().NTokens()
+	nll := make([]float64, 0, len(tokens)-1)
+	prev := make([]float32, vocab) // logits of the token before the chunk
+	seqs := []bindings.SeqID{s.seq}
+	for i := 0; i < len(tokens); i += chunk {
+		if err := ctx.Err(); err != nil {
+			return nll, err
+		}
+		part := tokens[i:min(i+chunk, len(tokens))]
+		if policy == PolicyStreaming {
+			if err := s.streamMakeRoom(len(part)); err != nil {
+				return nll, err
+			}
+		}
+		if s.used+len(part) > s.ctx.NCtx() {
+			return nll, fmt.Errorf("%w: token %d of the text does not fit in a context of %d cells (-c); stream it with --policy streaming", ErrPromptTooLong, i+len(part), s.ctx.NCtx())
+		}
+		s.batch.Clear()
+		for j, t := range part {
+			s.batch.Add(t, s.nextPos+int32(j), seqs, true)
+		}
+		if err := s.ctx.Decode(s.batch); err != nil {
+			return nll, fmt.Errorf("score tokens %d-%d: %w", i, i+len(part), err)
+		}
+		for j, t := range part {
+			if i+j > 0 {
+				nll = append(nll, -logSoftmaxAt(prev, t))
+			}
+			copy(prev, s.ctx.Logits(j))
+		}
+		s.nextPos += int32(len(part))
+		s.used += len(part)
+	}
+	return nll, nil
+}
+
+// Reset empties the session's cache, so that it can score another text.
+func (s *Session) Reset() {
+	s.ctx.Memory().Clear(true)
+	s.nextPos, s.used = 0, 0
+}
+
+// logSoftmaxAt is log(softmax(logits)[t]), computed in float64.
+func logSoftmaxAt(logits []float32, t Token) float64 {
+	m := float64(logits[0])
+	for _, v := range logits {
+		m = max(m, float64(v))
+	}
+	sum := 0.0
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - m)
+	}
+	return float64(logits[t]) - m - math.Log(sum)
+}
