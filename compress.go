@@ -50,6 +50,11 @@ type Compression struct {
 	// removes the positions it drops that many at a time (they stay in the
 	// cache, unscored, meanwhile). 0 means 1.
 	Sinks, Recent, EvictEvery int
+	// DecodePolicy, "streaming" or "" (none), keeps the total under Sinks +
+	// Recent while generating after a SnapKV (or recent) prompt: the kept
+	// positions are first re-assigned to 0..k-1, then StreamingLLM evicts
+	// and shifts as generation goes on.
+	DecodePolicy string
 	// Heavy is H2O's number of heavy hitters (Recent is shared with
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
 	// split evenly between them, as the paper does.
@@ -114,6 +119,15 @@ func (c Compression) Check() error {
 		return nil
 	default:
 		return fmt.Errorf("unknown policy %q: use none, snapkv, recent, streaming or h2o", c.Policy)
+	}
+	switch c.DecodePolicy {
+	case "", PolicyNone:
+	case PolicyStreaming:
+		if c.Sinks < 0 || c.Recent < 1 || c.EvictEvery < 0 {
+			return fmt.Errorf("--decode-policy streaming needs --sinks S >= 0 and --recent R >= 1")
+		}
+	default:
+		return fmt.Errorf("decode policy %q: use streaming (or none)", c.DecodePolicy)
 	}
 	c = c.withDefaults()
 	switch {

@@ -163,3 +163,66 @@ func TestSnapKVKeepsPasskey(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapKVPromptLongerThanContext: the prompt is prefilled in the
+// observing context, so -c needs room only for the kept cells.
+func TestSnapKVPromptLongerThanContext(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
+	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 128, Threads: 1, Compression: kvtrim.Compression{Policy: "snapkv", Budget: 64, Window: 16}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := s.Tokenize(prompt)
+	if len(toks) <= 128 {
+		t.Fatalf("prompt of %d tokens fits the context", len(toks))
+	}
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	mem := s.Context().Memory()
+	if st := s.Stats(); st.KeptCells != 64 || st.PromptTokens != len(toks) || mem.SeqPosMax(0) != int32(len(toks)-1) {
+		t.Errorf("kept %d of %d, last position %d", st.KeptCells, st.PromptTokens, mem.SeqPosMax(0))
+	}
+}
+
+// TestSnapKVThenStreaming: SnapKV compresses the prompt, its kept positions
+// are re-assigned to 0..k-1, and StreamingLLM keeps the sequence within
+// sinks + recent cells, positions contiguous, over a long generation.
+func TestSnapKVThenStreaming(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
+	const sinks, recent = 4, 60
+	comp := kvtrim.Compression{Policy: "snapkv", Budget: 48, Window: 16, DecodePolicy: "streaming", Sinks: sinks, Recent: recent, EvictEvery: 8}
+	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 80, Threads: 1, Compression: comp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := s.Tokenize(prompt)
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	mem := s.Context().Memory()
+	if lo, hi := mem.SeqPosMin(0), mem.SeqPosMax(0); lo != 0 || hi != 47 {
+		t.Fatalf("after the prompt: positions [%d, %d], want [0, 47]", lo, hi)
+	}
+	sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
+	defer sampler.Close()
+	n := 0
+	err = s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 10 * (sinks + recent), IgnoreEOS: true},
+		func(kvtrim.Token, string) error {
+			n++
+			if lo, hi := mem.SeqPosMin(0), mem.SeqPosMax(0); lo != 0 || hi+1 > sinks+recent {
+				t.Fatalf("after %d tokens: positions [%d, %d]", n, lo, hi)
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad := (kvtrim.Compression{Policy: "snapkv", Budget: 48, DecodePolicy: "h3o"}).Check(); bad == nil {
+		t.Error("an unknown decode policy was accepted")
+	}
+}

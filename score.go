@@ -29,7 +29,7 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 	}
 	runtime.LockOSThread() // see Prefill
 	defer runtime.UnlockOSThread()
-	chunk = min(chunk, s.ctx.NBatch(), s.ctx.NUbatch())
+	chunk = min(chunk, s.batch.Cap(), s.ctx.NUbatch())
 	if policy == PolicyStreaming {
 		chunk = min(chunk, s.opt.Compression.Recent)
 	}

@@ -167,7 +167,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		release()
 		return nil, err
 	}
-	if c := opt.Compression; c.Policy == PolicyStreaming {
+	if c := opt.Compression; c.streams() {
 		if !ctx.Memory().CanShift() {
 			ctx.Close()
 			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
@@ -272,7 +272,9 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 // prompt's length, for progress.
 func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
-	nb := into.NBatch()
+	// The batch was sized for the session's context; an observing context
+	// can take larger ones.
+	nb := min(into.NBatch(), s.batch.Cap())
 	seqs := []bindings.SeqID{s.seq}
 	positions := make([]int32, 0, nb)
 	for i := 0; i < len(tokens); i += nb {
@@ -284,7 +286,9 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		positions = positions[:0]
 		for j, t := range chunk {
 			pos := s.nextPos + int32(j)
-			s.batch.Add(t, pos, seqs, i+j == len(tokens)-1)
+			if !s.batch.Add(t, pos, seqs, i+j == len(tokens)-1) {
+				return fmt.Errorf("prefill: batch of %d tokens is full", s.batch.Cap())
+			}
 			positions = append(positions, pos)
 		}
 		if err := into.Decode(s.batch); err != nil {
@@ -357,7 +361,7 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		if n == opt.MaxTokens-1 {
 			break // the last token needs no decode
 		}
-		if s.opt.Compression.Policy == PolicyStreaming {
+		if s.opt.Compression.streams() {
 			if err := s.streamMakeRoom(1); err != nil {
 				return err
 			}

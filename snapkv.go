@@ -75,7 +75,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// The window rides in the prompt's last decode call (or last two, so
 	// that they hold at least Window tokens): the observer keeps the last
 	// Window rows it sees while armed.
-	nb := o.ctx.NBatch()
+	nb := min(o.ctx.NBatch(), s.batch.Cap())
 	last := n % nb
 	if last == 0 {
 		last = nb
@@ -124,13 +124,20 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if _, err := hooks.Move(o.ctx, s.ctx, s.seq, o.cells, 0, o.close); err != nil {
 		return err
 	}
-	s.nextPos, s.used = int32(n-1), len(kept)-1
+	lastPos := int32(n - 1)
+	if comp.DecodePolicy == PolicyStreaming {
+		// Streaming goes on from here: positions become 0..k-1 (after the
+		// move, since a pending shift does not survive a state save).
+		s.closeGaps(kept[:len(kept)-1])
+		lastPos = int32(len(kept) - 1)
+	}
+	s.nextPos, s.used = lastPos, len(kept)-1
 	s.batch.Clear()
-	s.batch.Add(tokens[n-1], int32(n-1), []bindings.SeqID{s.seq}, true)
+	s.batch.Add(tokens[n-1], lastPos, []bindings.SeqID{s.seq}, true)
 	if err := s.ctx.Decode(s.batch); err != nil {
 		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
 	}
-	s.nextPos, s.used = int32(n), len(kept)
+	s.nextPos, s.used = lastPos+1, len(kept)
 	t4 := time.Now()
 
 	st := &s.stats

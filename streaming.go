@@ -8,6 +8,30 @@ import (
 	"github.com/kvtrim/kvtrim/hooks"
 )
 
+// streams reports whether StreamingLLM keeps the cache while generating,
+// as the policy or as the decode policy after a prompt compression.
+func (c Compression) streams() bool {
+	return c.Policy == PolicyStreaming || (c.enabled() && c.DecodePolicy == PolicyStreaming)
+}
+
+// closeGaps re-assigns the positions it holds, kept (ascending), to 0..k-1
+// with one seq_add per run of consecutive positions, as StreamingLLM
+// re-assigns positions inside its cache. The keys are re-rotated at the next
+// decode.
+func (s *Session) closeGaps(kept []int) {
+	mem := s.ctx.Memory()
+	for i := 0; i < len(kept); {
+		j := i + 1
+		for j < len(kept) && kept[j] == kept[j-1]+1 {
+			j++
+		}
+		if d := kept[i] - i; d != 0 {
+			mem.SeqAdd(s.seq, int32(kept[i]), int32(kept[j-1]+1), -int32(d))
+		}
+		i = j
+	}
+}
+
 // prefillStreaming prefills a prompt under StreamingLLM: in chunks no longer
 // than the recent window, making room before each one, so a prompt longer
 // than the cache keeps its sinks and its last tokens.
