@@ -78,12 +78,8 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	log, lib, err := c.open(ctx, &g, stderr, false)
+	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
-	if err != nil {
-		return err
-	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
 	if err != nil {
 		return err
 	}

@@ -115,6 +115,16 @@ func (c *common) open(ctx context.Context, g *genFlags, stderr io.Writer, fetch 
 	return log, lib, err
 }
 
+// openModel is open, then loads g's model; the caller closes the model.
+func (c *common) openModel(ctx context.Context, g *genFlags, stderr io.Writer) (zerolog.Logger, *kvtrim.Model, error) {
+	log, lib, err := c.open(ctx, g, stderr, false)
+	if err != nil {
+		return log, nil, err
+	}
+	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	return log, model, err
+}
+
 func (c *common) close() {
 	if c.logCloser != nil {
 		c.logCloser.Close()

@@ -109,12 +109,8 @@ func cmdEvalPPL(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("read text: %w", err)
 	}
-	log, lib, err := c.open(ctx, &g, stderr, false)
+	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
-	if err != nil {
-		return err
-	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
 	if err != nil {
 		return err
 	}

@@ -200,6 +200,20 @@ func (s Shape) tensors(typ Type) []llamaTensor {
 		return t
 	}
 	norm := func(name string) llamaTensor { return filled(name, 1, e) }
+	// block is a llama transformer block's tensors, prefix p ("blk.N.").
+	block := func(p string) []llamaTensor {
+		return []llamaTensor{
+			norm(p + "attn_norm.weight"),
+			matrix(p+"attn_q.weight", e, q),
+			matrix(p+"attn_k.weight", e, kv),
+			matrix(p+"attn_v.weight", e, kv),
+			matrix(p+"attn_output.weight", q, e),
+			norm(p + "ffn_norm.weight"),
+			matrix(p+"ffn_gate.weight", e, ff),
+			matrix(p+"ffn_up.weight", e, ff),
+			matrix(p+"ffn_down.weight", ff, e),
+		}
+	}
 
 	switch s.arch() {
 	case ArchGemma2:
@@ -207,19 +221,8 @@ func (s Shape) tensors(typ Type) []llamaTensor {
 		ts := []llamaTensor{matrix("token_embd.weight", e, v), norm("output_norm.weight")}
 		for i := range s.Layers {
 			p := fmt.Sprintf("blk.%d.", i)
-			ts = append(ts,
-				norm(p+"attn_norm.weight"),
-				matrix(p+"attn_q.weight", e, q),
-				matrix(p+"attn_k.weight", e, kv),
-				matrix(p+"attn_v.weight", e, kv),
-				matrix(p+"attn_output.weight", q, e),
-				norm(p+"post_attention_norm.weight"),
-				norm(p+"ffn_norm.weight"),
-				matrix(p+"ffn_gate.weight", e, ff),
-				matrix(p+"ffn_up.weight", e, ff),
-				matrix(p+"ffn_down.weight", ff, e),
-				norm(p+"post_ffw_norm.weight"),
-			)
+			// llama's block plus a norm after attention and after the FFN.
+			ts = append(append(ts, block(p)...), norm(p+"post_attention_norm.weight"), norm(p+"post_ffw_norm.weight"))
 		}
 		return ts
 	case ArchMamba:
@@ -251,18 +254,7 @@ func (s Shape) tensors(typ Type) []llamaTensor {
 	}
 	ts := []llamaTensor{matrix("token_embd.weight", e, v), norm("output_norm.weight"), matrix("output.weight", e, v)}
 	for i := range s.Layers {
-		p := fmt.Sprintf("blk.%d.", i)
-		ts = append(ts,
-			norm(p+"attn_norm.weight"),
-			matrix(p+"attn_q.weight", e, q),
-			matrix(p+"attn_k.weight", e, kv),
-			matrix(p+"attn_v.weight", e, kv),
-			matrix(p+"attn_output.weight", q, e),
-			norm(p+"ffn_norm.weight"),
-			matrix(p+"ffn_gate.weight", e, ff),
-			matrix(p+"ffn_up.weight", e, ff),
-			matrix(p+"ffn_down.weight", ff, e),
-		)
+		ts = append(ts, block(fmt.Sprintf("blk.%d.", i))...)
 	}
 	return ts
 }
