@@ -50,10 +50,11 @@ type Compression struct {
 	// removes the positions it drops that many at a time (they stay in the
 	// cache, unscored, meanwhile). 0 means 1.
 	Sinks, Recent, EvictEvery int
-	// DecodePolicy, "streaming" or "" (none), keeps the total under Sinks +
-	// Recent while generating after a SnapKV (or recent) prompt: the kept
-	// positions are first re-assigned to 0..k-1, then StreamingLLM evicts
-	// and shifts as generation goes on.
+	// DecodePolicy keeps the total bounded while generating after a SnapKV
+	// (or recent) prompt: "streaming" re-assigns the kept positions to
+	// 0..k-1, then evicts and shifts within Sinks + Recent; "h2o" starts H2O
+	// (Heavy + Recent) from the kept positions, scored by the observation
+	// window's attention. "" or "none": nothing.
 	DecodePolicy string
 	// Heavy is H2O's number of heavy hitters (Recent is shared with
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
@@ -126,8 +127,12 @@ func (c Compression) Check() error {
 		if c.Sinks < 0 || c.Recent < 1 || c.EvictEvery < 0 {
 			return fmt.Errorf("--decode-policy streaming needs --sinks S >= 0 and --recent R >= 1")
 		}
+	case PolicyH2O:
+		if c.Heavy < 0 || c.Recent < 1 || c.EvictEvery < 0 {
+			return fmt.Errorf("--decode-policy h2o needs --heavy H >= 0 and --recent R >= 1")
+		}
 	default:
-		return fmt.Errorf("decode policy %q: use streaming (or none)", c.DecodePolicy)
+		return fmt.Errorf("decode policy %q: use streaming or h2o (or none)", c.DecodePolicy)
 	}
 	c = c.withDefaults()
 	switch {

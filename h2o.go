@@ -115,6 +115,41 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
 	return nil
 }
 
+// startH2O hands a compressed prompt to H2O for the generation: the moved
+// cells (packed, their map) plus the last prompt token just decoded, scored
+// by the attention the observation window gave them (att; nil: zeros).
+func (s *Session) startH2O(packed *hooks.CellMap, kept []int, att []policies.WindowAttention) error {
+	h := s.h2o
+	h.cells = packed
+	last := int32(kept[len(kept)-1])
+	if err := hooks.RecordCells(h.cells, []int32{last}, h.obs.TakeCells()); err != nil {
+		return err
+	}
+	// The moved rows were loaded, not written by a decode: read them anew.
+	for c := range packed.Len() {
+		h.obs.Refresh(int64(c))
+	}
+	scores := make([]float32, len(kept))
+	if att != nil {
+		all := make([]float32, att[0].Cols)
+		columnScores(all, att)
+		for i, p := range kept {
+			scores[i] = all[p]
+		}
+	}
+	c := s.opt.Compression
+	policy, err := policies.NewH2O(c.Heavy, c.Recent)
+	if err != nil {
+		return err
+	}
+	h.policy = policy
+	evicted, err := policy.PrefillAt(kept, scores)
+	if err != nil {
+		return err
+	}
+	return s.evictPositions(evicted)
+}
+
 // stepH2O feeds the attention row of the token just decoded at pos to H2O
 // and evicts what it drops.
 func (s *Session) stepH2O(pos int32) error {

@@ -3,6 +3,7 @@ package kvtrim_test
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -124,4 +125,51 @@ func decodeOne(t *testing.T, m *kvtrim.Model, ctx *bindings.Context, tok kvtrim.
 		t.Fatal(err)
 	}
 	return append([]float32(nil), ctx.Logits(-1)...)
+}
+
+// TestSnapKVThenH2O: SnapKV compresses the prompt, H2O starts from the kept
+// positions (original positions, scored by the window's attention) and keeps
+// the sequence within heavy + recent cells while generating. Both attention
+// paths choose the same positions (F32 cache), which also shows that the
+// keys of the moved cells are read anew: with stale copies the
+// flash-attention path, which scores from those copies, chose differently.
+func TestSnapKVThenH2O(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
+	const heavy, recent = 16, 24
+	keptBy := map[string][]int{}
+	for _, fa := range []string{"on", "off"} {
+		comp := kvtrim.Compression{Policy: "snapkv", Budget: 64, Window: 16, DecodePolicy: "h2o", Heavy: heavy, Recent: recent}
+		s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 128, Threads: 1, FlashAttn: fa, CacheType: "f32", Compression: comp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, _ := s.Tokenize(prompt)
+		if err := s.Prefill(context.Background(), toks); err != nil {
+			t.Fatal(err)
+		}
+		if kept := s.KeptPositions(); len(kept) != heavy+recent || kept[len(kept)-1] != len(toks)-1 {
+			t.Fatalf("-fa %s: after the prompt H2O keeps %v", fa, kept)
+		}
+		sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
+		err = s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 200, IgnoreEOS: true},
+			func(kvtrim.Token, string) error {
+				if n := len(s.KeptPositions()); n > heavy+recent {
+					t.Fatalf("-fa %s: %d cells kept", fa, n)
+				}
+				return nil
+			})
+		sampler.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hi := s.Context().Memory().SeqPosMax(0); hi != int32(len(toks)+198) {
+			t.Errorf("-fa %s: last position %d, want %d", fa, hi, len(toks)+198)
+		}
+		keptBy[fa] = s.KeptPositions()
+		s.Close()
+	}
+	if !slices.Equal(keptBy["on"], keptBy["off"]) {
+		t.Errorf("flash attention on kept %v\noff kept %v", keptBy["on"], keptBy["off"])
+	}
 }

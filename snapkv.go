@@ -121,7 +121,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	t3 := time.Now()
 	// Compaction: the kept cells move, packed, into the session's context
 	// (which has no eval callback); the observing one is freed first.
-	if _, err := hooks.Move(o.ctx, s.ctx, s.seq, o.cells, 0, o.close); err != nil {
+	packed, err := hooks.Move(o.ctx, s.ctx, s.seq, o.cells, 0, o.close)
+	if err != nil {
 		return err
 	}
 	lastPos := int32(n - 1)
@@ -138,6 +139,11 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
 	}
 	s.nextPos, s.used = lastPos+1, len(kept)
+	if comp.DecodePolicy == PolicyH2O {
+		if err := s.startH2O(packed, kept, att); err != nil {
+			return err
+		}
+	}
 	t4 := time.Now()
 
 	st := &s.stats

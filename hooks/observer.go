@@ -108,6 +108,10 @@ func (o *Observer) Arm(window int) {
 // Disarm stops reading attention.
 func (o *Observer) Disarm() { o.armed = false }
 
+// Refresh marks cells whose K rows changed without a decode writing them
+// (a sequence state loaded into them), so that they are read again.
+func (o *Observer) Refresh(cells ...int64) { o.stale = append(o.stale, cells...) }
+
 // TakeCells returns the cells the last decode wrote, in batch order, and
 // forgets them.
 func (o *Observer) TakeCells() []int64 {

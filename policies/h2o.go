@@ -55,6 +55,20 @@ func (p *H2O) Prefill(scores []float32) []int {
 	return p.evict()
 }
 
+// PrefillAt is Prefill for a cache that holds only some positions (after a
+// prompt compression): positions ascending, scores aligned with them.
+func (p *H2O) PrefillAt(positions []int, scores []float32) ([]int, error) {
+	if len(positions) != len(scores) {
+		return nil, fmt.Errorf("h2o: %d positions with %d scores", len(positions), len(scores))
+	}
+	if !slices.IsSorted(positions) {
+		return nil, fmt.Errorf("h2o: positions are not ascending")
+	}
+	p.kept = slices.Clone(positions)
+	p.scores = slices.Clone(scores)
+	return p.evict(), nil
+}
+
 // Step records the decode step of the token at position pos, which must be
 // after every kept position. row[s] is the attention to kept slot s for
 // s < Len() and row[Len()] the token's attention to itself. The row is

@@ -42,3 +42,24 @@ func TestH2OByHand(t *testing.T) {
 		t.Error("step at a position already kept: no error")
 	}
 }
+
+func TestH2OPrefillAt(t *testing.T) {
+	p, err := NewH2O(2, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Heavy: the two best of 3, 9, 12 (scores .5 .1 .9); recent: 20, 30.
+	evicted, err := p.PrefillAt([]int{3, 9, 12, 20, 30}, []float32{0.5, 0.1, 0.9, 0, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(evicted, []int{9}) || !slices.Equal(p.Kept(), []int{3, 12, 20, 30}) {
+		t.Errorf("evicted %v, kept %v", evicted, p.Kept())
+	}
+	if _, err := p.PrefillAt([]int{5, 4}, []float32{1, 1}); err == nil {
+		t.Error("unsorted positions accepted")
+	}
+	if _, err := p.PrefillAt([]int{5}, nil); err == nil {
+		t.Error("mismatched lengths accepted")
+	}
+}

@@ -67,7 +67,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
-	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after --policy snapkv|recent: streaming keeps the total under --sinks + --recent while generating")
+	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after --policy snapkv|recent: streaming (--sinks + --recent) or h2o (--heavy + --recent) keeps the total bounded while generating")
 	fs.IntVar(&g.comp.Sinks, "sinks", 4, "streaming: attention-sink positions kept at the start")
 	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming, h2o: recent positions kept")
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
