@@ -3,6 +3,7 @@ package hooks
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -383,6 +384,9 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int) (policie
 			return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: %w", il, err)
 		}
 	}
+	if w == 1 {
+		return o.stepQK(il, colCell, cacheRows)
+	}
 	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
 	q := grow(&o.qBuf[il], s.Heads*w*s.HeadDim)
 	for r, row := range o.q[il] {
@@ -402,6 +406,31 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int) (policie
 		}
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
+}
+
+// stepQK is layerQK for a decode step's single query row: its dot products
+// are taken straight from the cell-indexed key rows, with no copy into a
+// position-ordered layout. The last of colCell is the row's own position.
+func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.WindowAttention, error) {
+	s, n := o.shape, len(colCell)
+	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
+	q := o.q[il][0].data
+	if len(q) != s.Heads*dim {
+		return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(q), s.Heads*dim)
+	}
+	att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
+	scale := float32(1 / math.Sqrt(float64(dim)))
+	group := s.Heads / s.KVHeads
+	for h := range s.Heads {
+		qh := q[h*dim:][:dim]
+		off := (h / group) * dim
+		row := att.Data[h*n:][:n]
+		for p, c := range colCell {
+			row[p] = policies.Dot(qh, keyRows[c*rowLen+off:][:dim]) * scale
+		}
+		policies.Softmax(row)
+	}
+	return att, nil
 }
 
 // grow returns (*buf)[:n], reallocating when it is too small.
