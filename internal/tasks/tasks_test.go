@@ -1,0 +1,49 @@
+package tasks
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestPasskey(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, length := range []int{256, 512, 1000} {
+		for _, depth := range []float64{0, 0.5, 1} {
+			p := Passkey(r, length, depth)
+			// Character-level model: tokens = characters + 2 (BOS, space).
+			if n := len(p.Text) + 2; n > length || n < length-80 {
+				t.Errorf("length %d depth %g: %d tokens", length, depth, n)
+			}
+			needle := "The pass key is " + p.Answer + ". Remember it. " + p.Answer + " is the pass key."
+			if strings.Count(p.Text, needle) != 1 || !strings.HasSuffix(p.Text, "What is the pass key? The pass key is") {
+				t.Fatalf("prompt lacks the needle or question:\n%s", p.Text)
+			}
+			// Depth is the share of the filler before the needle, to within
+			// one sentence (at most about 50 characters).
+			question := "What is the pass key? The pass key is"
+			filler := len(p.Text) - len(needle) - len(question) - 2
+			at := float64(strings.Index(p.Text, needle)) / float64(filler)
+			if slack := 50 / float64(filler); at < depth-slack || at > depth+slack {
+				t.Errorf("length %d depth %g: needle after %.2f of the filler", length, depth, at)
+			}
+			if len(p.Answer) != 5 || !p.Correct(" "+p.Answer+".") || p.Correct(" 1234") {
+				t.Errorf("answer %q", p.Answer)
+			}
+		}
+	}
+}
+
+func TestLines(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	p := Lines(r, 512, 4, 0.5)
+	if n := strings.Count(p.Text, "REGISTER_CONTENT is <"); n != 4 {
+		t.Errorf("%d lines", n)
+	}
+	if !strings.Contains(p.Text, "REGISTER_CONTENT is <"+p.Answer+">.") || !p.Correct(" <"+p.Answer+">.") {
+		t.Errorf("answer %q not in the prompt or not accepted", p.Answer)
+	}
+	if len(p.Text)+2 > 512 {
+		t.Errorf("%d tokens", len(p.Text)+2)
+	}
+}
