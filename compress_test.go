@@ -9,7 +9,6 @@ import (
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/internal/tasks"
-	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 // complete prefills prompt in a new session with comp and returns the
@@ -36,16 +35,6 @@ func complete(t *testing.T, model *kvtrim.Model, prompt string, n int, comp kvtr
 		t.Fatal(err)
 	}
 	return out.String(), s.Stats()
-}
-
-func loadModel(t *testing.T, name string) *kvtrim.Model {
-	t.Helper()
-	m, err := kvtrim.LoadModel(testenv.Library(t), testenv.ModelPath(t, name), kvtrim.ModelOptions{GPULayers: -1}, testenv.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	return m
 }
 
 // TestBudgetCoveringPromptChangesNothing: with a budget at least the prompt

@@ -2,7 +2,6 @@ package kvtrim_test
 
 import (
 	"context"
-	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -106,10 +105,7 @@ func TestH2OEvictionIsExact(t *testing.T) {
 		mem.SeqAdd(0, int32(i), int32(i+1), int32(kept[i])-int32(i))
 	}
 	want := decodeOne(t, m, fresh.Context(), last, pos)
-	worst := 0.0
-	for i := range want {
-		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
-	}
+	worst := maxAbsDiff(got, want)
 	if worst > 1e-3 {
 		t.Errorf("logits after h2o evictions differ from a fresh context of the kept tokens by %g", worst)
 	}

@@ -2,7 +2,6 @@ package kvtrim_test
 
 import (
 	"context"
-	"math"
 	"strings"
 	"testing"
 
@@ -85,10 +84,7 @@ func TestStreamingShiftIsExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fresh.Context().Logits(-1)
-	worst := 0.0
-	for i := range want {
-		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
-	}
+	worst := maxAbsDiff(got, want)
 	if worst > 1e-3 {
 		t.Errorf("logits after streaming eviction and shift differ from a fresh decode of the kept tokens by %g", worst)
 	}
@@ -145,10 +141,7 @@ func TestSnapKVThenStreamingIsExact(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fresh.Context().Logits(-1)
-	worst := 0.0
-	for i := range want {
-		worst = math.Max(worst, math.Abs(float64(got[i]-want[i])))
-	}
+	worst := maxAbsDiff(got, want)
 	if worst > 1e-3 {
 		t.Errorf("logits after SnapKV and re-assignment differ from a fresh decode of the kept tokens by %g", worst)
 	}
