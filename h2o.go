@@ -25,13 +25,7 @@ type h2oState struct {
 
 // newH2O makes the observer of an H2O session and fills copt's callback.
 func newH2O(m *Model, copt *bindings.ContextOptions) (*h2oState, func()) {
-	src := hooks.FromQK
-	if copt.FlashAttn == bindings.FlashAttnDisabled {
-		src = hooks.FromSoftmax
-	}
-	obs := hooks.NewObserver(hooks.Shape{
-		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
-	}, src)
+	obs := newObserver(m, copt.FlashAttn)
 	var release func()
 	copt.EvalCallback, copt.EvalUserData, release = m.lib.EvalCallback(obs)
 	return &h2oState{obs: obs, cells: hooks.NewCellMap()}, release

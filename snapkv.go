@@ -26,18 +26,24 @@ func (o *observing) close() {
 	}
 }
 
+// newObserver makes an observer for m's shape that reads attention the way
+// the graph of a context with flash attention fa will hold it. Auto
+// resolves to on wherever flash attention is supported, as on every CPU
+// build.
+func newObserver(m *Model, fa bindings.FlashAttn) *hooks.Observer {
+	src := hooks.FromQK
+	if fa == bindings.FlashAttnDisabled {
+		src = hooks.FromSoftmax
+	}
+	return hooks.NewObserver(hooks.Shape{
+		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
+	}, src)
+}
+
 // openObserving makes the temporary context for a prompt of n tokens.
 func (s *Session) openObserving(n int) (*observing, error) {
 	m := s.model
-	// Auto resolves to on wherever flash attention is supported, as on every
-	// CPU build; the observer must know which graph it will see.
-	src := hooks.FromQK
-	if s.copt.FlashAttn == bindings.FlashAttnDisabled {
-		src = hooks.FromSoftmax
-	}
-	obs := hooks.NewObserver(hooks.Shape{
-		Layers: m.NLayer(), Heads: m.NHead(), KVHeads: m.NHeadKV(), HeadDim: m.NEmbd() / m.NHead(),
-	}, src)
+	obs := newObserver(m, s.copt.FlashAttn)
 	copt := s.copt
 	copt.NCtx = uint32(n)
 	var release func()
@@ -47,12 +53,12 @@ func (s *Session) openObserving(n int) (*observing, error) {
 		release()
 		return nil, fmt.Errorf("observing context for %d prompt tokens: %w", n, err)
 	}
-	s.stats.Attention = src.String()
+	s.stats.Attention = obs.Source().String()
 	return &observing{ctx: ctx, obs: obs, cells: hooks.NewCellMap(), release: release}, nil
 }
 
 // prefillCompressed prefills n > budget tokens into an observing context,
-// the last Window of them as their own batch with the observer armed,
+// armed over the last decode call so that it keeps the window's rows,
 // scores and evicts there, and moves the kept cells into the session's
 // context.
 func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) error {
