@@ -184,6 +184,9 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	if opt.Compression.enabled() {
 		s.stats.Policy = opt.Compression.Policy
 	}
+	if h2o != nil {
+		s.stats.Attention = h2o.obs.Source().String()
+	}
 	return s, nil
 }
 
