@@ -86,7 +86,7 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
 			return err
 		}
 		t0 := time.Now()
-		att, err := h.obs.AttentionOver(h.cells, positionsUpTo(i+len(chunk)))
+		att, err := h.obs.Votes(h.cells, i+len(chunk))
 		if err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func (s *Session) stepH2O(pos int32) error {
 		positions[i] = int32(p)
 	}
 	positions[len(kept)] = pos
-	att, err := h.obs.AttentionOver(h.cells, positions)
+	att, err := h.obs.VotesOver(h.cells, positions)
 	if err != nil {
 		return err
 	}
@@ -201,12 +201,4 @@ func (s *Session) evictPositions(positions []int) error {
 	s.used -= len(positions)
 	s.stats.EvictedCells += len(positions)
 	return nil
-}
-
-func positionsUpTo(n int) []int32 {
-	out := make([]int32, n)
-	for i := range out {
-		out[i] = int32(i)
-	}
-	return out
 }

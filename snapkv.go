@@ -104,7 +104,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	var att []policies.WindowAttention
 	recent := comp.Policy == PolicyRecent
 	if !recent {
-		if att, err = o.obs.Attention(o.cells, n); err != nil {
+		if att, err = o.obs.Votes(o.cells, n); err != nil {
 			return err
 		}
 	}

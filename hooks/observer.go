@@ -261,17 +261,40 @@ func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.
 	for p := range positions {
 		positions[p] = int32(p)
 	}
-	return o.attention(src, cells, positions)
+	return o.attention(src, cells, positions, false)
+}
+
+// Votes is Attention summed over each head's window rows (one row per head,
+// WindowAttention.Votes): what SnapKV and H2O use, in a window's fraction of
+// the memory.
+func (o *Observer) Votes(cells *CellMap, n int) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, cells, positionsUpTo(n), true)
+}
+
+// VotesOver is AttentionOver summed over each head's rows.
+func (o *Observer) VotesOver(cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, cells, positions, true)
 }
 
 // AttentionOver is the armed rows' attention over the given positions
 // (ascending; the rows are the last of them), for a cache that no longer
 // holds every position: column i of each row is positions[i].
 func (o *Observer) AttentionOver(cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
-	return o.attention(o.source, cells, positions)
+	return o.attention(o.source, cells, positions, false)
 }
 
-func (o *Observer) attention(src Source, cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
+// positionsUpTo is 0, 1, ..., n-1.
+func positionsUpTo(n int) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(i)
+	}
+	return out
+}
+
+// attention computes the window rows' attention over positions from src;
+// with votes, each head's rows summed into one.
+func (o *Observer) attention(src Source, cells *CellMap, positions []int32, votes bool) ([]policies.WindowAttention, error) {
 	if src != o.source && !(src == FromQK && o.AlsoQK) {
 		return nil, fmt.Errorf("observe attention: this observer did not read %s inputs", src)
 	}
@@ -297,9 +320,16 @@ func (o *Observer) attention(src Source, cells *CellMap, positions []int32) ([]p
 		colCell[i] = int(c)
 	}
 	if src == FromSoftmax {
-		return o.fromSoftmax(colCell)
+		att, err := o.fromSoftmax(colCell)
+		if err != nil || !votes {
+			return att, err
+		}
+		for il := range att {
+			att[il] = att[il].Votes()
+		}
+		return att, nil
 	}
-	return o.fromQK(colCell)
+	return o.fromQK(colCell, votes)
 }
 
 func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error) {
@@ -326,7 +356,7 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 	return out, nil
 }
 
-func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
+func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention, error) {
 	hi := slices.Max(colCell)
 	for _, c := range o.stale {
 		hi = max(hi, int(c))
@@ -339,7 +369,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 		// A decode step's one row: goroutines would cost more than they save.
 		for il := range out {
 			var err error
-			if out[il], err = o.layerQK(il, colCell, runs, hi); err != nil {
+			if out[il], err = o.layerQK(il, colCell, runs, hi, votes); err != nil {
 				return nil, err
 			}
 		}
@@ -356,7 +386,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 	for range workers {
 		wg.Go(func() {
 			for il := range next {
-				out[il], errs[il] = o.layerQK(il, colCell, runs, hi)
+				out[il], errs[il] = o.layerQK(il, colCell, runs, hi, votes)
 			}
 		})
 	}
@@ -371,7 +401,7 @@ func (o *Observer) fromQK(colCell []int) ([]policies.WindowAttention, error) {
 // and the K rows of the cells in colCell, first refreshing the copies of the
 // rows in runs (cells written since they were last read; hi is the highest
 // cell of either).
-func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int) (policies.WindowAttention, error) {
+func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bool) (policies.WindowAttention, error) {
 	s, n, w := o.shape, len(colCell), o.window
 	rowLen := s.KVHeads * s.HeadDim
 	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
@@ -404,6 +434,9 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int) (policie
 		for kh := range s.KVHeads {
 			copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
 		}
+	}
+	if votes {
+		return policies.VotesFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }

@@ -136,6 +136,10 @@ func (c SnapKVConfig) Validate(promptLen int) error {
 	return nil
 }
 
+// SnapKV also accepts votes (WindowAttention.Votes, VotesFromQK): each
+// layer with one row per head that already sums the window's rows, which
+// gives the same selection in a window's fraction of the memory.
+
 // SnapKV selects the positions to keep from the window attention of every
 // layer; all layers must have Cols = prompt length and Rows = Window.
 // nKVHeads (the model's KV heads; it must divide every layer's Heads) is
@@ -197,7 +201,8 @@ func (c SnapKVConfig) checkLayer(att WindowAttention) error {
 	if err := att.Validate(); err != nil {
 		return err
 	}
-	if att.Rows != c.Window {
+	// Rows == 1 holds votes already summed over the window (Votes).
+	if att.Rows != c.Window && att.Rows != 1 {
 		return fmt.Errorf("%d window rows, but the window is %d", att.Rows, c.Window)
 	}
 	return nil

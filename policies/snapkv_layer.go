@@ -9,6 +9,15 @@ import (
 	"github.com/viterin/vek/vek32"
 )
 
+// Votes sums each head's rows: SnapKV's votes, one row per head.
+func (a WindowAttention) Votes() WindowAttention {
+	v := WindowAttention{Heads: a.Heads, Rows: 1, Cols: a.Cols, Data: make([]float32, a.Heads*a.Cols)}
+	for h := range a.Heads {
+		a.SumColumns(v.Data[h*a.Cols:][:a.Cols], h, 1)
+	}
+	return v
+}
+
 // WindowAttention is one layer's attention of the observation window over
 // the prompt: Data[(h*Rows+r)*Cols + c] for query head h, window row r and
 // prompt position c (0..Cols-1). The rows are the last Rows prompt
@@ -88,52 +97,80 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 			len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
 	}
 	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
-	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := heads / kvHeads
-	if group*rows < 8 {
-		// A decode step: a row or two per KV head. Dot products straight
-		// from the key rows cost less than transposing them for a matrix
-		// product.
-		for h := range heads {
-			keys := k[(h/group)*cols*dim:][:cols*dim]
-			for r := range rows {
-				qr := q[(h*rows+r)*dim:][:dim]
-				row := att.Data[(h*rows+r)*cols:][:cols]
-				visible := cols - rows + r + 1
-				for c := range visible {
-					row[c] = Dot(qr, keys[c*dim:][:dim]) * scale
-				}
-				Softmax(row[:visible])
-			}
-		}
-		return att
-	}
 	kT := make([]float32, dim*cols)
 	for g := range kvHeads {
-		// The group's query heads are contiguous in q, so all their rows
-		// against the KV head's keys are one matrix product,
-		// [group*rows][dim] x [dim][cols], done with vek's AVX2 kernel.
-		keys := k[g*cols*dim:][:cols*dim]
-		for c := range cols {
-			for d, v := range keys[c*dim:][:dim] {
-				kT[d*cols+c] = v
-			}
-		}
-		scores := att.Data[g*group*rows*cols:][:group*rows*cols]
-		vek32.MatMul_Into(scores, q[g*group*rows*dim:][:group*rows*dim], kT, dim)
-		// The exponentials cost more than the product: spread the rows'
-		// masked softmax over the CPUs.
-		parallel(group*rows, group*rows*cols, func(i0, i1 int) {
-			for i := i0; i < i1; i++ {
-				row := scores[i*cols:][:cols]
-				visible := cols - rows + i%rows + 1
-				vek32.MulNumber_Inplace(row[:visible], scale)
-				Softmax(row[:visible])
-				clear(row[visible:])
-			}
-		})
+		rowsG := group * rows
+		groupScores(att.Data[g*rowsG*cols:][:rowsG*cols], q[g*rowsG*dim:][:rowsG*dim], k[g*cols*dim:][:cols*dim], kT, rows, cols, dim)
 	}
 	return att
+}
+
+// VotesFromQK is AttentionFromQK summed over each head's rows: SnapKV's
+// votes, one row per head ([head][cols]), computed one KV group at a time
+// so that only that group's scores are ever held.
+func VotesFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
+	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 1 || rows > cols || heads%kvHeads != 0 ||
+		len(q) != heads*rows*dim || len(k) != kvHeads*cols*dim {
+		panic(fmt.Sprintf("policies.VotesFromQK: q has %d values for %dx%dx%d, k %d for %dx%dx%d",
+			len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
+	}
+	votes := WindowAttention{Heads: heads, Rows: 1, Cols: cols, Data: make([]float32, heads*cols)}
+	group := heads / kvHeads
+	rowsG := group * rows
+	kT := make([]float32, dim*cols)
+	scores := make([]float32, rowsG*cols)
+	for g := range kvHeads {
+		groupScores(scores, q[g*rowsG*dim:][:rowsG*dim], k[g*cols*dim:][:cols*dim], kT, rows, cols, dim)
+		for i := range rowsG {
+			vek32.Add_Inplace(votes.Data[(g*group+i/rows)*cols:][:cols], scores[i*cols:][:cols])
+		}
+	}
+	return votes
+}
+
+// groupScores fills dst ([group*rows][cols]) with the scaled, causally
+// masked softmax attention of one KV group's query rows qg (its heads'
+// rows, head after head) over keys ([cols][dim]). Row r of each head is
+// position cols-rows+r and sees columns up to it. kT is scratch of
+// dim*cols values.
+func groupScores(dst, qg, keys, kT []float32, rows, cols, dim int) {
+	scale := float32(1 / math.Sqrt(float64(dim)))
+	n := len(qg) / dim
+	if n < 8 {
+		// A decode step: a row or two. Dot products straight from the key
+		// rows cost less than transposing them for a matrix product.
+		for i := range n {
+			qr := qg[i*dim:][:dim]
+			row := dst[i*cols:][:cols]
+			visible := cols - rows + i%rows + 1
+			for c := range visible {
+				row[c] = Dot(qr, keys[c*dim:][:dim]) * scale
+			}
+			Softmax(row[:visible])
+			clear(row[visible:])
+		}
+		return
+	}
+	// All the group's rows against its keys are one matrix product,
+	// [group*rows][dim] x [dim][cols], done with vek's AVX2 kernel.
+	for c := range cols {
+		for d, v := range keys[c*dim:][:dim] {
+			kT[d*cols+c] = v
+		}
+	}
+	vek32.MatMul_Into(dst, qg, kT, dim)
+	// The exponentials cost more than the product: spread the rows'
+	// masked softmax over the CPUs.
+	parallel(n, n*cols, func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			row := dst[i*cols:][:cols]
+			visible := cols - rows + i%rows + 1
+			vek32.MulNumber_Inplace(row[:visible], scale)
+			Softmax(row[:visible])
+			clear(row[visible:])
+		}
+	})
 }
 
 // parallel runs f over [0, n) split into one contiguous part per CPU, or

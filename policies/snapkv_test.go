@@ -298,3 +298,44 @@ func TestAttentionFromQK(t *testing.T) {
 		}
 	}
 }
+
+// TestVotesGiveTheSameSelection: SnapKV on votes (VotesFromQK, or Votes of
+// the attention) keeps exactly what it keeps on the full window attention.
+func TestVotesGiveTheSameSelection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const heads, kvHeads, rows, cols, dim = 4, 2, 8, 120, 16
+	var full, fromQK, summed []WindowAttention
+	for range 3 {
+		q := make([]float32, heads*rows*dim)
+		k := make([]float32, kvHeads*cols*dim)
+		for i := range q {
+			q[i] = float32(rng.NormFloat64())
+		}
+		for i := range k {
+			k[i] = float32(rng.NormFloat64())
+		}
+		a := AttentionFromQK(q, heads, rows, k, kvHeads, cols, dim)
+		full = append(full, a)
+		summed = append(summed, a.Votes())
+		v := VotesFromQK(q, heads, rows, k, kvHeads, cols, dim)
+		for i := range v.Data {
+			if d := math.Abs(float64(v.Data[i] - summed[len(summed)-1].Data[i])); d > 1e-5 {
+				t.Fatalf("VotesFromQK differs from the summed attention by %g", d)
+			}
+		}
+		fromQK = append(fromQK, v)
+	}
+	for agg := AggNormSum; agg <= lastAggregation; agg++ {
+		cfg := SnapKVConfig{Window: rows, Budget: 40, Kernel: 5, Pool: PoolAvg, Agg: agg}
+		want, err := SnapKV(cfg, full, kvHeads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range [][]WindowAttention{summed, fromQK} {
+			got, err := SnapKV(cfg, in, kvHeads)
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("%v: votes kept %v (%v), the attention %v", agg, got, err, want)
+			}
+		}
+	}
+}
