@@ -161,6 +161,7 @@ func TestBadPromptsAndNumbers(t *testing.T) {
 		{"bad -fa", []string{"-p", "hi", "-fa", "maybe"}, []string{"maybe", "on, off or auto"}},
 		{"unknown flag", []string{"-p", "hi", "--frobnicate"}, []string{"frobnicate"}},
 		{"missing prompt file", []string{"-f", "/nonexistent/prompt.txt"}, []string{"/nonexistent/prompt.txt"}},
+		{"chat without a template", []string{"-p", "hi", "--chat"}, []string{"no chat template", "--chat"}},
 		{"unknown policy", []string{"-p", "hi", "--policy", "magic"}, []string{"unknown policy", "magic"}},
 		{"budget not above window", []string{"-p", "hi", "--policy", "snapkv", "--budget", "32", "--window", "32"}, []string{"budget 32", "window 32"}},
 		{"even kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "4"}, []string{"kernel 4"}},
