@@ -184,15 +184,7 @@ func TestSnapKVThenStreaming(t *testing.T) {
 	prompt := strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 20)
 	const sinks, recent = 4, 60
 	comp := kvtrim.Compression{Policy: "snapkv", Budget: 48, Window: 16, DecodePolicy: "streaming", Sinks: sinks, Recent: recent, EvictEvery: 8}
-	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 80, Threads: 1, Compression: comp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	toks, _ := s.Tokenize(prompt)
-	if err := s.Prefill(context.Background(), toks); err != nil {
-		t.Fatal(err)
-	}
+	s, _ := prefilled(t, m, kvtrim.SessionOptions{NCtx: 80, Threads: 1, Compression: comp}, prompt)
 	mem := s.Context().Memory()
 	if lo, hi := mem.SeqPosMin(0), mem.SeqPosMax(0); lo != 0 || hi != 47 {
 		t.Fatalf("after the prompt: positions [%d, %d], want [0, 47]", lo, hi)
@@ -200,7 +192,7 @@ func TestSnapKVThenStreaming(t *testing.T) {
 	sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
 	defer sampler.Close()
 	n := 0
-	err = s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 10 * (sinks + recent), IgnoreEOS: true},
+	err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 10 * (sinks + recent), IgnoreEOS: true},
 		func(kvtrim.Token, string) error {
 			n++
 			if lo, hi := mem.SeqPosMin(0), mem.SeqPosMax(0); lo != 0 || hi+1 > sinks+recent {

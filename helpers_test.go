@@ -1,6 +1,7 @@
 package kvtrim_test
 
 import (
+	"context"
 	"math"
 	"testing"
 
@@ -16,6 +17,25 @@ func loadModel(t *testing.T, name string) *kvtrim.Model {
 	}
 	t.Cleanup(m.Close)
 	return m
+}
+
+// prefilled makes a session over m with opt and prefills prompt; the session
+// is closed when the test ends.
+func prefilled(t *testing.T, m *kvtrim.Model, opt kvtrim.SessionOptions, prompt string) (*kvtrim.Session, []kvtrim.Token) {
+	t.Helper()
+	s, err := m.NewSession(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	toks, err := s.Tokenize(prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	return s, toks
 }
 
 // maxAbsDiff is the largest difference between two logit vectors.

@@ -58,15 +58,7 @@ func TestStreamingShiftIsExact(t *testing.T) {
 	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 12)
 	const sinks, recent = 4, 40
 	comp := kvtrim.Compression{Policy: "streaming", Sinks: sinks, Recent: recent, EvictEvery: 5}
-	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 64, NBatch: 64, Threads: 1, CacheType: "f32", FlashAttn: "off", Compression: comp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	toks, _ := s.Tokenize(prompt)
-	if err := s.Prefill(context.Background(), toks); err != nil {
-		t.Fatal(err)
-	}
+	s, toks := prefilled(t, m, kvtrim.SessionOptions{NCtx: 64, NBatch: 64, Threads: 1, CacheType: "f32", FlashAttn: "off", Compression: comp}, prompt)
 	st := s.Stats()
 	k := st.KeptCells
 	if k > sinks+recent || st.EvictedCells != len(toks)-k {
@@ -99,15 +91,7 @@ func TestSnapKVThenStreamingIsExact(t *testing.T) {
 	prompt := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 6)
 	comp := kvtrim.Compression{Policy: "snapkv", Budget: 24, Window: 8, DecodePolicy: "streaming", Sinks: 2, Recent: 40}
 	opt := kvtrim.SessionOptions{NCtx: 64, Threads: 1, CacheType: "f32", FlashAttn: "off", Compression: comp}
-	s, err := m.NewSession(opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	toks, _ := s.Tokenize(prompt)
-	if err := s.Prefill(context.Background(), toks); err != nil {
-		t.Fatal(err)
-	}
+	s, toks := prefilled(t, m, opt, prompt)
 	got := append([]float32(nil), s.Context().Logits(-1)...)
 	kept := s.Stats().KeptCells
 	if kept != 24 {
