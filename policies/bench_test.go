@@ -138,14 +138,8 @@ func BenchmarkSnapKV(b *testing.B) {
 func BenchmarkAttentionFromQK(b *testing.B) {
 	const heads, kvHeads, rows, cols, dim = 4, 2, 32, 1333, 32
 	rng := rand.New(rand.NewPCG(1, 2))
-	q := make([]float32, heads*rows*dim)
-	k := make([]float32, kvHeads*cols*dim)
-	for i := range q {
-		q[i] = float32(rng.NormFloat64())
-	}
-	for i := range k {
-		k[i] = float32(rng.NormFloat64())
-	}
+	q := randomNormal(rng, heads*rows*dim)
+	k := randomNormal(rng, kvHeads*cols*dim)
 	b.ResetTimer()
 	for b.Loop() {
 		AttentionFromQK(q, heads, rows, k, kvHeads, cols, dim)

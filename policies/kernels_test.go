@@ -12,6 +12,15 @@ import (
 var testLengths = []int{0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 127, 128, 1000, 4097}
 
 // randomFloats returns n values uniform in [lo, hi).
+// randomNormal returns n standard normal values (random queries and keys).
+func randomNormal(rng *rand.Rand, n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(rng.NormFloat64())
+	}
+	return out
+}
+
 func randomFloats(rng *rand.Rand, n int, lo, hi float32) []float32 {
 	x := make([]float32, n)
 	for i := range x {

@@ -91,11 +91,7 @@ func (a WindowAttention) ColumnSums(firstHead, count int) []float32 {
 // sees positions 0 .. cols-rows+r: softmax(q·k / sqrt(dim)) over those, 0
 // after them. It panics if the sizes are inconsistent.
 func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
-	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 0 || rows > cols || heads%kvHeads != 0 ||
-		len(q) != heads*rows*dim || len(k) != kvHeads*cols*dim {
-		panic(fmt.Sprintf("policies.AttentionFromQK: q has %d values for %dx%dx%d, k %d for %dx%dx%d",
-			len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
-	}
+	checkQK("AttentionFromQK", q, heads, rows, 0, k, kvHeads, cols, dim)
 	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
 	group := heads / kvHeads
 	kT := make([]float32, dim*cols)
@@ -110,11 +106,7 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 // votes, one row per head ([head][cols]), computed one KV group at a time
 // so that only that group's scores are ever held.
 func VotesFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
-	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 1 || rows > cols || heads%kvHeads != 0 ||
-		len(q) != heads*rows*dim || len(k) != kvHeads*cols*dim {
-		panic(fmt.Sprintf("policies.VotesFromQK: q has %d values for %dx%dx%d, k %d for %dx%dx%d",
-			len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
-	}
+	checkQK("VotesFromQK", q, heads, rows, 1, k, kvHeads, cols, dim)
 	votes := WindowAttention{Heads: heads, Rows: 1, Cols: cols, Data: make([]float32, heads*cols)}
 	group := heads / kvHeads
 	rowsG := group * rows
@@ -127,6 +119,17 @@ func VotesFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim i
 		}
 	}
 	return votes
+}
+
+// checkQK panics, naming fn, unless q and k hold [heads][rows][dim] and
+// [kvHeads][cols][dim] values with minRows <= rows <= cols and whole KV
+// groups.
+func checkQK(fn string, q []float32, heads, rows, minRows int, k []float32, kvHeads, cols, dim int) {
+	if heads < 1 || kvHeads < 1 || dim < 1 || rows < minRows || rows > cols || heads%kvHeads != 0 ||
+		len(q) != heads*rows*dim || len(k) != kvHeads*cols*dim {
+		panic(fmt.Sprintf("policies.%s: q has %d values for %dx%dx%d, k %d for %dx%dx%d",
+			fn, len(q), heads, rows, dim, len(k), kvHeads, cols, dim))
+	}
 }
 
 // groupScores fills dst ([group*rows][cols]) with the scaled, causally

@@ -306,14 +306,8 @@ func TestVotesGiveTheSameSelection(t *testing.T) {
 	const heads, kvHeads, rows, cols, dim = 4, 2, 8, 120, 16
 	var full, fromQK, summed []WindowAttention
 	for range 3 {
-		q := make([]float32, heads*rows*dim)
-		k := make([]float32, kvHeads*cols*dim)
-		for i := range q {
-			q[i] = float32(rng.NormFloat64())
-		}
-		for i := range k {
-			k[i] = float32(rng.NormFloat64())
-		}
+		q := randomNormal(rng, heads*rows*dim)
+		k := randomNormal(rng, kvHeads*cols*dim)
 		a := AttentionFromQK(q, heads, rows, k, kvHeads, cols, dim)
 		full = append(full, a)
 		summed = append(summed, a.Votes())
