@@ -38,6 +38,15 @@ type Compression struct {
 	// Window is SnapKV's observation window: the last Window prompt tokens
 	// vote for the earlier positions (and are always kept).
 	Window int
+	// Lookahead is how many tokens the model greedily generates, on the
+	// full cache, after the prompt before SnapKV scores: their attention
+	// rows vote together with the window's, and they are then removed
+	// (generation regenerates them from the compressed cache). The
+	// window's own queries are the prompt's; a model that retrieves only
+	// when it writes the answer shows where it will look in these rows
+	// (docs/SNAPKV.md). 0 means DefaultLookahead; a negative value none,
+	// which is the paper's SnapKV.
+	Lookahead int
 	// Kernel is the odd width of the 1-D pooling of the votes.
 	Kernel int
 	// Pool is "avg" or "max"; Aggregate is how per-head scores of all layers
@@ -62,13 +71,20 @@ type Compression struct {
 	Heavy int
 }
 
-// Defaults of SnapKV's settings, as the paper's code uses them.
+// Defaults of SnapKV's settings.
 const (
 	DefaultWindow    = 32
 	DefaultKernel    = 7
 	DefaultPool      = "avg"
-	DefaultAggregate = "quota"
+	DefaultAggregate = "max"
+	// DefaultLookahead is kvtrim's extension of SnapKV (the paper's is 0):
+	// with it and max, SnapKV keeps the retrieval model's pass keys at a 10%
+	// budget (docs/SNAPKV.md).
+	DefaultLookahead = 6
 )
+
+// Defaults of SnapKV's settings are the paper's code's, except the
+// aggregation over heads (which the paper does not need) and the lookahead.
 
 // enabled reports whether the compression evicts anything at all.
 func (c Compression) enabled() bool { return c.Policy != "" && c.Policy != PolicyNone }
@@ -80,6 +96,9 @@ func (c Compression) withDefaults() Compression {
 	}
 	if c.Kernel == 0 {
 		c.Kernel = DefaultKernel
+	}
+	if c.Lookahead == 0 {
+		c.Lookahead = DefaultLookahead
 	}
 	if c.Pool == "" {
 		c.Pool = DefaultPool
@@ -171,6 +190,14 @@ func (c Compression) snapKV(budget int) (policies.SnapKVConfig, error) {
 		return cfg, fmt.Errorf("kernel %d: give an odd width >= 1", c.Kernel)
 	}
 	return cfg, nil
+}
+
+// lookaheadTokens is the number of lookahead tokens to generate.
+func (c Compression) lookaheadTokens() int {
+	if c.Policy == PolicyRecent {
+		return 0
+	}
+	return max(0, c.withDefaults().Lookahead)
 }
 
 // h2oSplit is H2O's heavy and recent counts for a prompt of n tokens.

@@ -109,31 +109,34 @@ func TestCompressionBadInput(t *testing.T) {
 }
 
 // TestSnapKVKeepsPasskey: on the retrieval model at 1000 tokens and a 10%
-// budget, SnapKV (default settings) finds the key that keeping only the most
-// recent 10% loses. The target, 95% of the full cache's accuracy at
-// every depth, is not reached yet (docs/SNAPKV.md has the measured grid), so
-// the test asserts what is measured: at least half of the full cache's hits
-// where the needle is early or in the middle, and none for recent-only.
+// budget, SnapKV with its default settings (max over heads, 6 lookahead
+// tokens) keeps at least 95% of the full cache's passkey hits at every
+// depth, while keeping only the most recent 10% finds none where the needle
+// is not recent. The paper's SnapKV (no lookahead) is logged beside it:
+// this model retrieves only while writing the answer, so the prompt's own
+// window barely looks at the key (docs/SNAPKV.md).
 func TestSnapKVKeepsPasskey(t *testing.T) {
 	m := loadModel(t, "kvtrim-retrieval-1m.gguf")
-	const perCell, length = 6, 1000
-	depths := []float64{0.1, 0.5}
+	const perCell, length = 20, 1000
+	depths := []float64{0.1, 0.5, 0.9}
 	r := rand.New(rand.NewPCG(7, 11))
+	configs := map[string]kvtrim.Compression{
+		"none":         {Policy: "none"},
+		"snapkv":       {Policy: "snapkv", Ratio: 0.1},
+		"snapkv-paper": {Policy: "snapkv", Ratio: 0.1, Lookahead: -1},
+		"recent":       {Policy: "recent", Ratio: 0.1},
+	}
 	score := map[string][]int{}
 	for di, depth := range depths {
 		for range perCell {
 			p := tasks.Passkey(r, length, depth)
-			for _, c := range []kvtrim.Compression{
-				{Policy: "none"},
-				{Policy: "snapkv", Ratio: 0.1},
-				{Policy: "recent", Ratio: 0.1},
-			} {
+			for name, c := range configs {
 				out, _ := complete(t, m, p.Text, 7, c, "")
-				if score[c.Policy] == nil {
-					score[c.Policy] = make([]int, len(depths))
+				if score[name] == nil {
+					score[name] = make([]int, len(depths))
 				}
 				if p.Correct(out) {
-					score[c.Policy][di]++
+					score[name][di]++
 				}
 			}
 		}
@@ -144,10 +147,10 @@ func TestSnapKVKeepsPasskey(t *testing.T) {
 		if full < perCell-1 {
 			t.Errorf("depth %.1f: the full cache found %d/%d keys: the prompts are off", depth, full, perCell)
 		}
-		if 2*snap < full {
-			t.Errorf("depth %.1f: snapkv found %d/%d keys against the full cache's %d", depth, snap, perCell, full)
+		if 100*snap < 95*full {
+			t.Errorf("depth %.1f: snapkv found %d/%d keys against the full cache's %d (< 95%%)", depth, snap, perCell, full)
 		}
-		if recent > 0 {
+		if depth <= 0.5 && recent > 0 {
 			t.Errorf("depth %.1f: keeping only recent tokens found %d keys", depth, recent)
 		}
 	}

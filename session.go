@@ -98,8 +98,12 @@ type Stats struct {
 
 	PrefillMs   float64 `json:"prefill_ms"`
 	PrefillTokS float64 `json:"prefill_tok_s"`
-	// ObserveMs is the time spent turning the observed tensors into window
-	// attention (reading them inside the callback is part of PrefillMs);
+	// LookaheadTokens is how many tokens SnapKV generated on the full cache
+	// after the prompt for their attention (Compression.Lookahead).
+	LookaheadTokens int `json:"lookahead_tokens,omitempty"`
+	// ObserveMs is the time spent decoding the lookahead tokens and turning
+	// the observed tensors into window attention (reading the prompt's
+	// inside the callback is part of PrefillMs);
 	// ScoreMs the policy; EvictMs the seq_rm calls; CompactMs saving the
 	// state, loading it into the decoding context and decoding the last
 	// prompt token there again for its logits.

@@ -73,7 +73,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if budget > s.ctx.NCtx() {
 		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.ctx.NCtx())
 	}
-	o, err := s.openObserving(n)
+	lookahead := comp.lookaheadTokens()
+	o, err := s.openObserving(n + lookahead)
 	if err != nil {
 		return err
 	}
@@ -93,19 +94,27 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
 		return err
 	}
-	o.obs.Arm(comp.Window)
+	// The lookahead tokens' rows join the window's.
+	o.obs.Arm(comp.Window + lookahead)
 	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
+	t0 := time.Now() // observing: the lookahead and the scores
+	if err == nil {
+		err = s.lookahead(o, lookahead)
+	}
 	o.obs.Disarm()
 	if err != nil {
 		return err
 	}
+	s.stats.LookaheadTokens = lookahead
 
-	t0 := time.Now()
 	var att []policies.WindowAttention
 	recent := comp.Policy == PolicyRecent
 	if !recent {
-		if att, err = o.obs.Votes(o.cells, n); err != nil {
+		if att, err = o.obs.Votes(o.cells, n+lookahead); err != nil {
 			return err
+		}
+		for i := range att {
+			att[i] = att[i].FirstCols(n)
 		}
 	}
 	t1 := time.Now()
@@ -120,7 +129,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	t2 := time.Now()
 	// The last prompt token is decoded again in the session's context for
 	// its logits, so it leaves with the evicted ones.
-	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n)})
+	// So do the lookahead tokens.
+	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n + lookahead)})
 	if err := hooks.Evict(o.ctx.Memory(), s.seq, ranges, o.cells); err != nil {
 		return err
 	}
@@ -162,4 +172,35 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
 	st.KVBytesAfter = int64(len(kept)) * s.kvBytesPerCell()
 	return nil
+}
+
+// lookahead greedily generates k tokens after the prompt in the observing
+// context, whose observer is still armed, so that their query rows join the
+// window's. The session's positions and counters stay where the prompt left
+// them: the caller evicts these tokens.
+func (s *Session) lookahead(o *observing, k int) error {
+	seqs := []bindings.SeqID{s.seq}
+	for i := range k {
+		pos := s.nextPos + int32(i)
+		s.batch.Clear()
+		s.batch.Add(Token(argmax(o.ctx.Logits(-1))), pos, seqs, true)
+		if err := o.ctx.Decode(s.batch); err != nil {
+			return fmt.Errorf("lookahead token %d of %d: %w", i+1, k, err)
+		}
+		if err := hooks.RecordCells(o.cells, []int32{pos}, o.obs.TakeCells()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// argmax is the index of the largest value.
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
 }

@@ -131,9 +131,12 @@ func snapKVScoresRef(cfg SnapKVConfig, layers []WindowAttention, nKVHeads int) [
 				continue
 			}
 			heads++
+			if cfg.Agg == AggSum || cfg.Agg == AggMaxRaw {
+				total = 1 // raw votes
+			}
 			for j, v := range pooled {
 				norm := float64(v) / total
-				if cfg.Agg == AggMax {
+				if cfg.Agg == AggMax || cfg.Agg == AggMaxRaw {
 					score[j] = max(score[j], norm)
 				} else {
 					score[j] += norm

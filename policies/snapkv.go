@@ -41,8 +41,9 @@ func (p Pooling) String() string {
 
 // Aggregation turns the per-head scores of all layers into one score per
 // position, because a llama.cpp cell serves every head and layer. Every
-// aggregation starts from a head's (or KV group's) pooled vote normalised to
-// sum 1; a head whose pooled vote sums to zero is left out.
+// aggregation but AggSum and AggMaxRaw starts from a head's (or KV group's)
+// pooled vote normalised to sum 1; a head whose pooled vote sums to zero is
+// left out.
 type Aggregation int
 
 const (
@@ -66,12 +67,21 @@ const (
 	// until the budget is full. Heads that agree (local attention) do not
 	// crowd out a head that attends somewhere else.
 	AggQuota
+	// AggSum sums the pooled votes over layers and query heads without
+	// normalising them: a head's weight is the attention it gives the
+	// positions before the window.
+	AggSum
+	// AggMaxRaw takes the largest pooled vote over layers and query heads
+	// without normalising: a head that barely looks past the window (whose
+	// normalised vote would magnify its noise) cannot outvote one that
+	// retrieves from there.
+	AggMaxRaw
 )
 
 // lastAggregation is the largest valid Aggregation.
-const lastAggregation = AggQuota
+const lastAggregation = AggMaxRaw
 
-// ParseAggregation reads "normsum", "max", "votes" or "kvsum" (any case).
+// ParseAggregation reads an Aggregation's name (any case).
 func ParseAggregation(s string) (Aggregation, error) {
 	name := strings.ToLower(strings.TrimSpace(s))
 	for a := Aggregation(0); a <= lastAggregation; a++ {
@@ -79,7 +89,7 @@ func ParseAggregation(s string) (Aggregation, error) {
 			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown aggregation %q (want normsum, max, votes, kvsum or quota)", s)
+	return 0, fmt.Errorf("unknown aggregation %q (want max, maxraw, sum, normsum, votes, kvsum or quota)", s)
 }
 
 // String returns the name ParseAggregation reads.
@@ -95,6 +105,10 @@ func (a Aggregation) String() string {
 		return "kvsum"
 	case AggQuota:
 		return "quota"
+	case AggSum:
+		return "sum"
+	case AggMaxRaw:
+		return "maxraw"
 	}
 	return fmt.Sprintf("Aggregation(%d)", int(a))
 }
@@ -240,7 +254,11 @@ func (c SnapKVConfig) aggregate(layers []WindowAttention, nKVHeads int) []float6
 			}
 			heads++
 			inv := 1 / total
-			if c.Agg == AggMax {
+			switch c.Agg {
+			case AggSum, AggMaxRaw:
+				inv = 1
+			}
+			if c.Agg == AggMax || c.Agg == AggMaxRaw {
 				for j, v := range pooled {
 					score[j] = max(score[j], float64(v)*inv)
 				}

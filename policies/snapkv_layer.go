@@ -18,6 +18,19 @@ func (a WindowAttention) Votes() WindowAttention {
 	return v
 }
 
+// FirstCols keeps the first n columns of every row (a copy): the votes of
+// rows that ran past the prompt (lookahead tokens), over the prompt alone.
+func (a WindowAttention) FirstCols(n int) WindowAttention {
+	if n >= a.Cols {
+		return a
+	}
+	out := WindowAttention{Heads: a.Heads, Rows: a.Rows, Cols: n, Data: make([]float32, a.Heads*a.Rows*n)}
+	for hr := range a.Heads * a.Rows {
+		copy(out.Data[hr*n:][:n], a.Data[hr*a.Cols:][:n])
+	}
+	return out
+}
+
 // WindowAttention is one layer's attention of the observation window over
 // the prompt: Data[(h*Rows+r)*Cols + c] for query head h, window row r and
 // prompt position c (0..Cols-1). The rows are the last Rows prompt

@@ -18,13 +18,13 @@ func TestParsePoolingAndAggregation(t *testing.T) {
 	if _, err := ParsePooling("mean"); err == nil {
 		t.Error(`ParsePooling("mean"): no error`)
 	}
-	for _, a := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota} {
+	for _, a := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota, AggSum, AggMaxRaw} {
 		if got, err := ParseAggregation(a.String()); err != nil || got != a {
 			t.Errorf("ParseAggregation(%q) = %v, %v", a.String(), got, err)
 		}
 	}
-	if _, err := ParseAggregation("sum"); err == nil {
-		t.Error(`ParseAggregation("sum"): no error`)
+	if _, err := ParseAggregation("mean"); err == nil {
+		t.Error(`ParseAggregation("mean"): no error`)
 	}
 	if s := Aggregation(9).String(); s != "Aggregation(9)" {
 		t.Errorf("Aggregation(9).String() = %q", s)
@@ -53,7 +53,7 @@ func TestSnapKVConfigValidate(t *testing.T) {
 		{with(func(c *SnapKVConfig) { c.Kernel = -3 }), 64, "kernel -3 must be positive"},
 		{with(func(c *SnapKVConfig) { c.Kernel = 4 }), 64, "kernel 4 must be odd"},
 		{with(func(c *SnapKVConfig) { c.Pool = 2 }), 64, "unknown pooling Pooling(2)"},
-		{with(func(c *SnapKVConfig) { c.Agg = lastAggregation + 1 }), 64, "unknown aggregation Aggregation(5)"},
+		{with(func(c *SnapKVConfig) { c.Agg = lastAggregation + 1 }), 64, "unknown aggregation Aggregation(7)"},
 		{with(func(c *SnapKVConfig) { c.Agg = -1 }), 64, "unknown aggregation Aggregation(-1)"},
 		{ok, 7, "window 8 is longer than the prompt (7 positions)"},
 	} {
@@ -103,6 +103,8 @@ func TestSnapKVAggregationsByHand(t *testing.T) {
 		AggVotes:   {0, 4, 5},
 		AggQuota:   {3, 4, 5},
 		AggKVSum:   {1, 4, 5}, // three KV heads: one head per group, as normsum
+		AggSum:     {1, 4, 5}, // every head's votes already sum to 1
+		AggMaxRaw:  {3, 4, 5},
 	} {
 		cfg := SnapKVConfig{Window: 1, Budget: 3, Kernel: 1, Pool: PoolAvg, Agg: agg}
 		got, err := SnapKV(cfg, []WindowAttention{att}, 3)
@@ -114,12 +116,15 @@ func TestSnapKVAggregationsByHand(t *testing.T) {
 
 func TestSnapKVKVSumGQA(t *testing.T) {
 	// Four query heads share two KV heads. Head 0 puts little mass before
-	// the window, so per-head normalisation (normsum) magnifies it, while
-	// summing the group's votes first (kvsum) does not:
+	// the window, so per-head normalisation (normsum, max) magnifies it,
+	// while summing the group's votes first (kvsum) or not normalising
+	// (sum, maxraw) does not:
 	//   normsum: h0 [1 0 0 0 0], h1 [0 .22 .78 0 0], h2 [0 0 0 1 0],
 	//            h3 [0 0 0 .2 .8] -> [1 .22 .78 1.2 .8] -> {0, 3}
 	//   kvsum:   group 0 [.1 .2 .7 0 0], group 1 [0 0 0 .6 .4]
 	//            -> [.1 .2 .7 .6 .4] -> {2, 3}
+	//   max:     [1 .22 .78 1 .8] -> {0, 3}
+	//   maxraw:  [.1 .2 .7 .5 .4] -> {2, 3}; sum: as kvsum
 	att := handAttention([][]float32{
 		{0.1, 0, 0, 0, 0},
 		{0, 0.2, 0.7, 0, 0},
@@ -136,6 +141,9 @@ func TestSnapKVKVSumGQA(t *testing.T) {
 		{AggNormSum, 2, []int{0, 3, 5}},
 		{AggKVSum, 2, []int{2, 3, 5}},
 		{AggKVSum, 4, []int{0, 3, 5}}, // groups of one: normsum
+		{AggMax, 2, []int{0, 3, 5}},
+		{AggMaxRaw, 2, []int{2, 3, 5}},
+		{AggSum, 2, []int{2, 3, 5}},
 	} {
 		cfg.Agg = tc.agg
 		got, err := SnapKV(cfg, layers, tc.kvHeads)
@@ -233,7 +241,7 @@ func TestSnapKVMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	const heads, kvHeads, window, cols = 4, 2, 8, 300
 	layers := randomLayers(rng, 3, heads, window, cols)
-	for _, agg := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota} {
+	for _, agg := range []Aggregation{AggNormSum, AggMax, AggVotes, AggKVSum, AggQuota, AggSum, AggMaxRaw} {
 		for _, pool := range []Pooling{PoolAvg, PoolMax} {
 			for _, kernel := range []int{1, 3, 7} {
 				for _, budget := range []int{9, 20, 150, 299, 300, 400} {

@@ -74,6 +74,9 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if g.comp.Budget == 0 && g.comp.Ratio == 0 {
 		g.comp.Ratio = 0.1
 	}
+	if err := g.validate(); err != nil {
+		return err
+	}
 	cfgs, err := parseConfigs(*configs, g.comp)
 	if err != nil {
 		return err

@@ -167,6 +167,7 @@ func TestBadPromptsAndNumbers(t *testing.T) {
 		{"even kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "4"}, []string{"kernel 4"}},
 		{"zero kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "0"}, []string{"kernel"}},
 		{"negative kernel", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--kernel", "-1"}, []string{"kernel -1"}},
+		{"negative lookahead", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--lookahead", "-2"}, []string{"lookahead -2"}},
 		{"unknown pooling", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--pool", "median"}, []string{"median"}},
 		{"unknown aggregation", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--aggregate", "mean-ish"}, []string{"mean-ish"}},
 		{"no budget", []string{"-p", "hi", "--policy", "snapkv"}, []string{"--budget"}},

@@ -40,6 +40,7 @@ type genFlags struct {
 	chat                bool
 	statsJSON           string
 	comp                kvtrim.Compression
+	lookahead           int // --lookahead; 0 is none, where comp's 0 is the default
 }
 
 func (g *genFlags) register(fs *pflag.FlagSet) {
@@ -65,6 +66,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
 	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
+	fs.IntVar(&g.lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
 	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after --policy snapkv|recent: streaming (--sinks + --recent) or h2o (--heavy + --recent) keeps the total bounded while generating")
@@ -72,7 +74,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming, h2o: recent positions kept")
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
 	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o: positions evicted at once (default: 16 for streaming, 1 for h2o; docs/H2O-STREAMING.md)")
-	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: quota, normsum, max, votes or kvsum (docs/SNAPKV.md)")
+	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: max, quota, normsum, votes or kvsum (docs/SNAPKV.md)")
 }
 
 // validate checks the numbers before anything is loaded.
@@ -107,6 +109,14 @@ func (g *genFlags) validate() error {
 	}
 	if g.comp.Kernel < 1 {
 		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)
+	}
+	switch {
+	case g.lookahead < 0:
+		return usageErrorf("--lookahead %d: give a count of tokens >= 0", g.lookahead)
+	case g.lookahead == 0:
+		g.comp.Lookahead = -1 // none
+	default:
+		g.comp.Lookahead = g.lookahead
 	}
 	if err := g.comp.Check(); err != nil {
 		return usageError{err}
