@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -21,26 +22,58 @@ type evalConfig struct {
 	comp kvtrim.Compression
 }
 
-// parseConfigs reads "none,recent,snapkv:normsum,snapkv:quota,...".
+// parseConfigs reads "none,recent,snapkv:normsum,snapkv+h2o,streaming,...":
+// a policy, optionally "+" a decode policy, optionally ":" an aggregation.
 func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 	var out []evalConfig
 	for _, item := range strings.Split(list, ",") {
 		item = strings.TrimSpace(item)
 		policy, agg, _ := strings.Cut(item, ":")
+		policy, decode, _ := strings.Cut(policy, "+")
 		c := base
-		c.Policy = policy
+		c.Policy, c.DecodePolicy = policy, decode
 		if agg != "" {
 			c.Aggregate = agg
 		}
 		if policy == kvtrim.PolicyNone {
 			c = kvtrim.Compression{Policy: policy}
 		}
-		if err := c.Check(); err != nil {
+		cfg := evalConfig{item, c}
+		if err := cfg.at(1000).Check(); err != nil {
 			return nil, usageErrorf("--configs %q: %v", item, err)
 		}
-		out = append(out, evalConfig{item, c})
+		out = append(out, cfg)
 	}
 	return out, nil
+}
+
+// at is the configuration's compression for a prompt of n tokens. The
+// budget (--budget, or --ratio of n) is split as the papers do where the
+// policy counts in parts: StreamingLLM keeps 4 sinks and the rest recent,
+// H2O as a decode policy half heavy hitters and half recent. Counts given
+// on the command line are kept.
+func (c evalConfig) at(n int) kvtrim.Compression {
+	comp := c.comp
+	budget := comp.Budget
+	if budget == 0 {
+		budget = int(math.Ceil(comp.Ratio * float64(n)))
+	}
+	switch {
+	case comp.Policy == kvtrim.PolicyStreaming || comp.DecodePolicy == kvtrim.PolicyStreaming:
+		if comp.Recent == 0 {
+			comp.Sinks = min(4, budget/2)
+			comp.Recent = max(1, budget-comp.Sinks)
+		}
+		if comp.EvictEvery == 0 {
+			comp.EvictEvery = min(16, max(1, comp.Recent/4))
+		}
+		if comp.Policy == kvtrim.PolicyStreaming {
+			comp.Budget, comp.Ratio = 0, 0
+		}
+	case comp.DecodePolicy == kvtrim.PolicyH2O && comp.Recent == 0:
+		comp.Heavy, comp.Recent = budget/2, max(1, budget-budget/2)
+	}
+	return comp
 }
 
 // cmdEval runs a retrieval task over a grid of lengths and depths for each
@@ -64,7 +97,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	depths := fs.Float64Slice("depths", []float64{0.1, 0.5, 0.9}, "needle depths (0: start, 1: end)")
 	trials := fs.Int("trials", 10, "prompts per grid cell")
 	seed := fs.Uint64("eval-seed", 1, "seed of the prompts")
-	configs := fs.String("configs", "none,recent,snapkv", "policies to compare, snapkv:AGG for an aggregation")
+	configs := fs.String("configs", "none,recent,snapkv", "policies to compare: none, recent, snapkv, h2o, streaming; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
 	if err := parseFlags(fs, args[1:], stderr); err != nil {
 		return err
 	}
@@ -107,7 +140,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				var first string
 				for ci, cfg := range cfgs {
-					out, err := evalOne(ctx, model, cfg.comp, p.Text, g, threads)
+					out, err := evalOne(ctx, model, cfg.at(length), p.Text, g, threads)
 					if err != nil {
 						return fmt.Errorf("%s, %d tokens, depth %g: %w", cfg.name, length, depth, err)
 					}
