@@ -21,6 +21,9 @@ type h2oState struct {
 	// pending holds positions H2O dropped that are still in the cache:
 	// with EvictEvery > 1 they leave it that many at a time.
 	pending []int
+	// positions and row are stepH2O's buffers, reused token to token.
+	positions []int32
+	row       []float32
 }
 
 // newH2O makes the observer of an H2O session and fills copt's callback.
@@ -152,17 +155,18 @@ func (s *Session) stepH2O(pos int32) error {
 		return err
 	}
 	t0 := time.Now()
-	kept := h.policy.Kept()
-	positions := make([]int32, len(kept)+1)
-	for i, p := range kept {
-		positions[i] = int32(p)
+	h.positions = h.positions[:0]
+	for _, p := range h.policy.Kept() {
+		h.positions = append(h.positions, int32(p))
 	}
-	positions[len(kept)] = pos
-	att, err := h.obs.VotesOver(h.cells, positions)
+	h.positions = append(h.positions, pos)
+	att, err := h.obs.VotesOver(h.cells, h.positions)
 	if err != nil {
 		return err
 	}
-	row := make([]float32, len(positions))
+	row := slices.Grow(h.row[:0], len(h.positions))[:len(h.positions)]
+	clear(row)
+	h.row = row
 	columnScores(row, att)
 	t1 := time.Now()
 	evicted, err := h.policy.Step(int(pos), row)

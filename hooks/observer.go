@@ -72,7 +72,9 @@ type Observer struct {
 	// qBuf and kBuf are per-layer scratch for layerQK (layers may run at
 	// once, so each has its own).
 	qBuf, kBuf [][]float32
-	err        error
+	// colCell is attention's buffer of the columns' cells.
+	colCell []int
+	err     error
 }
 
 // windowRow is one query row: its softmax scores over the cells [0, nKV) of
@@ -311,7 +313,8 @@ func (o *Observer) attention(src Source, cells *CellMap, positions []int32, vote
 				il, len(rows), o.window, map[Source]string{FromSoftmax: "off", FromQK: "on"}[o.source])
 		}
 	}
-	colCell := make([]int, len(positions))
+	o.colCell = slices.Grow(o.colCell[:0], len(positions))[:len(positions)]
+	colCell := o.colCell
 	for i, p := range positions {
 		c, ok := cells.Cell(p)
 		if !ok {
@@ -454,14 +457,16 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.Wi
 	att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
-	for h := range s.Heads {
-		qh := q[h*dim:][:dim]
-		off := (h / group) * dim
-		row := att.Data[h*n:][:n]
-		for p, c := range colCell {
-			row[p] = policies.Dot(qh, keyRows[c*rowLen+off:][:dim]) * scale
+	// Position by position, so that each key row is read from memory once
+	// for all the query heads that share it.
+	for p, c := range colCell {
+		keys := keyRows[c*rowLen:][:rowLen]
+		for h := range s.Heads {
+			att.Data[h*n+p] = policies.Dot(q[h*dim:][:dim], keys[(h/group)*dim:][:dim]) * scale
 		}
-		policies.Softmax(row)
+	}
+	for h := range s.Heads {
+		policies.Softmax(att.Data[h*n:][:n])
 	}
 	return att, nil
 }
