@@ -430,6 +430,9 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 			copy(q[(h*w+r)*s.HeadDim:][:s.HeadDim], row.data[h*s.HeadDim:][:s.HeadDim])
 		}
 	}
+	if votes {
+		return policies.VotesFromCacheRows(q, s.Heads, w, cacheRows, colCell, s.KVHeads, s.HeadDim), nil
+	}
 	// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
 	k := grow(&o.kBuf[il], s.KVHeads*n*s.HeadDim)
 	for p, c := range colCell {
@@ -437,9 +440,6 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 		for kh := range s.KVHeads {
 			copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
 		}
-	}
-	if votes {
-		return policies.VotesFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }

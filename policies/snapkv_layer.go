@@ -107,10 +107,11 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 	checkQK("AttentionFromQK", q, heads, rows, 0, k, kvHeads, cols, dim)
 	att := WindowAttention{Heads: heads, Rows: rows, Cols: cols, Data: make([]float32, heads*rows*cols)}
 	group := heads / kvHeads
-	kT := make([]float32, dim*cols)
+	rowsG := group * rows
+	kT := make([]float32, qkScratch(rowsG, cols, dim))
 	for g := range kvHeads {
-		rowsG := group * rows
-		groupScores(att.Data[g*rowsG*cols:][:rowsG*cols], q[g*rowsG*dim:][:rowsG*dim], k[g*cols*dim:][:cols*dim], kT, rows, cols, dim)
+		keys := k[g*cols*dim:][:cols*dim]
+		groupScores(att.Data[g*rowsG*cols:][:rowsG*cols], q[g*rowsG*dim:][:rowsG*dim], func(c int) []float32 { return keys[c*dim:][:dim] }, kT, rows, cols, dim)
 	}
 	return att
 }
@@ -120,13 +121,36 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 // so that only that group's scores are ever held.
 func VotesFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
 	checkQK("VotesFromQK", q, heads, rows, 1, k, kvHeads, cols, dim)
+	return votes(q, heads, rows, kvHeads, cols, dim, func(g, c int) []float32 { return k[(g*cols+c)*dim:][:dim] })
+}
+
+// VotesFromCacheRows is VotesFromQK over keys laid out as a cache holds
+// them, so that they need no copy into position order: one row of
+// kvHeads*dim values per cell (KV head g's key at g*dim), and column c's
+// row at cells[c]. It panics if the sizes are inconsistent or a cell is
+// outside cacheRows.
+func VotesFromCacheRows(q []float32, heads, rows int, cacheRows []float32, cells []int, kvHeads, dim int) WindowAttention {
+	cols, rowLen := len(cells), kvHeads*dim
+	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 1 || rows > cols || heads%kvHeads != 0 || len(q) != heads*rows*dim {
+		panic(fmt.Sprintf("policies.VotesFromCacheRows: q has %d values for %dx%dx%d over %d columns and %d KV heads", len(q), heads, rows, dim, cols, kvHeads))
+	}
+	for _, c := range cells {
+		if c < 0 || (c+1)*rowLen > len(cacheRows) {
+			panic(fmt.Sprintf("policies.VotesFromCacheRows: cell %d outside %d rows of %d values", c, len(cacheRows)/rowLen, rowLen))
+		}
+	}
+	return votes(q, heads, rows, kvHeads, cols, dim, func(g, c int) []float32 { return cacheRows[cells[c]*rowLen+g*dim:][:dim] })
+}
+
+// votes computes VotesFromQK with KV head g's key of column c at key(g, c).
+func votes(q []float32, heads, rows, kvHeads, cols, dim int, key func(g, c int) []float32) WindowAttention {
 	votes := WindowAttention{Heads: heads, Rows: 1, Cols: cols, Data: make([]float32, heads*cols)}
 	group := heads / kvHeads
 	rowsG := group * rows
-	kT := make([]float32, dim*cols)
+	kT := make([]float32, qkScratch(rowsG, cols, dim))
 	scores := make([]float32, rowsG*cols)
 	for g := range kvHeads {
-		groupScores(scores, q[g*rowsG*dim:][:rowsG*dim], k[g*cols*dim:][:cols*dim], kT, rows, cols, dim)
+		groupScores(scores, q[g*rowsG*dim:][:rowsG*dim], func(c int) []float32 { return key(g, c) }, kT, rows, cols, dim)
 		for i := range rowsG {
 			vek32.Add_Inplace(votes.Data[(g*group+i/rows)*cols:][:cols], scores[i*cols:][:cols])
 		}
@@ -145,12 +169,25 @@ func checkQK(fn string, q []float32, heads, rows, minRows int, k []float32, kvHe
 	}
 }
 
+// qkBlock is the number of key columns groupScores multiplies at a time:
+// their transposed block (dim x qkBlock) stays in cache while every query
+// row of the group passes over it, where the whole transposed key matrix
+// (a megabyte at 4000 positions of dimension 64) would be read from memory
+// once per row.
+const qkBlock = 256
+
+// qkScratch is the scratch groupScores needs for a group of rowsG query
+// rows over cols keys of dimension dim.
+func qkScratch(rowsG, cols, dim int) int {
+	return (dim + rowsG) * min(cols, qkBlock)
+}
+
 // groupScores fills dst ([group*rows][cols]) with the scaled, causally
 // masked softmax attention of one KV group's query rows qg (its heads'
-// rows, head after head) over keys ([cols][dim]). Row r of each head is
-// position cols-rows+r and sees columns up to it. kT is scratch of
-// dim*cols values.
-func groupScores(dst, qg, keys, kT []float32, rows, cols, dim int) {
+// rows, head after head) over the keys of columns 0..cols-1 (key(c) is
+// column c's). Row r of each head is position cols-rows+r and sees columns
+// up to it. kT is scratch of qkScratch values.
+func groupScores(dst, qg []float32, key func(c int) []float32, kT []float32, rows, cols, dim int) {
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	n := len(qg) / dim
 	if n < 8 {
@@ -161,7 +198,7 @@ func groupScores(dst, qg, keys, kT []float32, rows, cols, dim int) {
 			row := dst[i*cols:][:cols]
 			visible := cols - rows + i%rows + 1
 			for c := range visible {
-				row[c] = Dot(qr, keys[c*dim:][:dim]) * scale
+				row[c] = Dot(qr, key(c)) * scale
 			}
 			Softmax(row[:visible])
 			clear(row[visible:])
@@ -169,13 +206,22 @@ func groupScores(dst, qg, keys, kT []float32, rows, cols, dim int) {
 		return
 	}
 	// All the group's rows against its keys are one matrix product,
-	// [group*rows][dim] x [dim][cols], done with vek's AVX2 kernel.
-	for c := range cols {
-		for d, v := range keys[c*dim:][:dim] {
-			kT[d*cols+c] = v
+	// [group*rows][dim] x [dim][cols], done with vek's AVX2 kernel one
+	// block of columns at a time.
+	block := min(cols, qkBlock)
+	kTb, out := kT[:dim*block], kT[dim*block:][:n*block]
+	for c0 := 0; c0 < cols; c0 += block {
+		bc := min(block, cols-c0)
+		for c := range bc {
+			for d, v := range key(c0 + c) {
+				kTb[d*bc+c] = v
+			}
+		}
+		vek32.MatMul_Into(out[:n*bc], qg, kTb[:dim*bc], dim)
+		for i := range n {
+			copy(dst[i*cols+c0:][:bc], out[i*bc:][:bc])
 		}
 	}
-	vek32.MatMul_Into(dst, qg, kT, dim)
 	// The exponentials cost more than the product: spread the rows'
 	// masked softmax over the CPUs.
 	parallel(n, n*cols, func(i0, i1 int) {

@@ -341,3 +341,52 @@ func TestVotesGiveTheSameSelection(t *testing.T) {
 		}
 	}
 }
+
+// TestVotesFromCacheRows: over more columns than one block of the matrix
+// product, VotesFromQK and VotesFromCacheRows (the same keys scattered over
+// a cache's cells in another order, with unused cells between) equal the
+// votes computed naively in float64.
+func TestVotesFromCacheRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	const heads, kvHeads, rows, cols, dim = 4, 2, 5, 3*qkBlock + 17, 16
+	q := randomNormal(rng, heads*rows*dim)
+	k := randomNormal(rng, kvHeads*cols*dim)
+	want := make([]float64, heads*cols)
+	for h := range heads {
+		kv := h / (heads / kvHeads)
+		for r := range rows {
+			pos := cols - rows + r
+			e := make([]float64, pos+1)
+			var sum float64
+			for c := range e {
+				var dot float64
+				for d := range dim {
+					dot += float64(q[(h*rows+r)*dim+d]) * float64(k[(kv*cols+c)*dim+d])
+				}
+				e[c] = math.Exp(dot / math.Sqrt(dim))
+				sum += e[c]
+			}
+			for c := range e {
+				want[h*cols+c] += e[c] / sum
+			}
+		}
+	}
+	rowLen := kvHeads * dim
+	cells := rng.Perm(2 * cols)[:cols]
+	cacheRows := randomNormal(rng, 2*cols*rowLen) // unused cells hold noise
+	for c, cell := range cells {
+		for g := range kvHeads {
+			copy(cacheRows[cell*rowLen+g*dim:][:dim], k[(g*cols+c)*dim:][:dim])
+		}
+	}
+	for name, got := range map[string]WindowAttention{
+		"VotesFromQK":        VotesFromQK(q, heads, rows, k, kvHeads, cols, dim),
+		"VotesFromCacheRows": VotesFromCacheRows(q, heads, rows, cacheRows, cells, kvHeads, dim),
+	} {
+		for i, v := range got.Data {
+			if !closeTo(float64(v), want[i], 1e-6, 1e-4) {
+				t.Fatalf("%s: head %d column %d = %v, want %v", name, i/cols, i%cols, v, want[i])
+			}
+		}
+	}
+}
