@@ -14,6 +14,10 @@ const (
 	// PolicyRecent keeps only the last Budget positions: the baseline that
 	// shows what scoring is worth.
 	PolicyRecent = "recent"
+	// PolicyRandom keeps the observation window and Budget - Window
+	// positions drawn at random (seeded by Seed) from the rest: the baseline
+	// that shows what choosing is worth.
+	PolicyRandom = "random"
 	// PolicyStreaming is StreamingLLM: keep Sinks positions at the start and
 	// the Recent last ones, evicting the oldest others while prefilling and
 	// generating and shifting positions down so the cache's positions stay
@@ -69,6 +73,8 @@ type Compression struct {
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
 	// split evenly between them, as the paper does.
 	Heavy int
+	// Seed draws PolicyRandom's positions.
+	Seed uint64
 }
 
 // Defaults of SnapKV's settings.
@@ -114,7 +120,7 @@ func (c Compression) Check() error {
 	switch c.Policy {
 	case "", PolicyNone:
 		return nil
-	case PolicySnapKV, PolicyRecent:
+	case PolicySnapKV, PolicyRecent, PolicyRandom:
 	case PolicyStreaming:
 		switch {
 		case c.Sinks < 0:
@@ -138,7 +144,7 @@ func (c Compression) Check() error {
 		}
 		return nil
 	default:
-		return fmt.Errorf("unknown policy %q: use none, snapkv, recent, streaming or h2o", c.Policy)
+		return fmt.Errorf("unknown policy %q: use none, snapkv, recent, random, streaming or h2o", c.Policy)
 	}
 	switch c.DecodePolicy {
 	case "", PolicyNone:
@@ -194,7 +200,7 @@ func (c Compression) snapKV(budget int) (policies.SnapKVConfig, error) {
 
 // lookaheadTokens is the number of lookahead tokens to generate.
 func (c Compression) lookaheadTokens() int {
-	if c.Policy == PolicyRecent {
+	if c.Policy != PolicySnapKV {
 		return 0
 	}
 	return max(0, c.withDefaults().Lookahead)

@@ -3,6 +3,8 @@ package kvtrim
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -108,8 +110,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	s.stats.LookaheadTokens = lookahead
 
 	var att []policies.WindowAttention
-	recent := comp.Policy == PolicyRecent
-	if !recent {
+	scored := comp.Policy == PolicySnapKV
+	if scored {
 		if att, err = o.obs.Votes(o.cells, n+lookahead); err != nil {
 			return err
 		}
@@ -119,12 +121,22 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	}
 	t1 := time.Now()
 	var kept []int
-	if recent {
+	switch comp.Policy {
+	case PolicyRecent:
 		for p := n - budget; p < n; p++ {
 			kept = append(kept, p)
 		}
-	} else if kept, err = policies.SnapKV(cfg, att, s.model.NHeadKV()); err != nil {
-		return err
+	case PolicyRandom:
+		r := rand.New(rand.NewPCG(comp.Seed, uint64(n)))
+		kept = r.Perm(n - comp.Window)[:budget-comp.Window]
+		slices.Sort(kept)
+		for p := n - comp.Window; p < n; p++ {
+			kept = append(kept, p)
+		}
+	default:
+		if kept, err = policies.SnapKV(cfg, att, s.model.NHeadKV()); err != nil {
+			return err
+		}
 	}
 	t2 := time.Now()
 	// The last prompt token is decoded again in the session's context for

@@ -2,21 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/internal/progress"
 	"github.com/kvtrim/kvtrim/internal/tasks"
 )
 
-// evalConfig is one column of an evaluation: a policy and its aggregation.
+// evalConfig is one policy of an evaluation, with its options.
 type evalConfig struct {
 	name string
 	comp kvtrim.Compression
@@ -38,25 +39,50 @@ func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 		if policy == kvtrim.PolicyNone {
 			c = kvtrim.Compression{Policy: policy}
 		}
+		if policy == "" {
+			return nil, usageErrorf("--policy %q: empty policy", list)
+		}
 		cfg := evalConfig{item, c}
-		if err := cfg.at(1000).Check(); err != nil {
-			return nil, usageErrorf("--configs %q: %v", item, err)
+		if err := cfg.at(1000, evalBudget{ratio: 0.1}).Check(); err != nil {
+			return nil, usageErrorf("--policy %q: %v", item, err)
 		}
 		out = append(out, cfg)
 	}
 	return out, nil
 }
 
-// at is the configuration's compression for a prompt of n tokens. The
-// budget (--budget, or --ratio of n) is split as the papers do where the
+// check reports whether the configuration can run at budget b on prompts
+// of n tokens: the budget must hold more than SnapKV's window (checked
+// here, before any work, rather than at the first prompt).
+func (c evalConfig) check(n int, b evalBudget) error {
+	comp := c.at(n, b)
+	if err := comp.Check(); err != nil {
+		return err
+	}
+	cells := b.cells
+	if cells == 0 {
+		cells = int(math.Ceil(b.ratio * float64(n)))
+	}
+	if (comp.Policy == kvtrim.PolicySnapKV || comp.Policy == kvtrim.PolicyRandom) && cells < n && cells <= comp.Window {
+		return fmt.Errorf("%d cells do not hold more than the window of %d (lower --window)", cells, comp.Window)
+	}
+	return nil
+}
+
+// at is the configuration's compression at budget b for a prompt of n
+// tokens. The budget (cells, or a ratio of n) is split as the papers do where the
 // policy counts in parts: StreamingLLM keeps 4 sinks and the rest recent,
 // H2O as a decode policy half heavy hitters and half recent. Counts given
 // on the command line are kept.
-func (c evalConfig) at(n int) kvtrim.Compression {
+func (c evalConfig) at(n int, b evalBudget) kvtrim.Compression {
 	comp := c.comp
-	budget := comp.Budget
+	if comp.Policy == kvtrim.PolicyNone {
+		return comp
+	}
+	comp.Budget, comp.Ratio = b.cells, b.ratio
+	budget := b.cells
 	if budget == 0 {
-		budget = int(math.Ceil(comp.Ratio * float64(n)))
+		budget = int(math.Ceil(b.ratio * float64(n)))
 	}
 	switch {
 	case comp.Policy == kvtrim.PolicyStreaming || comp.DecodePolicy == kvtrim.PolicyStreaming:
@@ -76,9 +102,141 @@ func (c evalConfig) at(n int) kvtrim.Compression {
 	return comp
 }
 
+// evalBudget is one budget of an eval's list: cells, or a ratio of each
+// prompt's length.
+type evalBudget struct {
+	cells int
+	ratio float64
+}
+
+// value is the budget as the JSON records hold it.
+func (b evalBudget) value() float64 {
+	if b.cells > 0 {
+		return float64(b.cells)
+	}
+	return b.ratio
+}
+
+func (b evalBudget) String() string {
+	if b.cells > 0 {
+		return fmt.Sprintf("%d cells", b.cells)
+	}
+	return fmt.Sprintf("%g%%", 100*b.ratio)
+}
+
+// evalRecord is the result of one policy at one budget in one grid cell.
+type evalRecord struct {
+	Policy string `json:"policy"`
+	// Budget is a ratio of the prompt or a number of cells (the report's
+	// budget_unit); 0 for none, the full cache.
+	Budget   float64 `json:"budget"`
+	Length   int     `json:"length"`
+	Depth    float64 `json:"depth"`
+	Lines    int     `json:"lines,omitempty"`
+	Trials   int     `json:"trials"`
+	Correct  int     `json:"correct"`
+	Accuracy float64 `json:"accuracy"`
+	// SameAsFull counts the answers equal to the full cache's (the measure
+	// on a task the model has not learnt).
+	SameAsFull int     `json:"same_as_full"`
+	Agreement  float64 `json:"agreement"`
+}
+
+// evalSummary is one policy at one budget over the whole grid.
+type evalSummary struct {
+	Policy     string  `json:"policy"`
+	Budget     float64 `json:"budget"`
+	Trials     int     `json:"trials"`
+	Correct    int     `json:"correct"`
+	Accuracy   float64 `json:"accuracy"`
+	SameAsFull int     `json:"same_as_full"`
+	Agreement  float64 `json:"agreement"`
+}
+
+// evalReport is what eval passkey|lines writes with --json.
+type evalReport struct {
+	Task       string          `json:"task"`
+	Model      string          `json:"model"`
+	Machine    machine         `json:"machine"`
+	Settings   evalSettings    `json:"settings"`
+	BudgetUnit string          `json:"budget_unit"` // "ratio" or "cells"
+	Lengths    []int           `json:"lengths"`
+	Depths     []float64       `json:"depths"`
+	Trials     int             `json:"trials_per_cell"`
+	Seed       uint64          `json:"seed"`
+	Complete   bool            `json:"complete"` // false when interrupted
+	Seconds    float64         `json:"seconds"`
+	Records    []evalRecord    `json:"records"`
+	Summary    []evalSummary   `json:"summary"`
+	budgets    []evalBudget    // in list order
+	cells      map[string]*evalRecord
+	order      []string // record keys in first-seen order
+	configs    []evalConfig
+}
+
+// evalSettings are the compression settings every policy of a run shares.
+type evalSettings struct {
+	Window    int    `json:"window"`
+	Lookahead int    `json:"lookahead"`
+	Kernel    int    `json:"kernel"`
+	Pool      string `json:"pool"`
+	Aggregate string `json:"aggregate"`
+	FlashAttn string `json:"flash_attn"`
+	Threads   int    `json:"threads"`
+}
+
+// add counts one answer of policy at budget in a grid cell.
+func (r *evalReport) add(policy string, budget float64, length int, depth float64, lines int, correct, same bool) {
+	key := fmt.Sprintf("%s|%g|%d|%g", policy, budget, length, depth)
+	rec := r.cells[key]
+	if rec == nil {
+		rec = &evalRecord{Policy: policy, Budget: budget, Length: length, Depth: depth, Lines: lines}
+		r.cells[key] = rec
+		r.order = append(r.order, key)
+	}
+	rec.Trials++
+	if correct {
+		rec.Correct++
+	}
+	if same {
+		rec.SameAsFull++
+	}
+}
+
+// finish fills Records and Summary from the counts.
+func (r *evalReport) finish() {
+	r.Records = r.Records[:0]
+	r.Summary = r.Summary[:0]
+	sums := map[string]*evalSummary{}
+	var keys []string
+	for _, key := range r.order {
+		rec := *r.cells[key]
+		rec.Accuracy = float64(rec.Correct) / float64(rec.Trials)
+		rec.Agreement = float64(rec.SameAsFull) / float64(rec.Trials)
+		r.Records = append(r.Records, rec)
+		sk := fmt.Sprintf("%s|%g", rec.Policy, rec.Budget)
+		sum := sums[sk]
+		if sum == nil {
+			sum = &evalSummary{Policy: rec.Policy, Budget: rec.Budget}
+			sums[sk] = sum
+			keys = append(keys, sk)
+		}
+		sum.Trials += rec.Trials
+		sum.Correct += rec.Correct
+		sum.SameAsFull += rec.SameAsFull
+	}
+	for _, k := range keys {
+		s := *sums[k]
+		s.Accuracy = float64(s.Correct) / float64(s.Trials)
+		s.Agreement = float64(s.SameAsFull) / float64(s.Trials)
+		r.Summary = append(r.Summary, s)
+	}
+}
+
 // cmdEval runs a retrieval task over a grid of lengths and depths for each
-// configuration and prints a markdown table of accuracy (and, where the
-// model has not learnt the task, agreement with the full cache).
+// policy and budget, and reports accuracy (and agreement with the full
+// cache) as markdown tables, and with --json, --md and --png as a JSON
+// report, a markdown file and pictures.
 func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "ppl" {
 		return cmdEvalPPL(ctx, args[1:], stdout, stderr)
@@ -87,31 +245,37 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageErrorf("eval needs a task: passkey, lines or ppl")
 	}
 	task := args[0]
-	fs := newFlagSet("eval "+task, "eval passkey|lines -m MODEL [flags]")
+	fs := newFlagSet("eval "+task, "eval passkey|lines -m MODEL [--policy LIST] [--ratio LIST | --budget LIST] [flags]")
 	var c common
 	var g genFlags
-	g.register(fs)
+	g.registerModel(fs)
+	g.registerPolicyOptions(fs)
 	c.register(fs)
 	fs.Set("ctx-size", "2048")
+	policyList := fs.String("policy", "none,recent,snapkv", "policies to compare: none, recent, random, snapkv, h2o, streaming; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
+	fs.StringVar(policyList, "configs", "none,recent,snapkv", "the same as --policy")
+	fs.MarkHidden("configs")
+	ratios := fs.Float64Slice("ratio", nil, "budgets as shares of each prompt, in (0, 1] (default 0.1)")
+	budgets := fs.IntSlice("budget", nil, "or: budgets in cells")
 	lengths := fs.IntSlice("lengths", []int{256, 512, 1024}, "prompt lengths in tokens")
 	depths := fs.Float64Slice("depths", []float64{0.1, 0.5, 0.9}, "needle depths (0: start, 1: end)")
 	trials := fs.Int("trials", 10, "prompts per grid cell")
-	seed := fs.Uint64("eval-seed", 1, "seed of the prompts")
-	configs := fs.String("configs", "none,recent,snapkv", "policies to compare: none, recent, snapkv, h2o, streaming; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
+	seed := fs.Uint64("seed", 1, "seed of the prompts (and of the random policy)")
+	fs.Uint64Var(seed, "eval-seed", 1, "the same as --seed")
+	fs.MarkHidden("eval-seed")
+	strict := fs.Bool("strict", false, "refuse lengths past the model's training context instead of warning")
+	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args[1:], stderr); err != nil {
 		return err
 	}
 	if g.model == "" {
 		return usageErrorf("no model: give a GGUF file with -m")
 	}
-	if g.comp.Budget == 0 && g.comp.Ratio == 0 {
-		g.comp.Ratio = 0.1
-	}
-	if err := g.validate(); err != nil {
+	plan, err := planEval(&g, *policyList, *ratios, *budgets, *lengths, *depths, *trials)
+	if err != nil {
 		return err
 	}
-	cfgs, err := parseConfigs(*configs, g.comp)
-	if err != nil {
+	if err := out.check(); err != nil {
 		return err
 	}
 	log, model, err := c.openModel(ctx, &g, stderr)
@@ -120,59 +284,145 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer model.Close()
+	if long := slices.Max(*lengths); long > model.NCtxTrain() {
+		msg := fmt.Sprintf("length %d is past the model's training context of %d tokens", long, model.NCtxTrain())
+		if *strict {
+			return usageErrorf("%s (--strict)", msg)
+		}
+		log.Warn().Msg(msg + ": expect failures there")
+	}
+	if slices.Max(*lengths)+16 > g.nCtx && g.nCtx > 0 {
+		return usageErrorf("length %d does not fit -c %d: raise -c", slices.Max(*lengths), g.nCtx)
+	}
 	threads := max(g.threads, 0)
-	// hits[config][length][depth], agree likewise (with the first config).
-	hits := make([][][]int, len(cfgs))
-	agree := make([][][]int, len(cfgs))
-	for i := range cfgs {
-		hits[i], agree[i] = grid(len(*lengths), len(*depths)), grid(len(*lengths), len(*depths))
+	rep := &evalReport{
+		Task: task, Model: g.model, Machine: describeMachine(model.Library()),
+		Settings: evalSettings{Window: g.comp.Window, Lookahead: max(0, g.comp.Lookahead), Kernel: g.comp.Kernel, Pool: g.comp.Pool,
+			Aggregate: g.comp.Aggregate, FlashAttn: g.flashAttn, Threads: threads},
+		BudgetUnit: "ratio", Lengths: *lengths, Depths: *depths, Trials: *trials, Seed: *seed,
+		budgets: plan.budgets, cells: map[string]*evalRecord{}, configs: plan.configs,
+	}
+	if len(*budgets) > 0 {
+		rep.BudgetUnit = "cells"
 	}
 	r := rand.New(rand.NewPCG(*seed, 0x6b767472696d))
 	start := time.Now()
-	total := len(*lengths) * len(*depths) * *trials
-	done := 0
-	for li, length := range *lengths {
-		for di, depth := range *depths {
-			for range *trials {
-				p := tasks.Passkey(r, length, depth)
-				if task == "lines" {
-					p = tasks.Lines(r, length, max(2, length/170), depth)
-				}
-				var first string
-				for ci, cfg := range cfgs {
-					out, err := evalOne(ctx, model, cfg.at(length), p.Text, g, threads)
+	bar := progress.New(task, len(*lengths)*len(*depths)**trials, c.progressTerm(stderr), log)
+	runErr := func() error {
+		for _, length := range *lengths {
+			for _, depth := range *depths {
+				for range *trials {
+					p := tasks.Passkey(r, length, depth)
+					lines := 0
+					if task == "lines" {
+						lines = max(2, length/170)
+						p = tasks.Lines(r, length, lines, depth)
+					}
+					full, err := evalOne(ctx, model, kvtrim.Compression{}, p.Text, g, threads)
 					if err != nil {
-						return fmt.Errorf("%s, %d tokens, depth %g: %w", cfg.name, length, depth, err)
+						return fmt.Errorf("none, %d tokens, depth %g: %w", length, depth, err)
 					}
-					if p.Correct(out) {
-						hits[ci][li][di]++
+					for _, cfg := range plan.configs {
+						if cfg.comp.Policy == kvtrim.PolicyNone {
+							rep.add(cfg.name, 0, length, depth, lines, p.Correct(full), true)
+							continue
+						}
+						for _, b := range plan.budgets {
+							comp := cfg.at(length, b)
+							comp.Seed = *seed
+							got, err := evalOne(ctx, model, comp, p.Text, g, threads)
+							if err != nil {
+								return fmt.Errorf("%s at %s, %d tokens, depth %g: %w", cfg.name, b, length, depth, err)
+							}
+							rep.add(cfg.name, b.value(), length, depth, lines, p.Correct(got), answerOf(got) == answerOf(full))
+						}
 					}
-					if ci == 0 {
-						first = answerOf(out)
-					}
-					if answerOf(out) == first {
-						agree[ci][li][di]++
-					}
+					bar.Step(fmt.Sprintf("%d tokens @%.0f%%", length, 100*depth))
 				}
-				done++
-				logProgress(log, done, total, start)
 			}
 		}
+		return nil
+	}()
+	bar.Finish()
+	rep.Seconds = time.Since(start).Seconds()
+	rep.Complete = runErr == nil
+	rep.finish()
+	if len(rep.Records) == 0 {
+		return runErr
 	}
-	printEvalTable(stdout, task, cfgs, *lengths, *depths, *trials, hits, "accuracy")
-	if len(cfgs) > 1 {
-		fmt.Fprintln(stdout)
-		printEvalTable(stdout, task, cfgs, *lengths, *depths, *trials, agree, "same answer as "+cfgs[0].name)
+	md := rep.markdown()
+	fmt.Fprint(stdout, md)
+	if err := out.write(rep, md, rep.pictures); err != nil {
+		return errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		log.Warn().Msgf("stopped after %.0f s: what was finished is written (complete: false)", rep.Seconds)
+		return runErr
 	}
 	return nil
 }
 
-func grid(a, b int) [][]int {
-	g := make([][]int, a)
-	for i := range g {
-		g[i] = make([]int, b)
+// evalPlan is an eval's policies and budgets, checked against every length
+// before any work starts.
+type evalPlan struct {
+	configs []evalConfig
+	budgets []evalBudget
+}
+
+// planEval checks the grid and the budget lists.
+func planEval(g *genFlags, policyList string, ratios []float64, cells []int, lengths []int, depths []float64, trials int) (evalPlan, error) {
+	switch {
+	case len(lengths) == 0 || len(depths) == 0:
+		return evalPlan{}, usageErrorf("empty grid: give --lengths and --depths")
+	case trials < 1:
+		return evalPlan{}, usageErrorf("--trials %d: give at least 1", trials)
+	case len(ratios) > 0 && len(cells) > 0:
+		return evalPlan{}, usageErrorf("give --ratio or --budget, not both")
 	}
-	return g
+	for _, l := range lengths {
+		if l < 64 {
+			return evalPlan{}, usageErrorf("--lengths %d: give at least 64 tokens", l)
+		}
+	}
+	for _, d := range depths {
+		if !(d >= 0 && d <= 1) {
+			return evalPlan{}, usageErrorf("--depths %g: give depths in [0, 1]", d)
+		}
+	}
+	if len(ratios) == 0 && len(cells) == 0 {
+		ratios = []float64{0.1}
+	}
+	var plan evalPlan
+	for _, r := range ratios {
+		if !(r > 0 && r <= 1) {
+			return plan, usageErrorf("--ratio %g: give shares in (0, 1]", r)
+		}
+		plan.budgets = append(plan.budgets, evalBudget{ratio: r})
+	}
+	for _, n := range cells {
+		if n < 2 {
+			return plan, usageErrorf("--budget %d: give at least 2 cells", n)
+		}
+		plan.budgets = append(plan.budgets, evalBudget{cells: n})
+	}
+	g.comp.Policy, g.comp.Ratio, g.comp.Budget = "none", 0, 0
+	if err := g.validate(); err != nil {
+		return plan, err
+	}
+	var err error
+	if plan.configs, err = parseConfigs(policyList, g.comp); err != nil {
+		return plan, err
+	}
+	for _, cfg := range plan.configs {
+		for _, b := range plan.budgets {
+			for _, l := range lengths {
+				if err := cfg.check(l, b); err != nil {
+					return plan, usageErrorf("--policy %s at a budget of %s of %d tokens: %v", cfg.name, b, l, err)
+				}
+			}
+		}
+	}
+	return plan, nil
 }
 
 // answerOf is the first word of a generated answer.
@@ -205,33 +455,3 @@ func evalOne(ctx context.Context, model *kvtrim.Model, comp kvtrim.Compression, 
 	return out.String(), err
 }
 
-func logProgress(log zerolog.Logger, done, total int, start time.Time) {
-	elapsed := time.Since(start)
-	eta := time.Duration(float64(elapsed) / float64(done) * float64(total-done))
-	log.Info().Msgf("%d/%d prompts, %s elapsed, about %s left", done, total, elapsed.Round(time.Second), eta.Round(time.Second))
-}
-
-func printEvalTable(w io.Writer, task string, cfgs []evalConfig, lengths []int, depths []float64, trials int, counts [][][]int, what string) {
-	fmt.Fprintf(w, "%s, %s (of %d per cell)\n\n| config |", task, what, trials)
-	for _, l := range lengths {
-		for _, d := range depths {
-			fmt.Fprintf(w, " %d @%.0f%% |", l, d*100)
-		}
-	}
-	fmt.Fprint(w, " all |\n|---|")
-	for range len(lengths) * len(depths) {
-		fmt.Fprint(w, "---|")
-	}
-	fmt.Fprintln(w, "---|")
-	for ci, c := range cfgs {
-		fmt.Fprintf(w, "| %s |", c.name)
-		sum := 0
-		for li := range lengths {
-			for di := range depths {
-				fmt.Fprintf(w, " %d |", counts[ci][li][di])
-				sum += counts[ci][li][di]
-			}
-		}
-		fmt.Fprintf(w, " %.0f%% |\n", 100*float64(sum)/float64(trials*len(lengths)*len(depths)))
-	}
-}

@@ -162,3 +162,12 @@ func newFlagSet(name, synopsis string) *pflag.FlagSet {
 	}
 	return fs
 }
+
+// progressTerm is where a progress bar is drawn: stderr when it is a
+// terminal and logs are for people (console), else nil for log lines.
+func (c *common) progressTerm(stderr io.Writer) io.Writer {
+	if c.logFormat == "json" || !isTerminal(stderr) {
+		return nil
+	}
+	return stderr
+}

@@ -43,28 +43,39 @@ type genFlags struct {
 	lookahead           int // --lookahead; 0 is none, where comp's 0 is the default
 }
 
+// register adds every flag of a generating command.
 func (g *genFlags) register(fs *pflag.FlagSet) {
-	fs.StringVarP(&g.model, "model", "m", "", "GGUF model file")
+	g.registerModel(fs)
 	fs.StringVarP(&g.prompt, "prompt", "p", "", "prompt text")
 	fs.StringVarP(&g.file, "file", "f", "", "read the prompt from this file")
 	fs.IntVarP(&g.nPredict, "n-predict", "n", 128, "tokens to generate (-1: until end of text or a full context)")
-	fs.IntVarP(&g.nCtx, "ctx-size", "c", 4096, "context size in tokens (0: the model's training context)")
-	fs.IntVarP(&g.nBatch, "batch-size", "b", 2048, "logical batch size for prompt processing")
-	fs.IntVar(&g.nUbat, "ubatch-size", 512, "physical batch size (-ub)")
-	fs.IntVarP(&g.threads, "threads", "t", -1, "threads (-1: one per CPU)")
 	fs.Uint32VarP(&g.seed, "seed", "s", 0xFFFFFFFF, "sampling seed (default: random)")
 	fs.Float32Var(&g.temp, "temp", 0.8, "temperature (0: greedy)")
 	fs.IntVar(&g.topK, "top-k", 40, "top-k sampling (0: off)")
 	fs.Float32Var(&g.topP, "top-p", 0.95, "top-p sampling (1: off)")
 	fs.Float32Var(&g.minP, "min-p", 0.05, "min-p sampling (0: off)")
 	fs.BoolVar(&g.ignoreEOS, "ignore-eos", false, "keep generating after end-of-text")
-	fs.IntVar(&g.gpuLayers, "n-gpu-layers", -1, "layers to offload to the GPU (-ngl; -1: all)")
-	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
 	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
 	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
-	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: none, snapkv (the prompt, once), recent (baseline), streaming (sinks + recent window) or h2o (heavy hitters + recent window), the last two while generating")
+	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: none, snapkv (the prompt, once), recent (baseline), random (baseline), streaming (sinks + recent window) or h2o (heavy hitters + recent window), the last two while generating")
 	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
 	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
+	g.registerPolicyOptions(fs)
+}
+
+// registerModel adds the flags of the model and its context.
+func (g *genFlags) registerModel(fs *pflag.FlagSet) {
+	fs.StringVarP(&g.model, "model", "m", "", "GGUF model file")
+	fs.IntVarP(&g.nCtx, "ctx-size", "c", 4096, "context size in tokens (0: the model's training context)")
+	fs.IntVarP(&g.nBatch, "batch-size", "b", 2048, "logical batch size for prompt processing")
+	fs.IntVar(&g.nUbat, "ubatch-size", 512, "physical batch size (-ub)")
+	fs.IntVarP(&g.threads, "threads", "t", -1, "threads (-1: one per CPU)")
+	fs.IntVar(&g.gpuLayers, "n-gpu-layers", -1, "layers to offload to the GPU (-ngl; -1: all)")
+	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
+}
+
+// registerPolicyOptions adds the settings of the compression policies.
+func (g *genFlags) registerPolicyOptions(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
 	fs.IntVar(&g.lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")

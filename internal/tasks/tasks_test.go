@@ -47,3 +47,28 @@ func TestLines(t *testing.T) {
 		t.Errorf("%d tokens", len(p.Text)+2)
 	}
 }
+
+// TestCorrectIsExact: an answer counts only when the generated text starts
+// with every digit of the key, as the model writes it; a key one digit off,
+// a key cut short, the key later in the text, or the digits of another line
+// are wrong.
+func TestCorrectIsExact(t *testing.T) {
+	p := Prompt{Answer: "04213"}
+	for gen, want := range map[string]bool{
+		" 04213.":            true,
+		" 04213":             true,
+		"04213 is the key":   true,
+		" <04213>.":          true,
+		" 04214.":            false,
+		" 4213.":             false,
+		" 0421":              false,
+		" the key is 04213.": false,
+		" 14213.":            false,
+		"":                   false,
+		" <04203>. <04213>.": false,
+	} {
+		if got := p.Correct(gen); got != want {
+			t.Errorf("Correct(%q) = %v, want %v", gen, got, want)
+		}
+	}
+}
