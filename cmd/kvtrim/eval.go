@@ -155,20 +155,20 @@ type evalSummary struct {
 
 // evalReport is what eval passkey|lines writes with --json.
 type evalReport struct {
-	Task       string          `json:"task"`
-	Model      string          `json:"model"`
-	Machine    machine         `json:"machine"`
-	Settings   evalSettings    `json:"settings"`
-	BudgetUnit string          `json:"budget_unit"` // "ratio" or "cells"
-	Lengths    []int           `json:"lengths"`
-	Depths     []float64       `json:"depths"`
-	Trials     int             `json:"trials_per_cell"`
-	Seed       uint64          `json:"seed"`
-	Complete   bool            `json:"complete"` // false when interrupted
-	Seconds    float64         `json:"seconds"`
-	Records    []evalRecord    `json:"records"`
-	Summary    []evalSummary   `json:"summary"`
-	budgets    []evalBudget    // in list order
+	Task       string        `json:"task"`
+	Model      string        `json:"model"`
+	Machine    machine       `json:"machine"`
+	Settings   evalSettings  `json:"settings"`
+	BudgetUnit string        `json:"budget_unit"` // "ratio" or "cells"
+	Lengths    []int         `json:"lengths"`
+	Depths     []float64     `json:"depths"`
+	Trials     int           `json:"trials_per_cell"`
+	Seed       uint64        `json:"seed"`
+	Complete   bool          `json:"complete"` // false when interrupted
+	Seconds    float64       `json:"seconds"`
+	Records    []evalRecord  `json:"records"`
+	Summary    []evalSummary `json:"summary"`
+	budgets    []evalBudget  // in list order
 	cells      map[string]*evalRecord
 	order      []string // record keys in first-seen order
 	configs    []evalConfig
@@ -454,4 +454,3 @@ func evalOne(ctx context.Context, model *kvtrim.Model, comp kvtrim.Compression, 
 		func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil })
 	return out.String(), err
 }
-
