@@ -1,19 +1,28 @@
 package policies
 
 import (
-	"github.com/viterin/vek/vek32"
-
 	"fmt"
 	"math"
+
+	"github.com/viterin/vek/vek32"
 )
 
+// dotSIMD is the length from which Dot hands over to vek's AVX2 kernel
+// (where the CPU has it): below it the call costs more than it saves
+// (BenchmarkDot: 3.3x faster at 64 values, slower at 8).
+const dotSIMD = 32
+
 // Dot returns the dot product of a and b, which must have the same length.
-// It keeps eight independent partial sums, so consecutive multiply-adds do
-// not wait on each other, and adds them pairwise at the end; the result can
-// differ from a left-to-right sum in the last bits.
+// Short vectors keep eight independent partial sums, so consecutive
+// multiply-adds do not wait on each other, added pairwise at the end; long
+// ones use vek's SIMD kernel. Either can differ from a left-to-right sum in
+// the last bits.
 func Dot(a, b []float32) float32 {
 	if len(a) != len(b) {
 		panic(fmt.Sprintf("policies.Dot: lengths %d and %d differ", len(a), len(b)))
+	}
+	if len(a) >= dotSIMD {
+		return vek32.Dot(a, b)
 	}
 	b = b[:len(a)]
 	var s0, s1, s2, s3, s4, s5, s6, s7 float32

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"math"
+	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/rs/zerolog"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/internal/plot"
+	"github.com/kvtrim/kvtrim/internal/progress"
 )
 
 // storyPrompt is the demo story repeated and cut to n tokens of model's
@@ -36,22 +40,65 @@ func storyPrompt(lib *bindings.Library, model string, n int, log zerolog.Logger)
 	}
 }
 
-// cmdBench runs the same prompt with the full cache and with compression,
-// alternating, and prints medians side by side: prefill, the compression
-// steps and their share of prefill, n_kv, and decode speed.
+// benchRow is one policy at one budget on one prompt length: medians of
+// the compressed runs beside the full cache's and the ceiling's.
+type benchRow struct {
+	Policy        string  `json:"policy"`
+	PromptTokens  int     `json:"prompt_tokens"`
+	Budget        float64 `json:"budget"` // a ratio of the prompt, or cells (the report's budget_unit)
+	KeptCells     int     `json:"kept_cells"`
+	NKVBefore     int     `json:"n_kv_before"`
+	NKVAfter      int     `json:"n_kv_after"`
+	KVBytesBefore int64   `json:"kv_bytes_before"`
+	KVBytesAfter  int64   `json:"kv_bytes_after"`
+	PrefillMsFull float64 `json:"prefill_ms_full"`
+	PrefillMs     float64 `json:"prefill_ms"`
+	ObserveMs     float64 `json:"observe_ms"`
+	ScoreMs       float64 `json:"score_ms"`
+	EvictMs       float64 `json:"evict_ms"`
+	CompactMs     float64 `json:"compact_ms"`
+	// StepsPct is observe + score + evict + compact as a share of the same
+	// run's prefill.
+	StepsPct float64 `json:"steps_pct"`
+	// Decode speeds: the full cache, the compressed cache, and the ceiling
+	// (llama.cpp decoding after a prompt as long as the kept cells, the
+	// best compression could reach).
+	DecodeTokSFull    float64 `json:"decode_tok_s_full"`
+	DecodeTokS        float64 `json:"decode_tok_s"`
+	DecodeTokSCeiling float64 `json:"decode_tok_s_ceiling"`
+	VsFull            float64 `json:"vs_full"`
+	VsCeiling         float64 `json:"vs_ceiling"`
+}
+
+// benchReport is what bench writes with --json.
+type benchReport struct {
+	Model      string     `json:"model"`
+	Machine    machine    `json:"machine"`
+	Threads    int        `json:"threads"`
+	Generated  int        `json:"generated_tokens"`
+	Reps       int        `json:"reps"`
+	BudgetUnit string     `json:"budget_unit"`
+	Complete   bool       `json:"complete"`
+	Rows       []benchRow `json:"rows"`
+}
+
+// cmdBench measures, for each policy x prompt length x budget, the
+// compressed cache against the full cache and against the ceiling, in
+// alternating runs, and reports medians.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bench", "bench -m MODEL (-p TEXT | -f FILE | --repeat-tokens N) --policy snapkv --ratio R [flags]")
+	fs := newFlagSet("bench", "bench -m MODEL [--policy LIST] [--prompt-tokens LIST] [--ratio LIST | --budget LIST] [flags]")
 	var c common
 	var g genFlags
-	g.register(fs)
+	g.registerModel(fs)
+	g.registerPolicyOptions(fs)
 	c.register(fs)
+	fs.IntVarP(&g.nPredict, "n-predict", "n", 64, "tokens generated per run")
+	policyList := fs.String("policy", "snapkv", "policies to measure (as eval's --policy)")
+	lengths := fs.IntSlice("prompt-tokens", []int{2000}, "prompt lengths in tokens (the demo's story text, repeated)")
+	ratios := fs.Float64Slice("ratio", nil, "budgets as shares of the prompt (default 0.1)")
+	budgets := fs.IntSlice("budget", nil, "or: budgets in cells")
 	reps := fs.Int("reps", 5, "runs of each configuration (the median is shown)")
-	synth := fs.Int("prompt-tokens", 0, "instead of -p/-f, about this many tokens of the demo's story text, repeated")
-	fs.Set("n-predict", "64")
-	fs.Set("temp", "0")
-	fs.Set("ignore-eos", "true")
-	fs.Set("policy", "snapkv")
-	fs.Set("ratio", "0.1")
+	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -61,8 +108,15 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *reps < 1 {
 		return usageErrorf("--reps %d: give at least 1", *reps)
 	}
-	prompt, err := kvtrim.ReadPrompt(g.prompt, g.file)
+	if g.nPredict < 1 {
+		return usageErrorf("-n %d: give at least 1 token to decode", g.nPredict)
+	}
+	g.temp, g.ignoreEOS = 0, true
+	plan, err := planEval(&g, *policyList, *ratios, *budgets, *lengths, []float64{0}, 1)
 	if err != nil {
+		return err
+	}
+	if err := out.check(); err != nil {
 		return err
 	}
 	log, lib, err := c.open(ctx, &g, stderr, false)
@@ -70,62 +124,196 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if *synth > 0 {
-		if prompt, err = storyPrompt(lib, g.model, *synth, log); err != nil {
+	prompts := map[int]string{}
+	promptOf := func(n int) (string, error) {
+		if p, ok := prompts[n]; ok {
+			return p, nil
+		}
+		p, err := storyPrompt(lib, g.model, n, log)
+		prompts[n] = p
+		return p, err
+	}
+	// runs[key] holds the stats of each repetition of one configuration.
+	runs := map[string][]kvtrim.Stats{}
+	measure := func(key string, gf genFlags, promptTokens int) error {
+		prompt, err := promptOf(promptTokens)
+		if err != nil {
 			return err
 		}
+		st, err := generate(ctx, lib, &gf, prompt, io.Discard, log)
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		runs[key] = append(runs[key], st)
+		return nil
 	}
-	full := g.fullCache()
-	runs := []*genFlags{&full, &g}
-	all := make([][]kvtrim.Stats, len(runs))
-	for i := range *reps {
-		for j, r := range runs {
-			st, err := generate(ctx, lib, r, prompt, io.Discard, log)
-			if err != nil {
-				return err
+	type job struct {
+		key    string
+		g      genFlags
+		tokens int
+	}
+	var jobs []job
+	for _, n := range *lengths {
+		jobs = append(jobs, job{fmt.Sprintf("full|%d", n), g.fullCache(), n})
+		for _, b := range plan.budgets {
+			kept := b.cells
+			if kept == 0 {
+				kept = int(math.Ceil(b.ratio * float64(n)))
 			}
-			all[j] = append(all[j], st)
-			log.Info().Msgf("rep %d/%d %s: prefill %.0f ms, decode %.0f tokens/s", i+1, *reps, st.Policy, st.PrefillMs, st.DecodeTokS)
+			if kept < n {
+				jobs = append(jobs, job{fmt.Sprintf("ceiling|%d", kept), g.fullCache(), kept})
+			}
+			for _, cfg := range plan.configs {
+				if cfg.comp.Policy == kvtrim.PolicyNone {
+					continue
+				}
+				gc := g
+				gc.comp = cfg.at(n, b)
+				gc.statsJSON = ""
+				jobs = append(jobs, job{fmt.Sprintf("%s|%d|%g", cfg.name, n, b.value()), gc, n})
+			}
 		}
 	}
-	med := func(sts []kvtrim.Stats, f func(kvtrim.Stats) float64) float64 {
-		v := make([]float64, len(sts))
-		for i, s := range sts {
-			v[i] = f(s)
+	seen := map[string]bool{}
+	jobs = slices.DeleteFunc(jobs, func(j job) bool {
+		dup := seen[j.key]
+		seen[j.key] = true
+		return dup
+	})
+	rep := benchReport{Model: g.model, Machine: describeMachine(lib), Threads: g.threads, Generated: g.nPredict, Reps: *reps, BudgetUnit: "ratio"}
+	if len(*budgets) > 0 {
+		rep.BudgetUnit = "cells"
+	}
+	bar := progress.New("bench", *reps*len(jobs), c.progressTerm(stderr), log)
+	runErr := func() error {
+		for i := range *reps {
+			for _, j := range jobs {
+				if err := measure(j.key, j.g, j.tokens); err != nil {
+					return err
+				}
+				st := runs[j.key][len(runs[j.key])-1]
+				bar.Step(fmt.Sprintf("rep %d: %s, decode %.0f tokens/s", i+1, j.key, st.DecodeTokS))
+			}
 		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
+		return nil
+	}()
+	bar.Finish()
+	rep.Complete = runErr == nil
+	for _, st := range runs {
+		rep.Threads = st[0].Threads
+	}
+	for _, n := range *lengths {
+		for _, b := range plan.budgets {
+			for _, cfg := range plan.configs {
+				if cfg.comp.Policy == kvtrim.PolicyNone {
+					continue
+				}
+				comp := runs[fmt.Sprintf("%s|%d|%g", cfg.name, n, b.value())]
+				full := runs[fmt.Sprintf("full|%d", n)]
+				if len(comp) == 0 || len(full) == 0 {
+					continue
+				}
+				row := benchRow{Policy: cfg.name, PromptTokens: comp[0].PromptTokens, Budget: b.value(),
+					KeptCells: comp[0].KeptCells, NKVBefore: comp[0].NKVBefore, NKVAfter: comp[0].NKVAfter,
+					KVBytesBefore: comp[0].KVBytesBefore, KVBytesAfter: comp[0].KVBytesAfter,
+					PrefillMsFull: median(full, func(s kvtrim.Stats) float64 { return s.PrefillMs }),
+					PrefillMs:     median(comp, func(s kvtrim.Stats) float64 { return s.PrefillMs }),
+					ObserveMs:     median(comp, func(s kvtrim.Stats) float64 { return s.ObserveMs }),
+					ScoreMs:       median(comp, func(s kvtrim.Stats) float64 { return s.ScoreMs }),
+					EvictMs:       median(comp, func(s kvtrim.Stats) float64 { return s.EvictMs }),
+					CompactMs:     median(comp, func(s kvtrim.Stats) float64 { return s.CompactMs }),
+					StepsPct: median(comp, func(s kvtrim.Stats) float64 {
+						return 100 * (s.ObserveMs + s.ScoreMs + s.EvictMs + s.CompactMs) / s.PrefillMs
+					}),
+					DecodeTokSFull: median(full, decodeSpeed),
+					DecodeTokS:     median(comp, decodeSpeed),
+				}
+				row.DecodeTokSCeiling = row.DecodeTokSFull // nothing evicted: the full cache is the ceiling
+				if ceil := runs[fmt.Sprintf("ceiling|%d", comp[0].KeptCells)]; len(ceil) > 0 {
+					row.DecodeTokSCeiling = median(ceil, decodeSpeed)
+				}
+				row.VsFull = row.DecodeTokS / row.DecodeTokSFull
+				row.VsCeiling = row.DecodeTokS / row.DecodeTokSCeiling
+				rep.Rows = append(rep.Rows, row)
+			}
 		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	steps := func(s kvtrim.Stats) float64 { return s.ObserveMs + s.ScoreMs + s.EvictMs + s.CompactMs }
-	fmt.Fprintf(stdout, "model %s, %d prompt tokens, %d generated, %d threads, median of %d runs each\n\n",
-		g.model, all[0][0].PromptTokens, g.nPredict, all[0][0].Threads, *reps)
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\tfull cache\t%s\t\n", g.comp.Policy)
-	rows := []struct {
-		name string
-		f    func(kvtrim.Stats) float64
-		fmt  string
-	}{
-		{"cells kept", func(s kvtrim.Stats) float64 { return float64(s.KeptCells) }, "%.0f"},
-		{"n_kv after prefill", func(s kvtrim.Stats) float64 { return float64(s.NKVAfter) }, "%.0f"},
-		{"prefill ms", func(s kvtrim.Stats) float64 { return s.PrefillMs }, "%.1f"},
-		{"observe ms", func(s kvtrim.Stats) float64 { return s.ObserveMs }, "%.2f"},
-		{"score ms", func(s kvtrim.Stats) float64 { return s.ScoreMs }, "%.2f"},
-		{"evict ms", func(s kvtrim.Stats) float64 { return s.EvictMs }, "%.2f"},
-		{"compact ms", func(s kvtrim.Stats) float64 { return s.CompactMs }, "%.2f"},
-		{"steps / prefill %", func(s kvtrim.Stats) float64 { return 100 * steps(s) / s.PrefillMs }, "%.1f"},
-		{"decode tokens/s", func(s kvtrim.Stats) float64 { return s.DecodeTokS }, "%.0f"},
+	md := rep.markdown()
+	fmt.Fprint(stdout, md)
+	if err := out.write(rep, md, rep.pictures); err != nil {
+		return errors.Join(runErr, err)
 	}
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t"+r.fmt+"\t"+r.fmt+"\t\n", r.name, med(all[0], r.f), med(all[1], r.f))
+	if runErr != nil {
+		log.Warn().Msg("stopped: what was finished is written (complete: false)")
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	return runErr
+}
+
+func decodeSpeed(s kvtrim.Stats) float64 { return s.DecodeTokS }
+
+// median is the median of f over the runs.
+func median(runs []kvtrim.Stats, f func(kvtrim.Stats) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, s := range runs {
+		v[i] = f(s)
 	}
-	dec := func(s kvtrim.Stats) float64 { return s.DecodeTokS }
-	fmt.Fprintf(stdout, "\ndecode speed, compressed / full: %.2f\n", med(all[1], dec)/med(all[0], dec))
-	return nil
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// markdown is the report as a table like llama-bench's.
+func (r benchReport) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s; %s; %d threads, %d tokens generated, median of %d runs\n\n", r.Model, r.Machine, r.Threads, r.Generated, r.Reps)
+	if !r.Complete {
+		b.WriteString("**Interrupted**: medians of the runs finished.\n\n")
+	}
+	b.WriteString("| policy | prompt | budget | kept | n_kv | KV MiB | prefill ms | steps ms | steps % | t/s full | t/s compressed | t/s ceiling | vs full | vs ceiling |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, row := range r.Rows {
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %d -> %d | %.2f -> %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |\n",
+			row.Policy, row.PromptTokens, budgetLabel(row.Budget, r.BudgetUnit), row.KeptCells, row.NKVBefore, row.NKVAfter,
+			float64(row.KVBytesBefore)/(1<<20), float64(row.KVBytesAfter)/(1<<20), row.PrefillMs,
+			row.ObserveMs+row.ScoreMs+row.EvictMs+row.CompactMs, row.StepsPct,
+			row.DecodeTokSFull, row.DecodeTokS, row.DecodeTokSCeiling, row.VsFull, row.VsCeiling)
+	}
+	return b.String()
+}
+
+// pictures draws decode speed against prompt length: the full cache, each
+// policy and budget, and each budget's ceiling dashed.
+func (r benchReport) pictures(dir string) error {
+	if len(r.Rows) == 0 {
+		return nil
+	}
+	series := map[string]*plot.Series{}
+	var names []string
+	point := func(name string, dashed bool, x, y float64) {
+		s := series[name]
+		if s == nil {
+			s = &plot.Series{Name: name, Dashed: dashed}
+			series[name] = s
+			names = append(names, name)
+		}
+		if !slices.Contains(s.X, x) {
+			s.X, s.Y = append(s.X, x), append(s.Y, y)
+		}
+	}
+	for _, row := range r.Rows {
+		x := float64(row.PromptTokens)
+		label := budgetLabel(row.Budget, r.BudgetUnit)
+		point("full cache", false, x, row.DecodeTokSFull)
+		point(row.Policy+" "+label, false, x, row.DecodeTokS)
+		point("ceiling "+label, true, x, row.DecodeTokSCeiling)
+	}
+	var all []plot.Series
+	for _, n := range names {
+		all = append(all, *series[n])
+	}
+	return plot.Lines(filepath.Join(dir, "bench-decode-speed.png"), plot.Chart{
+		Title: "decode speed after prefill", XLabel: "prompt length (tokens)", YLabel: "decode tokens/s", Series: all,
+	})
 }

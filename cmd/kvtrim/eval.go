@@ -381,7 +381,7 @@ func planEval(g *genFlags, policyList string, ratios []float64, cells []int, len
 	}
 	for _, l := range lengths {
 		if l < 64 {
-			return evalPlan{}, usageErrorf("--lengths %d: give at least 64 tokens", l)
+			return evalPlan{}, usageErrorf("prompt length %d: give at least 64 tokens", l)
 		}
 	}
 	for _, d := range depths {

@@ -456,14 +456,61 @@ func TestBenchAndRandomModel(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("random-model: exit %d: %s", r.code, r.stderr)
 	}
-	r = runKvtrim(t, nil, "bench", "--lib", lib, "-m", path, "--prompt-tokens", "300", "-n", "8", "--reps", "1", "--window", "8")
+	dir := t.TempDir()
+	js, md := filepath.Join(dir, "b.json"), filepath.Join(dir, "b.md")
+	r = runKvtrim(t, nil, "bench", "--lib", lib, "-m", path, "--prompt-tokens", "200,300", "--ratio", "0.2,0.5", "--policy", "snapkv,recent",
+		"-n", "8", "--reps", "1", "--window", "8", "--json", js, "--md", md, "--png", dir)
 	if r.code != 0 {
 		t.Fatalf("bench: exit %d: %s", r.code, r.stderr)
 	}
-	for _, w := range []string{"full cache", "snapkv", "cells kept", "steps / prefill %", "decode speed, compressed / full:"} {
-		if !strings.Contains(r.stdout, w) {
-			t.Errorf("bench output lacks %q:\n%s", w, r.stdout)
+	var rep struct {
+		Complete bool
+		Reps     int
+		Rows     []struct {
+			Policy        string
+			PromptTokens  int `json:"prompt_tokens"`
+			Budget        float64
+			KeptCells     int     `json:"kept_cells"`
+			NKVBefore     int     `json:"n_kv_before"`
+			NKVAfter      int     `json:"n_kv_after"`
+			KVBytesBefore int64   `json:"kv_bytes_before"`
+			KVBytesAfter  int64   `json:"kv_bytes_after"`
+			PrefillMs     float64 `json:"prefill_ms"`
+			StepsPct      float64 `json:"steps_pct"`
 		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	var raw struct{ Rows []map[string]any } // the speeds, by their JSON names
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete || rep.Reps != 1 || len(rep.Rows) != 2*2*2 {
+		t.Fatalf("report: complete %v, %d rows:\n%s", rep.Complete, len(rep.Rows), b)
+	}
+	for i, row := range rep.Rows {
+		speeds := map[string]float64{}
+		for k, v := range raw.Rows[i] {
+			if f, ok := v.(float64); ok {
+				speeds[k] = f
+			}
+		}
+		if row.KeptCells >= row.PromptTokens || row.KVBytesAfter >= row.KVBytesBefore || !(row.PrefillMs > 0) ||
+			!(speeds["decode_tok_s"] > 0) || !(speeds["decode_tok_s_full"] > 0) || !(speeds["decode_tok_s_ceiling"] > 0) ||
+			math.Abs(speeds["vs_ceiling"]-speeds["decode_tok_s"]/speeds["decode_tok_s_ceiling"]) > 1e-9 {
+			t.Errorf("row %+v %v", row, speeds)
+		}
+	}
+	if m, err := os.ReadFile(md); err != nil || !strings.Contains(string(m), "| t/s ceiling | vs full | vs ceiling |") {
+		t.Errorf("markdown (%v):\n%s", err, m)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bench-decode-speed.png")); err != nil {
+		t.Error(err)
 	}
 }
 
