@@ -368,8 +368,11 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 	o.stale = o.stale[:0]
 	out := make([]policies.WindowAttention, o.shape.Layers)
 	errs := make([]error, o.shape.Layers)
-	if s := o.shape; s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
-		// A decode step's one row: goroutines would cost more than they save.
+	if s := o.shape; o.window == 1 || s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
+		// A decode step's one row stays on the calling thread: right after
+		// a decode, llama.cpp's CPU worker threads poll for more work for a
+		// while, so goroutines on other threads would wait for a core
+		// rather than run beside this one.
 		for il := range out {
 			var err error
 			if out[il], err = o.layerQK(il, colCell, runs, hi, votes); err != nil {
