@@ -562,23 +562,27 @@ func TestEvalPPL(t *testing.T) {
 	model := testenv.ModelPath(t, "stories260K.gguf")
 	js := filepath.Join(t.TempDir(), "ppl.json")
 	r := runKvtrim(t, nil, "eval", "ppl", "--lib", lib, "-m", model, "-f", filepath.Join(testenv.RepoRoot(), "testdata", "moby-dick-ch1-35.txt"),
-		"--tokens", "1500", "--segment", "500", "--configs", "streaming:4+124,window:128,dense:128/32", "--json", js)
+		"--tokens", "1500", "--segment", "500", "--configs", "streaming:4+124,window:128,dense:128/32", "--json", js, "--png", filepath.Dir(js))
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	var recs []struct {
-		Config string    `json:"config"`
-		PPL    float64   `json:"ppl"`
-		Seg    []float64 `json:"segment_ppl"`
-		Tokens int       `json:"tokens"`
+	var rep struct {
+		Task    string
+		Configs []struct {
+			Config string    `json:"config"`
+			PPL    float64   `json:"ppl"`
+			Seg    []float64 `json:"segment_ppl"`
+			Tokens int       `json:"tokens"`
+		}
 	}
 	b, err := os.ReadFile(js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &recs); err != nil || len(recs) != 3 {
-		t.Fatalf("json: %v, %d records:\n%s", err, len(recs), b)
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "ppl" || len(rep.Configs) != 3 {
+		t.Fatalf("json: %v, %d records:\n%s", err, len(rep.Configs), b)
 	}
+	recs := rep.Configs
 	for _, rec := range recs {
 		if rec.Tokens != 1499 || len(rec.Seg) != 3 || !(rec.PPL > 1) || math.IsInf(rec.PPL, 0) {
 			t.Errorf("%+v", rec)
@@ -586,6 +590,9 @@ func TestEvalPPL(t *testing.T) {
 	}
 	if streaming, dense := recs[0].PPL, recs[2].PPL; streaming > 1.05*dense {
 		t.Errorf("streaming perplexity %.3f is more than 5%% above the dense window's %.3f", streaming, dense)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(js), "ppl-by-tokens.png")); err != nil {
+		t.Error(err)
 	}
 	if !strings.Contains(r.stdout, "| streaming:4+124 |") {
 		t.Errorf("table:\n%s", r.stdout)

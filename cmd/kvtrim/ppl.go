@@ -6,11 +6,13 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/plot"
 )
 
 // pplConfig is one way of streaming a text: a compression, or the dense
@@ -87,7 +89,7 @@ func cmdEvalPPL(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	segment := fs.Int("segment", 2000, "tokens per reported segment")
 	chunk := fs.Int("chunk", 1, "tokens per decode (1: token by token, as the papers measure)")
 	configs := fs.String("configs", "streaming:4+508,window:512,ctxshift:4+508,dense:512/64", "ways to stream the text (see --help)")
-	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -108,6 +110,9 @@ func cmdEvalPPL(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	text, err := os.ReadFile(g.file)
 	if err != nil {
 		return fmt.Errorf("read text: %w", err)
+	}
+	if err := out.check(); err != nil {
+		return err
 	}
 	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
@@ -137,26 +142,61 @@ func cmdEvalPPL(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		log.Info().Msgf("%s: perplexity %.3f over %d tokens in %.0f s", cfgs[i].Name, cfgs[i].PPL, len(nll), cfgs[i].Seconds)
 	}
-	fmt.Fprintf(stdout, "perplexity of %s over %d tokens, by segments of %d\n\n| config |", g.file, *nTokens-1, *segment)
-	for s := 0; s < *nTokens-1; s += *segment {
-		fmt.Fprintf(stdout, " %d-%d |", s+1, min(s+*segment, *nTokens-1))
+	rep := pplReport{Task: "ppl", Model: g.model, Machine: describeMachine(model.Library()), Text: g.file, Tokens: *nTokens - 1,
+		Segment: *segment, Complete: true, Configs: cfgs}
+	md := rep.markdown()
+	fmt.Fprint(stdout, md)
+	return out.write(rep, md, rep.pictures)
+}
+
+// pplReport is what eval ppl writes with --json.
+type pplReport struct {
+	Task     string      `json:"task"`
+	Model    string      `json:"model"`
+	Machine  machine     `json:"machine"`
+	Text     string      `json:"text"`
+	Tokens   int         `json:"tokens"` // scored: all but the first
+	Segment  int         `json:"segment"`
+	Complete bool        `json:"complete"`
+	Configs  []pplConfig `json:"configs"`
+}
+
+// markdown is the perplexity table, by segments of tokens.
+func (r pplReport) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "perplexity of %s over %d tokens, by segments of %d; %s\n\n| config |", r.Text, r.Tokens, r.Segment, r.Machine)
+	for s := 0; s < r.Tokens; s += r.Segment {
+		fmt.Fprintf(&b, " %d-%d |", s+1, min(s+r.Segment, r.Tokens))
 	}
-	fmt.Fprint(stdout, " all | seconds |\n|---|")
-	for range cfgs[0].SegmentPPL {
-		fmt.Fprint(stdout, "---|")
+	b.WriteString(" all | seconds |\n|---|")
+	for range r.Configs[0].SegmentPPL {
+		b.WriteString("---|")
 	}
-	fmt.Fprintln(stdout, "---|---|")
-	for _, cfg := range cfgs {
-		fmt.Fprintf(stdout, "| %s |", cfg.Name)
+	b.WriteString("---|---|\n")
+	for _, cfg := range r.Configs {
+		fmt.Fprintf(&b, "| %s |", cfg.Name)
 		for _, p := range cfg.SegmentPPL {
-			fmt.Fprintf(stdout, " %.3f |", p)
+			fmt.Fprintf(&b, " %.3f |", p)
 		}
-		fmt.Fprintf(stdout, " %.3f | %.0f |\n", cfg.PPL, cfg.Seconds)
+		fmt.Fprintf(&b, " %.3f | %.0f |\n", cfg.PPL, cfg.Seconds)
 	}
-	if *jsonOut != "" {
-		return writeJSON(*jsonOut, cfgs)
+	return b.String()
+}
+
+// pictures draws each configuration's perplexity per segment against the
+// tokens streamed.
+func (r pplReport) pictures(dir string) error {
+	var series []plot.Series
+	for _, cfg := range r.Configs {
+		s := plot.Series{Name: cfg.Name, Dashed: cfg.denseW > 0}
+		for i, p := range cfg.SegmentPPL {
+			s.X, s.Y = append(s.X, float64(min((i+1)*r.Segment, r.Tokens))), append(s.Y, p)
+		}
+		series = append(series, s)
 	}
-	return nil
+	return plot.Lines(filepath.Join(dir, "ppl-by-tokens.png"), plot.Chart{
+		Title: "perplexity per segment of " + filepath.Base(r.Text), XLabel: "tokens streamed", YLabel: "perplexity", Series: series,
+	})
 }
 
 // scoreConfig returns the NLL of tokens[1:] under one configuration.
