@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -264,6 +265,8 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Uint64Var(seed, "eval-seed", 1, "the same as --seed")
 	fs.MarkHidden("eval-seed")
 	strict := fs.Bool("strict", false, "refuse lengths past the model's training context instead of warning")
+	chat := fs.Bool("chat", false, "wrap each task prompt in the model's chat template (as the user's message)")
+	formatFile := fs.String("prompt-format", "", "or: a file whose text holds {prompt} where each task prompt goes (default: the bare prompt, the retrieval model's format)")
 	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args[1:], stderr); err != nil {
 		return err
@@ -274,6 +277,19 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	plan, err := planEval(&g, *policyList, *ratios, *budgets, *lengths, *depths, *trials)
 	if err != nil {
 		return err
+	}
+	format := "{prompt}"
+	if *formatFile != "" {
+		if *chat {
+			return usageErrorf("give --chat or --prompt-format, not both")
+		}
+		b, err := os.ReadFile(*formatFile)
+		if err != nil {
+			return usageErrorf("--prompt-format: %v", err)
+		}
+		if format = string(b); !strings.Contains(format, "{prompt}") {
+			return usageErrorf("--prompt-format %s has no {prompt} where the task's prompt goes", *formatFile)
+		}
 	}
 	if err := out.check(); err != nil {
 		return err
@@ -293,6 +309,17 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if slices.Max(*lengths)+16 > g.nCtx && g.nCtx > 0 {
 		return usageErrorf("length %d does not fit -c %d: raise -c", slices.Max(*lengths), g.nCtx)
+	}
+	if *chat {
+		if model.ChatTemplate() == "" {
+			return usageErrorf("--chat: %s has no chat template; give --prompt-format FILE instead", g.model)
+		}
+	}
+	wrap := func(text string) (string, error) {
+		if *chat {
+			return model.ApplyChatTemplate("", []bindings.ChatMessage{{Role: "user", Content: text}}, true)
+		}
+		return strings.Replace(format, "{prompt}", text, 1), nil
 	}
 	threads := max(g.threads, 0)
 	rep := &evalReport{
@@ -317,6 +344,9 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					if task == "lines" {
 						lines = max(2, length/170)
 						p = tasks.Lines(r, length, lines, depth)
+					}
+					if p.Text, err = wrap(p.Text); err != nil {
+						return err
 					}
 					full, err := evalOne(ctx, model, kvtrim.Compression{}, p.Text, g, threads)
 					if err != nil {

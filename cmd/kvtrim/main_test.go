@@ -367,6 +367,10 @@ func TestEvalBadInput(t *testing.T) {
 	lib := testenv.Library(t).Dir
 	model := testenv.ModelPath(t, "kvtrim-retrieval-1m.gguf")
 	base := []string{"eval", "passkey", "--lib", lib, "-m", model, "--window", "8"}
+	noSlot := filepath.Join(t.TempDir(), "format.txt")
+	if err := os.WriteFile(noSlot, []byte("[INST] question [/INST]"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		args []string
@@ -380,6 +384,8 @@ func TestEvalBadInput(t *testing.T) {
 		{"budget of one cell", []string{"--budget", "64,1"}, []string{"--budget 1"}},
 		{"budget inside the window", []string{"--lengths", "256", "--ratio", "0.1", "--window", "32"}, []string{"snapkv", "26 cells", "window of 32"}},
 		{"past the training context", []string{"--lengths", "1500", "--strict"}, []string{"1500", "1024", "--strict"}},
+		{"prompt format without a slot", []string{"--prompt-format", noSlot}, []string{noSlot, "{prompt}"}},
+		{"chat without a template", []string{"--chat"}, []string{"no chat template", "--prompt-format"}},
 		{"unwritable json", []string{"--json", "/nonexistent/dir/e.json"}, []string{"--json", "/nonexistent/dir"}},
 		{"unwritable pictures", []string{"--png", "/proc/kvtrim-pictures"}, []string{"--png", "/proc/kvtrim-pictures"}},
 	} {
