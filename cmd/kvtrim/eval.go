@@ -24,18 +24,26 @@ type evalConfig struct {
 	comp kvtrim.Compression
 }
 
-// parseConfigs reads "none,recent,snapkv:normsum,snapkv+h2o,streaming,...":
-// a policy, optionally "+" a decode policy, optionally ":" an aggregation.
+// parseConfigs reads "none,recent,snapkv:normsum,snapkv:max:maxpool,
+// snapkv+h2o,streaming,...": a policy, optionally "+" a decode policy,
+// optionally ":" an aggregation and ":" a pooling (avgpool or maxpool), so
+// that SnapKV's ablations sit beside each other in one run.
 func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 	var out []evalConfig
 	for _, item := range strings.Split(list, ",") {
 		item = strings.TrimSpace(item)
-		policy, agg, _ := strings.Cut(item, ":")
+		policy, options, _ := strings.Cut(item, ":")
 		policy, decode, _ := strings.Cut(policy, "+")
+		agg, pool, _ := strings.Cut(options, ":")
 		c := base
 		c.Policy, c.DecodePolicy = policy, decode
 		if agg != "" {
 			c.Aggregate = agg
+		}
+		if pool != "" {
+			if c.Pool, _ = strings.CutSuffix(pool, "pool"); c.Pool == pool {
+				return nil, usageErrorf("--policy %q: the pooling is avgpool or maxpool", item)
+			}
 		}
 		if policy == kvtrim.PolicyNone {
 			c = kvtrim.Compression{Policy: policy}
