@@ -176,9 +176,9 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 			ctx.Close()
 			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
 		}
-		if c.Sinks+c.Recent > ctx.NCtx() {
+		if n := ctx.NCtx(); c.Sinks+c.Recent > n {
 			ctx.Close()
-			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a context of %d cells (-c); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, ctx.NCtx())
+			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a context of %d cells (-c); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, n)
 		}
 	}
 	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}

@@ -147,3 +147,14 @@ func heldPositions(mem *bindings.Memory) []int {
 	}
 	return held
 }
+
+// TestStreamingWindowLargerThanContext: a window that cannot fit is an
+// error naming both sizes (the context is freed first, and the error must
+// not read it afterwards).
+func TestStreamingWindowLargerThanContext(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	_, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, Compression: kvtrim.Compression{Policy: "streaming", Sinks: 4, Recent: 400}})
+	if err == nil || !strings.Contains(err.Error(), "recent 400") || !strings.Contains(err.Error(), "256 cells") {
+		t.Fatalf("sinks 4 + recent 400 in 256 cells: %v", err)
+	}
+}
