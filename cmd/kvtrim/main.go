@@ -28,6 +28,7 @@ commands:
   run       generate text: kvtrim run -m MODEL -p TEXT -n N
   bench     speed of the full cache and a policy side by side: kvtrim bench -m MODEL --prompt-tokens N
   eval      accuracy of policies on retrieval tasks: kvtrim eval passkey|lines -m MODEL
+  serve     llama-server-compatible HTTP server: kvtrim serve -m MODEL --port 8080 [-np N] [--kv-policy snapkv]
   lib       show which libllama kvtrim would use; 'lib fetch', 'lib build'
   version   print kvtrim's version and the libllama it would use
 
@@ -91,6 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		"version": cmdVersion,
 		"eval":    cmdEval,
 		"bench":   cmdBench,
+		"serve":   cmdServe,
 		// Not in the usage text: a tool for benchmarks.
 		"random-model": cmdRandomModel,
 	}

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// waitIdle waits until no slot is busy.
+func waitIdle(t *testing.T, ts *testServer) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var slots []struct {
+			IsProcessing bool `json:"is_processing"`
+		}
+		ts.get("/slots", 200, &slots)
+		if !slices.ContainsFunc(slots, func(s struct {
+			IsProcessing bool `json:"is_processing"`
+		}) bool {
+			return s.IsProcessing
+		}) {
+			return
+		}
+	}
+	t.Fatal("a slot is still busy after 10s")
+}
+
+// longStream starts a streamed request that would generate until the
+// slot's context is full and returns once its first chunk arrived.
+func longStream(t *testing.T, ts *testServer) (context.CancelFunc, *http.Response) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", ts.http.URL+"/completion",
+		strings.NewReader(`{"prompt":"Once upon a time","n_predict":-1,"ignore_eos":true,"stream":true}`))
+	resp, err := ts.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first chunk %q: %v", line, err)
+	}
+	return cancel, resp
+}
+
+func TestDisconnectFreesSlot(t *testing.T) {
+	cfg := testConfig()
+	cfg.CtxSize = 16384 // a generation long enough to be cut
+	ts := startServer(t, cfg)
+	ts.post("/completion", `{"prompt":"Once","n_predict":2}`, 200, nil) // warm up the client's connection pool
+	ts.http.Client().CloseIdleConnections()
+	before := runtime.NumGoroutine()
+
+	cancel, resp := longStream(t, ts)
+	cancel()
+	resp.Body.Close()
+	waitIdle(t, ts)
+	var got completion
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":8,"temperature":0}`, 200, &got)
+	if got.TokensPredicted != 8 {
+		t.Errorf("after a disconnect: %+v", got)
+	}
+	metrics := string(ts.get("/metrics", 200, nil))
+	if !strings.Contains(metrics, "llamacpp:tokens_predicted_total 10\n") {
+		t.Errorf("the cancelled request was counted as finished:\n%s", metrics)
+	}
+	ts.http.Client().CloseIdleConnections()
+	var now int
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if now = runtime.NumGoroutine(); now <= before {
+			return
+		}
+	}
+	buf := make([]byte, 1<<20)
+	t.Errorf("goroutines: %d before, %d after\n%s", before, now, buf[:runtime.Stack(buf, true)])
+}
+
+func TestQueueFull(t *testing.T) {
+	cfg := testConfig()
+	cfg.CtxSize, cfg.QueueSize = 16384, 1
+	ts := startServer(t, cfg)
+	cancel, resp := longStream(t, ts) // holds the one slot
+	defer resp.Body.Close()
+	defer cancel()
+	queued := make(chan int)
+	go func() {
+		code, _ := ts.do(context.Background(), "POST", "/completion", `{"prompt":"Once","n_predict":2}`)
+		queued <- code
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(string(ts.get("/metrics", 200, nil)), "llamacpp:requests_deferred 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never queued")
+		}
+	}
+	code, body := ts.do(t.Context(), "POST", "/completion", `{"prompt":"Once","n_predict":2}`)
+	wantError(t, code, body, 503, typeUnavailable, "busy")
+	cancel()
+	if code := <-queued; code != 200 {
+		t.Errorf("the queued request got %d after the slot was freed", code)
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 2
+	ts := startServer(t, cfg)
+	prompts := []string{"Once upon a time", "The little dog", "Lily and Tom went", "One day, a bird"}
+	body := func(p string) string {
+		return fmt.Sprintf(`{"prompt":%s,"n_predict":24,"temperature":0,"return_tokens":true}`, jsonString(p))
+	}
+	want := make([][]kvtrim.Token, len(prompts))
+	for i, p := range prompts {
+		var c completion
+		ts.post("/completion", body(p), 200, &c)
+		want[i] = c.Tokens
+		ref, _ := direct(t, ts.model, 512, p, 24, kvtrim.Compression{})
+		if !slices.Equal(c.Tokens, ref) {
+			t.Fatalf("%q alone: %v, the session %v", p, c.Tokens, ref)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 12)
+	for i, p := range prompts {
+		wg.Go(func() {
+			for range 3 {
+				code, b := ts.do(context.Background(), "POST", "/completion", body(p))
+				var c completion
+				if err := json.Unmarshal(b, &c); code != 200 || err != nil || !slices.Equal(c.Tokens, want[i]) {
+					errs <- fmt.Sprintf("%q: %d %s, want %v", p, code, b, want[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}

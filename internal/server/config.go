@@ -1,0 +1,138 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// RandomSeed asks for a random sampling seed (llama.cpp's LLAMA_DEFAULT_SEED).
+const RandomSeed = math.MaxUint32
+
+// Sampling are the generation settings a request may override.
+type Sampling struct {
+	// NPredict is the most tokens to generate (-1: until an end token or a
+	// full context).
+	NPredict int
+	Temp     float32 // <= 0: greedy
+	TopK     int     // <= 0: off
+	TopP     float32 // 1: off
+	MinP     float32 // 0: off
+	Seed     uint32  // RandomSeed: a random one per request
+}
+
+// DefaultSampling are llama-server's defaults.
+func DefaultSampling() Sampling {
+	return Sampling{NPredict: -1, Temp: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: RandomSeed}
+}
+
+// Config is what the server serves and how.
+type Config struct {
+	// Parallel is the number of slots (-np), each with its own context.
+	Parallel int
+	// CtxSize is the cells of all slots together (-c), split evenly; 0 is
+	// the model's training context.
+	CtxSize int
+	// Batch and UBatch are llama.cpp's logical and physical batch sizes.
+	Batch, UBatch int
+	// Threads is the CPU threads of all slots together (<= 0: one per
+	// CPU); each slot gets max(1, Threads/Parallel).
+	Threads int
+	// FlashAttn is "on", "off" or "auto".
+	FlashAttn string
+	// Alias is the model's name in responses (-a); "" is the model's path.
+	Alias string
+	// APIKeys, when any, are required on every endpoint but /health.
+	APIKeys []string
+	// Metrics enables GET /metrics; Slots GET /slots.
+	Metrics, Slots bool
+	// ChatTemplate is a llama.cpp template name or text; "" is the model's
+	// own, or chatml when it has none (as llama-server does).
+	ChatTemplate string
+	// Sampling are the defaults of requests.
+	Sampling Sampling
+	// Compression is the default KV compression of every slot.
+	Compression kvtrim.Compression
+	// QueueSize is how many requests may wait for a slot (0: 4*Parallel).
+	QueueSize int
+	// MaxBodyBytes bounds request bodies (0: 16 MiB).
+	MaxBodyBytes int64
+}
+
+// Limits that catch typos before anything is allocated.
+const (
+	maxParallel = 1024
+	maxCtx      = 1 << 24
+	maxThreads  = 1024
+	maxPredict  = 1 << 30
+)
+
+// withDefaults fills the zero values that have defaults.
+func (c Config) withDefaults() Config {
+	if c.QueueSize == 0 {
+		c.QueueSize = 4 * c.Parallel
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 16 << 20
+	}
+	if c.FlashAttn == "" {
+		c.FlashAttn = "auto"
+	}
+	return c
+}
+
+// Validate checks the configuration without loading anything.
+func (c Config) Validate() error {
+	switch {
+	case c.Parallel < 1 || c.Parallel > maxParallel:
+		return fmt.Errorf("parallel %d: give between 1 and %d slots (-np)", c.Parallel, maxParallel)
+	case c.CtxSize < 0 || c.CtxSize > maxCtx:
+		return fmt.Errorf("ctx-size %d: give between 1 and %d cells (0: the model's)", c.CtxSize, maxCtx)
+	case c.CtxSize > 0 && c.CtxSize < c.Parallel:
+		return fmt.Errorf("ctx-size %d is smaller than the %d slots (-np): each slot gets ctx-size/np cells", c.CtxSize, c.Parallel)
+	case c.Batch < 0 || c.Batch > maxCtx:
+		return fmt.Errorf("batch-size %d: give between 1 and %d", c.Batch, maxCtx)
+	case c.UBatch < 0 || c.UBatch > maxCtx:
+		return fmt.Errorf("ubatch-size %d: give between 1 and %d", c.UBatch, maxCtx)
+	case c.Threads > maxThreads:
+		return fmt.Errorf("threads %d: at most %d", c.Threads, maxThreads)
+	case c.QueueSize < 0:
+		return fmt.Errorf("queue size %d: give a count >= 0", c.QueueSize)
+	case c.MaxBodyBytes < 0:
+		return fmt.Errorf("max body bytes %d: give a size >= 0", c.MaxBodyBytes)
+	}
+	for _, k := range c.APIKeys {
+		if k == "" {
+			return errors.New("empty API key: give a non-empty key")
+		}
+	}
+	if _, err := kvtrim.ParseFlashAttn(c.FlashAttn); err != nil {
+		return err
+	}
+	if err := c.Sampling.validate(); err != nil {
+		return err
+	}
+	if err := c.Compression.Check(); err != nil {
+		return fmt.Errorf("kv compression: %w", err)
+	}
+	return nil
+}
+
+// validate checks sampling settings, from flags or a request.
+func (s Sampling) validate() error {
+	switch {
+	case s.NPredict < -1 || s.NPredict > maxPredict:
+		return fmt.Errorf("n_predict %d: give a count of tokens up to %d, or -1 for no limit", s.NPredict, maxPredict)
+	case isNaN32(s.Temp) || isNaN32(s.TopP) || isNaN32(s.MinP) || math.IsInf(float64(s.Temp), 0):
+		return errors.New("sampling settings must be finite numbers")
+	case s.TopP < 0 || s.TopP > 1:
+		return fmt.Errorf("top_p %g: give a value in [0, 1]", s.TopP)
+	case s.MinP < 0 || s.MinP > 1:
+		return fmt.Errorf("min_p %g: give a value in [0, 1]", s.MinP)
+	}
+	return nil
+}
+
+func isNaN32(f float32) bool { return f != f }

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error types, as llama-server names them in its error JSON.
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typeAuthentication = "authentication_error"
+	typeNotFound       = "not_found_error"
+	typeServer         = "server_error"
+	typeUnavailable    = "unavailable_error"
+	typeNotSupported   = "not_supported_error"
+)
+
+// APIError is an error with the HTTP status and llama-server error type it
+// is answered with.
+type APIError struct {
+	Code    int
+	Type    string
+	Message string
+}
+
+// Error returns the message.
+func (e *APIError) Error() string { return e.Message }
+
+func badRequest(format string, a ...any) *APIError {
+	return &APIError{Code: http.StatusBadRequest, Type: typeInvalidRequest, Message: fmt.Sprintf(format, a...)}
+}
+
+func unavailable(msg string) *APIError {
+	return &APIError{Code: http.StatusServiceUnavailable, Type: typeUnavailable, Message: msg}
+}
+
+func notSupported(msg string) *APIError {
+	return &APIError{Code: http.StatusNotImplemented, Type: typeNotSupported, Message: msg}
+}
+
+// errorBody is llama-server's error JSON.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Type    string `json:"type"`
+}
+
+// asAPIError turns err into an APIError: itself if it is one, else a 500.
+func asAPIError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return &APIError{Code: http.StatusInternalServerError, Type: typeServer, Message: err.Error()}
+}
+
+// writeError answers err in llama-server's error JSON.
+func writeError(w http.ResponseWriter, err error) {
+	ae := asAPIError(err)
+	writeJSON(w, ae.Code, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+}
+
+// writeJSON answers v as JSON with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":500,"message":"encode the response","type":"server_error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,122 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/kvtrim/kvtrim/internal/testenv"
+)
+
+func TestBadRequests(t *testing.T) {
+	cfg := testConfig()
+	cfg.CtxSize = 256
+	cfg.MaxBodyBytes = 4096
+	ts := startServer(t, cfg)
+	long := jsonString(strings.Repeat("Once upon a time there was a cat. ", 40)) // > 256 tokens
+	cases := []struct {
+		name, path, body string
+		status           int
+		typ, msg         string
+	}{
+		{"malformed JSON", "/completion", `{"prompt":"x",`, 400, typeInvalidRequest, "malformed JSON"},
+		{"not an object", "/completion", `["x"]`, 400, typeInvalidRequest, "JSON object"},
+		{"empty body", "/completion", ``, 400, typeInvalidRequest, "empty body"},
+		{"wrong type", "/completion", `{"prompt":"x","n_predict":"ten"}`, 400, typeInvalidRequest, `"n_predict"`},
+		{"wrong prompt type", "/completion", `{"prompt":{"a":1}}`, 400, typeInvalidRequest, "prompt"},
+		{"several prompts", "/completion", `{"prompt":["a","b"]}`, 400, typeInvalidRequest, "several prompts"},
+		{"missing prompt", "/completion", `{"n_predict":3}`, 400, typeInvalidRequest, `"prompt" is missing`},
+		{"empty prompt", "/completion", `{"prompt":""}`, 400, typeInvalidRequest, "empty prompt"},
+		{"empty token prompt", "/v1/completions", `{"prompt":[]}`, 400, typeInvalidRequest, "empty prompt"},
+		{"token out of vocabulary", "/completion", `{"prompt":[1,999999]}`, 400, typeInvalidRequest, "outside the vocabulary"},
+		{"prompt too long", "/completion", `{"prompt":` + long + `}`, 400, typeInvalidRequest, "more than the 256"},
+		{"bad n_predict", "/completion", `{"prompt":"x","n_predict":-5}`, 400, typeInvalidRequest, "n_predict"},
+		{"bad top_p", "/v1/completions", `{"prompt":"x","top_p":1.5}`, 400, typeInvalidRequest, "top_p"},
+		{"bad seed", "/completion", `{"prompt":"x","seed":-7}`, 400, typeInvalidRequest, "seed"},
+		{"bad stop", "/completion", `{"prompt":"x","stop":[1]}`, 400, typeInvalidRequest, "stop"},
+		{"kvtrim unknown policy", "/completion", `{"prompt":"x","kvtrim":{"policy":"bogus"}}`, 400, typeInvalidRequest, "unknown policy"},
+		{"kvtrim negative budget", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":-5}}`, 400, typeInvalidRequest, "budget"},
+		{"kvtrim budget within window", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":8}}`, 400, typeInvalidRequest, "window"},
+		{"kvtrim ratio and budget", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":64,"ratio":0.5}}`, 400, typeInvalidRequest, "not both"},
+		{"kvtrim even kernel", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","ratio":0.5,"kernel":4}}`, 400, typeInvalidRequest, "kernel"},
+		{"kvtrim wrong type", "/completion", `{"prompt":"x","kvtrim":"snapkv"}`, 400, typeInvalidRequest, `"kvtrim"`},
+		{"kvtrim wrong field type", "/completion", `{"prompt":"x","kvtrim":{"budget":"64"}}`, 400, typeInvalidRequest, "budget"},
+		{"streaming too big for the slot", "/completion", `{"prompt":"x","kvtrim":{"policy":"streaming","sinks":4,"recent":400}}`, 400, typeInvalidRequest, "do not fit"},
+		{"chat without messages", "/v1/chat/completions", `{"max_tokens":3}`, 400, typeInvalidRequest, `"messages"`},
+		{"chat without role", "/v1/chat/completions", `{"messages":[{"content":"hi"}]}`, 400, typeInvalidRequest, "role"},
+		{"chat image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, typeInvalidRequest, "image_url"},
+		{"apply-template without messages", "/apply-template", `{}`, 400, typeInvalidRequest, `"messages"`},
+		{"tokenize without content", "/tokenize", `{}`, 400, typeInvalidRequest, `"content"`},
+		{"oversized body", "/completion", `{"prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, typeInvalidRequest, "larger than"},
+		{"wrong method", "/completion", "", 404, typeNotFound, "GET /completion"},
+		{"POST /props", "/props", `{}`, 501, typeNotSupported, "POST /props"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			method := http.MethodPost
+			if c.name == "wrong method" {
+				method = http.MethodGet
+			}
+			code, body := ts.do(t.Context(), method, c.path, c.body)
+			wantError(t, code, body, c.status, c.typ, c.msg)
+		})
+	}
+	// Unknown fields are ignored, as llama-server ignores them.
+	var got completion
+	ts.post("/completion", `{"prompt":"Once","n_predict":2,"no_such_field":[1,{"x":2}],"kvtrim":{"no_such_option":1}}`, 200, &got)
+	if got.TokensPredicted != 2 {
+		t.Errorf("with unknown fields: %+v", got)
+	}
+	// A streamed request that fails before any output gets a plain error.
+	code, body := ts.do(t.Context(), "POST", "/completion", `{"prompt":`+long+`,"stream":true}`)
+	wantError(t, code, body, 400, typeInvalidRequest, "more than the 256")
+}
+
+func TestAPIKey(t *testing.T) {
+	cfg := testConfig()
+	cfg.APIKeys = []string{"secret-one", "secret-two"}
+	ts := startServer(t, cfg)
+	ts.get("/health", 200, nil) // open without a key
+	for _, key := range []string{"", "wrong", "secret-on", "secret-one-and-more"} {
+		ts.key = key
+		code, body := ts.do(t.Context(), "POST", "/completion", `{"prompt":"Once","n_predict":1}`)
+		wantError(t, code, body, 401, typeAuthentication, "Invalid API Key")
+		code, body = ts.do(t.Context(), "GET", "/v1/models", "")
+		wantError(t, code, body, 401, typeAuthentication, "Invalid API Key")
+	}
+	for _, key := range []string{"secret-one", "secret-two"} {
+		ts.key = key
+		ts.post("/completion", `{"prompt":"Once","n_predict":1}`, 200, nil)
+	}
+	// X-Api-Key works too.
+	ts.key = ""
+	req, _ := http.NewRequest("GET", ts.http.URL+"/v1/models", nil)
+	req.Header.Set("X-Api-Key", "secret-two")
+	resp, err := ts.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("X-Api-Key: status %d", resp.StatusCode)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, mut := range []func(*Config){
+		func(c *Config) { c.Parallel = 0 },
+		func(c *Config) { c.CtxSize = -1 },
+		func(c *Config) { c.CtxSize, c.Parallel = 2, 4 },
+		func(c *Config) { c.FlashAttn = "sometimes" },
+		func(c *Config) { c.Sampling.TopP = 2 },
+		func(c *Config) { c.Sampling.NPredict = -2 },
+		func(c *Config) { c.Compression.Policy = "bogus" },
+		func(c *Config) { c.APIKeys = []string{""} },
+	} {
+		cfg := testConfig()
+		mut(&cfg)
+		if _, err := New(cfg, testenv.Logger()); err == nil {
+			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+}

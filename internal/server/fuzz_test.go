@@ -1,0 +1,67 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// seeds are request bodies, good and bad, for the parsers' fuzz targets.
+var fuzzSeeds = []string{
+	`{"prompt":"Once upon a time","n_predict":16,"temperature":0}`,
+	`{"prompt":[1,2,3],"stop":["\n","end"],"seed":42,"stream":true}`,
+	`{"prompt":["one"],"max_tokens":-1,"top_k":0,"top_p":1,"min_p":0}`,
+	`{"prompt":"x","kvtrim":{"policy":"snapkv","budget":64,"window":8,"lookahead":0}}`,
+	`{"prompt":"x","kvtrim":{"policy":"h2o","ratio":0.5}}`,
+	`{"prompt":"x","kvtrim":{"policy":"streaming","sinks":4,"recent":60}}`,
+	`{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}`,
+	`{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true}}`,
+	`{"prompt":"x","n_predict":"ten"}`,
+	`{"prompt":`, `[]`, `null`, `{}`, `{"prompt":[[1,2]]}`, `{"prompt":[1,"a"]}`, `{"seed":-2,"prompt":"x"}`,
+	`{"prompt":"x","kvtrim":{"policy":"snapkv","budget":1e300}}`, `{"prompt":"x","temperature":1e400}`,
+}
+
+// FuzzParseCompletionRequest checks that the completion parser never
+// panics and that what it accepts is valid.
+func FuzzParseCompletionRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ParseCompletionRequest(body, DefaultSampling(), kvtrim.Compression{})
+		checkParsed(t, r, err)
+		if err == nil && !r.HasTokens && r.Prompt == "" {
+			t.Fatalf("accepted an empty prompt: %q", body)
+		}
+	})
+}
+
+// FuzzParseChatRequest does the same for chat requests.
+func FuzzParseChatRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := ParseChatRequest(body, DefaultSampling(), kvtrim.Compression{})
+		checkParsed(t, r, err)
+		if err == nil && len(r.Messages) == 0 {
+			t.Fatalf("accepted no messages: %q", body)
+		}
+	})
+}
+
+func checkParsed(t *testing.T, r *Request, err error) {
+	t.Helper()
+	if err != nil {
+		if ae := asAPIError(err); ae.Code != 400 {
+			t.Fatalf("parse error answered %d, want 400: %v", ae.Code, err)
+		}
+		return
+	}
+	if err := r.Sampling.validate(); err != nil {
+		t.Fatalf("accepted invalid sampling: %v", err)
+	}
+	if err := r.Compression.Check(); err != nil {
+		t.Fatalf("accepted invalid compression: %v", err)
+	}
+}

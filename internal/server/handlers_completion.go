@@ -1,0 +1,225 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// responder shapes one endpoint's answers: the whole response, or the
+// chunks of a stream.
+type responder interface {
+	whole(r *result) any
+	delta(ev event) any
+	final(r *result) []any
+	// done is whether the stream ends with "data: [DONE]" (OpenAI's).
+	done() bool
+}
+
+// handleCompletion answers llama-server's native POST /completion.
+func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request, e *engine) {
+	req, ok := s.parse(w, r, ParseCompletionRequest)
+	if !ok {
+		return
+	}
+	s.generate(w, r, e, req, &nativeResponder{req: req, e: e})
+}
+
+// handleOAICompletion answers OpenAI's POST /v1/completions.
+func (s *Server) handleOAICompletion(w http.ResponseWriter, r *http.Request, e *engine) {
+	req, ok := s.parse(w, r, ParseCompletionRequest)
+	if !ok {
+		return
+	}
+	s.generate(w, r, e, req, newOAIResponder(req, e, false))
+}
+
+// handleChat answers OpenAI's POST /v1/chat/completions with the chat
+// template applied to the messages.
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, e *engine) {
+	req, ok := s.parse(w, r, ParseChatRequest)
+	if !ok {
+		return
+	}
+	prompt, err := e.render(req.Messages)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	req.Prompt = prompt
+	s.generate(w, r, e, req, newOAIResponder(req, e, true))
+}
+
+type parseFunc func(body []byte, def Sampling, comp kvtrim.Compression) (*Request, error)
+
+// parse reads and parses a generation request, answering the error itself.
+func (s *Server) parse(w http.ResponseWriter, r *http.Request, parse parseFunc) (*Request, bool) {
+	body, err := readBody(r)
+	if err == nil {
+		var req *Request
+		if req, err = parse(body, s.cfg.Sampling, s.cfg.Compression); err == nil {
+			return req, true
+		}
+	}
+	writeError(w, err)
+	return nil, false
+}
+
+// generate tokenizes and checks the prompt, queues the request for a slot
+// and answers with its result, whole or streamed.
+func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
+	tokens, err := e.promptTokens(req)
+	if err == nil {
+		err = e.checkFits(req.Compression, len(tokens))
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ctx := r.Context()
+	j := newJob(ctx, req, tokens)
+	if err := e.pool.submit(j); err != nil {
+		writeError(w, err)
+		return
+	}
+	stream := newSSE(w)
+	for {
+		select {
+		case <-ctx.Done():
+			return // the client went away; the slot sees the same context
+		case <-e.pool.quit:
+			stream.fail(unavailable("the server is shutting down"))
+			return
+		case ev := <-j.events:
+			if !ev.done {
+				if err := stream.send(resp.delta(ev)); err != nil {
+					return
+				}
+				continue
+			}
+			switch {
+			case ev.err != nil:
+				if ctx.Err() == nil {
+					s.log.Debug().Err(ev.err).Msg("request failed")
+					stream.fail(ev.err)
+				}
+			case !req.Stream:
+				writeJSON(w, http.StatusOK, resp.whole(ev.res))
+			default:
+				for _, c := range resp.final(ev.res) {
+					if stream.send(c) != nil {
+						return
+					}
+				}
+				if resp.done() {
+					stream.raw([]byte("[DONE]"))
+				}
+			}
+			return
+		}
+	}
+}
+
+// nativeResponder shapes POST /completion's answers.
+type nativeResponder struct {
+	req *Request
+	e   *engine
+}
+
+func (n *nativeResponder) whole(r *result) any {
+	return finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, r.content)
+}
+
+func (n *nativeResponder) delta(ev event) any {
+	c := completionResponse{Content: ev.delta, Tokens: []kvtrim.Token{}, IDSlot: ev.slot}
+	if n.req.ReturnTokens {
+		c.Tokens = ev.tokens
+	}
+	return c
+}
+
+func (n *nativeResponder) final(r *result) []any {
+	return []any{finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, "")}
+}
+
+func (n *nativeResponder) done() bool { return false }
+
+// oaiResponder shapes OpenAI's completion and chat answers.
+type oaiResponder struct {
+	req     *Request
+	e       *engine
+	chat    bool
+	id      string
+	created int64
+	first   bool // the role chunk of a chat stream is still to send
+}
+
+func newOAIResponder(req *Request, e *engine, chat bool) *oaiResponder {
+	prefix := "cmpl-"
+	if chat {
+		prefix = "chatcmpl-"
+	}
+	return &oaiResponder{req: req, e: e, chat: chat, id: newID(prefix), created: time.Now().Unix(), first: chat}
+}
+
+func (o *oaiResponder) object(chunk bool) string {
+	switch {
+	case !o.chat:
+		return "text_completion"
+	case chunk:
+		return "chat.completion.chunk"
+	}
+	return "chat.completion"
+}
+
+func (o *oaiResponder) response(chunk bool, choice oaiChoice) oaiResponse {
+	return oaiResponse{
+		ID: o.id, Object: o.object(chunk), Created: o.created, Model: o.e.name,
+		SystemFingerprint: "kvtrim-" + kvtrim.Version, Choices: []oaiChoice{choice},
+	}
+}
+
+func (o *oaiResponder) whole(r *result) any {
+	content := r.content
+	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
+	if o.chat {
+		choice.Message = &oaiMessage{Role: "assistant", Content: &content}
+	} else {
+		choice.Text = &content
+	}
+	resp := o.response(false, choice)
+	resp.Usage, resp.Timings, resp.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
+	return resp
+}
+
+func (o *oaiResponder) delta(ev event) any {
+	text := ev.delta
+	if !o.chat {
+		return o.response(true, oaiChoice{Text: &text})
+	}
+	d := &oaiMessage{Content: &text}
+	if o.first {
+		o.first = false
+		d.Role = "assistant"
+	}
+	return o.response(true, oaiChoice{Delta: d})
+}
+
+func (o *oaiResponder) final(r *result) []any {
+	empty := ""
+	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
+	if o.chat {
+		choice.Delta = &oaiMessage{}
+		if o.first { // nothing was generated: the role still goes out
+			choice.Delta = &oaiMessage{Role: "assistant", Content: &empty}
+		}
+	} else {
+		choice.Text = &empty
+	}
+	last := o.response(true, choice)
+	last.Usage, last.Timings, last.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
+	return []any{last}
+}
+
+func (o *oaiResponder) done() bool { return true }

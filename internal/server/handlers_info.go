@@ -1,0 +1,207 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// handleHealth answers 200 once the model is loaded, 503 before.
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	if s.eng.Load() == nil {
+		writeError(w, unavailable("Loading model"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// slotInfo is one slot in /slots and /props.
+type slotInfo struct {
+	ID           int       `json:"id"`
+	NCtx         int       `json:"n_ctx"`
+	Speculative  bool      `json:"speculative"`
+	IsProcessing bool      `json:"is_processing"`
+	Params       *settings `json:"params"`
+	Kvtrim       *KVStats  `json:"kvtrim,omitempty"`
+}
+
+// defaultSettings are the settings of a request that overrides nothing.
+func (s *Server) defaultSettings(e *engine) *settings {
+	return settingsOf(&Request{Sampling: s.cfg.Sampling, Compression: s.cfg.Compression}, e.slotCtx)
+}
+
+func (s *Server) slotInfo(e *engine, sl *slot) slotInfo {
+	info := slotInfo{ID: sl.id, NCtx: sl.nCtx, IsProcessing: sl.busy.Load(), Params: s.defaultSettings(e)}
+	if st := sl.last.Load(); st != nil {
+		info.Kvtrim = kvStatsOf(*st)
+	}
+	return info
+}
+
+// handleProps answers GET /props: the defaults, the slots and the model.
+func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
+	e := s.eng.Load()
+	if e == nil {
+		writeError(w, unavailable("Loading model"))
+		return
+	}
+	vocab := e.model.Vocab()
+	lib := e.model.Library()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"default_generation_settings": s.slotInfo(e, e.pool.slots[0]),
+		"total_slots":                 len(e.pool.slots),
+		"model_alias":                 e.name,
+		"model_path":                  e.model.Path,
+		"chat_template":               e.template,
+		"bos_token":                   vocab.Piece(vocab.BOS(), true),
+		"eos_token":                   vocab.Piece(vocab.EOS(), true),
+		"build_info":                  "kvtrim " + kvtrim.Version + " (libllama " + lib.Version + ")",
+		"modalities":                  map[string]bool{"vision": false, "audio": false},
+		"kvtrim": map[string]any{
+			"version":     kvtrim.Version,
+			"compression": compressionJSON(s.cfg.Compression),
+			"lib":         lib.LlamaPath,
+		},
+	})
+}
+
+// handleModels answers GET /v1/models: the one model, OpenAI's shape.
+func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request, e *engine) {
+	m := e.model
+	model := map[string]any{
+		"id": e.name, "object": "model", "created": e.created, "owned_by": "llamacpp",
+		"meta": map[string]any{
+			"n_vocab": m.Vocab().NTokens(), "n_ctx_train": m.NCtxTrain(), "n_embd": m.NEmbd(),
+			"n_params": m.NParams(), "size": m.Size(),
+		},
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{model}})
+}
+
+// handleSlots answers GET /slots, unless disabled (--no-slots).
+func (s *Server) handleSlots(w http.ResponseWriter, _ *http.Request, e *engine) {
+	if !s.cfg.Slots {
+		writeError(w, notSupported("This server does not support slots endpoint. Start it with `--slots`"))
+		return
+	}
+	out := make([]slotInfo, len(e.pool.slots))
+	for i, sl := range e.pool.slots {
+		out[i] = s.slotInfo(e, sl)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleMetrics answers GET /metrics in Prometheus' format, with --metrics.
+func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request, e *engine) {
+	if !s.cfg.Metrics {
+		writeError(w, notSupported("This server does not support metrics endpoint. Start it with `--metrics`"))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	if err := s.metrics.write(w, int(e.pool.busy.Load()), e.pool.deferred()); err != nil {
+		s.log.Debug().Err(err).Msg("write metrics")
+	}
+}
+
+// handleTokenize answers POST /tokenize: {"content", "add_special"} to
+// {"tokens"}.
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request, e *engine) {
+	var b struct {
+		Content      *string `json:"content"`
+		AddSpecial   bool    `json:"add_special"`
+		ParseSpecial *bool   `json:"parse_special"`
+		WithPieces   bool    `json:"with_pieces"`
+	}
+	if err := s.decode(r, &b); err != nil {
+		writeError(w, err)
+		return
+	}
+	if b.Content == nil {
+		writeError(w, badRequest(`"content" is missing: give the text to tokenize`))
+		return
+	}
+	parse := b.ParseSpecial == nil || *b.ParseSpecial
+	vocab := e.model.Vocab()
+	tokens, err := vocab.Tokenize(*b.Content, b.AddSpecial, parse)
+	if err != nil {
+		writeError(w, badRequest("%v", err))
+		return
+	}
+	if tokens == nil {
+		tokens = []bindings.Token{}
+	}
+	if !b.WithPieces {
+		writeJSON(w, http.StatusOK, map[string]any{"tokens": tokens})
+		return
+	}
+	type piece struct {
+		ID    bindings.Token `json:"id"`
+		Piece string         `json:"piece"`
+	}
+	pieces := make([]piece, len(tokens))
+	for i, t := range tokens {
+		pieces[i] = piece{t, vocab.Piece(t, true)}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"tokens": pieces})
+}
+
+// handleDetokenize answers POST /detokenize: {"tokens"} to {"content"}.
+func (s *Server) handleDetokenize(w http.ResponseWriter, r *http.Request, e *engine) {
+	var b struct {
+		Tokens []int `json:"tokens"`
+	}
+	if err := s.decode(r, &b); err != nil {
+		writeError(w, err)
+		return
+	}
+	tokens, err := checkTokens(b.Tokens, e.model.Vocab().NTokens())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"content": e.model.Vocab().Detokenize(tokens, false, true)})
+}
+
+// handleApplyTemplate answers POST /apply-template: {"messages"} to the
+// prompt the chat template makes of them.
+func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request, e *engine) {
+	var b chatBody
+	if err := s.decode(r, &b); err != nil {
+		writeError(w, err)
+		return
+	}
+	msgs, err := parseMessages(b.Messages)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	prompt, err := e.render(msgs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"prompt": prompt})
+}
+
+// decode reads and unmarshals a request body.
+func (s *Server) decode(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeBody(body, v)
+}
+
+// compressionJSON is c with the names of a request's "kvtrim" object.
+func compressionJSON(c kvtrim.Compression) map[string]any {
+	policy := c.Policy
+	if policy == "" {
+		policy = kvtrim.PolicyNone
+	}
+	return map[string]any{
+		"policy": policy, "budget": c.Budget, "ratio": c.Ratio, "window": c.Window, "lookahead": c.Lookahead,
+		"kernel": c.Kernel, "pool": c.Pool, "aggregate": c.Aggregate, "decode_policy": c.DecodePolicy,
+		"sinks": c.Sinks, "recent": c.Recent, "heavy": c.Heavy, "evict_every": c.EvictEvery,
+	}
+}

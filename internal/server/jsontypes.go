@@ -1,0 +1,177 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// promptField is a prompt given as text, as token ids, or as an array
+// holding one of those (llama-server's forms; several prompts in one
+// request are refused).
+type promptField struct {
+	set    bool
+	text   string
+	tokens []int
+	isToks bool
+}
+
+// UnmarshalJSON accepts "text", [1, 2, 3], ["text"] or [[1, 2, 3]].
+func (p *promptField) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	p.set = true
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &p.text)
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(b, &items); err != nil {
+		return errors.New("prompt: give a string or an array of token ids")
+	}
+	if len(items) == 0 {
+		p.isToks = true
+		return nil
+	}
+	first := bytes.TrimSpace(items[0])
+	if len(first) > 0 && (first[0] == '"' || first[0] == '[') {
+		if len(items) > 1 {
+			return errors.New("prompt: several prompts in one request are not supported; send one request per prompt")
+		}
+		return p.UnmarshalJSON(first)
+	}
+	p.isToks = true
+	p.tokens = make([]int, 0, len(items))
+	for i, it := range items {
+		var t int
+		if err := json.Unmarshal(it, &t); err != nil {
+			return fmt.Errorf("prompt[%d]: give token ids as integers", i)
+		}
+		p.tokens = append(p.tokens, t)
+	}
+	return nil
+}
+
+// stopField is a stop string or a list of them.
+type stopField []string
+
+// UnmarshalJSON accepts "text", ["a", "b"] or null; empty strings are
+// dropped.
+func (s *stopField) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*s = nil
+		return nil
+	}
+	var list []string
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		list = []string{one}
+	} else if err := json.Unmarshal(b, &list); err != nil {
+		return errors.New("stop: give a string or an array of strings")
+	}
+	out := list[:0]
+	for _, v := range list {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	*s = out
+	return nil
+}
+
+// contentField is a chat message's content: a string, null, or OpenAI's
+// array of parts, of which only text parts are supported.
+type contentField string
+
+// UnmarshalJSON accepts "text", null or [{"type":"text","text":"..."}].
+func (c *contentField) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case string(b) == "null":
+		*c = ""
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*c = contentField(s)
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return errors.New("content: give a string or an array of text parts")
+	}
+	var sb strings.Builder
+	for i, p := range parts {
+		if p.Type != "text" {
+			return fmt.Errorf("content[%d]: parts of type %q are not supported, only text", i, p.Type)
+		}
+		sb.WriteString(p.Text)
+	}
+	*c = contentField(sb.String())
+	return nil
+}
+
+// decodeBody unmarshals a JSON object into v, turning decoding errors into
+// 400s that say what was wrong. Unknown fields are ignored.
+func decodeBody(body []byte, v any) error {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return badRequest("empty body: send a JSON object")
+	}
+	if trimmed[0] != '{' {
+		return badRequest("malformed JSON: the body must be a JSON object")
+	}
+	err := json.Unmarshal(trimmed, v)
+	if err == nil {
+		return nil
+	}
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return badRequest("malformed JSON at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		field := strings.TrimPrefix(typ.Field, "samplingFields.")
+		if field == "" {
+			field = "body"
+		}
+		return badRequest("field %q: wrong type: want %s, got a JSON %s", field, kindName(typ.Type), typ.Value)
+	}
+	return badRequest("invalid request: %v", err)
+}
+
+// kindName says in JSON's words what a Go type wants.
+func kindName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return t.String()
+}

@@ -1,0 +1,83 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"sync"
+)
+
+// metrics are the server's counters since it started, for GET /metrics.
+type metrics struct {
+	mu sync.Mutex
+	v  counters
+}
+
+// counters are the values of metrics.
+type counters struct {
+	requests        int64
+	promptTokens    int64
+	promptMs        float64
+	predictedTokens int64
+	predictedMs     float64
+	cellsKept       int64
+	cellsEvicted    int64
+	bytesSaved      int64
+	observeMs       float64
+	scoreMs         float64
+	evictMs         float64
+	compactMs       float64
+}
+
+// record adds one finished request.
+func (m *metrics) record(r *result) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := r.stats
+	c := &m.v
+	c.requests++
+	c.promptTokens += int64(r.promptN)
+	c.promptMs += r.promptMs
+	c.predictedTokens += int64(r.predictedN)
+	c.predictedMs += r.predictedMs
+	c.cellsKept += int64(st.KeptCells)
+	c.cellsEvicted += int64(st.EvictedCells)
+	c.bytesSaved += max(0, st.KVBytesBefore-st.KVBytesAfter)
+	c.observeMs += st.ObserveMs
+	c.scoreMs += st.ScoreMs
+	c.evictMs += st.EvictMs
+	c.compactMs += st.CompactMs
+}
+
+// write writes the counters in Prometheus' text format, with the gauges
+// of the slots and the queue.
+func (m *metrics) write(w io.Writer, processing, deferred int) error {
+	m.mu.Lock()
+	c := m.v
+	m.mu.Unlock()
+	type metric struct {
+		name, kind, help string
+		value            float64
+	}
+	list := []metric{
+		{"llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.", float64(c.promptTokens)},
+		{"llamacpp:prompt_seconds_total", "counter", "Prompt process time.", c.promptMs / 1000},
+		{"llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.", float64(c.predictedTokens)},
+		{"llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time.", c.predictedMs / 1000},
+		{"llamacpp:requests_processing", "gauge", "Number of requests processing.", float64(processing)},
+		{"llamacpp:requests_deferred", "gauge", "Number of requests deferred.", float64(deferred)},
+		{"kvtrim_requests_total", "counter", "Generation requests finished.", float64(c.requests)},
+		{"kvtrim_cells_kept_total", "counter", "KV cells kept after prompt compression.", float64(c.cellsKept)},
+		{"kvtrim_cells_evicted_total", "counter", "KV cells evicted by compression.", float64(c.cellsEvicted)},
+		{"kvtrim_kv_bytes_saved_total", "counter", "KV cache bytes compression saved (before minus after).", float64(c.bytesSaved)},
+		{"kvtrim_observe_seconds_total", "counter", "Time spent turning observed attention into scores' inputs.", c.observeMs / 1000},
+		{"kvtrim_score_seconds_total", "counter", "Time spent scoring positions.", c.scoreMs / 1000},
+		{"kvtrim_evict_seconds_total", "counter", "Time spent evicting cells.", c.evictMs / 1000},
+		{"kvtrim_compact_seconds_total", "counter", "Time spent moving kept cells into the decoding context.", c.compactMs / 1000},
+	}
+	for _, x := range list {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", x.name, x.help, x.name, x.kind, x.name, x.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}

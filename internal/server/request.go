@@ -1,0 +1,195 @@
+package server
+
+import (
+	"math"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// Request is a parsed and validated generation request, before it is
+// tokenized.
+type Request struct {
+	// Prompt is the text to complete; PromptTokens, when set, are token ids
+	// given instead (HasTokens). Chat requests leave both empty and set
+	// Messages, which the server renders with the chat template.
+	Prompt       string
+	PromptTokens []int
+	HasTokens    bool
+	Messages     []bindings.ChatMessage
+	// Sampling is the server's defaults with the request's overrides.
+	Sampling Sampling
+	// Stop strings end generation and are trimmed from the content.
+	Stop []string
+	// Stream answers with server-sent events.
+	Stream bool
+	// IncludeUsage asks for a usage chunk at the end of an OpenAI stream.
+	IncludeUsage bool
+	IgnoreEOS    bool
+	// ReturnTokens adds the generated token ids to /completion responses.
+	ReturnTokens bool
+	// Compression is the server's, with the request's "kvtrim" overrides.
+	Compression kvtrim.Compression
+}
+
+// samplingFields are the generation settings every kind of request
+// shares, each a pointer so that an absent field keeps the default.
+type samplingFields struct {
+	NPredict            *int               `json:"n_predict"`
+	MaxTokens           *int               `json:"max_tokens"`
+	MaxCompletionTokens *int               `json:"max_completion_tokens"`
+	Temperature         *float64           `json:"temperature"`
+	TopK                *int               `json:"top_k"`
+	TopP                *float64           `json:"top_p"`
+	MinP                *float64           `json:"min_p"`
+	Seed                *int64             `json:"seed"`
+	Stop                stopField          `json:"stop"`
+	Stream              bool               `json:"stream"`
+	StreamOptions       *streamOptions     `json:"stream_options"`
+	IgnoreEOS           bool               `json:"ignore_eos"`
+	ReturnTokens        bool               `json:"return_tokens"`
+	Kvtrim              *compressionFields `json:"kvtrim"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// completionBody is POST /completion's and /v1/completions' JSON.
+type completionBody struct {
+	Prompt promptField `json:"prompt"`
+	samplingFields
+}
+
+// chatBody is POST /v1/chat/completions' (and /apply-template's) JSON.
+type chatBody struct {
+	Messages []chatMessage `json:"messages"`
+	samplingFields
+}
+
+type chatMessage struct {
+	Role    *string      `json:"role"`
+	Content contentField `json:"content"`
+}
+
+// ParseCompletionRequest parses the body of a completion request (native
+// or OpenAI) over the server's defaults. Errors are 400 APIErrors.
+func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Request, error) {
+	var b completionBody
+	if err := decodeBody(body, &b); err != nil {
+		return nil, err
+	}
+	if !b.Prompt.set {
+		return nil, badRequest(`"prompt" is missing: give the text to complete`)
+	}
+	r, err := b.samplingFields.request(def, comp)
+	if err != nil {
+		return nil, err
+	}
+	r.Prompt, r.PromptTokens, r.HasTokens = b.Prompt.text, b.Prompt.tokens, b.Prompt.isToks
+	if r.HasTokens {
+		if len(r.PromptTokens) == 0 {
+			return nil, badRequest("empty prompt: give some text or token ids")
+		}
+		for i, t := range r.PromptTokens {
+			if t < 0 || t > math.MaxInt32 {
+				return nil, badRequest("prompt[%d]: token id %d is out of range", i, t)
+			}
+		}
+	} else if r.Prompt == "" {
+		return nil, badRequest("empty prompt: give some text to complete")
+	}
+	return r, nil
+}
+
+// ParseChatRequest parses the body of a chat completion request over the
+// server's defaults. Errors are 400 APIErrors.
+func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Request, error) {
+	var b chatBody
+	if err := decodeBody(body, &b); err != nil {
+		return nil, err
+	}
+	msgs, err := parseMessages(b.Messages)
+	if err != nil {
+		return nil, err
+	}
+	r, err := b.samplingFields.request(def, comp)
+	if err != nil {
+		return nil, err
+	}
+	r.Messages = msgs
+	return r, nil
+}
+
+// parseMessages checks chat messages: at least one, each with a role.
+func parseMessages(in []chatMessage) ([]bindings.ChatMessage, error) {
+	if len(in) == 0 {
+		return nil, badRequest(`"messages" is missing or empty: give at least one message`)
+	}
+	out := make([]bindings.ChatMessage, len(in))
+	for i, m := range in {
+		if m.Role == nil || *m.Role == "" {
+			return nil, badRequest("messages[%d]: give a role (system, user or assistant)", i)
+		}
+		out[i] = bindings.ChatMessage{Role: *m.Role, Content: string(m.Content)}
+	}
+	return out, nil
+}
+
+// request resolves the shared fields over the defaults and validates them.
+func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Request, error) {
+	s := def
+	switch {
+	case f.NPredict != nil:
+		s.NPredict = *f.NPredict
+	case f.MaxTokens != nil:
+		s.NPredict = *f.MaxTokens
+	case f.MaxCompletionTokens != nil:
+		s.NPredict = *f.MaxCompletionTokens
+	}
+	if f.Temperature != nil {
+		s.Temp = float32(*f.Temperature)
+	}
+	if f.TopK != nil {
+		s.TopK = *f.TopK
+	}
+	if f.TopP != nil {
+		s.TopP = float32(*f.TopP)
+	}
+	if f.MinP != nil {
+		s.MinP = float32(*f.MinP)
+	}
+	if f.Seed != nil {
+		switch v := *f.Seed; {
+		case v == -1:
+			s.Seed = RandomSeed
+		case v < 0 || v > math.MaxUint32:
+			return nil, badRequest("seed %d: give a value in [0, %d], or -1 for a random one", v, uint32(math.MaxUint32))
+		default:
+			s.Seed = uint32(v)
+		}
+	}
+	if err := s.validate(); err != nil {
+		return nil, badRequest("%v", err)
+	}
+	if f.Kvtrim != nil {
+		var err error
+		if comp, err = f.Kvtrim.apply(comp); err != nil {
+			return nil, badRequest(`"kvtrim": %v`, err)
+		}
+	}
+	r := &Request{
+		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
+		ReturnTokens: f.ReturnTokens, Compression: comp,
+	}
+	if f.StreamOptions != nil {
+		r.IncludeUsage = f.StreamOptions.IncludeUsage
+	}
+	return r, nil
+}
+
+// samplerOptions are llama.cpp's sampler settings for s: greedy at a
+// temperature <= 0.
+func (s Sampling) samplerOptions() bindings.SamplerOptions {
+	return bindings.SamplerOptions{Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed}
+}

@@ -1,0 +1,195 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// Timings are llama-server's per-request timings.
+type Timings struct {
+	CacheN              int     `json:"cache_n"`
+	PromptN             int     `json:"prompt_n"`
+	PromptMs            float64 `json:"prompt_ms"`
+	PromptPerTokenMs    float64 `json:"prompt_per_token_ms"`
+	PromptPerSecond     float64 `json:"prompt_per_second"`
+	PredictedN          int     `json:"predicted_n"`
+	PredictedMs         float64 `json:"predicted_ms"`
+	PredictedPerTokenMs float64 `json:"predicted_per_token_ms"`
+	PredictedPerSecond  float64 `json:"predicted_per_second"`
+}
+
+func timingsOf(r *result) *Timings {
+	t := &Timings{PromptN: r.promptN, PromptMs: r.promptMs, PredictedN: r.predictedN, PredictedMs: r.predictedMs}
+	if r.promptN > 0 && r.promptMs > 0 {
+		t.PromptPerTokenMs = r.promptMs / float64(r.promptN)
+		t.PromptPerSecond = 1000 * float64(r.promptN) / r.promptMs
+	}
+	if r.predictedN > 0 && r.predictedMs > 0 {
+		t.PredictedPerTokenMs = r.predictedMs / float64(r.predictedN)
+		t.PredictedPerSecond = 1000 * float64(r.predictedN) / r.predictedMs
+	}
+	return t
+}
+
+// KVStats is the "kvtrim" object of a response: what compression did to
+// this request's cache.
+type KVStats struct {
+	Policy        string  `json:"policy"`
+	PromptTokens  int     `json:"prompt_tokens"`
+	Budget        int     `json:"budget,omitempty"`
+	KeptCells     int     `json:"kept_cells"`
+	EvictedCells  int     `json:"evicted_cells"`
+	KVBytesBefore int64   `json:"kv_bytes_before"`
+	KVBytesAfter  int64   `json:"kv_bytes_after"`
+	ObserveMs     float64 `json:"observe_ms"`
+	ScoreMs       float64 `json:"score_ms"`
+	EvictMs       float64 `json:"evict_ms"`
+	CompactMs     float64 `json:"compact_ms"`
+	Note          string  `json:"note,omitempty"`
+}
+
+func kvStatsOf(st kvtrim.Stats) *KVStats {
+	return &KVStats{
+		Policy: st.Policy, PromptTokens: st.PromptTokens, Budget: st.Budget,
+		KeptCells: st.KeptCells, EvictedCells: st.EvictedCells,
+		KVBytesBefore: st.KVBytesBefore, KVBytesAfter: st.KVBytesAfter,
+		ObserveMs: st.ObserveMs, ScoreMs: st.ScoreMs, EvictMs: st.EvictMs, CompactMs: st.CompactMs,
+		Note: st.Note,
+	}
+}
+
+// completionResponse is POST /completion's answer, and each of its stream
+// chunks (which leave the settings, timings and stats to the last one).
+type completionResponse struct {
+	Index           int            `json:"index"`
+	Content         string         `json:"content"`
+	Tokens          []kvtrim.Token `json:"tokens"`
+	IDSlot          int            `json:"id_slot"`
+	Stop            bool           `json:"stop"`
+	Model           string         `json:"model,omitempty"`
+	TokensPredicted int            `json:"tokens_predicted"`
+	TokensEvaluated int            `json:"tokens_evaluated"`
+	Settings        *settings      `json:"generation_settings,omitempty"`
+	Prompt          *string        `json:"prompt,omitempty"`
+	HasNewLine      bool           `json:"has_new_line,omitempty"`
+	Truncated       *bool          `json:"truncated,omitempty"`
+	StopType        string         `json:"stop_type,omitempty"`
+	StoppingWord    *string        `json:"stopping_word,omitempty"`
+	TokensCached    *int           `json:"tokens_cached,omitempty"`
+	Timings         *Timings       `json:"timings,omitempty"`
+	Kvtrim          *KVStats       `json:"kvtrim,omitempty"`
+}
+
+// settings are a request's generation settings as llama-server echoes them.
+type settings struct {
+	NCtx        int      `json:"n_ctx"`
+	NPredict    int      `json:"n_predict"`
+	Temperature float32  `json:"temperature"`
+	TopK        int      `json:"top_k"`
+	TopP        float32  `json:"top_p"`
+	MinP        float32  `json:"min_p"`
+	Seed        uint32   `json:"seed"`
+	Stop        []string `json:"stop"`
+	IgnoreEOS   bool     `json:"ignore_eos"`
+	Stream      bool     `json:"stream"`
+	KVPolicy    string   `json:"kv_policy"`
+}
+
+func settingsOf(req *Request, nCtx int) *settings {
+	stop := req.Stop
+	if stop == nil {
+		stop = []string{}
+	}
+	s := req.Sampling
+	policy := req.Compression.Policy
+	if policy == "" {
+		policy = kvtrim.PolicyNone
+	}
+	return &settings{
+		NCtx: nCtx, NPredict: s.NPredict, Temperature: s.Temp, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
+		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: policy,
+	}
+}
+
+// finalCompletion is the full /completion answer (or the last stream
+// chunk, whose content is empty).
+func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, content string) completionResponse {
+	f := false
+	zero := 0
+	tokens := []kvtrim.Token{}
+	if req.ReturnTokens && !req.Stream {
+		tokens = r.tokens
+	}
+	return completionResponse{
+		Content: content, Tokens: tokens, IDSlot: r.slot, Stop: true, Model: model,
+		TokensPredicted: r.predictedN, TokensEvaluated: r.promptN, Settings: settingsOf(req, nCtx),
+		Prompt: &prompt, Truncated: &f, StopType: r.stopType, StoppingWord: &r.stoppingWord,
+		TokensCached: &zero, Timings: timingsOf(r), Kvtrim: kvStatsOf(r.stats),
+		HasNewLine: containsNewline(content),
+	}
+}
+
+func containsNewline(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			return true
+		}
+	}
+	return false
+}
+
+// OpenAI shapes.
+
+type oaiResponse struct {
+	ID                string      `json:"id"`
+	Object            string      `json:"object"`
+	Created           int64       `json:"created"`
+	Model             string      `json:"model"`
+	SystemFingerprint string      `json:"system_fingerprint"`
+	Choices           []oaiChoice `json:"choices"`
+	Usage             *oaiUsage   `json:"usage,omitempty"`
+	Timings           *Timings    `json:"timings,omitempty"`
+	Kvtrim            *KVStats    `json:"kvtrim,omitempty"`
+}
+
+type oaiChoice struct {
+	Index        int         `json:"index"`
+	Text         *string     `json:"text,omitempty"`
+	Message      *oaiMessage `json:"message,omitempty"`
+	Delta        *oaiMessage `json:"delta,omitempty"`
+	Logprobs     any         `json:"logprobs"`
+	FinishReason *string     `json:"finish_reason"`
+}
+
+type oaiMessage struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+type oaiUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+func usageOf(r *result) *oaiUsage {
+	return &oaiUsage{PromptTokens: r.promptN, CompletionTokens: r.predictedN, TotalTokens: r.promptN + r.predictedN}
+}
+
+// finishReason is OpenAI's name for a stop type.
+func finishReason(stopType string) *string {
+	reason := "stop"
+	if stopType == stopLimit {
+		reason = "length"
+	}
+	return &reason
+}
+
+// newID is a response id: prefix and 32 random hex digits.
+func newID(prefix string) string {
+	var b [16]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}

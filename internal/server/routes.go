@@ -1,0 +1,168 @@
+package server
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Handler is the server's HTTP handler: every endpoint, behind the API key
+// check, the body limit and the request log.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{"GET /health", "GET /v1/health"} {
+		mux.HandleFunc(p, s.handleHealth)
+	}
+	mux.HandleFunc("GET /props", s.handleProps)
+	mux.HandleFunc("POST /props", s.ready(func(w http.ResponseWriter, _ *http.Request, _ *engine) {
+		writeError(w, notSupported("kvtrim serve cannot change its properties at run time (POST /props)"))
+	}))
+	for _, p := range []string{"GET /models", "GET /v1/models"} {
+		mux.HandleFunc(p, s.ready(s.handleModels))
+	}
+	mux.HandleFunc("GET /slots", s.ready(s.handleSlots))
+	mux.HandleFunc("GET /metrics", s.ready(s.handleMetrics))
+	for _, p := range []string{"POST /completion", "POST /completions"} {
+		mux.HandleFunc(p, s.ready(s.handleCompletion))
+	}
+	mux.HandleFunc("POST /v1/completions", s.ready(s.handleOAICompletion))
+	for _, p := range []string{"POST /chat/completions", "POST /v1/chat/completions"} {
+		mux.HandleFunc(p, s.ready(s.handleChat))
+	}
+	mux.HandleFunc("POST /tokenize", s.ready(s.handleTokenize))
+	mux.HandleFunc("POST /detokenize", s.ready(s.handleDetokenize))
+	mux.HandleFunc("POST /apply-template", s.ready(s.handleApplyTemplate))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &APIError{Code: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
+	})
+	return s.logRequests(s.authorize(s.limitBody(mux)))
+}
+
+// ready passes requests to h once the model is loaded, and answers 503
+// before.
+func (s *Server) ready(h func(http.ResponseWriter, *http.Request, *engine)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		e := s.eng.Load()
+		if e == nil {
+			writeError(w, unavailable("Loading model"))
+			return
+		}
+		h(w, r, e)
+	}
+}
+
+// isPublic reports whether a path answers without an API key.
+func isPublic(path string) bool { return path == "/health" || path == "/v1/health" }
+
+// authorize requires one of the API keys, when any, as "Authorization:
+// Bearer KEY" or "X-Api-Key: KEY", compared in constant time.
+func (s *Server) authorize(next http.Handler) http.Handler {
+	if len(s.cfg.APIKeys) == 0 {
+		return next
+	}
+	keys := make([][]byte, len(s.cfg.APIKeys))
+	for i, k := range s.cfg.APIKeys {
+		keys[i] = []byte(k)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isPublic(r.URL.Path) || validKey(keys, requestKey(r)) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		writeError(w, &APIError{Code: http.StatusUnauthorized, Type: typeAuthentication, Message: "Invalid API Key"})
+	})
+}
+
+// requestKey is the key a request carries, or "".
+func requestKey(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if scheme, key, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(key)
+		}
+		return ""
+	}
+	return r.Header.Get("X-Api-Key")
+}
+
+// validKey compares got with every key in constant time.
+func validKey(keys [][]byte, got string) bool {
+	ok := 0
+	g := []byte(got)
+	for _, k := range keys {
+		ok |= subtle.ConstantTimeCompare(k, g)
+	}
+	return got != "" && ok == 1
+}
+
+// limitBody bounds request bodies; readBody turns the overflow into a 413.
+func (s *Server) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// readBody reads a request's body, within the limit.
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, &APIError{Code: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest,
+			Message: fmt.Sprintf("request body is larger than the server's limit of %d bytes", tooBig.Limit)}
+	case err != nil:
+		return nil, badRequest("read the request body: %v", err)
+	}
+	return b, nil
+}
+
+// statusWriter remembers the status code for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush passes streaming flushes through.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap is for http.ResponseController.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// logRequests logs one line per request: at info level, or debug for the
+// polling endpoints.
+func (s *Server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		ev := s.log.Info()
+		switch r.URL.Path {
+		case "/health", "/v1/health", "/metrics", "/slots", "/props":
+			ev = s.log.Debug()
+		}
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", sw.code).
+			Dur("took", time.Since(start)).Str("remote", r.RemoteAddr).Msg("request")
+	})
+}

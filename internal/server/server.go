@@ -1,0 +1,130 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
+)
+
+// Server is kvtrim's llama-server-compatible HTTP server. Its handler
+// answers 503 until Start has made the slots, so the listener can open
+// before the model is loaded.
+type Server struct {
+	cfg     Config
+	log     zerolog.Logger
+	metrics *metrics
+	eng     atomic.Pointer[engine]
+}
+
+// engine is what serving needs once the model is loaded.
+type engine struct {
+	model     *kvtrim.Model
+	pool      *pool
+	name      string // the model's name in responses
+	template  string // the chat template in use
+	slotCtx   int    // cells of each slot's context
+	evictable error  // why this model cannot be compressed, or nil
+	created   int64  // when the model was loaded, Unix seconds
+}
+
+// New checks cfg and returns a server that is still loading.
+func New(cfg Config, log zerolog.Logger) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, log: log, metrics: &metrics{}}, nil
+}
+
+// Config is the server's configuration, defaults filled in.
+func (s *Server) Config() Config { return s.cfg }
+
+// Start makes the slots for model and starts serving requests. The model
+// stays the caller's: close it after Close.
+func (s *Server) Start(model *kvtrim.Model) error {
+	if s.eng.Load() != nil {
+		return errors.New("server already started")
+	}
+	total := s.cfg.CtxSize
+	if total == 0 {
+		total = model.NCtxTrain()
+	}
+	slotCtx := total / s.cfg.Parallel
+	if slotCtx < 1 {
+		return fmt.Errorf("context of %d cells split over %d slots leaves none per slot: raise -c or lower -np", total, s.cfg.Parallel)
+	}
+	if err := fitsStreaming(s.cfg.Compression, slotCtx); err != nil {
+		return fmt.Errorf("kv compression: %s", err.Error())
+	}
+	tmpl, err := s.chatTemplate(model)
+	if err != nil {
+		return err
+	}
+	threads := s.cfg.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	opt := kvtrim.SessionOptions{
+		NCtx: slotCtx, NBatch: s.cfg.Batch, NUbatch: s.cfg.UBatch, Threads: max(1, threads/s.cfg.Parallel),
+		FlashAttn: s.cfg.FlashAttn, Compression: s.cfg.Compression,
+	}
+	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, opt, s.metrics, s.log)
+	if err != nil {
+		return err
+	}
+	name := s.cfg.Alias
+	if name == "" {
+		name = model.Path
+	}
+	e := &engine{
+		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
+		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
+	}
+	s.eng.Store(e)
+	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads_slot", opt.Threads).
+		Str("kv_policy", e.policyName()).Msg("slots ready")
+	return nil
+}
+
+// chatTemplate is the template chat requests are rendered with: the
+// configured one, the model's, or chatml for a model without one (as
+// llama-server does). It is tried once here so a bad one fails the start.
+func (s *Server) chatTemplate(model *kvtrim.Model) (string, error) {
+	tmpl := s.cfg.ChatTemplate
+	if tmpl == "" {
+		tmpl = model.ChatTemplate()
+	}
+	if tmpl == "" {
+		s.log.Warn().Msg("the model has no chat template: chat requests use chatml")
+		tmpl = "chatml"
+	}
+	if _, err := model.ApplyChatTemplate(tmpl, []bindings.ChatMessage{{Role: "user", Content: "hi"}}, true); err != nil {
+		return "", fmt.Errorf("chat template: %w (give one llama.cpp knows with --chat-template, e.g. chatml)", err)
+	}
+	return tmpl, nil
+}
+
+// Close stops the slots, after their running requests (cancel those
+// first, through the requests' contexts, to stop them sooner), and frees
+// their contexts. The server answers 503 afterwards.
+func (s *Server) Close() {
+	if e := s.eng.Load(); e != nil {
+		e.pool.close()
+	}
+}
+
+// policyName is the default policy's name.
+func (e *engine) policyName() string {
+	if p := e.pool.slots[0].opt.Compression.Policy; p != "" {
+		return p
+	}
+	return kvtrim.PolicyNone
+}

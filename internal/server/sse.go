@@ -1,0 +1,59 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// sse writes server-sent events: "data: JSON" blocks, each flushed.
+type sse struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	started bool
+}
+
+func newSSE(w http.ResponseWriter) *sse { return &sse{w: w, rc: http.NewResponseController(w)} }
+
+// start sends the headers of an event stream.
+func (s *sse) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	s.w.WriteHeader(http.StatusOK)
+}
+
+// send writes v as one event.
+func (s *sse) send(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.raw(b)
+}
+
+// raw writes one event of already encoded data.
+func (s *sse) raw(data []byte) error {
+	s.start()
+	buf := make([]byte, 0, len(data)+8)
+	buf = append(append(append(buf, "data: "...), data...), "\n\n"...)
+	if _, err := s.w.Write(buf); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// fail ends a stream with an error: as an HTTP error when nothing was sent
+// yet, else as a last event holding llama-server's error JSON.
+func (s *sse) fail(err error) {
+	if !s.started {
+		writeError(s.w, err)
+		return
+	}
+	ae := asAPIError(err)
+	s.send(errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+}
