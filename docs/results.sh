@@ -38,16 +38,17 @@ step() {
 
 "$k" random-model --shape 125m --type q8_0 -o "$tmp/random-125m.gguf" >&2
 
+# The benchmarks first, while the machine is otherwise idle.
+step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 -c 4200 --ratio 0.1 --policy snapkv,recent \
+	-n 64 --reps "$reps" --png "$out/bench-125m" -t 2
+step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
+	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
 step passkey eval passkey -m "$retrieval" --lengths 256,512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
 	--ratio 0.05,0.1,0.2 --policy none,recent,random,snapkv,h2o,streaming,snapkv+h2o --png "$out/passkey" -t 2
 step lines eval lines -m "$retrieval" --lengths 512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
 	--ratio 0.1,0.2 --policy none,recent,snapkv,h2o --png "$out/lines" -t 2
 step ppl eval ppl -m testdata/stories260K.gguf -f testdata/moby-dick-ch1-35.txt --tokens 20000 --segment 4000 \
 	--configs streaming:4+508,window:512,ctxshift:4+508,dense:512/64 --png "$out/ppl" -t 2
-step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 -c 4200 --ratio 0.1 --policy snapkv,recent \
-	-n 64 --reps "$reps" --png "$out/bench-125m" -t 2
-step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
-	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
 
 {
 	echo "# Results"
