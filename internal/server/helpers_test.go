@@ -29,8 +29,14 @@ func testConfig() Config {
 // loadModel loads the bundled tiny model with the real libllama.
 func loadModel(t *testing.T) *kvtrim.Model {
 	t.Helper()
+	return loadModelNamed(t, "stories260K.gguf")
+}
+
+// loadModelNamed loads a model of testdata/ or ../shared/models.
+func loadModelNamed(t *testing.T, name string) *kvtrim.Model {
+	t.Helper()
 	lib := testenv.Library(t)
-	m, err := kvtrim.LoadModel(lib, testenv.ModelPath(t, "stories260K.gguf"), kvtrim.ModelOptions{}, testenv.Logger())
+	m, err := kvtrim.LoadModel(lib, testenv.ModelPath(t, name), kvtrim.ModelOptions{}, testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +55,13 @@ type testServer struct {
 
 func startServer(t *testing.T, cfg Config) *testServer {
 	t.Helper()
-	model := loadModel(t)
+	return startServerModel(t, cfg, "stories260K.gguf")
+}
+
+// startServerModel is startServer over another model.
+func startServerModel(t *testing.T, cfg Config, name string) *testServer {
+	t.Helper()
+	model := loadModelNamed(t, name)
 	srv, err := New(cfg, testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
