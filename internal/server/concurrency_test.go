@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvtrim/kvtrim"
 )
 
 // waitIdle waits until no slot is busy.
@@ -113,33 +112,63 @@ func TestQueueFull(t *testing.T) {
 	}
 }
 
+// TestConcurrentClients: 16 clients send 20 requests each to 4 slots,
+// streamed and not, with the full cache and with SnapKV; every answer at
+// temperature 0 equals the same request sent alone.
 func TestConcurrentClients(t *testing.T) {
 	cfg := testConfig()
-	cfg.Parallel = 2
+	cfg.Parallel = 4
 	ts := startServer(t, cfg)
-	prompts := []string{"Once upon a time", "The little dog", "Lily and Tom went", "One day, a bird"}
-	body := func(p string) string {
-		return fmt.Sprintf(`{"prompt":%s,"n_predict":24,"temperature":0,"return_tokens":true}`, jsonString(p))
+	long := story(t)
+	type request struct {
+		body   string
+		stream bool
 	}
-	want := make([][]kvtrim.Token, len(prompts))
-	for i, p := range prompts {
-		var c completion
-		ts.post("/completion", body(p), 200, &c)
-		want[i] = c.Tokens
-		ref, _ := direct(t, ts.model, 512, p, 24, kvtrim.Compression{})
-		if !slices.Equal(c.Tokens, ref) {
-			t.Fatalf("%q alone: %v, the session %v", p, c.Tokens, ref)
+	var requests []request
+	for i, p := range []string{"Once upon a time", "The little dog", "Lily and Tom went", "One day, a bird", long} {
+		compress := ""
+		if i == 4 {
+			compress = `,"kvtrim":{"policy":"snapkv","budget":64,"window":8}`
+		}
+		for _, stream := range []bool{false, true} {
+			requests = append(requests, request{fmt.Sprintf(`{"prompt":%s,"n_predict":24,"temperature":0,"stream":%v%s}`, jsonString(p), stream, compress), stream})
 		}
 	}
+	// content is a response's text, streamed or not.
+	content := func(r request, b []byte) (string, error) {
+		if !r.stream {
+			var c completion
+			err := json.Unmarshal(b, &c)
+			return c.Content, err
+		}
+		var text strings.Builder
+		for _, ev := range sseEvents(t, b) {
+			var c completion
+			if err := json.Unmarshal([]byte(ev), &c); err != nil {
+				return "", err
+			}
+			text.WriteString(c.Content)
+		}
+		return text.String(), nil
+	}
+	want := make([]string, len(requests))
+	for i, r := range requests {
+		code, b := ts.do(context.Background(), "POST", "/completion", r.body)
+		got, err := content(r, b)
+		if code != 200 || err != nil || got == "" {
+			t.Fatalf("%s alone: %d %v %s", r.body, code, err, b)
+		}
+		want[i] = got
+	}
 	var wg sync.WaitGroup
-	errs := make(chan string, 12)
-	for i, p := range prompts {
+	errs := make(chan string, 16*20)
+	for client := range 16 {
 		wg.Go(func() {
-			for range 3 {
-				code, b := ts.do(context.Background(), "POST", "/completion", body(p))
-				var c completion
-				if err := json.Unmarshal(b, &c); code != 200 || err != nil || !slices.Equal(c.Tokens, want[i]) {
-					errs <- fmt.Sprintf("%q: %d %s, want %v", p, code, b, want[i])
+			for k := range 20 {
+				i := (client + k) % len(requests)
+				code, b := ts.do(context.Background(), "POST", "/completion", requests[i].body)
+				if got, err := content(requests[i], b); code != 200 || err != nil || got != want[i] {
+					errs <- fmt.Sprintf("client %d request %d (%s): %d %v %q, alone %q", client, k, requests[i].body[:40], code, err, got, want[i])
 				}
 			}
 		})
