@@ -361,6 +361,41 @@ func TestEvalPasskey(t *testing.T) {
 	}
 }
 
+// TestEvalLines: the multi-key task's report names the lines per prompt
+// and, since the model has not learnt the task, measures agreement with the
+// full cache beside accuracy.
+func TestEvalLines(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "kvtrim-retrieval-1m.gguf")
+	js := filepath.Join(t.TempDir(), "lines.json")
+	r := runKvtrim(t, nil, "eval", "lines", "--lib", lib, "-m", model, "--lengths", "512", "--depths", "0.5",
+		"--trials", "3", "--policy", "none,snapkv", "--window", "8", "--json", js)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var rep struct {
+		Task    string
+		Records []struct {
+			Policy        string
+			Lines, Trials int
+			SameAsFull    int     `json:"same_as_full"`
+			Agreement     float64 `json:"agreement"`
+		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "lines" || len(rep.Records) != 2 {
+		t.Fatalf("report (%v):\n%s", err, b)
+	}
+	for _, rec := range rep.Records {
+		if rec.Lines < 2 || rec.Trials != 3 || rec.Agreement != float64(rec.SameAsFull)/3 || (rec.Policy == "none" && rec.SameAsFull != 3) {
+			t.Errorf("record %+v", rec)
+		}
+	}
+}
+
 // TestEvalBadInput: each mistake is one line naming it, before any prompt
 // is run.
 func TestEvalBadInput(t *testing.T) {
