@@ -169,3 +169,48 @@ func TestSnapKVThenH2O(t *testing.T) {
 		t.Errorf("flash attention on kept %v\noff kept %v", keptBy["on"], keptBy["off"])
 	}
 }
+
+// TestResetIsANewSession: after Reset, a session with a policy that keeps
+// state while generating (H2O, StreamingLLM) gives the same output and
+// stats for a prompt as a new session does.
+func TestResetIsANewSession(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	for _, comp := range []kvtrim.Compression{
+		{Policy: "h2o", Heavy: 16, Recent: 16},
+		{Policy: "streaming", Sinks: 4, Recent: 28, EvictEvery: 4},
+	} {
+		s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, Compression: comp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		run := func(prompt string) (string, kvtrim.Stats) {
+			toks, err := s.Tokenize(prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Prefill(context.Background(), toks); err != nil {
+				t.Fatal(err)
+			}
+			sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
+			defer sampler.Close()
+			var out strings.Builder
+			if err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 60},
+				func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return out.String(), s.Stats()
+		}
+		first, st1 := run("Tom had a red ball. He liked to play with it in the park.")
+		s.Reset()
+		if st := s.Stats(); st.PromptTokens != 0 || st.EvictedCells != 0 || st.DecodeTokens != 0 {
+			t.Errorf("%s: stats after Reset: %+v", comp.Policy, st)
+		}
+		run("Lily saw a big dog.")
+		s.Reset()
+		again, st2 := run("Tom had a red ball. He liked to play with it in the park.")
+		if again != first || st2.EvictedCells != st1.EvictedCells || st2.DecodeTokens != st1.DecodeTokens || st1.EvictedCells == 0 {
+			t.Errorf("%s: after Reset %q (%d evicted), new session %q (%d evicted)", comp.Policy, again, st2.EvictedCells, first, st1.EvictedCells)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kvtrim/kvtrim/hooks"
 	"math"
 	"runtime"
 
@@ -69,10 +70,15 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 	return nll, nil
 }
 
-// Reset empties the session's cache, so that it can score another text.
+// Reset empties the session's cache and forgets its policy's state and its
+// stats, so that it can take another prompt as a new session would.
 func (s *Session) Reset() {
 	s.ctx.Memory().Clear(true)
 	s.nextPos, s.used = 0, 0
+	if h := s.h2o; h != nil {
+		h.cells, h.policy, h.pending = hooks.NewCellMap(), nil, h.pending[:0]
+	}
+	s.stats = s.freshStats()
 }
 
 // logSoftmaxAt is log(softmax(logits)[t]), computed in float64.

@@ -183,15 +183,22 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	}
 	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
-	threads, _ := ctx.Threads()
-	s.stats = Stats{Policy: PolicyNone, NCtx: ctx.NCtx(), NBatch: ctx.NBatch(), NUbatch: ctx.NUbatch(), Threads: threads}
-	if opt.Compression.enabled() {
-		s.stats.Policy = opt.Compression.Policy
-	}
-	if h2o != nil {
-		s.stats.Attention = h2o.obs.Source().String()
-	}
+	s.stats = s.freshStats()
 	return s, nil
+}
+
+// freshStats is the stats of a session that has done nothing yet: only
+// its configuration.
+func (s *Session) freshStats() Stats {
+	threads, _ := s.ctx.Threads()
+	st := Stats{Policy: PolicyNone, NCtx: s.ctx.NCtx(), NBatch: s.ctx.NBatch(), NUbatch: s.ctx.NUbatch(), Threads: threads}
+	if s.opt.Compression.enabled() {
+		st.Policy = s.opt.Compression.Policy
+	}
+	if s.h2o != nil {
+		st.Attention = s.h2o.obs.Source().String()
+	}
+	return st
 }
 
 // Close frees the session's context.

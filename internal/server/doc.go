@@ -6,7 +6,7 @@
 // of ctx-size/np cells, made when the server starts. Requests wait in a
 // bounded queue in front of the slots (503 past it); a free slot takes the
 // next one, resets its session (or makes a new one when the request asks
-// for a compression the session cannot be reset into), prefills the prompt
+// for another compression), prefills the prompt
 // (compressing it as the server or the request's "kvtrim" object says) and
 // generates with a sampler built from the request. Slots decode on their
 // own goroutines in their own contexts; a session is only ever used by its

@@ -47,7 +47,6 @@ func (sl *slot) serve(j *job) (*result, error) {
 		return nil, classify(err)
 	}
 	sl.dirty = true
-	before := sess.Stats()
 	t0 := time.Now()
 	if err := sess.Prefill(j.ctx, j.tokens); err != nil {
 		return nil, classify(fmt.Errorf("prefill %d prompt tokens: %w", len(j.tokens), err))
@@ -92,7 +91,7 @@ func (sl *slot) serve(j *job) (*result, error) {
 		}
 	}
 	res.content = m.content()
-	res.stats = requestStats(before, after)
+	res.stats = after // the session was new or reset for this request
 	return res, nil
 }
 
@@ -107,36 +106,6 @@ func classify(err error) error {
 		return badRequest("%v", err)
 	}
 	return err
-}
-
-// requestStats is one request's share of a session's stats: counters and
-// timers accumulate over a reused session's requests, the cache figures
-// are set by each prefill.
-func requestStats(before, after kvtrim.Stats) kvtrim.Stats {
-	st := after
-	st.PromptTokens -= before.PromptTokens
-	st.PrefillMs -= before.PrefillMs
-	st.ObserveMs -= before.ObserveMs
-	st.ScoreMs -= before.ScoreMs
-	st.EvictMs -= before.EvictMs
-	st.CompactMs -= before.CompactMs
-	st.DecodeTokens -= before.DecodeTokens
-	st.DecodeMs -= before.DecodeMs
-	st.SampleMs -= before.SampleMs
-	st.GenerateMs -= before.GenerateMs
-	st.LlamaPromptMs -= before.LlamaPromptMs
-	st.LlamaEvalMs -= before.LlamaEvalMs
-	st.PrefillTokS, st.DecodeTokS = 0, 0
-	if st.PrefillMs > 0 {
-		st.PrefillTokS = float64(st.PromptTokens) / (st.PrefillMs / 1000)
-	}
-	if st.DecodeMs > 0 {
-		st.DecodeTokS = float64(st.DecodeTokens) / (st.DecodeMs / 1000)
-	}
-	if st.Budget > 0 && st.Budget < st.PromptTokens {
-		st.Note = "" // a reused session's note of an earlier, shorter prompt
-	}
-	return st
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Nanoseconds()) / 1e6 }

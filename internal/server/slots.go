@@ -119,19 +119,6 @@ func (p *pool) closeSessions() {
 	}
 }
 
-// resettable reports whether a session with compression c can serve
-// another request after Session.Reset: its policies keep no state beyond
-// the cache and the positions. H2O's scores and StreamingLLM's evictions
-// are per sequence, so those sessions are made anew.
-func resettable(c kvtrim.Compression) bool {
-	switch c.Policy {
-	case "", kvtrim.PolicyNone, kvtrim.PolicySnapKV, kvtrim.PolicyRecent, kvtrim.PolicyRandom:
-	default:
-		return false
-	}
-	return c.DecodePolicy == "" || c.DecodePolicy == kvtrim.PolicyNone
-}
-
 // session returns a session for compression c with an empty cache: the
 // slot's own, reset, when it fits, else a new one in its place.
 func (sl *slot) session(c kvtrim.Compression) (*kvtrim.Session, error) {
@@ -139,11 +126,9 @@ func (sl *slot) session(c kvtrim.Compression) (*kvtrim.Session, error) {
 		if !sl.dirty {
 			return sl.sess, nil
 		}
-		if resettable(c) {
-			sl.sess.Reset()
-			sl.dirty = false
-			return sl.sess, nil
-		}
+		sl.sess.Reset()
+		sl.dirty = false
+		return sl.sess, nil
 	}
 	if sl.sess != nil {
 		sl.sess.Close()
