@@ -1,0 +1,57 @@
+package kvtrim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+)
+
+// Position is the position the next token will take: how many tokens the
+// session has been given and has decoded (prompt and generated), evicted
+// ones included.
+func (s *Session) Position() int { return int(s.nextPos) }
+
+// Truncate forgets the positions from n on, so that the next Append
+// continues after the first n tokens: a new prompt that shares a prefix
+// with what the session holds needs only its rest decoded. Only a session
+// that has evicted nothing can be cut inside what it holds (a compressed
+// one holds a subset of its positions, whose meaning ends with the whole
+// sequence); for it, n must be its Position.
+func (s *Session) Truncate(n int) error {
+	switch {
+	case n < 0 || n > int(s.nextPos):
+		return fmt.Errorf("truncate to %d tokens: the session holds positions up to %d", n, s.nextPos)
+	case n == int(s.nextPos):
+		return nil
+	case s.stats.EvictedCells > 0 || s.opt.Compression.streams():
+		return fmt.Errorf("truncate to %d tokens: the session's cache is compressed, so only its whole sequence (%d tokens) can be continued", n, s.nextPos)
+	}
+	if !s.ctx.Memory().SeqRm(s.seq, int32(n), -1) {
+		return fmt.Errorf("truncate to %d tokens: llama.cpp refused to remove positions %d and later", n, n)
+	}
+	s.nextPos, s.used = int32(n), n
+	return nil
+}
+
+// Append decodes tokens after what the cache holds, without compressing
+// them, and asks for the logits of the last: the next turn of a
+// conversation whose earlier turns are cached, compressed or not. Policies
+// that score or evict while generating (H2O, StreamingLLM) do not append.
+func (s *Session) Append(ctx context.Context, tokens []Token) error {
+	switch {
+	case len(tokens) == 0:
+		return errors.New("append: no tokens")
+	case s.h2o != nil || s.opt.Compression.streams():
+		return fmt.Errorf("append: a %s session evicts while it decodes; reset it and prefill the whole prompt", s.opt.Compression.Policy)
+	case s.used+len(tokens) > s.ctx.NCtx():
+		return fmt.Errorf("%w: %d cached and %d new tokens do not fit in a context of %d cells (-c)", ErrPromptTooLong, s.used, len(tokens), s.ctx.NCtx())
+	}
+	runtime.LockOSThread() // see Prefill
+	defer runtime.UnlockOSThread()
+	return s.decode(ctx, s.ctx, nil, tokens, len(tokens))
+}
+
+// ResetStats zeroes the counters and timings (the configuration stays), so
+// that the next request on a reused session reports only its own.
+func (s *Session) ResetStats() { s.stats = s.freshStats() }
