@@ -13,13 +13,26 @@
 // slot's goroutine. A client that goes away cancels its request's context,
 // which stops the generation at the next token and frees the slot.
 //
+// A slot remembers the tokens its cache holds (the last prompt and its
+// answer), and a request with the same compression reuses them:
+//
+//   - With the full cache, the longest prefix the new prompt shares with
+//     them is kept (positions after it are removed) and only the rest is
+//     decoded; timings.cache_n says how many tokens were reused. At least
+//     the last prompt token is decoded, for its logits.
+//   - With a compressed cache (snapkv, recent, random) the cache holds only
+//     some of those positions, chosen for the whole sequence, so it is
+//     reused only when the new prompt continues the whole cached sequence
+//     (a multi-turn chat's next turn): the new tokens are then decoded
+//     after it, uncompressed. Any other prompt starts over and is
+//     compressed as a whole.
+//   - H2O and StreamingLLM evict while decoding; their requests start over.
+//
 // What this first cut does NOT do yet, and the next steps:
 //
 //   - continuous batching: slots are not batched into one llama_decode;
 //     each slot decodes its own sequence in its own context, so N busy
 //     slots make N separate decode calls per step;
-//   - prompt caching: no prefix is reused across requests (each request
-//     prefills its whole prompt into a reset cache);
 //   - multiple prompts per request, logprobs, grammars, tools, embeddings,
 //     infill, images, slot save/restore and POST /props.
 package server

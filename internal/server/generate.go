@@ -22,7 +22,8 @@ type result struct {
 	slot         int
 	content      string
 	tokens       []kvtrim.Token
-	promptN      int
+	promptN      int // the prompt's tokens
+	cacheN       int // of which the slot's cache held already
 	predictedN   int
 	stopType     string
 	stoppingWord string
@@ -42,16 +43,16 @@ func (sl *slot) serve(j *job) (*result, error) {
 	if err := j.ctx.Err(); err != nil {
 		return nil, err // the client left while the request waited
 	}
-	sess, err := sl.session(j.req.Compression)
+	t0 := time.Now()
+	sess, cached, err := sl.prefill(j.ctx, j.req.Compression, j.tokens)
 	if err != nil {
 		return nil, classify(err)
 	}
-	sl.dirty = true
-	t0 := time.Now()
-	if err := sess.Prefill(j.ctx, j.tokens); err != nil {
-		return nil, classify(fmt.Errorf("prefill %d prompt tokens: %w", len(j.tokens), err))
-	}
-	res := &result{slot: sl.id, promptN: len(j.tokens), promptMs: msSince(t0), tokens: []kvtrim.Token{}}
+	res := &result{slot: sl.id, promptN: len(j.tokens), cacheN: cached, promptMs: msSince(t0), tokens: []kvtrim.Token{}}
+	defer func() {
+		// What the cache now holds, however generation ended.
+		sl.history = append(append(sl.history[:0], j.tokens...), res.tokens...)[:sess.Position()]
+	}()
 	sampler := sl.model.Library().NewSampler(j.req.Sampling.samplerOptions())
 	defer sampler.Close()
 	m := newStopMatcher(j.req.Stop)
@@ -91,8 +92,70 @@ func (sl *slot) serve(j *job) (*result, error) {
 		}
 	}
 	res.content = m.content()
-	res.stats = after // the session was new or reset for this request
+	res.stats = after // the session was new, reset, or its stats zeroed for this request
 	return res, nil
+}
+
+// prefill puts prompt in the slot's cache and returns the session and how
+// many of prompt's tokens the cache already held. When the slot's session
+// has the same compression and holds a prefix of prompt, only the rest is
+// decoded (Session.Truncate, Append); otherwise the session is reset, or
+// made anew, and the whole prompt is prefilled (and compressed). The rule
+// for a compressed cache is in doc.go.
+func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtrim.Token) (*kvtrim.Session, int, error) {
+	if keep := sl.reusable(c, prompt); keep > 0 {
+		if err := sl.sess.Truncate(keep); err == nil {
+			sl.sess.ResetStats()
+			if err := sl.sess.Append(ctx, prompt[keep:]); err != nil {
+				sl.history = sl.history[:0] // what the cache holds is unknown: start over next time
+				return nil, 0, fmt.Errorf("decode %d new prompt tokens after %d cached: %w", len(prompt)-keep, keep, err)
+			}
+			return sl.sess, keep, nil
+		}
+	}
+	sess, err := sl.session(c)
+	if err != nil {
+		return nil, 0, err
+	}
+	sl.dirty = true
+	sl.history = sl.history[:0]
+	if err := sess.Prefill(ctx, prompt); err != nil {
+		return nil, 0, fmt.Errorf("prefill %d prompt tokens: %w", len(prompt), err)
+	}
+	return sess, 0, nil
+}
+
+// reusable is how many leading tokens of prompt the slot's cache can keep:
+// with the full cache, the longest prefix it shares with what the cache
+// holds (less one, since the last prompt token is decoded for its logits);
+// with a compressed cache, all of it when prompt continues the whole
+// cached sequence, else none. Policies that evict while decoding (H2O,
+// StreamingLLM) start over.
+func (sl *slot) reusable(c kvtrim.Compression, prompt []kvtrim.Token) int {
+	if sl.sess == nil || !sl.dirty || sl.comp != c || !appendable(c) {
+		return 0
+	}
+	shared := 0
+	for shared < min(len(sl.history), len(prompt)) && sl.history[shared] == prompt[shared] {
+		shared++
+	}
+	if c.Policy == "" || c.Policy == kvtrim.PolicyNone {
+		return min(shared, len(prompt)-1)
+	}
+	if shared == len(sl.history) && shared < len(prompt) {
+		return shared
+	}
+	return 0
+}
+
+// appendable reports whether a session with compression c can take a
+// prompt's rest after its cached prefix.
+func appendable(c kvtrim.Compression) bool {
+	switch c.Policy {
+	case "", kvtrim.PolicyNone, kvtrim.PolicySnapKV, kvtrim.PolicyRecent, kvtrim.PolicyRandom:
+		return c.DecodePolicy == "" || c.DecodePolicy == kvtrim.PolicyNone
+	}
+	return false
 }
 
 // classify turns a session error into the API error it is answered with:

@@ -21,10 +21,10 @@ type Timings struct {
 }
 
 func timingsOf(r *result) *Timings {
-	t := &Timings{PromptN: r.promptN, PromptMs: r.promptMs, PredictedN: r.predictedN, PredictedMs: r.predictedMs}
-	if r.promptN > 0 && r.promptMs > 0 {
-		t.PromptPerTokenMs = r.promptMs / float64(r.promptN)
-		t.PromptPerSecond = 1000 * float64(r.promptN) / r.promptMs
+	t := &Timings{CacheN: r.cacheN, PromptN: r.promptN - r.cacheN, PromptMs: r.promptMs, PredictedN: r.predictedN, PredictedMs: r.predictedMs}
+	if t.PromptN > 0 && r.promptMs > 0 {
+		t.PromptPerTokenMs = r.promptMs / float64(t.PromptN)
+		t.PromptPerSecond = 1000 * float64(t.PromptN) / r.promptMs
 	}
 	if r.predictedN > 0 && r.predictedMs > 0 {
 		t.PredictedPerTokenMs = r.predictedMs / float64(r.predictedN)

@@ -36,6 +36,9 @@ type slot struct {
 	sess  *kvtrim.Session
 	comp  kvtrim.Compression // the compression sess was made with
 	dirty bool               // sess has served a request since it was made or reset
+	// history is the tokens sess has decoded, in position order (prompts
+	// and generated tokens), while dirty.
+	history []kvtrim.Token
 
 	busy atomic.Bool
 	last atomic.Pointer[kvtrim.Stats] // the last request's compression stats

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// TestPrefixReuse: a second turn whose prompt starts with the first turn's
+// prompt and answer decodes only its new tokens (timings.cache_n), and
+// answers exactly as a new session given the whole prompt; a prompt that
+// shares less keeps only the shared prefix.
+func TestPrefixReuse(t *testing.T) {
+	ts := startServer(t, testConfig())
+	body := func(prompt string) string {
+		return fmt.Sprintf(`{"prompt":%s,"n_predict":16,"temperature":0,"return_tokens":true}`, jsonString(prompt))
+	}
+	first := "Tom had a red ball. He liked to play with it."
+	var c1 completion
+	ts.post("/completion", body(first), 200, &c1)
+	if c1.Timings.CacheN != 0 {
+		t.Fatalf("first turn: cache_n %d", c1.Timings.CacheN)
+	}
+	second := first + c1.Content + " Then his friend came."
+	var c2 completion
+	ts.post("/completion", body(second), 200, &c2)
+	if c2.Timings.CacheN < c1.TokensEvaluated || c2.Timings.CacheN+c2.Timings.PromptN != c2.TokensEvaluated {
+		t.Errorf("second turn: cache_n %d, prompt_n %d of %d tokens; the first turn's prompt had %d",
+			c2.Timings.CacheN, c2.Timings.PromptN, c2.TokensEvaluated, c1.TokensEvaluated)
+	}
+	if want, _ := direct(t, ts.model, 1024, second, 16, kvtrim.Compression{}); !slices.Equal(c2.Tokens, want) {
+		t.Errorf("second turn %v, a new session %v", c2.Tokens, want)
+	}
+	var c3 completion
+	ts.post("/completion", body("Tom had a blue car."), 200, &c3)
+	if c3.Timings.CacheN == 0 || c3.Timings.CacheN >= c2.Timings.CacheN {
+		t.Errorf("a prompt sharing only its start: cache_n %d", c3.Timings.CacheN)
+	}
+	if want, _ := direct(t, ts.model, 1024, "Tom had a blue car.", 16, kvtrim.Compression{}); !slices.Equal(c3.Tokens, want) {
+		t.Errorf("third request %v, a new session %v", c3.Tokens, want)
+	}
+}
+
+// TestPrefixReuseCompressed: with SnapKV, a turn that continues the whole
+// cached conversation keeps the compressed cache and decodes only the new
+// tokens; a prompt that does not continue it is compressed anew.
+func TestPrefixReuseCompressed(t *testing.T) {
+	ts := startServer(t, testConfig())
+	story := story(t)
+	const kv = `"kvtrim":{"policy":"snapkv","budget":64,"window":8}`
+	var c1, c2, c3 completion
+	ts.post("/completion", fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0,%s}`, jsonString(story), kv), 200, &c1)
+	if c1.Kvtrim == nil || c1.Kvtrim.KeptCells != 64 || c1.Timings.CacheN != 0 {
+		t.Fatalf("first turn: %+v %+v", c1.Kvtrim, c1.Timings)
+	}
+	next := story + c1.Content + " The end."
+	ts.post("/completion", fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0,%s}`, jsonString(next), kv), 200, &c2)
+	if c2.Timings.CacheN < c1.TokensEvaluated || c2.TokensPredicted != 12 || c2.Kvtrim.EvictedCells != 0 {
+		t.Errorf("continued turn: cache_n %d (first prompt %d tokens), predicted %d, kvtrim %+v", c2.Timings.CacheN, c1.TokensEvaluated, c2.TokensPredicted, c2.Kvtrim)
+	}
+	ts.post("/completion", fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0,%s}`, jsonString("The end. "+story), kv), 200, &c3)
+	if c3.Timings.CacheN != 0 || c3.Kvtrim.KeptCells != 64 {
+		t.Errorf("a new conversation: cache_n %d, kvtrim %+v", c3.Timings.CacheN, c3.Kvtrim)
+	}
+}
