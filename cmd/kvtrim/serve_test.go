@@ -78,10 +78,21 @@ func TestServeEnvironment(t *testing.T) {
 	}
 }
 
-func TestServeEndToEnd(t *testing.T) {
+// served is a kvtrim serve process started by a test.
+type served struct {
+	cmd     *exec.Cmd
+	base    string // http://host:port
+	logs    *strings.Builder
+	logDone chan struct{}
+}
+
+// startServe runs kvtrim serve on stories260K on a free port with args and
+// waits until it is healthy.
+func startServe(t *testing.T, args ...string) *served {
+	t.Helper()
 	model := testenv.ModelPath(t, "stories260K.gguf")
 	testenv.Library(t) // fetched if missing
-	cmd := exec.Command(binary, "serve", "--port", "0", "-t", "1", "-c", "512", "--log-format", "json", "--metrics")
+	cmd := exec.Command(binary, append([]string{"serve", "--port", "0", "-t", "1", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), "LLAMA_ARG_MODEL="+model)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -90,30 +101,28 @@ func TestServeEndToEnd(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	s := &served{cmd: cmd, logs: &strings.Builder{}, logDone: make(chan struct{})}
 	addr := make(chan string, 1)
-	var logs strings.Builder
-	logDone := make(chan struct{})
 	go func() {
-		defer close(logDone)
+		defer close(s.logDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
+			s.logs.WriteString(sc.Text() + "\n")
 			var line struct{ Addr string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Addr != "" {
 				addr <- line.Addr
 			}
 		}
 	}()
-	var base string
 	select {
 	case a := <-addr:
-		base = "http://" + a
+		s.base = "http://" + a
 	case <-time.After(30 * time.Second):
 		t.Fatal("kvtrim serve did not say where it listens")
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(base + "/health")
+		resp, err := http.Get(s.base + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -124,6 +133,31 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Fatalf("not healthy after 30s: %v", err)
 		}
 	}
+	return s
+}
+
+// stop sends SIGINT and waits for a clean exit.
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { <-s.logDone; done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGINT: %v\n%s", err, s.logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("still running 30s after SIGINT\n%s", s.logs.String())
+	}
+	if !strings.Contains(s.logs.String(), "stopped") {
+		t.Errorf("no clean stop in the log:\n%s", s.logs.String())
+	}
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	s := startServe(t, "-c", "512", "--metrics")
+	base := s.base
 	resp, err := http.Post(base+"/v1/completions", "application/json", strings.NewReader(`{"prompt":"Once upon a time","max_tokens":8,"temperature":0}`))
 	if err != nil {
 		t.Fatal(err)
@@ -139,18 +173,39 @@ func TestServeEndToEnd(t *testing.T) {
 	if resp.StatusCode != 200 || len(got.Choices) != 1 || got.Usage.CompletionTokens != 8 {
 		t.Fatalf("completion: %d %+v", resp.StatusCode, got)
 	}
-	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { <-logDone; done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGINT: %v\n%s", err, logs.String())
+	s.stop(t)
+}
+
+// TestServeDrainsOnSIGINT: a request streaming when SIGINT comes is
+// finished (every token it asked for) before the server exits cleanly.
+func TestServeDrainsOnSIGINT(t *testing.T) {
+	s := startServe(t, "-c", "2048")
+	resp, err := http.Post(s.base+"/completion", "application/json",
+		strings.NewReader(`{"prompt":"Once upon a time","n_predict":1500,"ignore_eos":true,"temperature":0,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("first chunk %q: %v", line, err)
+	}
+	s.cmd.Process.Signal(syscall.SIGINT)
+	var last struct {
+		Stop            bool `json:"stop"`
+		TokensPredicted int  `json:"tokens_predicted"`
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if data, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+			json.Unmarshal([]byte(data), &last)
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("still running 20s after SIGINT\n%s", logs.String())
+		if err != nil {
+			break
+		}
 	}
-	if !strings.Contains(logs.String(), "stopped") {
-		t.Errorf("no clean stop in the log:\n%s", logs.String())
+	if !last.Stop || last.TokensPredicted != 1500 {
+		t.Errorf("the stream in flight at SIGINT ended with %+v, want all 1500 tokens", last)
 	}
+	s.stop(t)
 }
