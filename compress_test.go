@@ -20,6 +20,13 @@ func complete(t *testing.T, model *kvtrim.Model, prompt string, n int, comp kvtr
 		t.Fatal(err)
 	}
 	defer s.Close()
+	return promptAndGenerate(t, s, model, prompt, n)
+}
+
+// promptAndGenerate prefills prompt into s and generates n tokens greedily,
+// returning their text and the session's stats.
+func promptAndGenerate(t *testing.T, s *kvtrim.Session, model *kvtrim.Model, prompt string, n int) (string, kvtrim.Stats) {
+	t.Helper()
 	toks, err := s.Tokenize(prompt)
 	if err != nil {
 		t.Fatal(err)

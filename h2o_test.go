@@ -184,23 +184,7 @@ func TestResetIsANewSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		run := func(prompt string) (string, kvtrim.Stats) {
-			toks, err := s.Tokenize(prompt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Prefill(context.Background(), toks); err != nil {
-				t.Fatal(err)
-			}
-			sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
-			defer sampler.Close()
-			var out strings.Builder
-			if err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 60},
-				func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil }); err != nil {
-				t.Fatal(err)
-			}
-			return out.String(), s.Stats()
-		}
+		run := func(prompt string) (string, kvtrim.Stats) { return promptAndGenerate(t, s, m, prompt, 60) }
 		first, st1 := run("Tom had a red ball. He liked to play with it in the park.")
 		s.Reset()
 		if st := s.Stats(); st.PromptTokens != 0 || st.EvictedCells != 0 || st.DecodeTokens != 0 {
