@@ -86,6 +86,9 @@ type benchReport struct {
 // compressed cache against the full cache and against the ceiling, in
 // alternating runs, and reports medians.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "serve" {
+		return cmdBenchServe(ctx, args[1:], stdout, stderr)
+	}
 	fs := newFlagSet("bench", "bench -m MODEL [--policy LIST] [--prompt-tokens LIST] [--ratio LIST | --budget LIST] [flags]")
 	var c common
 	var g genFlags

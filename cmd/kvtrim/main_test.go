@@ -555,6 +555,41 @@ func TestBenchAndRandomModel(t *testing.T) {
 	}
 }
 
+// TestBenchServe: at a fixed -c, SnapKV at 10% serves several times as many
+// concurrent conversations as the full cache, and every one finishes.
+func TestBenchServe(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	js := filepath.Join(t.TempDir(), "capacity.json")
+	r := runKvtrim(t, nil, "bench", "serve", "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-c", "1200",
+		"--prompt-tokens", "300", "-n", "8", "--window", "8", "--json", js)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var rep struct {
+		Rows []struct {
+			Policy           string
+			Slots, Succeeded int
+			Generated        int `json:"generated_tokens"`
+		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || len(rep.Rows) != 2 {
+		t.Fatalf("report (%v):\n%s", err, b)
+	}
+	full, snap := rep.Rows[0], rep.Rows[1]
+	for _, row := range rep.Rows {
+		if row.Succeeded != row.Slots || row.Generated != 8*row.Slots {
+			t.Errorf("%s: %d of %d conversations finished, %d tokens", row.Policy, row.Succeeded, row.Slots, row.Generated)
+		}
+	}
+	if full.Policy != "none" || snap.Policy != "snapkv" || snap.Slots < 4*full.Slots {
+		t.Errorf("conversations: %s %d, %s %d", full.Policy, full.Slots, snap.Policy, snap.Slots)
+	}
+}
+
 // TestRefusesModelThatCannotEvict: every compression policy refuses, in one
 // line naming the architecture, a model whose memory cannot drop single
 // positions (a gemma2 model with sliding-window attention, a recurrent

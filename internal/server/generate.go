@@ -119,6 +119,17 @@ func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtr
 	}
 	sl.dirty = true
 	sl.history = sl.history[:0]
+	if c.Policy == kvtrim.PolicySnapKV {
+		// SnapKV prefills in a temporary context as large as the prompt:
+		// one at a time, so that the slots' memory plus one prompt bounds
+		// the server's.
+		select {
+		case sl.observing <- struct{}{}:
+			defer func() { <-sl.observing }()
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
 	if err := sess.Prefill(ctx, prompt); err != nil {
 		return nil, 0, fmt.Errorf("prefill %d prompt tokens: %w", len(prompt), err)
 	}

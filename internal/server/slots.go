@@ -39,6 +39,9 @@ type slot struct {
 	// history is the tokens sess has decoded, in position order (prompts
 	// and generated tokens), while dirty.
 	history []kvtrim.Token
+	// observing is the pool's token for SnapKV's prompt-sized temporary
+	// context: one slot at a time holds one.
+	observing chan struct{}
 
 	busy atomic.Bool
 	last atomic.Pointer[kvtrim.Stats] // the last request's compression stats
@@ -47,8 +50,9 @@ type slot struct {
 // newPool makes n slots with a session each and starts their goroutines.
 func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
 	p := &pool{queue: make(chan *job, queueSize), quit: make(chan struct{}), metrics: m, log: log}
+	observing := make(chan struct{}, 1)
 	for i := range n {
-		sl := &slot{id: i, model: model, opt: opt}
+		sl := &slot{id: i, model: model, opt: opt, observing: observing}
 		if _, err := sl.session(opt.Compression); err != nil {
 			p.closeSessions()
 			return nil, fmt.Errorf("slot %d: %w", i, err)
