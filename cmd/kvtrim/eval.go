@@ -170,6 +170,7 @@ type evalReport struct {
 	Settings   evalSettings  `json:"settings"`
 	BudgetUnit string        `json:"budget_unit"` // "ratio" or "cells"
 	Lengths    []int         `json:"lengths"`
+	Lines      []int         `json:"lines,omitempty"` // lines task: the keyed lines at each length
 	Depths     []float64     `json:"depths"`
 	Trials     int           `json:"trials_per_cell"`
 	Seed       uint64        `json:"seed"`
@@ -269,6 +270,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	lengths := fs.IntSlice("lengths", []int{256, 512, 1024}, "prompt lengths in tokens")
 	depths := fs.Float64Slice("depths", []float64{0.1, 0.5, 0.9}, "needle depths (0: start, 1: end)")
 	trials := fs.Int("trials", 10, "prompts per grid cell")
+	lineCounts := fs.IntSlice("lines", nil, "lines: how many keyed lines each prompt holds, one count per --lengths entry (default: RETRIEVAL.md's 3, 4, 6 at 256, 512, 1024 tokens)")
 	seed := fs.Uint64("seed", 1, "seed of the prompts (and of the random policy)")
 	fs.Uint64Var(seed, "eval-seed", 1, "the same as --seed")
 	fs.MarkHidden("eval-seed")
@@ -301,6 +303,22 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err := out.check(); err != nil {
 		return err
+	}
+	linesAt := map[int]int{}
+	switch {
+	case len(*lineCounts) > 0 && task != "lines":
+		return usageErrorf("--lines is for the lines task")
+	case len(*lineCounts) > 0 && len(*lineCounts) != len(*lengths):
+		return usageErrorf("--lines gives %d counts for %d lengths: give one per length", len(*lineCounts), len(*lengths))
+	}
+	for i, l := range *lengths {
+		linesAt[l] = defaultLines(l)
+		if len(*lineCounts) > 0 {
+			if k := (*lineCounts)[i]; k < 2 || k*48 > l {
+				return usageErrorf("--lines %d at %d tokens: give at least 2 lines, and at most one per 48 tokens", k, l)
+			}
+			linesAt[l] = (*lineCounts)[i]
+		}
 	}
 	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
@@ -340,6 +358,11 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(*budgets) > 0 {
 		rep.BudgetUnit = "cells"
 	}
+	if task == "lines" {
+		for _, l := range *lengths {
+			rep.Lines = append(rep.Lines, linesAt[l])
+		}
+	}
 	r := rand.New(rand.NewPCG(*seed, 0x6b767472696d))
 	start := time.Now()
 	bar := progress.New(task, len(*lengths)*len(*depths)**trials, c.progressTerm(stderr), log)
@@ -350,7 +373,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					p := tasks.Passkey(r, length, depth)
 					lines := 0
 					if task == "lines" {
-						lines = max(2, length/170)
+						lines = linesAt[length]
 						p = tasks.Lines(r, length, lines, depth)
 					}
 					if p.Text, err = wrap(p.Text); err != nil {
@@ -398,6 +421,21 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runErr
 	}
 	return nil
+}
+
+// defaultLines is the number of keyed lines in a lines prompt of length
+// tokens: the retrieval model's evaluation's 3, 4 and 6 at 256, 512 and
+// 1024 tokens (RETRIEVAL.md), about one per 170 tokens beyond.
+func defaultLines(length int) int {
+	switch {
+	case length <= 256:
+		return 3
+	case length <= 512:
+		return 4
+	case length <= 1024:
+		return 6
+	}
+	return length / 170
 }
 
 // evalPlan is an eval's policies and budgets, checked against every length

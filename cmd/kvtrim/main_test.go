@@ -368,7 +368,7 @@ func TestEvalLines(t *testing.T) {
 	lib := testenv.Library(t).Dir
 	model := testenv.ModelPath(t, "kvtrim-retrieval-1m.gguf")
 	js := filepath.Join(t.TempDir(), "lines.json")
-	r := runKvtrim(t, nil, "eval", "lines", "--lib", lib, "-m", model, "--lengths", "512", "--depths", "0.5",
+	r := runKvtrim(t, nil, "eval", "lines", "--lib", lib, "-m", model, "--lengths", "512", "--lines", "5", "--depths", "0.5",
 		"--trials", "3", "--policy", "none,snapkv", "--window", "8", "--json", js)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
@@ -389,8 +389,13 @@ func TestEvalLines(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "lines" || len(rep.Records) != 2 {
 		t.Fatalf("report (%v):\n%s", err, b)
 	}
+	if !strings.Contains(r.stdout, "| 512/5 lines @50% |") {
+		t.Errorf("table header:\n%s", r.stdout)
+	}
+	bad := runKvtrim(t, nil, "eval", "lines", "--lib", lib, "-m", model, "--lengths", "512", "--lines", "1")
+	wantOneLineError(t, bad, "--lines 1")
 	for _, rec := range rep.Records {
-		if rec.Lines < 2 || rec.Trials != 3 || rec.Agreement != float64(rec.SameAsFull)/3 || (rec.Policy == "none" && rec.SameAsFull != 3) {
+		if rec.Lines != 5 || rec.Trials != 3 || rec.Agreement != float64(rec.SameAsFull)/3 || (rec.Policy == "none" && rec.SameAsFull != 3) {
 			t.Errorf("record %+v", rec)
 		}
 	}

@@ -138,9 +138,9 @@ func (r *evalReport) markdown() string {
 	for _, bud := range r.budgets {
 		for _, what := range []string{"accuracy", "same answer as none"} {
 			fmt.Fprintf(&b, "\n%s, %s, budget %s (of %d per cell)\n\n| policy |", r.Task, what, bud, r.Trials)
-			for _, l := range r.Lengths {
+			for li, l := range r.Lengths {
 				for _, d := range r.Depths {
-					fmt.Fprintf(&b, " %d @%.0f%% |", l, d*100)
+					fmt.Fprintf(&b, " %s @%.0f%% |", r.lengthLabel(li, l), d*100)
 				}
 			}
 			b.WriteString(" all |\n|---|")
@@ -185,6 +185,15 @@ func (r *evalReport) markdown() string {
 	return b.String()
 }
 
+// lengthLabel names grid column li: its length, and for the lines task
+// its number of keyed lines.
+func (r *evalReport) lengthLabel(li, length int) string {
+	if li < len(r.Lines) {
+		return fmt.Sprintf("%d/%d lines", length, r.Lines[li])
+	}
+	return fmt.Sprint(length)
+}
+
 func percent(n, of int) string {
 	if of == 0 {
 		return "-"
@@ -204,7 +213,7 @@ func budgetLabel(v float64, unit string) string {
 func (r *evalReport) pictures(dir string) error {
 	xs := make([]string, len(r.Lengths))
 	for i, l := range r.Lengths {
-		xs[i] = fmt.Sprint(l)
+		xs[i] = r.lengthLabel(i, l)
 	}
 	ys := make([]string, len(r.Depths))
 	for i, d := range r.Depths {
