@@ -10,22 +10,14 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/rs/zerolog"
-
 	"github.com/kvtrim/kvtrim"
-	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/internal/plot"
 	"github.com/kvtrim/kvtrim/internal/progress"
 )
 
-// storyPrompt is the demo story repeated and cut to n tokens of model's
+// storyPrompt is the demo story repeated and cut to n tokens of m's
 // vocabulary.
-func storyPrompt(lib *bindings.Library, model string, n int, log zerolog.Logger) (string, error) {
-	m, err := kvtrim.LoadModel(lib, model, kvtrim.ModelOptions{GPULayers: 0}, log)
-	if err != nil {
-		return "", err
-	}
-	defer m.Close()
+func storyPrompt(m *kvtrim.Model, n int) (string, error) {
 	story := strings.TrimSpace(demoStory) + " "
 	text := story
 	for {
@@ -122,17 +114,18 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := out.check(); err != nil {
 		return err
 	}
-	log, lib, err := c.open(ctx, &g, stderr, false)
+	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
 	if err != nil {
 		return err
 	}
+	defer model.Close()
 	prompts := map[int]string{}
 	promptOf := func(n int) (string, error) {
 		if p, ok := prompts[n]; ok {
 			return p, nil
 		}
-		p, err := storyPrompt(lib, g.model, n, log)
+		p, err := storyPrompt(model, n)
 		prompts[n] = p
 		return p, err
 	}
@@ -143,7 +136,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		st, err := generate(ctx, lib, &gf, prompt, io.Discard, log)
+		st, err := generate(ctx, model, &gf, prompt, io.Discard, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
@@ -183,7 +176,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		seen[j.key] = true
 		return dup
 	})
-	rep := benchReport{Model: g.model, Machine: describeMachine(lib), Threads: g.threads, Generated: g.nPredict, Reps: *reps, BudgetUnit: "ratio"}
+	rep := benchReport{Model: g.model, Machine: describeMachine(model.Library()), Threads: g.threads, Generated: g.nPredict, Reps: *reps, BudgetUnit: "ratio"}
 	if len(*budgets) > 0 {
 		rep.BudgetUnit = "cells"
 	}

@@ -82,15 +82,15 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	prompt, err := storyPrompt(lib, g.model, *promptTokens, log)
-	if err != nil {
-		return err
-	}
 	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
 	if err != nil {
 		return err
 	}
 	defer model.Close()
+	prompt, err := storyPrompt(model, *promptTokens)
+	if err != nil {
+		return err
+	}
 	rep := capacityReport{Model: g.model, Machine: describeMachine(lib), CtxSize: g.nCtx, PromptTokens: *promptTokens, Generated: g.nPredict, Ratio: *ratio}
 	margin := g.nPredict + 16
 	snap := g.comp

@@ -52,6 +52,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if prompt == "" {
 		prompt = strings.TrimSpace(demoStory)
 	}
+	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
 	fmt.Fprintf(stdout, "kvtrim demo: %s, llama.cpp %s from %s\n", filepath.Base(g.model), lib.Version, lib.Dir)
 	fmt.Fprintf(stdout, "prompt: %q ... %q (%d bytes), %d tokens greedy\n\n", head(prompt, 40), tail(prompt, 40), len(prompt), g.nPredict)
 
@@ -63,7 +68,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stats := make([]kvtrim.Stats, len(runs))
 	for i, r := range runs {
 		var text strings.Builder
-		st, err := generate(ctx, lib, r.g, prompt, &text, log)
+		st, err := generate(ctx, model, r.g, prompt, &text, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.name, err)
 		}

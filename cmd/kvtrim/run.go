@@ -170,23 +170,21 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	log, lib, err := c.open(ctx, &g, stderr, false)
+	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
 	if err != nil {
 		return err
 	}
-	_, err = generate(ctx, lib, &g, prompt, stdout, log)
+	defer model.Close()
+	_, err = generate(ctx, model, &g, prompt, stdout, log)
 	return err
 }
 
-// generate loads the model, prefills the prompt and streams the generated
-// text to out. It writes --stats-json if asked and returns the stats.
-func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt string, out io.Writer, log zerolog.Logger) (kvtrim.Stats, error) {
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
-	if err != nil {
-		return kvtrim.Stats{}, err
-	}
-	defer model.Close()
+// generate prefills the prompt into a new session of model and streams the
+// generated text to out. It writes --stats-json if asked and returns the
+// stats.
+func generate(ctx context.Context, model *kvtrim.Model, g *genFlags, prompt string, out io.Writer, log zerolog.Logger) (kvtrim.Stats, error) {
+	var err error
 	if g.chat {
 		if prompt, err = model.ApplyChatTemplate("", []bindings.ChatMessage{{Role: "user", Content: prompt}}, true); err != nil {
 			return kvtrim.Stats{}, err
@@ -215,7 +213,7 @@ func generate(ctx context.Context, lib *bindings.Library, g *genFlags, prompt st
 	if err := sess.Prefill(ctx, tokens); err != nil {
 		return kvtrim.Stats{}, err
 	}
-	sampler := lib.NewSampler(g.sampler())
+	sampler := model.Library().NewSampler(g.sampler())
 	defer sampler.Close()
 	w := bufio.NewWriter(out)
 	genErr := sess.Generate(ctx, sampler, kvtrim.GenerateOptions{MaxTokens: g.nPredict, IgnoreEOS: g.ignoreEOS},
