@@ -215,8 +215,9 @@ func (c Compression) h2oSplit(n int) (heavy, recent int) {
 	return budget / 2, budget - budget/2
 }
 
-// budgetFor is the number of cells to keep of a prompt of n tokens.
-func (c Compression) budgetFor(n int) int {
+// BudgetFor is the number of cells to keep of a prompt of n tokens: Budget,
+// or Ratio of n rounded up.
+func (c Compression) BudgetFor(n int) int {
 	if c.Budget > 0 {
 		return c.Budget
 	}

@@ -260,7 +260,7 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		if s.nextPos != 0 {
 			return errors.New("compressed prefill: the session already holds a prompt")
 		}
-		budget := comp.budgetFor(n)
+		budget := comp.BudgetFor(n)
 		s.stats.Budget = budget
 		if budget < n {
 			return s.prefillCompressed(ctx, tokens, comp, budget)

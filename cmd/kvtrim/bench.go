@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -152,10 +151,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range *lengths {
 		jobs = append(jobs, job{fmt.Sprintf("full|%d", n), g.fullCache(), n})
 		for _, b := range plan.budgets {
-			kept := b.cells
-			if kept == 0 {
-				kept = int(math.Ceil(b.ratio * float64(n)))
-			}
+			kept := b.cellsFor(n)
 			if kept < n {
 				jobs = append(jobs, job{fmt.Sprintf("ceiling|%d", kept), g.fullCache(), kept})
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -100,7 +99,7 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		cells int // a slot's cells
 	}{
 		{kvtrim.Compression{Policy: kvtrim.PolicyNone}, *promptTokens + margin},
-		{snap, int(math.Ceil(*ratio*float64(*promptTokens))) + margin},
+		{snap, snap.BudgetFor(*promptTokens) + margin},
 	} {
 		row, err := runCapacity(ctx, model, g, cfg.comp, cfg.cells, prompt, log)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -68,10 +67,7 @@ func (c evalConfig) check(n int, b evalBudget) error {
 	if err := comp.Check(); err != nil {
 		return err
 	}
-	cells := b.cells
-	if cells == 0 {
-		cells = int(math.Ceil(b.ratio * float64(n)))
-	}
+	cells := b.cellsFor(n)
 	if (comp.Policy == kvtrim.PolicySnapKV || comp.Policy == kvtrim.PolicyRandom) && cells < n && cells <= comp.Window {
 		return fmt.Errorf("%d cells do not hold more than the window of %d (lower --window)", cells, comp.Window)
 	}
@@ -89,10 +85,7 @@ func (c evalConfig) at(n int, b evalBudget) kvtrim.Compression {
 		return comp
 	}
 	comp.Budget, comp.Ratio = b.cells, b.ratio
-	budget := b.cells
-	if budget == 0 {
-		budget = int(math.Ceil(b.ratio * float64(n)))
-	}
+	budget := b.cellsFor(n)
 	switch {
 	case comp.Policy == kvtrim.PolicyStreaming || comp.DecodePolicy == kvtrim.PolicyStreaming:
 		if comp.Recent == 0 {
@@ -124,6 +117,11 @@ func (b evalBudget) value() float64 {
 		return float64(b.cells)
 	}
 	return b.ratio
+}
+
+// cellsFor is the budget in cells for a prompt of n tokens.
+func (b evalBudget) cellsFor(n int) int {
+	return kvtrim.Compression{Budget: b.cells, Ratio: b.ratio}.BudgetFor(n)
 }
 
 func (b evalBudget) String() string {
@@ -195,9 +193,14 @@ type evalSettings struct {
 	Threads   int    `json:"threads"`
 }
 
+// cellKey names a policy at a budget in a grid cell, for evalReport.cells.
+func cellKey(policy string, budget float64, length int, depth float64) string {
+	return fmt.Sprintf("%s|%g|%d|%g", policy, budget, length, depth)
+}
+
 // add counts one answer of policy at budget in a grid cell.
 func (r *evalReport) add(policy string, budget float64, length int, depth float64, lines int, correct, same bool) {
-	key := fmt.Sprintf("%s|%g|%d|%g", policy, budget, length, depth)
+	key := cellKey(policy, budget, length, depth)
 	rec := r.cells[key]
 	if rec == nil {
 		rec = &evalRecord{Policy: policy, Budget: budget, Length: length, Depth: depth, Lines: lines}

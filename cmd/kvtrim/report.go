@@ -157,7 +157,7 @@ func (r *evalReport) markdown() string {
 				n, sum := 0, 0
 				for _, l := range r.Lengths {
 					for _, d := range r.Depths {
-						rec := r.cells[fmt.Sprintf("%s|%g|%d|%g", cfg.name, budget, l, d)]
+						rec := r.cells[cellKey(cfg.name, budget, l, d)]
 						if rec == nil {
 							b.WriteString(" - |")
 							continue
@@ -224,7 +224,7 @@ func (r *evalReport) pictures(dir string) error {
 		for di, d := range r.Depths {
 			values[di] = make([]float64, len(r.Lengths))
 			for li, l := range r.Lengths {
-				rec := r.cells[fmt.Sprintf("%s|%g|%d|%g", policy, budget, l, d)]
+				rec := r.cells[cellKey(policy, budget, l, d)]
 				if rec == nil {
 					return nil // interrupted before this cell: no picture
 				}
@@ -241,21 +241,25 @@ func (r *evalReport) pictures(dir string) error {
 	}
 	var errs []error
 	var series []plot.Series
-	var full *plot.Series
+	var budgetX []float64 // the budgets on the x axis: % of the prompt, or cells
+	for _, b := range r.budgets {
+		if r.BudgetUnit == "cells" {
+			budgetX = append(budgetX, b.value())
+		} else {
+			budgetX = append(budgetX, 100*b.value())
+		}
+	}
 	for _, cfg := range r.configs {
 		if cfg.name == "none" {
 			errs = append(errs, heat("none", 0))
 			continue
 		}
 		s := plot.Series{Name: cfg.name}
-		for _, b := range r.budgets {
+		for i, b := range r.budgets {
 			errs = append(errs, heat(cfg.name, b.value()))
 			for _, sum := range r.Summary {
 				if sum.Policy == cfg.name && sum.Budget == b.value() {
-					s.X, s.Y = append(s.X, 100*b.value()), append(s.Y, sum.Accuracy)
-					if r.BudgetUnit == "cells" {
-						s.X[len(s.X)-1] = b.value()
-					}
+					s.X, s.Y = append(s.X, budgetX[i]), append(s.Y, sum.Accuracy)
 				}
 			}
 		}
@@ -263,14 +267,12 @@ func (r *evalReport) pictures(dir string) error {
 	}
 	for _, sum := range r.Summary {
 		if sum.Policy == "none" && len(series) > 0 && len(series[0].X) > 0 {
-			full = &plot.Series{Name: "none (full cache)", Dashed: true}
+			full := plot.Series{Name: "none (full cache)", Dashed: true}
 			for _, x := range series[0].X {
 				full.X, full.Y = append(full.X, x), append(full.Y, sum.Accuracy)
 			}
+			series = append(series, full)
 		}
-	}
-	if full != nil {
-		series = append(series, *full)
 	}
 	if len(r.budgets) > 1 && len(series) > 0 {
 		xl := "budget (% of the prompt)"
