@@ -215,6 +215,19 @@ func (c Compression) h2oSplit(n int) (heavy, recent int) {
 	return budget / 2, budget - budget/2
 }
 
+// PrefillsAside reports whether Prefill of a prompt of n tokens builds it
+// first in a temporary context as large as the prompt and moves only the
+// kept cells into the session's: SnapKV and the recent and random
+// baselines, when the budget is smaller than the prompt. A server bounds
+// its memory by running one such prefill at a time.
+func (c Compression) PrefillsAside(n int) bool {
+	switch c.Policy {
+	case PolicySnapKV, PolicyRecent, PolicyRandom:
+		return c.BudgetFor(n) < n
+	}
+	return false
+}
+
 // BudgetFor is the number of cells to keep of a prompt of n tokens: Budget,
 // or Ratio of n rounded up.
 func (c Compression) BudgetFor(n int) int {

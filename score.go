@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kvtrim/kvtrim/hooks"
 	"math"
 	"runtime"
 
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
 )
 
 // Score feeds tokens after what the session holds, chunk tokens per decode

@@ -260,12 +260,11 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		if s.nextPos != 0 {
 			return errors.New("compressed prefill: the session already holds a prompt")
 		}
-		budget := comp.BudgetFor(n)
-		s.stats.Budget = budget
-		if budget < n {
-			return s.prefillCompressed(ctx, tokens, comp, budget)
+		s.stats.Budget = comp.BudgetFor(n)
+		if comp.PrefillsAside(n) {
+			return s.prefillCompressed(ctx, tokens, comp, s.stats.Budget)
 		}
-		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", budget, n)
+		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
 	}
 	if need := s.used + n; need > s.ctx.NCtx() {
 		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c, shorten the prompt or compress it (--policy)", ErrPromptTooLong, need, s.ctx.NCtx())

@@ -13,9 +13,9 @@
 // slot's goroutine. A client that goes away cancels its request's context,
 // which stops the generation at the next token and frees the slot.
 //
-// SnapKV prefills a prompt in a temporary context as large as the prompt
-// and moves only the kept cells into the slot's context; one slot at a
-// time does so, so the server's KV memory is at most the slots' (-c) plus
+// SnapKV (and the recent and random baselines) prefill a prompt in a
+// temporary context as large as the prompt and move only the kept cells
+// into the slot's context; one slot at a time does so, so the server's KV memory is at most the slots' (-c) plus
 // one prompt's.
 //
 // A slot remembers the tokens its cache holds (the last prompt and its

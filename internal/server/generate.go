@@ -119,8 +119,8 @@ func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtr
 	}
 	sl.dirty = true
 	sl.history = sl.history[:0]
-	if c.Policy == kvtrim.PolicySnapKV {
-		// SnapKV prefills in a temporary context as large as the prompt:
+	if c.PrefillsAside(len(prompt)) {
+		// The prompt is built in a temporary context as large as itself:
 		// one at a time, so that the slots' memory plus one prompt bounds
 		// the server's.
 		select {
