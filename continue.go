@@ -24,7 +24,7 @@ func (s *Session) Truncate(n int) error {
 		return fmt.Errorf("truncate to %d tokens: the session holds positions up to %d", n, s.nextPos)
 	case n == int(s.nextPos):
 		return nil
-	case s.stats.EvictedCells > 0 || s.opt.Compression.streams():
+	case s.stats.EvictedCells > 0 || s.opt.Compression.Streams():
 		return fmt.Errorf("truncate to %d tokens: the session's cache is compressed, so only its whole sequence (%d tokens) can be continued", n, s.nextPos)
 	}
 	if !s.ctx.Memory().SeqRm(s.seq, int32(n), -1) {
@@ -42,7 +42,7 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 	switch {
 	case len(tokens) == 0:
 		return errors.New("append: no tokens")
-	case s.h2o != nil || s.opt.Compression.streams():
+	case s.h2o != nil || s.opt.Compression.Streams():
 		return fmt.Errorf("append: a %s session evicts while it decodes; reset it and prefill the whole prompt", s.opt.Compression.Policy)
 	case s.used+len(tokens) > s.ctx.NCtx():
 		return fmt.Errorf("%w: %d cached and %d new tokens do not fit in a context of %d cells (-c)", ErrPromptTooLong, s.used, len(tokens), s.ctx.NCtx())

@@ -171,7 +171,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		release()
 		return nil, err
 	}
-	if c := opt.Compression; c.streams() {
+	if c := opt.Compression; c.Streams() {
 		if !ctx.Memory().CanShift() {
 			ctx.Close()
 			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
@@ -374,7 +374,7 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		if n == opt.MaxTokens-1 {
 			break // the last token needs no decode
 		}
-		if s.opt.Compression.streams() {
+		if s.opt.Compression.Streams() {
 			if err := s.streamMakeRoom(1); err != nil {
 				return err
 			}

@@ -8,11 +8,16 @@ import (
 	"github.com/kvtrim/kvtrim/hooks"
 )
 
-// streams reports whether StreamingLLM keeps the cache while generating,
+// Streams reports whether StreamingLLM keeps the cache while generating,
 // as the policy or as the decode policy after a prompt compression.
-func (c Compression) streams() bool {
+func (c Compression) Streams() bool {
 	return c.Policy == PolicyStreaming || (c.enabled() && c.DecodePolicy == PolicyStreaming)
 }
+
+// DefaultEvictEvery is the StreamingLLM eviction stride for a recent
+// window of recent positions when none is given: a quarter of it, between
+// 1 and 16 (docs/H2O-STREAMING.md).
+func DefaultEvictEvery(recent int) int { return min(16, max(1, recent/4)) }
 
 // closeGaps re-assigns the positions it holds, kept (ascending), to 0..k-1
 // with one seq_add per run of consecutive positions, as StreamingLLM

@@ -93,7 +93,7 @@ func (c evalConfig) at(n int, b evalBudget) kvtrim.Compression {
 			comp.Recent = max(1, budget-comp.Sinks)
 		}
 		if comp.EvictEvery == 0 {
-			comp.EvictEvery = min(16, max(1, comp.Recent/4))
+			comp.EvictEvery = kvtrim.DefaultEvictEvery(comp.Recent)
 		}
 		if comp.Policy == kvtrim.PolicyStreaming {
 			comp.Budget, comp.Ratio = 0, 0

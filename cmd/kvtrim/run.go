@@ -116,7 +116,7 @@ func (g *genFlags) validate() error {
 		return usageError{err}
 	}
 	if (g.comp.Policy == kvtrim.PolicyStreaming || g.comp.DecodePolicy == kvtrim.PolicyStreaming) && g.comp.EvictEvery == 0 {
-		g.comp.EvictEvery = min(16, max(1, g.comp.Recent/4))
+		g.comp.EvictEvery = kvtrim.DefaultEvictEvery(g.comp.Recent)
 	}
 	if g.comp.Kernel < 1 {
 		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)

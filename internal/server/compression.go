@@ -73,19 +73,14 @@ func (f *compressionFields) apply(base kvtrim.Compression) (kvtrim.Compression, 
 	if f.Kernel != nil && *f.Kernel < 1 {
 		return c, fmt.Errorf("kernel %d: give an odd width >= 1", *f.Kernel)
 	}
-	streams := c.Policy == kvtrim.PolicyStreaming || c.DecodePolicy == kvtrim.PolicyStreaming
-	if streams && f.EvictEvery == nil && (c.EvictEvery == 0 || f.Recent != nil || f.Policy != nil || f.DecodePolicy != nil) {
-		c.EvictEvery = DefaultEvictEvery(c.Recent)
+	if c.Streams() && f.EvictEvery == nil && (c.EvictEvery == 0 || f.Recent != nil || f.Policy != nil || f.DecodePolicy != nil) {
+		c.EvictEvery = kvtrim.DefaultEvictEvery(c.Recent)
 	}
 	if err := c.Check(); err != nil {
 		return c, err
 	}
 	return c, nil
 }
-
-// DefaultEvictEvery is the streaming eviction stride kvtrim's command line
-// uses for a recent window: a quarter of it, between 1 and 16.
-func DefaultEvictEvery(recent int) int { return min(16, max(1, recent/4)) }
 
 func setStr(dst *string, v *string) {
 	if v != nil {

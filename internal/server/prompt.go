@@ -60,10 +60,10 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 		return err
 	}
 	limit := e.slotCtx
-	switch c.Policy {
-	case kvtrim.PolicyStreaming:
+	switch {
+	case c.Policy == kvtrim.PolicyStreaming:
 		return nil
-	case kvtrim.PolicySnapKV, kvtrim.PolicyRecent, kvtrim.PolicyRandom:
+	case c.PrefillsAside(n):
 		limit = max(limit, e.model.NCtxTrain())
 	}
 	if n > limit {
@@ -73,12 +73,10 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 }
 
 // fitsStreaming refuses a StreamingLLM window larger than a slot's
-// context. (It is checked here, before a session is made: kvtrim's own
-// check of it in NewSession reads the context it has just freed.)
+// context: checked before a request is queued (and at start-up for the
+// server's default), where NewSession would refuse it only on a slot.
 func fitsStreaming(c kvtrim.Compression, nCtx int) error {
-	streams := c.Policy == kvtrim.PolicyStreaming ||
-		(c.Policy != "" && c.Policy != kvtrim.PolicyNone && c.DecodePolicy == kvtrim.PolicyStreaming)
-	if streams && c.Sinks+c.Recent > nCtx {
+	if c.Streams() && c.Sinks+c.Recent > nCtx {
 		return badRequest("streaming: sinks %d + recent %d do not fit in a slot's context of %d cells (-c is split over -np slots)", c.Sinks, c.Recent, nCtx)
 	}
 	return nil
