@@ -39,6 +39,31 @@ func softmaxRef(x []float32) {
 	}
 }
 
+// attentionRef is AttentionFromQK computed plainly in float64:
+// [head][row][col], 0 after each row's own position.
+func attentionRef(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) []float64 {
+	out := make([]float64, heads*rows*cols)
+	for h := range heads {
+		kv := h / (heads / kvHeads)
+		for r := range rows {
+			row := out[(h*rows+r)*cols:][:cols]
+			var sum float64
+			for c := range cols - rows + r + 1 {
+				var dot float64
+				for d := range dim {
+					dot += float64(q[(h*rows+r)*dim+d]) * float64(k[(kv*cols+c)*dim+d])
+				}
+				row[c] = math.Exp(dot / math.Sqrt(float64(dim)))
+				sum += row[c]
+			}
+			for c := range row {
+				row[c] /= sum
+			}
+		}
+	}
+	return out
+}
+
 // poolRef is Pool1D computed neighbour by neighbour.
 func poolRef(dst, src []float32, kernel int, mode Pooling) {
 	half := kernel / 2
