@@ -27,7 +27,9 @@ func (s *Session) Truncate(n int) error {
 	case s.stats.EvictedCells > 0 || s.opt.Compression.Streams():
 		return fmt.Errorf("truncate to %d tokens: the session's cache is compressed, so only its whole sequence (%d tokens) can be continued", n, s.nextPos)
 	}
-	if !s.ctx.Memory().SeqRm(s.seq, int32(n), -1) {
+	removed := false
+	s.withCtx(func() { removed = s.ctx.Memory().SeqRm(s.seq, int32(n), -1) })
+	if !removed {
 		return fmt.Errorf("truncate to %d tokens: llama.cpp refused to remove positions %d and later", n, n)
 	}
 	s.nextPos, s.used = int32(n), n
@@ -44,8 +46,8 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 		return errors.New("append: no tokens")
 	case s.h2o != nil || s.opt.Compression.Streams():
 		return fmt.Errorf("append: a %s session evicts while it decodes; reset it and prefill the whole prompt", s.opt.Compression.Policy)
-	case s.used+len(tokens) > s.ctx.NCtx():
-		return fmt.Errorf("%w: %d cached and %d new tokens do not fit in a context of %d cells (-c)", ErrPromptTooLong, s.used, len(tokens), s.ctx.NCtx())
+	case s.used+len(tokens) > s.NCtx():
+		return fmt.Errorf("%w: %d cached and %d new tokens do not fit in a context of %d cells (-c)", ErrPromptTooLong, s.used, len(tokens), s.NCtx())
 	}
 	runtime.LockOSThread() // see Prefill
 	defer runtime.UnlockOSThread()
@@ -55,3 +57,15 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 // ResetStats zeroes the counters and timings (the configuration stays), so
 // that the next request on a reused session reports only its own.
 func (s *Session) ResetStats() { s.stats = s.freshStats() }
+
+// CachedPositions is the first and the last position the session's
+// sequence holds in llama.cpp's cache (-1, -1 when none). After a prefill
+// or a generation, last is Position-1: anything else means cells the
+// session does not account for.
+func (s *Session) CachedPositions() (first, last int) {
+	s.withCtx(func() {
+		mem := s.ctx.Memory()
+		first, last = int(mem.SeqPosMin(s.seq)), int(mem.SeqPosMax(s.seq))
+	})
+	return first, last
+}

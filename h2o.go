@@ -67,8 +67,8 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
 	if s.nextPos != 0 {
 		return fmt.Errorf("h2o prefill: the session already holds a prompt")
 	}
-	if n > s.ctx.NCtx() {
-		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); h2o evicts after the prompt, so raise -c", ErrPromptTooLong, n, s.ctx.NCtx())
+	if n > s.NCtx() {
+		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); h2o evicts after the prompt, so raise -c", ErrPromptTooLong, n, s.NCtx())
 	}
 	heavy, recent := s.opt.Compression.h2oSplit(n)
 	policy, err := policies.NewH2O(heavy, recent)

@@ -24,6 +24,9 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 	if chunk < 1 {
 		chunk = 1
 	}
+	if s.grp != nil {
+		return nil, errors.New("score: a group member cannot score a text; use a session of its own")
+	}
 	policy := s.opt.Compression.Policy
 	if policy != "" && policy != PolicyNone && policy != PolicyStreaming {
 		return nil, fmt.Errorf("score: policy %s: only none and streaming stream a text", policy)
@@ -48,8 +51,8 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 				return nll, err
 			}
 		}
-		if s.used+len(part) > s.ctx.NCtx() {
-			return nll, fmt.Errorf("%w: token %d of the text does not fit in a context of %d cells (-c); stream it with --policy streaming", ErrPromptTooLong, i+len(part), s.ctx.NCtx())
+		if s.used+len(part) > s.NCtx() {
+			return nll, fmt.Errorf("%w: token %d of the text does not fit in a context of %d cells (-c); stream it with --policy streaming", ErrPromptTooLong, i+len(part), s.NCtx())
 		}
 		s.batch.Clear()
 		for j, t := range part {
@@ -73,7 +76,11 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 // Reset empties the session's cache and forgets its policy's state and its
 // stats, so that it can take another prompt as a new session would.
 func (s *Session) Reset() {
-	s.ctx.Memory().Clear(true)
+	if s.grp != nil {
+		s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
+	} else {
+		s.ctx.Memory().Clear(true)
+	}
 	s.nextPos, s.used = 0, 0
 	if h := s.h2o; h != nil {
 		h.cells, h.policy, h.pending = hooks.NewCellMap(), nil, h.pending[:0]

@@ -69,6 +69,11 @@ type Session struct {
 	// h2o exists for the h2o policy; release unregisters its observer.
 	h2o     *h2oState
 	release func()
+	// grp is set for a member of a Group: ctx is then the group's, shared,
+	// seq is the member's sequence, and logits holds a copy of the last
+	// decoded token's logits, which the member samples from.
+	grp    *Group
+	logits []float32
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
@@ -134,32 +139,15 @@ type Stats struct {
 
 // NewSession makes a context for one sequence.
 func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
-	if opt.Threads <= 0 {
-		// llama.cpp's own default (4) oversubscribes small machines badly.
-		opt.Threads = runtime.NumCPU()
-	}
-	fa, err := ParseFlashAttn(opt.FlashAttn)
+	copt, err := contextOptions(opt)
 	if err != nil {
 		return nil, err
 	}
 	if err := opt.Compression.Check(); err != nil {
 		return nil, err
 	}
-	if opt.Compression.enabled() {
-		if err := hooks.CheckEvictable(m.Model); err != nil {
-			return nil, err
-		}
-	}
-	copt := bindings.ContextOptions{
-		NCtx: uint32(opt.NCtx), NBatch: uint32(opt.NBatch), NUbatch: uint32(opt.NUbatch),
-		Threads: int32(opt.Threads), FlashAttn: fa,
-	}
-	switch opt.CacheType {
-	case "", "f16":
-	case "f32":
-		copt.CacheTypeK, copt.CacheTypeV = bindings.CacheF32, bindings.CacheF32
-	default:
-		return nil, fmt.Errorf("cache type %q: use f16 or f32", opt.CacheType)
+	if err := checkEvictable(m, opt.Compression); err != nil {
+		return nil, err
 	}
 	var h2o *h2oState
 	release := func() {}
@@ -187,11 +175,45 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	return s, nil
 }
 
+// contextOptions turns a session's options into llama.cpp's, filling
+// kvtrim's defaults.
+func contextOptions(opt SessionOptions) (bindings.ContextOptions, error) {
+	if opt.Threads <= 0 {
+		// llama.cpp's own default (4) oversubscribes small machines badly.
+		opt.Threads = runtime.NumCPU()
+	}
+	fa, err := ParseFlashAttn(opt.FlashAttn)
+	if err != nil {
+		return bindings.ContextOptions{}, err
+	}
+	copt := bindings.ContextOptions{
+		NCtx: uint32(opt.NCtx), NBatch: uint32(opt.NBatch), NUbatch: uint32(opt.NUbatch),
+		Threads: int32(opt.Threads), FlashAttn: fa,
+	}
+	switch opt.CacheType {
+	case "", "f16":
+	case "f32":
+		copt.CacheTypeK, copt.CacheTypeV = bindings.CacheF32, bindings.CacheF32
+	default:
+		return copt, fmt.Errorf("cache type %q: use f16 or f32", opt.CacheType)
+	}
+	return copt, nil
+}
+
+// checkEvictable refuses compression c for a model whose cache cannot drop
+// positions.
+func checkEvictable(m *Model, c Compression) error {
+	if !c.enabled() {
+		return nil
+	}
+	return hooks.CheckEvictable(m.Model)
+}
+
 // freshStats is the stats of a session that has done nothing yet: only
 // its configuration.
 func (s *Session) freshStats() Stats {
 	threads, _ := s.ctx.Threads()
-	st := Stats{Policy: PolicyNone, NCtx: s.ctx.NCtx(), NBatch: s.ctx.NBatch(), NUbatch: s.ctx.NUbatch(), Threads: threads}
+	st := Stats{Policy: PolicyNone, NCtx: s.NCtx(), NBatch: s.ctx.NBatch(), NUbatch: s.ctx.NUbatch(), Threads: threads}
 	if s.opt.Compression.enabled() {
 		st.Policy = s.opt.Compression.Policy
 	}
@@ -201,21 +223,59 @@ func (s *Session) freshStats() Stats {
 	return st
 }
 
-// Close frees the session's context.
+// Close frees the session's context; a group member's sequence is emptied
+// and freed for a new member instead.
 func (s *Session) Close() {
 	s.batch.Close()
+	if s.grp != nil {
+		s.grp.leave(s.seq)
+		return
+	}
 	s.ctx.Close()
 	s.release()
 }
 
-// Context is the session's llama.cpp context.
+// Context is the session's llama.cpp context (a group member's is shared
+// with the other members).
 func (s *Session) Context() *bindings.Context { return s.ctx }
 
-// Stats returns the counts and timings so far.
+// NCtx is the number of cells the session's sequence can hold: its
+// context's, or a group member's share.
+func (s *Session) NCtx() int {
+	if s.grp != nil {
+		return s.grp.seqCtx
+	}
+	return s.ctx.NCtx()
+}
+
+// withCtx runs f, which uses the session's context other than to decode:
+// under the group's lock for a group member.
+func (s *Session) withCtx(f func()) {
+	if s.grp != nil {
+		s.grp.locked(f)
+		return
+	}
+	f()
+}
+
+// seqIn is the sequence the session's tokens take in c: its own in its
+// context, 0 in a temporary one.
+func (s *Session) seqIn(c *bindings.Context) bindings.SeqID {
+	if c == s.ctx {
+		return s.seq
+	}
+	return 0
+}
+
+// Stats returns the counts and timings so far. llama.cpp's own timers
+// are left out for a group member, whose context's timers count every
+// member's work.
 func (s *Session) Stats() Stats {
 	st := s.stats
-	perf := s.ctx.Perf()
-	st.LlamaPromptMs, st.LlamaEvalMs = perf.PEvalMs, perf.EvalMs
+	if s.grp == nil {
+		perf := s.ctx.Perf()
+		st.LlamaPromptMs, st.LlamaEvalMs = perf.PEvalMs, perf.EvalMs
+	}
 	return st
 }
 
@@ -266,8 +326,8 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		}
 		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
 	}
-	if need := s.used + n; need > s.ctx.NCtx() {
-		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c, shorten the prompt or compress it (--policy)", ErrPromptTooLong, need, s.ctx.NCtx())
+	if need := s.used + n; need > s.NCtx() {
+		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c, shorten the prompt or compress it (--policy)", ErrPromptTooLong, need, s.NCtx())
 	}
 	if err := s.decode(ctx, s.ctx, nil, tokens, n); err != nil {
 		return err
@@ -286,15 +346,26 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
 	// The batch was sized for the session's context; an observing context
-	// can take larger ones.
+	// can take larger ones. A group member's share of a round is smaller.
 	nb := min(into.NBatch(), s.batch.Cap())
-	seqs := []bindings.SeqID{s.seq}
+	grouped := s.grp != nil && into == s.ctx
+	if grouped {
+		nb = s.grp.chunk()
+	}
+	seqs := []bindings.SeqID{s.seqIn(into)}
 	positions := make([]int32, 0, nb)
 	for i := 0; i < len(tokens); i += nb {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("prefill: %w", err)
 		}
 		chunk := tokens[i:min(i+nb, len(tokens))]
+		if grouped {
+			if err := s.groupDecode(ctx, chunk, i+len(chunk) == len(tokens)); err != nil {
+				return fmt.Errorf("prefill: %w", err)
+			}
+			s.advance(len(chunk), total)
+			continue
+		}
 		s.batch.Clear()
 		positions = positions[:0]
 		for j, t := range chunk {
@@ -312,11 +383,7 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 				return err
 			}
 		}
-		s.nextPos += int32(len(chunk))
-		s.used += len(chunk)
-		if s.opt.Progress != nil {
-			s.opt.Progress(int(s.nextPos), total)
-		}
+		s.advance(len(chunk), total)
 	}
 	s.stats.PromptTokens += len(tokens)
 	s.stats.PrefillMs += msSince(start)
@@ -324,6 +391,16 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		s.stats.PrefillTokS = float64(s.stats.PromptTokens) / (s.stats.PrefillMs / 1000)
 	}
 	return nil
+}
+
+// advance moves the session past n decoded prompt tokens and reports
+// progress.
+func (s *Session) advance(n, total int) {
+	s.nextPos += int32(n)
+	s.used += n
+	if s.opt.Progress != nil {
+		s.opt.Progress(int(s.nextPos), total)
+	}
 }
 
 // GenerateOptions bound a generation.
@@ -345,7 +422,6 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	runtime.LockOSThread() // see Prefill
 	defer runtime.UnlockOSThread()
 	vocab := s.model.Vocab()
-	seqs := []bindings.SeqID{s.seq}
 	start := time.Now()
 	var stepMs []float64 // each decode's time, for the first/last speeds
 	defer func() {
@@ -354,6 +430,9 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 			s.stats.DecodeTokS = float64(s.stats.DecodeTokens) / (s.stats.DecodeMs / 1000)
 		}
 		s.stats.DecodeTokSFirst, s.stats.DecodeTokSLast = edgeSpeeds(stepMs)
+		if s.grp != nil {
+			s.grp.idle(s.seq)
+		}
 	}()
 	for n := 0; opt.MaxTokens < 0 || n < opt.MaxTokens; n++ {
 		if err := ctx.Err(); err != nil {
@@ -361,53 +440,133 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 			return err
 		}
 		t0 := time.Now()
-		tok := sampler.Sample(s.ctx, -1)
+		tok, err := s.sample(sampler)
+		if err != nil {
+			return err
+		}
 		s.stats.SampleMs += msSince(t0)
 		if !opt.IgnoreEOS && vocab.IsEOG(tok) {
 			s.stats.StopReason = "eog"
 			return nil
 		}
-		if err := emit(tok, vocab.Piece(tok, false)); err != nil {
-			s.stats.StopReason = "output"
-			return err
-		}
-		if n == opt.MaxTokens-1 {
-			break // the last token needs no decode
-		}
-		if s.opt.Compression.Streams() {
+		// The token is decoded unless it is the last one or the cache is
+		// full. A group member's decode is queued before emit and waited
+		// for after it, so that emit overlaps the group's round and the
+		// member is not what the round waits for.
+		last, full := n == opt.MaxTokens-1, false
+		if !last && s.opt.Compression.Streams() {
 			if err := s.streamMakeRoom(1); err != nil {
 				return err
 			}
 		}
-		if s.used >= s.ctx.NCtx() {
-			s.stats.StopReason = "context_full"
-			return nil
+		if !last {
+			full = s.used >= s.NCtx()
 		}
-		s.batch.Clear()
-		s.batch.Add(tok, s.nextPos, seqs, true)
-		if s.h2o != nil {
-			s.h2o.obs.Arm(1)
+		var step *tokenStep
+		if !last && !full {
+			step = s.startStep(tok)
 		}
-		t1 := time.Now()
-		err := s.ctx.Decode(s.batch)
-		ms := msSince(t1)
-		s.stats.DecodeMs += ms
-		stepMs = append(stepMs, ms)
-		if err != nil {
-			return fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
-		}
-		if s.h2o != nil {
-			s.h2o.obs.Disarm()
-			if err := s.stepH2O(s.nextPos); err != nil {
+		emitErr := emit(tok, vocab.Piece(tok, false))
+		if step != nil {
+			ms, err := s.finishStep(step)
+			stepMs = append(stepMs, ms)
+			if err != nil {
 				return err
 			}
 		}
-		s.stats.DecodeTokens++
-		s.nextPos++
-		s.used++
+		switch {
+		case emitErr != nil:
+			s.stats.StopReason = "output"
+			return emitErr
+		case last:
+			s.stats.StopReason = "max_tokens"
+			return nil
+		case full:
+			s.stats.StopReason = "context_full"
+			return nil
+		}
 	}
 	s.stats.StopReason = "max_tokens"
 	return nil
+}
+
+// sample picks the next token from the last decode's logits: the
+// context's, or a group member's copy.
+func (s *Session) sample(sampler *bindings.Sampler) (Token, error) {
+	if s.grp != nil {
+		return sampler.SampleLogits(s.logits)
+	}
+	return sampler.Sample(s.ctx, -1), nil
+}
+
+// tokenStep is a generated token's decode, started.
+type tokenStep struct {
+	tok   Token
+	start time.Time
+	req   *decodeRequest // a group member's queued request
+}
+
+// startStep starts decoding tok at the next position: a group member
+// queues it for the group's next round; a session of its own decodes it in
+// finishStep.
+func (s *Session) startStep(tok Token) *tokenStep {
+	st := &tokenStep{tok: tok, start: time.Now()}
+	if s.grp != nil {
+		st.req = &decodeRequest{seq: s.seq, tokens: []Token{tok}, pos0: s.nextPos, logits: true, out: s.logits}
+		s.grp.submit(st.req)
+	}
+	return st
+}
+
+// finishStep completes st: it waits for a member's round, or decodes (with
+// H2O observing); then it moves the session past the token. It returns the
+// step's time in milliseconds.
+func (s *Session) finishStep(st *tokenStep) (float64, error) {
+	var err error
+	switch {
+	case st.req != nil:
+		<-st.req.done
+		err = st.req.err
+		s.logits = st.req.out
+	default:
+		if s.h2o != nil {
+			s.h2o.obs.Arm(1)
+		}
+		err = s.decodeToken(st.tok, s.nextPos)
+		if s.h2o != nil {
+			s.h2o.obs.Disarm()
+		}
+	}
+	ms := msSince(st.start)
+	s.stats.DecodeMs += ms
+	if err != nil {
+		return ms, fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
+	}
+	if s.h2o != nil {
+		if err := s.stepH2O(s.nextPos); err != nil {
+			return ms, err
+		}
+	}
+	s.stats.DecodeTokens++
+	s.nextPos++
+	s.used++
+	return ms, nil
+}
+
+// decodeToken decodes one token at pos in the session's context, asking for
+// its logits.
+func (s *Session) decodeToken(t Token, pos int32) error {
+	if s.grp != nil {
+		r := &decodeRequest{seq: s.seq, tokens: []Token{t}, pos0: pos, logits: true, out: s.logits}
+		if err := s.grp.decode(r); err != nil {
+			return err
+		}
+		s.logits = r.out
+		return nil
+	}
+	s.batch.Clear()
+	s.batch.Add(t, pos, []bindings.SeqID{s.seq}, true)
+	return s.ctx.Decode(s.batch)
 }
 
 // edgeSpeeds is the tokens/s of the first and the last tenth of steps (at

@@ -72,8 +72,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if err := cfg.Validate(n); err != nil {
 		return err
 	}
-	if budget > s.ctx.NCtx() {
-		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.ctx.NCtx())
+	if budget > s.NCtx() {
+		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.NCtx())
 	}
 	lookahead := comp.lookaheadTokens()
 	o, err := s.openObserving(n + lookahead)
@@ -143,13 +143,14 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// its logits, so it leaves with the evicted ones.
 	// So do the lookahead tokens.
 	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n + lookahead)})
-	if err := hooks.Evict(o.ctx.Memory(), s.seq, ranges, o.cells); err != nil {
+	if err := hooks.Evict(o.ctx.Memory(), 0, ranges, o.cells); err != nil {
 		return err
 	}
 	t3 := time.Now()
 	// Compaction: the kept cells move, packed, into the session's context
 	// (which has no eval callback); the observing one is freed first.
-	packed, err := hooks.Move(o.ctx, s.ctx, s.seq, o.cells, 0, o.close)
+	var packed *hooks.CellMap
+	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.cells, 0, o.close) })
 	if err != nil {
 		return err
 	}
@@ -157,13 +158,11 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if comp.DecodePolicy == PolicyStreaming {
 		// Streaming goes on from here: positions become 0..k-1 (after the
 		// move, since a pending shift does not survive a state save).
-		s.closeGaps(kept[:len(kept)-1])
+		s.withCtx(func() { s.closeGaps(kept[:len(kept)-1]) })
 		lastPos = int32(len(kept) - 1)
 	}
 	s.nextPos, s.used = lastPos, len(kept)-1
-	s.batch.Clear()
-	s.batch.Add(tokens[n-1], lastPos, []bindings.SeqID{s.seq}, true)
-	if err := s.ctx.Decode(s.batch); err != nil {
+	if err := s.decodeToken(tokens[n-1], lastPos); err != nil {
 		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
 	}
 	s.nextPos, s.used = lastPos+1, len(kept)
@@ -191,7 +190,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 // window's. The session's positions and counters stay where the prompt left
 // them: the caller evicts these tokens.
 func (s *Session) lookahead(o *observing, k int) error {
-	seqs := []bindings.SeqID{s.seq}
+	seqs := []bindings.SeqID{0}
 	for i := range k {
 		pos := s.nextPos + int32(i)
 		s.batch.Clear()

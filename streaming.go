@@ -43,6 +43,9 @@ func (s *Session) closeGaps(kept []int) {
 func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
 	c := s.opt.Compression
 	chunk := min(s.ctx.NBatch(), c.Recent)
+	if s.grp != nil {
+		chunk = min(s.grp.chunk(), c.Recent)
+	}
 	for i := 0; i < len(tokens); i += chunk {
 		part := tokens[i:min(i+chunk, len(tokens))]
 		if err := s.streamMakeRoom(len(part)); err != nil {
@@ -54,7 +57,7 @@ func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
 	}
 	st := &s.stats
 	st.KeptCells = s.used
-	st.NKVBefore, st.NKVAfter = hooks.PadNKV(min(len(tokens), s.ctx.NCtx())), hooks.PadNKV(s.used)
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(min(len(tokens), s.NCtx())), hooks.PadNKV(s.used)
 	st.KVBytesBefore = int64(len(tokens)) * s.kvBytesPerCell()
 	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
 	return nil
@@ -75,16 +78,23 @@ func (s *Session) streamMakeRoom(coming int) error {
 		return nil
 	}
 	t0 := time.Now()
-	mem := s.ctx.Memory()
 	p0, p1 := int32(c.Sinks), int32(c.Sinks+k)
-	if !mem.SeqRm(s.seq, p0, p1) {
+	removed := true
+	var last int32
+	s.withCtx(func() {
+		mem := s.ctx.Memory()
+		if removed = mem.SeqRm(s.seq, p0, p1); removed {
+			mem.SeqAdd(s.seq, p1, -1, -int32(k))
+			last = mem.SeqPosMax(s.seq)
+		}
+	})
+	if !removed {
 		return fmt.Errorf("streaming: llama.cpp refused to evict positions [%d, %d)", p0, p1)
 	}
-	mem.SeqAdd(s.seq, p1, -1, -int32(k))
 	s.used -= k
 	s.nextPos -= int32(k)
-	if got := mem.SeqPosMax(s.seq); got != s.nextPos-1 {
-		return fmt.Errorf("streaming: after the shift llama.cpp's last position is %d, kvtrim expected %d", got, s.nextPos-1)
+	if last != s.nextPos-1 {
+		return fmt.Errorf("streaming: after the shift llama.cpp's last position is %d, kvtrim expected %d", last, s.nextPos-1)
 	}
 	s.stats.EvictedCells += k
 	s.stats.EvictMs += msSince(t0)

@@ -109,6 +109,7 @@ type functions struct {
 	llamaSamplerInitTemp   func(t float32) uintptr                 `sym:"llama:llama_sampler_init_temp"`
 	llamaSamplerSample     func(s, ctx uintptr, idx int32) Token   `sym:"llama:llama_sampler_sample"`
 	llamaSamplerAccept     func(s uintptr, t Token)                `sym:"llama:llama_sampler_accept"`
+	llamaSamplerApply      func(s uintptr, cur unsafe.Pointer)     `sym:"llama:llama_sampler_apply"`
 	llamaSamplerReset      func(s uintptr)                         `sym:"llama:llama_sampler_reset"`
 	llamaSamplerFree       func(s uintptr)                         `sym:"llama:llama_sampler_free"`
 }

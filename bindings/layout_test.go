@@ -21,6 +21,7 @@ var mirrors = map[string]reflect.Type{
 	"llama_batch":                reflect.TypeFor[cBatch](),
 	"llama_sampler_chain_params": reflect.TypeFor[SamplerChainParams](),
 	"llama_token_data":           reflect.TypeFor[TokenData](),
+	"llama_token_data_array":     reflect.TypeFor[tokenDataArray](),
 	"llama_perf_context_data":    reflect.TypeFor[PerfContext](),
 	"ggml_tensor":                reflect.TypeFor[cTensor](),
 }

@@ -1,5 +1,12 @@
 package bindings
 
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
 // SamplerOptions configure a sampler chain. Temp <= 0 means greedy.
 type SamplerOptions struct {
 	Temp float32
@@ -13,6 +20,7 @@ type SamplerOptions struct {
 type Sampler struct {
 	lib *Library
 	ptr uintptr
+	cur []TokenData // SampleLogits' candidates, reused
 }
 
 // NewSampler builds a chain in llama.cpp's usual order: top-k, top-p, min-p,
@@ -56,4 +64,31 @@ func (s *Sampler) Close() {
 		s.lib.fn.llamaSamplerFree(s.ptr)
 		s.ptr = 0
 	}
+}
+
+// SampleLogits picks a token from a copy of one output's logits (a
+// vocabulary's worth) and accepts it into the chain's state, as Sample does
+// from a context's: for callers that decode several sequences in one batch
+// and sample each later, when the context has moved on.
+func (s *Sampler) SampleLogits(logits []float32) (Token, error) {
+	if len(logits) == 0 {
+		return 0, errors.New("sample: no logits")
+	}
+	if cap(s.cur) < len(logits) {
+		s.cur = make([]TokenData, len(logits))
+	}
+	cur := s.cur[:len(logits)]
+	for i, l := range logits {
+		cur[i] = TokenData{ID: Token(i), Logit: l}
+	}
+	arr := tokenDataArray{Data: &cur[0], Size: uint64(len(cur)), Selected: -1}
+	s.lib.fn.llamaSamplerApply(s.ptr, unsafe.Pointer(&arr))
+	// The samplers may point Data elsewhere, but only within the array.
+	if arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
+		return 0, fmt.Errorf("sample: the sampler chain selected no token (index %d of %d)", arr.Selected, arr.Size)
+	}
+	t := unsafe.Slice(arr.Data, arr.Size)[arr.Selected].ID
+	runtime.KeepAlive(cur)
+	s.lib.fn.llamaSamplerAccept(s.ptr, t)
+	return t, nil
 }

@@ -116,6 +116,16 @@ type TokenData struct {
 	P     float32 `c:"p"`
 }
 
+// tokenDataArray mirrors struct llama_token_data_array (32 bytes): the
+// candidates a sampler chain filters and selects from.
+type tokenDataArray struct {
+	Data     *TokenData `c:"data"`
+	Size     uint64     `c:"size"`
+	Selected int64      `c:"selected"`
+	Sorted   bool       `c:"sorted"`
+	_        [7]byte
+}
+
 // PerfContext mirrors struct llama_perf_context_data (48 bytes): llama.cpp's
 // own timings of a context, in milliseconds.
 type PerfContext struct {

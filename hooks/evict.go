@@ -59,44 +59,53 @@ func Evict(mem *bindings.Memory, seq bindings.SeqID, ranges []Range, cells *Cell
 // trip (save, remove all, load), so that n_kv shrinks and decoding gets
 // faster: Move within one context.
 func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
-	return Move(ctx, ctx, seq, cells, flags, nil)
+	return Move(ctx, seq, ctx, seq, cells, flags, nil)
 }
 
-// Move saves seq's state from `from`, checks its cell positions against
-// cells (when the host form makes them readable), removes seq from `from`,
-// calls beforeLoad (if set; to free `from` first, say) and loads the state
-// into `to`, where the cells land packed from cell 0 in their old order. It
+// Move saves sequence fromSeq's state from `from`, checks its cell
+// positions against cells (when the host form makes them readable),
+// removes the sequence from `from`, calls beforeLoad (if set; to free
+// `from` first, say) and loads the state into sequence toSeq of `to`, where
+// the cells land packed from the start of its stream in their old order.
+// A `to` of several sequences is taken to keep a stream for each, as kvtrim
+// makes them (see Restream). It
 // returns the map of the packed cells. flags selects the _ext form
 // (bindings.StateOnDevice keeps the data on the device). Position shifts
 // must come after: a pending seq_add does not survive the round trip.
-func Move(from, to *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags, beforeLoad func()) (*CellMap, error) {
-	state, err := from.SeqState(seq, flags)
+func Move(from *bindings.Context, fromSeq bindings.SeqID, to *bindings.Context, toSeq bindings.SeqID, cells *CellMap, flags bindings.StateFlags, beforeLoad func()) (*CellMap, error) {
+	state, err := from.SeqState(fromSeq, flags)
 	if err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
 	if flags == 0 {
-		byCell, err := StatePositions(state, seq)
+		byCell, err := StatePositions(state, fromSeq)
 		if err != nil {
 			return nil, fmt.Errorf("compact: %w", err)
 		}
 		mem := from.Memory()
-		if err := cells.Verify(byCell, mem.SeqPosMin(seq), mem.SeqPosMax(seq)); err != nil {
+		if err := cells.Verify(byCell, mem.SeqPosMin(fromSeq), mem.SeqPosMax(fromSeq)); err != nil {
 			return nil, fmt.Errorf("compact: before: %w", err)
 		}
 	}
-	from.Memory().SeqRm(seq, -1, -1)
+	from.Memory().SeqRm(fromSeq, -1, -1)
+	if n := to.NSeqMax(); n > 1 && flags == 0 {
+		// A context of several sequences keeps a stream for each.
+		if state, err = Restream(state, n); err != nil {
+			return nil, fmt.Errorf("compact: %w", err)
+		}
+	}
 	if beforeLoad != nil {
 		beforeLoad()
 	}
-	if err := to.SetSeqState(seq, state, flags); err != nil {
+	if err := to.SetSeqState(toSeq, state, flags); err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
 	}
 	packed := cells.Compacted()
 	pos := packed.Positions()
 	mem := to.Memory()
-	if n := len(pos); n > 0 && (mem.SeqPosMin(seq) != pos[0] || mem.SeqPosMax(seq) != pos[n-1]) {
+	if n := len(pos); n > 0 && (mem.SeqPosMin(toSeq) != pos[0] || mem.SeqPosMax(toSeq) != pos[n-1]) {
 		return nil, fmt.Errorf("compact: llama.cpp holds [%d, %d] after loading the state, kvtrim expected [%d, %d]",
-			mem.SeqPosMin(seq), mem.SeqPosMax(seq), pos[0], pos[n-1])
+			mem.SeqPosMin(toSeq), mem.SeqPosMax(toSeq), pos[0], pos[n-1])
 	}
 	return packed, nil
 }

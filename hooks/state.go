@@ -56,3 +56,25 @@ func (r *reader) u32() uint32 {
 	r.off += 4
 	return v
 }
+
+// Restream rewrites a one-stream sequence state (saved from a context
+// holding one sequence) for a context whose cache keeps nStream streams, one
+// per sequence (llama.cpp's non-unified cache), so that it loads into any
+// one sequence there: the stream count becomes nStream and the other
+// streams are written empty. llama.cpp loads a sequence's cells into that
+// sequence's stream whichever block carries them. Only a plain cache's
+// state (one cache, nothing after its streams) can be rewritten.
+func Restream(state []byte, nStream int) ([]byte, error) {
+	const streamsAt = 8 // after the magic and the sequence id
+	r := reader{b: state, off: streamsAt}
+	if n := r.u32(); r.err != nil || n != 1 {
+		return nil, fmt.Errorf("sequence state: %d streams, kvtrim rewrites one", n)
+	}
+	if nStream < 1 {
+		return nil, fmt.Errorf("sequence state: %d streams asked", nStream)
+	}
+	out := make([]byte, len(state)+4*(nStream-1))
+	copy(out, state)
+	binary.LittleEndian.PutUint32(out[streamsAt:], uint32(nStream))
+	return out, nil // the added streams' cell counts are the zeros at the end
+}

@@ -178,3 +178,47 @@ func TestConcurrentClients(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestSlotsDecodeTogether: four requests generating at once on four slots
+// share their llama_decode calls (continuous batching): the calls carry
+// well over one sequence each on average, and each answer equals the
+// request sent alone.
+func TestSlotsDecodeTogether(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 4
+	ts := startServer(t, cfg)
+	prompts := []string{"Once upon a time", "The little dog", "Lily and Tom went", "One day, a bird"}
+	body := func(p string) string {
+		return fmt.Sprintf(`{"prompt":%s,"n_predict":200,"temperature":0,"ignore_eos":true}`, jsonString(p))
+	}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		var c completion
+		ts.post("/completion", body(p), 200, &c)
+		want[i] = c.Content
+	}
+	calls0 := metricValue(t, ts.get("/metrics", 200, nil), "kvtrim_decode_calls_total")
+	seqs0 := metricValue(t, ts.get("/metrics", 200, nil), "kvtrim_decode_sequences_total")
+	got := make([]string, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Go(func() {
+			var c completion
+			ts.post("/completion", body(p), 200, &c)
+			got[i] = c.Content
+		})
+	}
+	wg.Wait()
+	for i := range prompts {
+		if got[i] != want[i] {
+			t.Errorf("%q together: %q, alone %q", prompts[i], got[i], want[i])
+		}
+	}
+	b := ts.get("/metrics", 200, nil)
+	calls := metricValue(t, b, "kvtrim_decode_calls_total") - calls0
+	seqs := metricValue(t, b, "kvtrim_decode_sequences_total") - seqs0
+	t.Logf("%g llama_decode calls carried %g sequences' steps (%.2f each)", calls, seqs, seqs/calls)
+	if calls == 0 || seqs/calls < 2 {
+		t.Errorf("%g llama_decode calls carried %g steps: the slots were not batched", calls, seqs)
+	}
+}

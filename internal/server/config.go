@@ -30,15 +30,17 @@ func DefaultSampling() Sampling {
 
 // Config is what the server serves and how.
 type Config struct {
-	// Parallel is the number of slots (-np), each with its own context.
+	// Parallel is the number of slots (-np): sequences of one context,
+	// decoded together.
 	Parallel int
 	// CtxSize is the cells of all slots together (-c), split evenly; 0 is
 	// the model's training context.
 	CtxSize int
 	// Batch and UBatch are llama.cpp's logical and physical batch sizes.
 	Batch, UBatch int
-	// Threads is the CPU threads of all slots together (<= 0: one per
-	// CPU); each slot gets max(1, Threads/Parallel).
+	// Threads is the CPU threads llama.cpp decodes with (<= 0: one per
+	// CPU): the slots' batched decodes, and a compressed prompt's temporary
+	// context.
 	Threads int
 	// FlashAttn is "on", "off" or "auto".
 	FlashAttn string

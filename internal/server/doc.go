@@ -2,16 +2,27 @@
 // endpoints, their request parsing and validation, the JSON shapes
 // llama-server and OpenAI clients expect, and the slots that generate.
 //
-// Each of the -np slots owns one kvtrim.Session, its own llama.cpp context
-// of ctx-size/np cells, made when the server starts. Requests wait in a
-// bounded queue in front of the slots (503 past it); a free slot takes the
-// next one, resets its session (or makes a new one when the request asks
-// for another compression), prefills the prompt
-// (compressing it as the server or the request's "kvtrim" object says) and
-// generates with a sampler built from the request. Slots decode on their
-// own goroutines in their own contexts; a session is only ever used by its
-// slot's goroutine. A client that goes away cancels its request's context,
-// which stops the generation at the next token and frees the slot.
+// The -np slots are the sequences of one llama.cpp context (a
+// kvtrim.Group), each with ctx-size/np cells in a KV stream of its own, so
+// that compacting one slot's cache shrinks what that slot's attention
+// scans. Each slot owns a kvtrim.Session, a member of the group. Requests
+// wait in a bounded queue in front of the slots (503 past it); a free slot
+// takes the next one, resets its session (or makes a new member when the
+// request asks for another compression), prefills the prompt (compressing
+// it as the server or the request's "kvtrim" object says) and generates
+// with a sampler built from the request. Slots run on their own
+// goroutines, and a session is only ever used by its slot's goroutine, but
+// their decodes are batched: the group's decoder packs every slot's pending
+// prompt chunk or generated token into one llama_decode per step
+// (continuous batching), and each slot samples from its own copy of its
+// logits. A client that goes away cancels its request's context, which
+// stops the generation at the next token and frees the slot.
+//
+// H2O reads every decoded token's attention through an eval callback on
+// the decoding context, so a slot whose request asks for H2O (as the
+// policy or the decode policy) decodes in a context of its own, of the
+// slot's size, beside the group: it is not batched, and its memory comes
+// on top of -c.
 //
 // SnapKV (and the recent and random baselines) prefill a prompt in a
 // temporary context as large as the prompt and move only the kept cells
@@ -33,11 +44,7 @@
 //     compressed as a whole.
 //   - H2O and StreamingLLM evict while decoding; their requests start over.
 //
-// What this first cut does NOT do yet, and the next steps:
-//
-//   - continuous batching: slots are not batched into one llama_decode;
-//     each slot decodes its own sequence in its own context, so N busy
-//     slots make N separate decode calls per step;
-//   - multiple prompts per request, logprobs, grammars, tools, embeddings,
-//     infill, images, slot save/restore and POST /props.
+// What it does NOT do yet: multiple prompts per request, logprobs,
+// grammars, tools, embeddings, infill, images, slot save/restore and POST
+// /props.
 package server

@@ -9,8 +9,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -74,6 +76,7 @@ func startServerModel(t *testing.T, cfg Config, name string) *testServer {
 	// the model.
 	t.Cleanup(srv.Close)
 	t.Cleanup(hs.Close)
+	t.Cleanup(func() { checkNoLeakedCells(t, srv) })
 	return &testServer{t: t, srv: srv, http: hs, model: model}
 }
 
@@ -214,4 +217,42 @@ func story(t *testing.T) string {
 func jsonString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// metricValue is the value of a metric without labels in a /metrics body.
+func metricValue(t *testing.T, body []byte, name string) float64 {
+	t.Helper()
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no metric %s in:\n%s", name, body)
+	return 0
+}
+
+// checkNoLeakedCells waits for the requests still running (cancelled ones
+// finish at their next token) and checks that no slot's cache holds cells
+// its session does not account for.
+func checkNoLeakedCells(t *testing.T, srv *Server) {
+	t.Helper()
+	e := srv.eng.Load()
+	if e == nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.pool.busy.Load() > 0 || e.pool.deferred() > 0 {
+		if time.Now().After(deadline) {
+			t.Errorf("requests still running 10 s after the test")
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := e.pool.checkCells(); err != nil {
+		t.Errorf("leaked cells: %v", err)
+	}
 }

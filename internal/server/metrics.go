@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/kvtrim/kvtrim"
 )
 
 // metrics are the server's counters since it started, for GET /metrics.
@@ -49,8 +51,8 @@ func (m *metrics) record(r *result) {
 }
 
 // write writes the counters in Prometheus' text format, with the gauges
-// of the slots and the queue.
-func (m *metrics) write(w io.Writer, processing, deferred int) error {
+// of the slots and the queue and the slots' batched decodes.
+func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.GroupStats) error {
 	m.mu.Lock()
 	c := m.v
 	m.mu.Unlock()
@@ -73,6 +75,9 @@ func (m *metrics) write(w io.Writer, processing, deferred int) error {
 		{"kvtrim_score_seconds_total", "counter", "Time spent scoring positions.", c.scoreMs / 1000},
 		{"kvtrim_evict_seconds_total", "counter", "Time spent evicting cells.", c.evictMs / 1000},
 		{"kvtrim_compact_seconds_total", "counter", "Time spent moving kept cells into the decoding context.", c.compactMs / 1000},
+		{"kvtrim_decode_calls_total", "counter", "llama_decode calls of the slots' shared context (continuous batching).", float64(batches.Rounds)},
+		{"kvtrim_decode_sequences_total", "counter", "Slots' decode requests those calls carried: divided by the calls, the mean batch.", float64(batches.Parts)},
+		{"kvtrim_decode_tokens_total", "counter", "Tokens those calls decoded.", float64(batches.Tokens)},
 	}
 	for _, x := range list {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", x.name, x.help, x.name, x.kind, x.name, x.value); err != nil {

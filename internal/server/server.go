@@ -73,7 +73,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		threads = runtime.NumCPU()
 	}
 	opt := kvtrim.SessionOptions{
-		NCtx: slotCtx, NBatch: s.cfg.Batch, NUbatch: s.cfg.UBatch, Threads: max(1, threads/s.cfg.Parallel),
+		NCtx: slotCtx, NBatch: s.cfg.Batch, NUbatch: s.cfg.UBatch, Threads: threads,
 		FlashAttn: s.cfg.FlashAttn, Compression: s.cfg.Compression,
 	}
 	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, opt, s.metrics, s.log)
@@ -89,7 +89,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 	}
 	s.eng.Store(e)
-	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads_slot", opt.Threads).
+	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
 		Str("kv_policy", e.policyName()).Msg("slots ready")
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,11 @@ import (
 )
 
 // pool is the slots and the bounded queue in front of them. Each slot's
-// goroutine takes jobs off the queue and runs them on its own session.
+// goroutine takes jobs off the queue and runs them on its own session, a
+// member of the pool's group: the group batches the slots' decodes into one
+// llama_decode per step (continuous batching).
 type pool struct {
+	group   *kvtrim.Group
 	queue   chan *job
 	quit    chan struct{}
 	wg      sync.WaitGroup
@@ -24,12 +28,13 @@ type pool struct {
 	stop    sync.Once
 }
 
-// slot is one sequence's context and what /slots reports of it. Its
+// slot is one sequence of the group and what /slots reports of it. Its
 // session is only touched by the slot's goroutine (and by close, after
 // that goroutine has ended).
 type slot struct {
 	id    int
 	model *kvtrim.Model
+	group *kvtrim.Group
 	opt   kvtrim.SessionOptions // the default compression included
 	nCtx  int
 
@@ -48,17 +53,25 @@ type slot struct {
 	last atomic.Pointer[kvtrim.Stats] // the last request's compression stats
 }
 
-// newPool makes n slots with a session each and starts their goroutines.
+// newPool makes a group of n sequences of opt.NCtx cells each, n slots
+// with a session each, and starts their goroutines.
 func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
-	p := &pool{queue: make(chan *job, queueSize), quit: make(chan struct{}), metrics: m, log: log}
+	gopt := opt
+	gopt.NCtx = opt.NCtx * n
+	g, err := model.NewGroup(gopt, n)
+	if err != nil {
+		return nil, fmt.Errorf("slots' context: %w", err)
+	}
+	opt.NCtx = g.SeqCells() // what a slot that needs a context of its own gets
+	p := &pool{group: g, queue: make(chan *job, queueSize), quit: make(chan struct{}), metrics: m, log: log}
 	observing := make(chan struct{}, 1)
 	for i := range n {
-		sl := &slot{id: i, model: model, opt: opt, observing: observing}
+		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing}
 		if _, err := sl.session(opt.Compression); err != nil {
 			p.closeSessions()
 			return nil, fmt.Errorf("slot %d: %w", i, err)
 		}
-		sl.nCtx = sl.sess.Context().NCtx()
+		sl.nCtx = sl.sess.NCtx()
 		p.slots = append(p.slots, sl)
 	}
 	for _, sl := range p.slots {
@@ -125,6 +138,7 @@ func (p *pool) closeSessions() {
 			sl.sess = nil
 		}
 	}
+	p.group.Close()
 }
 
 // session returns a session for compression c with an empty cache: the
@@ -142,9 +156,14 @@ func (sl *slot) session(c kvtrim.Compression) (*kvtrim.Session, error) {
 		sl.sess.Close()
 		sl.sess = nil
 	}
-	opt := sl.opt
-	opt.Compression = c
-	s, err := sl.model.NewSession(opt)
+	s, err := sl.group.NewSession(sl.id, c)
+	if errors.Is(err, kvtrim.ErrOwnContext) {
+		// H2O observes every decoded token through its context's eval
+		// callback: it decodes in a context of its own, beside the group.
+		opt := sl.opt
+		opt.Compression = c
+		s, err = sl.model.NewSession(opt)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("make a session: %w", err)
 	}
@@ -189,4 +208,25 @@ func (j *job) send(ev event) error {
 // finish sends the final event (dropped when the client went away).
 func (j *job) finish(res *result, err error) {
 	j.send(event{done: true, res: res, err: err})
+}
+
+// checkCells reports cells a request left behind: a slot whose sequence
+// holds positions past its session's, or a sequence of the group that no
+// member owns but that holds cells. Call it when no request is running.
+func (p *pool) checkCells() error {
+	for _, sl := range p.slots {
+		if sl.sess == nil {
+			continue
+		}
+		first, last := sl.sess.CachedPositions()
+		if want := sl.sess.Position() - 1; last != want || (want < 0 && first != -1) {
+			return fmt.Errorf("slot %d: its cache holds positions [%d, %d], its session accounts for positions up to %d", sl.id, first, last, want)
+		}
+		if sl.sess.Context() != p.group.Context() {
+			if first, last := p.group.SeqPositions(sl.id); last != -1 {
+				return fmt.Errorf("slot %d decodes in a context of its own, but its sequence of the shared one holds positions [%d, %d]", sl.id, first, last)
+			}
+		}
+	}
+	return nil
 }

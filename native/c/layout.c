@@ -51,6 +51,10 @@ int main(void) {
     S(llama_token_data);
     F(llama_token_data, id); F(llama_token_data, logit); F(llama_token_data, p);
 
+    S(llama_token_data_array);
+    F(llama_token_data_array, data); F(llama_token_data_array, size);
+    F(llama_token_data_array, selected); F(llama_token_data_array, sorted);
+
     S(llama_perf_context_data);
     F(llama_perf_context_data, t_start_ms); F(llama_perf_context_data, t_load_ms);
     F(llama_perf_context_data, t_p_eval_ms); F(llama_perf_context_data, t_eval_ms);

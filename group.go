@@ -1,0 +1,419 @@
+package kvtrim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/kvtrim/kvtrim/bindings"
+)
+
+// Group is several sessions that share one llama.cpp context, a sequence
+// each, and decode together: continuous batching. Every member's decode
+// (a prompt chunk or a generated token) goes to the group's decoder, which
+// packs whatever the members have pending into one llama_decode, copies out
+// the logits each member asked for, and hands them back. A member samples
+// from its copy (Sampler.SampleLogits), so a slow member never holds the
+// others' next step.
+//
+// The context keeps one KV stream per sequence (llama.cpp's non-unified
+// cache), so each member has NCtx/n cells of its own and a member that
+// compacts its cache shrinks its own stream. Everything else a member does
+// to the shared context (removing and shifting positions, loading a
+// compacted state) runs under the group's lock, between decodes.
+//
+// Members compress their prompts as standalone sessions do, in a
+// temporary context of their own. H2O, which observes every decoded token
+// through an eval callback on the decoding context, cannot be a member: it
+// needs a session of its own (ErrOwnContext).
+type Group struct {
+	model   *Model
+	ctx     *bindings.Context
+	opt     SessionOptions
+	copt    bindings.ContextOptions
+	seqCtx  int // cells per sequence
+	members []bool
+
+	// mu guards the context and the fields below; the decoder holds it
+	// while it decodes.
+	mu      sync.Mutex
+	pending []*decodeRequest
+	// awaited is the sequences that got logits in the last round and have
+	// not asked for another decode nor said they are done: the decoder waits
+	// a little for them, so that steps stay batched.
+	awaited map[bindings.SeqID]bool
+	closed  bool
+	stats   GroupStats
+
+	wake chan struct{} // a request came or a member went idle
+	quit chan struct{} // closed by Close
+	done chan struct{} // closed when the decoder has ended
+}
+
+// GroupStats count a group's decodes.
+type GroupStats struct {
+	Rounds int64 // llama_decode calls
+	Tokens int64 // tokens decoded
+	// Parts is the members' requests served; Parts/Rounds is how many
+	// sequences a decode carried on average.
+	Parts int64
+}
+
+// ErrOwnContext means a session's compression cannot share a context.
+var ErrOwnContext = errors.New("this compression needs a context of its own")
+
+// decodeRequest is one member's tokens for the next round.
+type decodeRequest struct {
+	seq    bindings.SeqID
+	tokens []Token
+	pos0   int32
+	// logits asks for the last token's logits, copied into out.
+	logits bool
+	out    []float32
+	err    error
+	done   chan struct{}
+}
+
+// NewGroup makes a context for n sequences of opt.NCtx/n cells each
+// (llama.cpp rounds a sequence's share up to a multiple of 256) and starts
+// its decoder. opt.Compression is ignored: each member brings its own.
+func (m *Model) NewGroup(opt SessionOptions, n int) (*Group, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("group of %d sequences: give at least 1", n)
+	}
+	copt, err := contextOptions(opt)
+	if err != nil {
+		return nil, err
+	}
+	copt.NSeqMax = uint32(n)
+	if copt.NCtx == 0 {
+		copt.NCtx = uint32(m.NCtxTrain() * n)
+	}
+	ctx, err := m.NewContext(copt)
+	if err != nil {
+		return nil, err
+	}
+	if got := ctx.NSeqMax(); got != n {
+		ctx.Close()
+		return nil, fmt.Errorf("group: llama.cpp made a context for %d sequences, %d asked", got, n)
+	}
+	g := &Group{
+		model: m, ctx: ctx, opt: opt, copt: copt, seqCtx: ctx.NCtx() / n,
+		members: make([]bool, n), awaited: map[bindings.SeqID]bool{},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	g.copt.NSeqMax = 1 // what members' temporary contexts get
+	go g.decoder()
+	return g, nil
+}
+
+// Close stops the decoder and frees the context. Close the members first.
+func (g *Group) Close() {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return
+	}
+	g.closed = true
+	g.mu.Unlock()
+	close(g.quit)
+	<-g.done
+	g.ctx.Close()
+}
+
+// Sequences is the number of sequences the group holds.
+func (g *Group) Sequences() int { return len(g.members) }
+
+// SeqCells is each sequence's share of the cache, in cells.
+func (g *Group) SeqCells() int { return g.seqCtx }
+
+// Stats returns the group's decode counts.
+func (g *Group) Stats() GroupStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.stats
+}
+
+// SeqPositions is the first and the last position sequence seq holds in
+// the shared cache (-1, -1 when it holds none): what a caller checks to
+// see that nothing leaked.
+func (g *Group) SeqPositions(seq int) (first, last int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	mem := g.ctx.Memory()
+	return int(mem.SeqPosMin(bindings.SeqID(seq))), int(mem.SeqPosMax(bindings.SeqID(seq)))
+}
+
+// NewSession makes the member that owns sequence seq, with an empty cache
+// and compression c. The sequence must be free (its previous member
+// closed). A compression that evicts while decoding with observed
+// attention (H2O, as the policy or the decode policy) gives ErrOwnContext.
+func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
+	if seq < 0 || seq >= len(g.members) {
+		return nil, fmt.Errorf("group member %d: the group has sequences 0 to %d", seq, len(g.members)-1)
+	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	if c.Policy == PolicyH2O || (c.enabled() && c.DecodePolicy == PolicyH2O) {
+		return nil, fmt.Errorf("%w: h2o observes every decoded token through the decoding context's eval callback", ErrOwnContext)
+	}
+	m := g.model
+	if c.enabled() {
+		if err := checkEvictable(m, c); err != nil {
+			return nil, err
+		}
+	}
+	if c.Streams() {
+		if !g.ctx.Memory().CanShift() {
+			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
+		}
+		if c.Sinks+c.Recent > g.seqCtx {
+			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a sequence's %d cells (-c / -np); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, g.seqCtx)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, errors.New("group member: the group is closed")
+	}
+	if g.members[seq] {
+		return nil, fmt.Errorf("group member %d: the sequence already has a session; close it first", seq)
+	}
+	g.ctx.Memory().SeqRm(bindings.SeqID(seq), -1, -1)
+	g.members[seq] = true
+	opt := g.opt
+	opt.Compression = c
+	s := &Session{model: m, ctx: g.ctx, copt: g.copt, opt: opt, seq: bindings.SeqID(seq), grp: g, release: func() {}}
+	s.batch = m.lib.NewBatch(g.ctx.NBatch(), 1)
+	s.stats = s.freshStats()
+	return s, nil
+}
+
+// leave frees a member's sequence: its cells are removed.
+func (g *Group) leave(seq bindings.SeqID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.members[seq] = false
+	delete(g.awaited, seq)
+	if !g.closed {
+		g.ctx.Memory().SeqRm(seq, -1, -1)
+	}
+	g.poke()
+}
+
+// idle says a member asks for no decode soon: the decoder stops waiting
+// for it.
+func (g *Group) idle(seq bindings.SeqID) {
+	g.mu.Lock()
+	delete(g.awaited, seq)
+	g.mu.Unlock()
+	g.poke()
+}
+
+// poke wakes the decoder; call with or without mu.
+func (g *Group) poke() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// locked runs f under the group's lock: what a member does to the shared
+// context besides decoding.
+func (g *Group) locked(f func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f()
+}
+
+// decode queues r for the next round and waits for it.
+func (g *Group) decode(r *decodeRequest) error {
+	g.submit(r)
+	<-r.done
+	return r.err
+}
+
+// submit queues r for the next round; r.done is closed when it has been
+// decoded, or refused (r.err). A request larger than the context's batch
+// is refused; the caller chunks.
+func (g *Group) submit(r *decodeRequest) {
+	r.done = make(chan struct{})
+	if len(r.tokens) == 0 || len(r.tokens) > g.ctx.NBatch() {
+		r.err = fmt.Errorf("group decode: %d tokens (give 1 to %d)", len(r.tokens), g.ctx.NBatch())
+		close(r.done)
+		return
+	}
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		r.err = errors.New("group decode: the group is closed")
+		close(r.done)
+		return
+	}
+	g.pending = append(g.pending, r)
+	delete(g.awaited, r.seq)
+	g.mu.Unlock()
+	g.poke()
+}
+
+// chunk is the most tokens a member puts in one request: the batch less a
+// token for each other member, so that their steps always fit beside it.
+func (g *Group) chunk() int {
+	return max(1, g.ctx.NBatch()-(len(g.members)-1))
+}
+
+// gatherWait is how long the decoder waits for awaited members after the
+// first request arrives: a step's sampling is microseconds, and waiting
+// at most half a decode's time bounds what a member that went elsewhere
+// costs the others.
+func gatherWait(lastDecode time.Duration) time.Duration {
+	return min(50*time.Millisecond, max(time.Millisecond, lastDecode/2))
+}
+
+// decoder runs the rounds until Close. llama.cpp's CPU threads belong to
+// the thread that calls llama_decode, so it keeps one OS thread.
+func (g *Group) decoder() {
+	defer close(g.done)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	batch := g.model.lib.NewBatch(g.ctx.NBatch(), 1)
+	defer batch.Close()
+	var lastDecode time.Duration
+	for {
+		select {
+		case <-g.wake:
+		case <-g.quit:
+			g.failPending()
+			return
+		}
+		g.gather(gatherWait(lastDecode))
+		for {
+			t0 := time.Now()
+			more := g.round(batch)
+			lastDecode = time.Since(t0)
+			if !more {
+				break
+			}
+		}
+	}
+}
+
+// gather waits, at most wait, until no member the last round served is
+// still expected, so that their next steps share a round.
+func (g *Group) gather(wait time.Duration) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		g.mu.Lock()
+		ready := len(g.pending) == 0 || len(g.awaited) == 0
+		g.mu.Unlock()
+		if ready {
+			return
+		}
+		select {
+		case <-g.wake:
+		case <-deadline.C:
+			return
+		case <-g.quit:
+			return
+		}
+	}
+}
+
+// failPending answers the requests left when the group closes.
+func (g *Group) failPending() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, r := range g.pending {
+		r.err = errors.New("group decode: the group is closed")
+		close(r.done)
+	}
+	g.pending = nil
+}
+
+// round decodes the pending requests that fit in one batch, in the order
+// they came, and reports whether requests are still pending.
+func (g *Group) round(batch *bindings.Batch) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.pending) == 0 {
+		return false
+	}
+	batch.Clear()
+	var taken, left []*decodeRequest
+	last := map[*decodeRequest]int{}
+	for _, r := range g.pending {
+		if batch.Len()+len(r.tokens) > batch.Cap() {
+			left = append(left, r)
+			continue
+		}
+		seqs := []bindings.SeqID{r.seq}
+		for j, t := range r.tokens {
+			batch.Add(t, r.pos0+int32(j), seqs, r.logits && j == len(r.tokens)-1)
+		}
+		last[r] = batch.Len() - 1
+		taken = append(taken, r)
+	}
+	g.pending = left
+	err := g.ctx.Decode(batch)
+	if err != nil && len(taken) > 1 {
+		// One member's request (a full stream, say) must not fail the
+		// others': decode them one by one.
+		for _, r := range taken {
+			batch.Clear()
+			for j, t := range r.tokens {
+				batch.Add(t, r.pos0+int32(j), []bindings.SeqID{r.seq}, r.logits && j == len(r.tokens)-1)
+			}
+			r.err = g.ctx.Decode(batch)
+			g.finish(r, batch.Len()-1)
+		}
+	} else {
+		for _, r := range taken {
+			r.err = err
+			g.finish(r, last[r])
+		}
+	}
+	g.stats.Rounds++
+	g.stats.Parts += int64(len(taken))
+	for _, r := range taken {
+		g.stats.Tokens += int64(len(r.tokens))
+	}
+	return len(g.pending) > 0
+}
+
+// finish copies r's logits (output idx of the last decode) and wakes its
+// member. Called with mu held.
+func (g *Group) finish(r *decodeRequest, idx int) {
+	if r.err == nil && r.logits {
+		r.out = append(r.out[:0], g.ctx.Logits(idx)...)
+		g.awaited[r.seq] = true
+	}
+	close(r.done)
+}
+
+// groupDecode decodes tokens at the session's next positions through the
+// group, in chunks, asking for the last one's logits.
+func (s *Session) groupDecode(ctx context.Context, tokens []Token, wantLogits bool) error {
+	nb := s.grp.chunk()
+	for i := 0; i < len(tokens); i += nb {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		part := tokens[i:min(i+nb, len(tokens))]
+		r := &decodeRequest{seq: s.seq, tokens: part, pos0: s.nextPos + int32(i), logits: wantLogits && i+len(part) == len(tokens), out: s.logits}
+		if err := s.grp.decode(r); err != nil {
+			return fmt.Errorf("decode tokens %d-%d: %w", r.pos0, int(r.pos0)+len(part), err)
+		}
+		if r.logits {
+			s.logits = r.out
+		}
+	}
+	return nil
+}
+
+// Context is the group's shared llama.cpp context.
+func (g *Group) Context() *bindings.Context { return g.ctx }

@@ -1,0 +1,126 @@
+package kvtrim_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// groupCase is one member's prompt and compression.
+type groupCase struct {
+	prompt string
+	comp   kvtrim.Compression
+}
+
+var groupCases = []groupCase{
+	{"Once upon a time, there was a little girl named Lily.", kvtrim.Compression{}},
+	{"Tom had a red ball. He liked to play with it in the park. One day the ball rolled away and Tom ran after it.",
+		kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 4}},
+	{"The cat sat on the mat and looked at the bird in the tree.",
+		kvtrim.Compression{Policy: "streaming", Sinks: 4, Recent: 24, EvictEvery: 4}},
+	{"Ben and Mia went to the beach. They built a big sand castle with a flag on top. Then the sea came in.",
+		kvtrim.Compression{Policy: "snapkv", Budget: 20, Window: 4, DecodePolicy: "streaming", Sinks: 4, Recent: 20}},
+}
+
+// TestGroupMatchesSessions: four members of one group, each with its own
+// compression, prefill and generate at the same time; each greedy
+// continuation equals the same request in a session of its own, the
+// decodes really were batched, and the members leave no cells behind.
+func TestGroupMatchesSessions(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	const n = 80
+	opt := kvtrim.SessionOptions{NCtx: 256, NBatch: 256, Threads: 1}
+	alone := make([]string, len(groupCases))
+	for i, c := range groupCases {
+		o := opt
+		o.Compression = c.comp
+		s, err := m.NewSession(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone[i], _ = promptAndGenerate(t, s, m, c.prompt, n)
+		s.Close()
+	}
+
+	g, err := m.NewGroup(kvtrim.SessionOptions{NCtx: 256 * len(groupCases), NBatch: 256, Threads: 1}, len(groupCases))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.SeqCells() != 256 {
+		t.Fatalf("each member has %d cells, want 256", g.SeqCells())
+	}
+	got := make([]string, len(groupCases))
+	stats := make([]kvtrim.Stats, len(groupCases))
+	var wg sync.WaitGroup
+	for i, c := range groupCases {
+		s, err := g.NewSession(i, c.comp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], stats[i] = promptAndGenerate(t, s, m, c.prompt, n)
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	for i, c := range groupCases {
+		if got[i] != alone[i] {
+			t.Errorf("member %d (%s): grouped %q, alone %q", i, c.comp.Policy, got[i], alone[i])
+		}
+		if c.comp.Policy != "" && stats[i].EvictedCells == 0 {
+			t.Errorf("member %d (%s): nothing evicted", i, c.comp.Policy)
+		}
+		if lo, hi := g.SeqPositions(i); lo != -1 || hi != -1 {
+			t.Errorf("member %d closed but its sequence holds positions [%d, %d]", i, lo, hi)
+		}
+	}
+	gs := g.Stats()
+	t.Logf("%d rounds, %d requests, %d tokens", gs.Rounds, gs.Parts, gs.Tokens)
+	if per := float64(gs.Parts) / float64(gs.Rounds); per < 2 {
+		t.Errorf("%.2f members' requests per decode: the group did not batch (%+v)", per, gs)
+	}
+}
+
+// TestGroupBadMembers: a sequence out of range, one taken twice, and H2O
+// (which needs a context of its own) are refused; a freed sequence can be
+// taken again.
+func TestGroupBadMembers(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	g, err := m.NewGroup(kvtrim.SessionOptions{NCtx: 512, Threads: 1}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if _, err := g.NewSession(2, kvtrim.Compression{}); err == nil {
+		t.Error("sequence 2 of a group of 2: no error")
+	}
+	for _, c := range []kvtrim.Compression{
+		{Policy: "h2o", Heavy: 8, Recent: 8},
+		{Policy: "snapkv", Budget: 16, Window: 4, DecodePolicy: "h2o", Heavy: 8, Recent: 8},
+	} {
+		if _, err := g.NewSession(0, c); !errors.Is(err, kvtrim.ErrOwnContext) {
+			t.Errorf("%s/%s member: %v, want ErrOwnContext", c.Policy, c.DecodePolicy, err)
+		}
+	}
+	s, err := g.NewSession(0, kvtrim.Compression{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.NewSession(0, kvtrim.Compression{}); err == nil {
+		t.Error("sequence 0 taken twice: no error")
+	}
+	s.Close()
+	s, err = g.NewSession(0, kvtrim.Compression{Policy: "streaming", Sinks: 4, Recent: 1000})
+	if err == nil || !errors.Is(err, kvtrim.ErrPromptTooLong) {
+		t.Errorf("a streaming window larger than the member's cells: %v", err)
+	}
+	if s, err = g.NewSession(0, kvtrim.Compression{}); err != nil {
+		t.Fatalf("sequence 0 after its member closed: %v", err)
+	}
+	s.Close()
+}
