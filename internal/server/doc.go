@@ -30,7 +30,12 @@
 // one prompt's.
 //
 // A slot remembers the tokens its cache holds (the last prompt and its
-// answer), and a request with the same compression reuses them:
+// answer). A request goes to the slot it names with id_slot; else to the
+// free slot whose cache holds the longest prefix of its prompt, when that
+// is more than half the prompt (llama-server's slot similarity), so that a
+// conversation's next turn finds its earlier turns; else to the least
+// recently used free slot. A request with the same compression as the
+// slot's cache reuses it:
 //
 //   - With the full cache, the longest prefix the new prompt shares with
 //     them is kept (positions after it are removed) and only the rest is

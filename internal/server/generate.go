@@ -146,10 +146,7 @@ func (sl *slot) reusable(c kvtrim.Compression, prompt []kvtrim.Token) int {
 	if sl.sess == nil || !sl.dirty || sl.comp != c || !appendable(c) {
 		return 0
 	}
-	shared := 0
-	for shared < min(len(sl.history), len(prompt)) && sl.history[shared] == prompt[shared] {
-		shared++
-	}
+	shared := sharedPrefix(sl.history, prompt)
 	if c.Policy == "" || c.Policy == kvtrim.PolicyNone {
 		return min(shared, len(prompt)-1)
 	}

@@ -30,6 +30,9 @@ type Request struct {
 	ReturnTokens bool
 	// Compression is the server's, with the request's "kvtrim" overrides.
 	Compression kvtrim.Compression
+	// Slot is the slot the request asks for (id_slot), or -1: the server
+	// picks one (see pool.pick).
+	Slot int
 }
 
 // samplingFields are the generation settings every kind of request
@@ -49,6 +52,7 @@ type samplingFields struct {
 	IgnoreEOS           bool               `json:"ignore_eos"`
 	ReturnTokens        bool               `json:"return_tokens"`
 	Kvtrim              *compressionFields `json:"kvtrim"`
+	IDSlot              *int               `json:"id_slot"`
 }
 
 type streamOptions struct {
@@ -180,7 +184,13 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	}
 	r := &Request{
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
-		ReturnTokens: f.ReturnTokens, Compression: comp,
+		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1,
+	}
+	if f.IDSlot != nil {
+		if *f.IDSlot < -1 {
+			return nil, badRequest("id_slot %d: give a slot's id, or -1 for any", *f.IDSlot)
+		}
+		r.Slot = *f.IDSlot
 	}
 	if f.StreamOptions != nil {
 		r.IncludeUsage = f.StreamOptions.IncludeUsage

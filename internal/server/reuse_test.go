@@ -65,3 +65,41 @@ func TestPrefixReuseCompressed(t *testing.T) {
 		t.Errorf("a new conversation: cache_n %d, kvtrim %+v", c3.Timings.CacheN, c3.Kvtrim)
 	}
 }
+
+// TestConversationsKeepTheirSlots: with two slots, each of two
+// conversations' next turn goes to the slot that holds its earlier turns
+// (cache_n covers them), however the slots were used in between; id_slot
+// picks a slot, and one the server lacks is refused.
+func TestConversationsKeepTheirSlots(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 2
+	ts := startServer(t, cfg)
+	body := func(prompt string, extra string) string {
+		return fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0%s}`, jsonString(prompt), extra)
+	}
+	convs := []string{"Tom had a red ball. He liked to play with it.", "Lily saw a big dog in the garden. The dog was sad."}
+	first := make([]completion, 2)
+	for i, p := range convs {
+		ts.post("/completion", body(p, ""), 200, &first[i])
+	}
+	if first[0].IDSlot == first[1].IDSlot {
+		t.Fatalf("two new conversations went to the same slot %d while the other was free", first[0].IDSlot)
+	}
+	// The second conversation's slot is now the most recently used: the
+	// first conversation's next turn must still find its own.
+	for i, p := range convs {
+		var c completion
+		ts.post("/completion", body(p+first[i].Content+" Then they went home.", ""), 200, &c)
+		if c.IDSlot != first[i].IDSlot || c.Timings.CacheN < first[i].TokensEvaluated {
+			t.Errorf("conversation %d: next turn on slot %d with cache_n %d; its first turn was on slot %d with %d prompt tokens",
+				i, c.IDSlot, c.Timings.CacheN, first[i].IDSlot, first[i].TokensEvaluated)
+		}
+	}
+	var c completion
+	ts.post("/completion", body("Once upon a time", `,"id_slot":1`), 200, &c)
+	if c.IDSlot != 1 {
+		t.Errorf("id_slot 1: answered by slot %d", c.IDSlot)
+	}
+	code, b := ts.do(t.Context(), "POST", "/completion", body("Once upon a time", `,"id_slot":2`))
+	wantError(t, code, b, 400, "invalid_request_error", "id_slot 2")
+}

@@ -107,6 +107,7 @@ type completion struct {
 	Content         string         `json:"content"`
 	Tokens          []kvtrim.Token `json:"tokens"`
 	Stop            bool           `json:"stop"`
+	IDSlot          int            `json:"id_slot"`
 	TokensPredicted int            `json:"tokens_predicted"`
 	TokensEvaluated int            `json:"tokens_evaluated"`
 	StopType        string         `json:"stop_type"`

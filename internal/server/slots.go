@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -13,19 +14,27 @@ import (
 )
 
 // pool is the slots and the bounded queue in front of them. Each slot's
-// goroutine takes jobs off the queue and runs them on its own session, a
-// member of the pool's group: the group batches the slots' decodes into one
+// goroutine runs the jobs the pool hands it on its own session, a member
+// of the pool's group: the group batches the slots' decodes into one
 // llama_decode per step (continuous batching).
 type pool struct {
 	group   *kvtrim.Group
-	queue   chan *job
-	quit    chan struct{}
-	wg      sync.WaitGroup
 	slots   []*slot
-	busy    atomic.Int64 // slots running a job
 	metrics *metrics
 	log     zerolog.Logger
-	stop    sync.Once
+
+	// mu guards the queue, the free slots and the slots' histories while
+	// they are free.
+	mu        sync.Mutex
+	waiting   []*job // queued, oldest first
+	queueSize int
+	free      []*slot // idle slots, least recently used first
+	closed    bool
+
+	quit chan struct{}
+	wg   sync.WaitGroup
+	busy atomic.Int64 // slots running a job
+	stop sync.Once
 }
 
 // slot is one sequence of the group and what /slots reports of it. Its
@@ -37,6 +46,7 @@ type slot struct {
 	group *kvtrim.Group
 	opt   kvtrim.SessionOptions // the default compression included
 	nCtx  int
+	jobs  chan *job // the job the pool gave this slot
 
 	sess  *kvtrim.Session
 	comp  kvtrim.Compression // the compression sess was made with
@@ -63,10 +73,10 @@ func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m
 		return nil, fmt.Errorf("slots' context: %w", err)
 	}
 	opt.NCtx = g.SeqCells() // what a slot that needs a context of its own gets
-	p := &pool{group: g, queue: make(chan *job, queueSize), quit: make(chan struct{}), metrics: m, log: log}
+	p := &pool{group: g, queueSize: queueSize, quit: make(chan struct{}), metrics: m, log: log}
 	observing := make(chan struct{}, 1)
 	for i := range n {
-		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing}
+		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1)}
 		if _, err := sl.session(opt.Compression); err != nil {
 			p.closeSessions()
 			return nil, fmt.Errorf("slot %d: %w", i, err)
@@ -74,6 +84,7 @@ func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m
 		sl.nCtx = sl.sess.NCtx()
 		p.slots = append(p.slots, sl)
 	}
+	p.free = slices.Clone(p.slots)
 	for _, sl := range p.slots {
 		p.wg.Add(1)
 		go p.work(sl)
@@ -81,23 +92,89 @@ func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m
 	return p, nil
 }
 
-// submit queues j, or says the queue is full.
+// submit gives j to a slot, or queues it, or says the queue is full.
 func (p *pool) submit(j *job) error {
-	select {
-	case <-p.quit:
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.closed:
 		return unavailable("the server is shutting down")
-	default:
+	case len(p.waiting) >= p.queueSize:
+		return unavailable(fmt.Sprintf("the server is busy: all %d slots are working and %d requests are waiting; retry later", len(p.slots), len(p.waiting)))
 	}
-	select {
-	case p.queue <- j:
-		return nil
-	default:
-		return unavailable(fmt.Sprintf("the server is busy: all %d slots are working and %d requests are waiting; retry later", len(p.slots), cap(p.queue)))
-	}
+	p.waiting = append(p.waiting, j)
+	p.dispatch()
+	return nil
 }
 
 // deferred is the number of requests waiting for a slot.
-func (p *pool) deferred() int { return len(p.queue) }
+func (p *pool) deferred() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiting)
+}
+
+// dispatch hands waiting jobs, oldest first, to free slots. A job that
+// names a busy slot waits for it without holding up the others. Called
+// with mu held.
+func (p *pool) dispatch() {
+	kept := p.waiting[:0]
+	for _, j := range p.waiting {
+		sl := p.pick(j)
+		if sl == nil {
+			kept = append(kept, j)
+			continue
+		}
+		p.free = slices.DeleteFunc(p.free, func(s *slot) bool { return s == sl })
+		sl.busy.Store(true)
+		p.busy.Add(1)
+		sl.jobs <- j
+	}
+	clear(p.waiting[len(kept):])
+	p.waiting = kept
+}
+
+// similarity is the share of a prompt's tokens that a slot's cache must
+// already hold for the prompt to go to that slot rather than to the least
+// recently used one (llama-server's --slot-prompt-similarity default).
+const similarity = 0.5
+
+// pick is the free slot for j, or nil: the one it names (id_slot); else
+// the one whose cache shares the longest prefix with the prompt, when that
+// is more than half of it, so that a conversation's next turn finds its
+// earlier turns cached; else the least recently used. Called with mu held.
+func (p *pool) pick(j *job) *slot {
+	if len(p.free) == 0 {
+		return nil
+	}
+	if j.req.Slot >= 0 {
+		for _, sl := range p.free {
+			if sl.id == j.req.Slot {
+				return sl
+			}
+		}
+		return nil
+	}
+	best, bestN := p.free[0], 0
+	for _, sl := range p.free {
+		if n := sharedPrefix(sl.history, j.tokens); n > bestN {
+			best, bestN = sl, n
+		}
+	}
+	if float64(bestN) > similarity*float64(len(j.tokens)) {
+		return best
+	}
+	return p.free[0]
+}
+
+// sharedPrefix is the number of leading tokens a and b share.
+func sharedPrefix(a, b []kvtrim.Token) int {
+	n := 0
+	for n < min(len(a), len(b)) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
 
 // work runs one slot's jobs until the pool closes.
 func (p *pool) work(sl *slot) {
@@ -106,16 +183,18 @@ func (p *pool) work(sl *slot) {
 		select {
 		case <-p.quit:
 			return
-		case j := <-p.queue:
-			p.busy.Add(1)
-			sl.busy.Store(true)
+		case j := <-sl.jobs:
 			res, err := sl.serve(j)
-			sl.busy.Store(false)
-			p.busy.Add(-1)
 			if res != nil {
 				p.metrics.record(res)
 				sl.last.Store(&res.stats)
 			}
+			p.mu.Lock()
+			sl.busy.Store(false)
+			p.busy.Add(-1)
+			p.free = append(p.free, sl) // the most recently used, last
+			p.dispatch()
+			p.mu.Unlock()
 			j.finish(res, err)
 		}
 	}
@@ -125,6 +204,9 @@ func (p *pool) work(sl *slot) {
 // caller cancels first if it cannot wait) and frees the sessions.
 func (p *pool) close() {
 	p.stop.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
 		close(p.quit)
 		p.wg.Wait()
 		p.closeSessions()
