@@ -23,16 +23,26 @@ import (
 // capacityRow is one configuration of bench serve: how many conversations
 // of the given length its slots hold in -c cells, and how they ran.
 type capacityRow struct {
-	Policy        string  `json:"policy"`
-	Slots         int     `json:"slots"`          // concurrent conversations
-	CellsPerSlot  int     `json:"cells_per_slot"` // -c / slots
-	PeakCells     int     `json:"peak_cells"`     // -c, plus SnapKV's one prompt-sized temporary context
-	KVBytesPeak   int64   `json:"kv_bytes_peak"`
-	Succeeded     int     `json:"succeeded"`
-	WallSeconds   float64 `json:"wall_s"`
-	Generated     int     `json:"generated_tokens"`
-	TokensPerSec  float64 `json:"tokens_per_s"`        // all slots' generated tokens over the wall time
-	DecodeTokSMed float64 `json:"decode_tok_s_median"` // a request's own decode speed, median
+	Policy string `json:"policy"`
+	Slots  int    `json:"slots"` // concurrent conversations
+	// CellsPerSlot is a conversation's cells, rounded up to llama.cpp's
+	// 256-cell unit of a sequence's stream; Slots of them fit in -c.
+	CellsPerSlot int   `json:"cells_per_slot"`
+	PeakCells    int   `json:"peak_cells"` // the slots', plus SnapKV's one prompt-sized temporary context
+	KVBytesPeak  int64 `json:"kv_bytes_peak"`
+	Succeeded    int   `json:"succeeded"`
+	// PrefillSeconds is the wall time of the first turns: every
+	// conversation's prompt, sent at once, with one generated token.
+	PrefillSeconds float64 `json:"prefill_wall_s"`
+	// DecodeSeconds is the wall time of the second turns, sent at once:
+	// each continues its cached conversation and generates -n tokens, so
+	// every slot decodes at the same time.
+	DecodeSeconds float64 `json:"decode_wall_s"`
+	Generated     int     `json:"generated_tokens"`     // in the second turns
+	TokensPerSec  float64 `json:"tokens_per_s"`         // Generated over DecodeSeconds: all slots together
+	DecodeTokSMed float64 `json:"decode_tok_s_median"`  // a second turn's own decode speed, median
+	CachedMin     int     `json:"cached_min"`           // the fewest prompt tokens a second turn found cached
+	BatchMean     float64 `json:"sequences_per_decode"` // sequences per llama_decode in the second turns
 }
 
 // capacityReport is what bench serve writes with --json.
@@ -106,23 +116,30 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return fmt.Errorf("%s: %w", cfg.comp.Policy, err)
 		}
 		rep.Rows = append(rep.Rows, row)
-		log.Info().Msgf("%s: %d of %d conversations in %.1f s", row.Policy, row.Succeeded, row.Slots, row.WallSeconds)
+		log.Info().Msgf("%s: %d of %d conversations; prompts %.1f s, second turns %.1f s", row.Policy, row.Succeeded, row.Slots, row.PrefillSeconds, row.DecodeSeconds)
 	}
 	md := rep.markdown()
 	fmt.Fprint(stdout, md)
 	return out.write(rep, md, nil)
 }
 
-// runCapacity serves -c cells split into slots of cells each, sends one
-// conversation per slot at once, and measures them.
+// streamCells is the cells llama.cpp gives a sequence of n cells in a
+// context with a stream per sequence: n rounded up to 256.
+func streamCells(n int) int { return (n + 255) / 256 * 256 }
+
+// runCapacity serves -c cells split into slots of cells each (as llama.cpp
+// rounds them), and runs two turns of one conversation per slot: the
+// prompts, all at once, then a continuation of each, all at once, which
+// finds its conversation cached and decodes -n tokens beside the others.
 func runCapacity(ctx context.Context, model *kvtrim.Model, g genFlags, comp kvtrim.Compression, cells int, prompt string, log zerolog.Logger) (capacityRow, error) {
+	cells = streamCells(cells)
 	slots := g.nCtx / cells
 	row := capacityRow{Policy: comp.Policy, Slots: slots, CellsPerSlot: cells, PeakCells: slots * cells}
 	if slots < 1 {
 		return row, fmt.Errorf("-c %d holds no conversation of %d cells", g.nCtx, cells)
 	}
 	srv, err := server.New(server.Config{Parallel: slots, CtxSize: slots * cells, Batch: g.nBatch, UBatch: g.nUbat, Threads: g.threads,
-		FlashAttn: g.flashAttn, Sampling: server.DefaultSampling(), Compression: comp}, log)
+		FlashAttn: g.flashAttn, Sampling: server.DefaultSampling(), Compression: comp, QueueSize: slots, Metrics: true}, log)
 	if err != nil {
 		return row, err
 	}
@@ -137,87 +154,180 @@ func runCapacity(ctx context.Context, model *kvtrim.Model, g genFlags, comp kvtr
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(ln)
 	defer hs.Close()
-	url := "http://" + ln.Addr().String() + "/completion"
+	base := "http://" + ln.Addr().String()
 
-	type answer struct {
-		Timings struct {
-			PredictedN         int     `json:"predicted_n"`
-			PredictedPerSecond float64 `json:"predicted_per_second"`
-		} `json:"timings"`
-		Kvtrim struct {
-			PromptTokens  int   `json:"prompt_tokens"`
-			KVBytesBefore int64 `json:"kv_bytes_before"`
-		} `json:"kvtrim"`
+	prompts := make([]string, slots)
+	for i := range prompts {
+		// Each conversation its own: a different first sentence.
+		prompts[i] = fmt.Sprintf("Conversation %d. %s", i, prompt)
 	}
-	answers := make([]answer, slots)
-	errs := make([]error, slots)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := range slots {
-		wg.Go(func() {
-			// Each conversation its own: a different first sentence.
-			body, _ := json.Marshal(map[string]any{"prompt": fmt.Sprintf("Conversation %d. %s", i, prompt), "n_predict": g.nPredict,
-				"temperature": 0, "ignore_eos": true})
-			req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != 200 {
-				errs[i] = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
-				return
-			}
-			errs[i] = json.Unmarshal(b, &answers[i])
-		})
+	first, err := sendAll(ctx, base, prompts, 1)
+	if err != nil {
+		return row, err
 	}
-	wg.Wait()
-	row.WallSeconds = time.Since(start).Seconds()
+	row.PrefillSeconds = first.wall.Seconds()
+	for i, a := range first.answers {
+		if first.errs[i] == nil {
+			prompts[i] += a.Content + " And then"
+		}
+	}
+	before, err := decodeCounters(ctx, base)
+	if err != nil {
+		return row, err
+	}
+	second, err := sendAll(ctx, base, prompts, g.nPredict)
+	if err != nil {
+		return row, err
+	}
+	after, err := decodeCounters(ctx, base)
+	if err != nil {
+		return row, err
+	}
+	if calls := after[0] - before[0]; calls > 0 {
+		row.BatchMean = (after[1] - before[1]) / calls
+	}
+	row.DecodeSeconds = second.wall.Seconds()
 	var speeds []float64
-	for i, a := range answers {
-		if errs[i] != nil {
+	row.CachedMin = -1
+	for i, a := range second.answers {
+		if first.errs[i] != nil || second.errs[i] != nil {
 			continue
 		}
 		row.Succeeded++
 		row.Generated += a.Timings.PredictedN
 		speeds = append(speeds, a.Timings.PredictedPerSecond)
-		if a.Kvtrim.PromptTokens > 0 && row.KVBytesPeak == 0 {
-			perCell := a.Kvtrim.KVBytesBefore / int64(a.Kvtrim.PromptTokens)
-			if comp.Policy == kvtrim.PolicySnapKV {
-				row.PeakCells += a.Kvtrim.PromptTokens // the one observing context
+		if row.CachedMin < 0 || a.Timings.CacheN < row.CachedMin {
+			row.CachedMin = a.Timings.CacheN
+		}
+		f := first.answers[i]
+		if f.Kvtrim.PromptTokens > 0 && row.KVBytesPeak == 0 {
+			perCell := f.Kvtrim.KVBytesBefore / int64(f.Kvtrim.PromptTokens)
+			if comp.PrefillsAside(f.Kvtrim.PromptTokens) {
+				row.PeakCells += f.Kvtrim.PromptTokens // the one temporary context
 			}
 			row.KVBytesPeak = int64(row.PeakCells) * perCell
 		}
 	}
-	if err := errors.Join(errs...); err != nil && row.Succeeded == 0 {
-		return row, err
+	if row.Succeeded == 0 {
+		return row, errors.Join(append(first.errs, second.errs...)...)
 	}
-	row.TokensPerSec = float64(row.Generated) / row.WallSeconds
-	if len(speeds) > 0 {
-		slices.Sort(speeds)
-		row.DecodeTokSMed = speeds[len(speeds)/2]
-	}
+	row.TokensPerSec = float64(row.Generated) / row.DecodeSeconds
+	slices.Sort(speeds)
+	row.DecodeTokSMed = speeds[len(speeds)/2]
 	return row, nil
+}
+
+// turnAnswer is what bench serve reads of a /completion answer.
+type turnAnswer struct {
+	Content string `json:"content"`
+	Timings struct {
+		CacheN             int     `json:"cache_n"`
+		PredictedN         int     `json:"predicted_n"`
+		PredictedPerSecond float64 `json:"predicted_per_second"`
+	} `json:"timings"`
+	Kvtrim struct {
+		PromptTokens  int   `json:"prompt_tokens"`
+		KVBytesBefore int64 `json:"kv_bytes_before"`
+	} `json:"kvtrim"`
+}
+
+// turn is one round of requests: the answers, each one's error, and the
+// wall time of the round.
+type turn struct {
+	answers []turnAnswer
+	errs    []error
+	wall    time.Duration
+}
+
+// sendAll sends every prompt to base's /completion at once, each for n
+// greedy tokens, and waits for all the answers. The error is set only when
+// every request failed.
+func sendAll(ctx context.Context, base string, prompts []string, n int) (turn, error) {
+	t := turn{answers: make([]turnAnswer, len(prompts)), errs: make([]error, len(prompts))}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Go(func() {
+			body, _ := json.Marshal(map[string]any{"prompt": p, "n_predict": n, "temperature": 0, "ignore_eos": true})
+			t.errs[i] = postJSON(ctx, base+"/completion", body, &t.answers[i])
+		})
+	}
+	wg.Wait()
+	t.wall = time.Since(start)
+	for _, err := range t.errs {
+		if err == nil {
+			return t, nil
+		}
+	}
+	return t, errors.Join(t.errs...)
+}
+
+// postJSON posts body to url and decodes the 200 answer into out.
+func postJSON(ctx context.Context, url string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return json.Unmarshal(b, out)
+}
+
+// decodeCounters reads the server's llama_decode calls and the sequences
+// they carried from /metrics.
+func decodeCounters(ctx context.Context, base string) ([2]float64, error) {
+	var out [2]float64
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/metrics", nil)
+	if err != nil {
+		return out, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out, err
+	}
+	for line := range strings.Lines(string(b)) {
+		for i, name := range []string{"kvtrim_decode_calls_total ", "kvtrim_decode_sequences_total "} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name); ok {
+				if _, err := fmt.Sscan(v, &out[i]); err != nil {
+					return out, fmt.Errorf("metrics: %s: %w", name, err)
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // markdown is the side-by-side table.
 func (r capacityReport) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s; %s; -c %d, conversations of %d prompt tokens + %d generated\n\n", r.Model, r.Machine, r.CtxSize, r.PromptTokens, r.Generated)
-	b.WriteString("| policy | conversations | cells each | peak cells | peak KV MiB | finished | wall s | tokens/s, all | decode tok/s, each (median) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "%s; %s; -c %d, conversations of %d prompt tokens, then a second turn of %d generated tokens, all slots at once\n\n", r.Model, r.Machine, r.CtxSize, r.PromptTokens, r.Generated)
+	b.WriteString("| policy | conversations | cells each | peak cells | peak KV MiB | finished | prompts wall s | second turns wall s | decode tokens/s, all | decode tok/s, each (median) | sequences per llama_decode | fewest cached |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, row := range r.Rows {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f | %d | %.1f | %.1f | %.1f |\n", row.Policy, row.Slots, row.CellsPerSlot, row.PeakCells,
-			float64(row.KVBytesPeak)/(1<<20), row.Succeeded, row.WallSeconds, row.TokensPerSec, row.DecodeTokSMed)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.1f | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %d |\n", row.Policy, row.Slots, row.CellsPerSlot, row.PeakCells,
+			float64(row.KVBytesPeak)/(1<<20), row.Succeeded, row.PrefillSeconds, row.DecodeSeconds, row.TokensPerSec, row.DecodeTokSMed, row.BatchMean, row.CachedMin)
 	}
-	if len(r.Rows) == 2 && r.Rows[0].Slots > 0 && r.Rows[0].PeakCells > 0 {
+	if len(r.Rows) == 2 && r.Rows[0].Slots > 0 && r.Rows[0].PeakCells > 0 && r.Rows[0].TokensPerSec > 0 {
 		full, snap := r.Rows[0], r.Rows[1]
 		perCellFull := float64(full.Slots) / float64(full.PeakCells)
 		perCellSnap := float64(snap.Slots) / float64(snap.PeakCells)
-		fmt.Fprintf(&b, "\nconversations in the same -c: %.1fx; per peak KV memory (SnapKV's temporary context counted): %.1fx\n",
-			float64(snap.Slots)/float64(full.Slots), perCellSnap/perCellFull)
+		fmt.Fprintf(&b, "\nconversations in the same -c: %.1fx; per peak KV memory (SnapKV's temporary context counted): %.1fx; decode tokens/s of all slots together: %.1fx\n",
+			float64(snap.Slots)/float64(full.Slots), perCellSnap/perCellFull, snap.TokensPerSec/full.TokensPerSec)
 	}
 	return b.String()
 }

@@ -561,12 +561,14 @@ func TestBenchAndRandomModel(t *testing.T) {
 }
 
 // TestBenchServe: at a fixed -c, SnapKV at 10% serves several times as many
-// concurrent conversations as the full cache, and every one finishes.
+// concurrent conversations as the full cache; every one finishes, its
+// second turn finds the first cached in its slot, and the slots' second
+// turns share their llama_decode calls.
 func TestBenchServe(t *testing.T) {
 	lib := testenv.Library(t).Dir
 	js := filepath.Join(t.TempDir(), "capacity.json")
-	r := runKvtrim(t, nil, "bench", "serve", "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-c", "1200",
-		"--prompt-tokens", "300", "-n", "8", "--window", "8", "--json", js)
+	r := runKvtrim(t, nil, "bench", "serve", "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-c", "4096",
+		"--prompt-tokens", "1000", "-n", "8", "--window", "8", "-t", "1", "--json", js)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -574,7 +576,9 @@ func TestBenchServe(t *testing.T) {
 		Rows []struct {
 			Policy           string
 			Slots, Succeeded int
-			Generated        int `json:"generated_tokens"`
+			Generated        int     `json:"generated_tokens"`
+			CachedMin        int     `json:"cached_min"`
+			BatchMean        float64 `json:"sequences_per_decode"`
 		}
 	}
 	b, err := os.ReadFile(js)
@@ -588,6 +592,9 @@ func TestBenchServe(t *testing.T) {
 	for _, row := range rep.Rows {
 		if row.Succeeded != row.Slots || row.Generated != 8*row.Slots {
 			t.Errorf("%s: %d of %d conversations finished, %d tokens", row.Policy, row.Succeeded, row.Slots, row.Generated)
+		}
+		if row.CachedMin < 1000 || row.BatchMean < 2 {
+			t.Errorf("%s: a second turn found %d tokens cached; %.2f sequences per llama_decode", row.Policy, row.CachedMin, row.BatchMean)
 		}
 	}
 	if full.Policy != "none" || snap.Policy != "snapkv" || snap.Slots < 4*full.Slots {
