@@ -410,6 +410,10 @@ type GenerateOptions struct {
 	MaxTokens int
 	// IgnoreEOS keeps generating past end-of-generation tokens.
 	IgnoreEOS bool
+	// Sampled, if set, is called for each generated token, before emit,
+	// with the logits it was sampled from (for its probabilities); the
+	// slice is only valid during the call.
+	Sampled func(t Token, logits []float32)
 }
 
 // Generate samples tokens one at a time after the prefilled prompt, passing
@@ -448,6 +452,9 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		if !opt.IgnoreEOS && vocab.IsEOG(tok) {
 			s.stats.StopReason = "eog"
 			return nil
+		}
+		if opt.Sampled != nil {
+			opt.Sampled(tok, s.lastLogits())
 		}
 		// The token is decoded unless it is the last one or the cache is
 		// full. A group member's decode is queued before emit and waited
@@ -497,6 +504,15 @@ func (s *Session) sample(sampler *bindings.Sampler) (Token, error) {
 		return sampler.SampleLogits(s.logits)
 	}
 	return sampler.Sample(s.ctx, -1), nil
+}
+
+// lastLogits is the logits of the last decoded token: a group member's
+// copy, or the context's.
+func (s *Session) lastLogits() []float32 {
+	if s.grp != nil {
+		return s.logits
+	}
+	return s.ctx.Logits(-1)
 }
 
 // tokenStep is a generated token's decode, started.

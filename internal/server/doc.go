@@ -49,7 +49,10 @@
 //     compressed as a whole.
 //   - H2O and StreamingLLM evict while decoding; their requests start over.
 //
-// What it does NOT do yet: multiple prompts per request, logprobs,
-// grammars, tools, embeddings, infill, images, slot save/restore and POST
-// /props.
+// Token probabilities (n_probs, or logprobs and top_logprobs) are computed
+// as llama-server's default computes them: the log-softmax of the raw
+// logits, before sampling; post_sampling_probs is refused.
+//
+// What it does NOT do yet: multiple prompts per request, grammars, tools,
+// embeddings, infill, images and slot save/restore.
 package server

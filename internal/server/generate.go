@@ -27,7 +27,10 @@ type result struct {
 	predictedN   int
 	stopType     string
 	stoppingWord string
-	promptMs     float64
+	// probs are the generated tokens' probabilities (Request.NProbs), less
+	// a stop string's tokens.
+	probs    []tokenProb
+	promptMs float64
 	predictedMs  float64
 	// stats are this request's counts and timings (the session's, less
 	// what earlier requests on it added).
@@ -57,13 +60,22 @@ func (sl *slot) serve(j *job) (*result, error) {
 	defer sampler.Close()
 	m := newStopMatcher(j.req.Stop)
 	sentTokens := 0 // tokens already sent with a delta
+	opt := kvtrim.GenerateOptions{MaxTokens: j.req.Sampling.NPredict, IgnoreEOS: j.req.IgnoreEOS}
+	if n := j.req.NProbs; n > 0 {
+		vocab := sl.model.Vocab()
+		opt.Sampled = func(t kvtrim.Token, logits []float32) { res.probs = append(res.probs, probsOf(vocab, t, logits, n)) }
+	}
 	t1 := time.Now()
-	genErr := sess.Generate(j.ctx, sampler, kvtrim.GenerateOptions{MaxTokens: j.req.Sampling.NPredict, IgnoreEOS: j.req.IgnoreEOS},
+	genErr := sess.Generate(j.ctx, sampler, opt,
 		func(t kvtrim.Token, piece string) error {
 			res.tokens = append(res.tokens, t)
 			delta, stopped := m.add(piece)
 			if j.req.Stream && delta != "" {
-				if err := j.send(event{slot: sl.id, delta: delta, tokens: slices.Clone(res.tokens[sentTokens:])}); err != nil {
+				ev := event{slot: sl.id, delta: delta, tokens: slices.Clone(res.tokens[sentTokens:])}
+				if res.probs != nil {
+					ev.probs = slices.Clone(res.probs[sentTokens:])
+				}
+				if err := j.send(ev); err != nil {
 					return err
 				}
 				sentTokens = len(res.tokens)
@@ -79,6 +91,15 @@ func (sl *slot) serve(j *job) (*result, error) {
 	switch {
 	case errors.Is(genErr, errStopWord):
 		res.stopType, res.stoppingWord = stopWord, m.word
+		if res.probs != nil {
+			// As llama-server: the stop string's tokens have no
+			// probabilities in the answer.
+			n := 0
+			if toks, err := sl.model.Vocab().Tokenize(m.word, false, false); err == nil {
+				n = len(toks)
+			}
+			res.probs = res.probs[:len(res.probs)-min(n, len(res.probs))]
+		}
 	case genErr != nil:
 		return nil, classify(fmt.Errorf("generate: %w", genErr))
 	case after.StopReason == "eog":
@@ -87,7 +108,11 @@ func (sl *slot) serve(j *job) (*result, error) {
 		res.stopType = stopLimit
 	}
 	if rest := m.flush(); j.req.Stream && (rest != "" || sentTokens < len(res.tokens)) {
-		if err := j.send(event{slot: sl.id, delta: rest, tokens: slices.Clone(res.tokens[sentTokens:])}); err != nil {
+		ev := event{slot: sl.id, delta: rest, tokens: slices.Clone(res.tokens[sentTokens:])}
+		if sentTokens < len(res.probs) {
+			ev.probs = slices.Clone(res.probs[sentTokens:])
+		}
+		if err := j.send(ev); err != nil {
 			return nil, err
 		}
 	}

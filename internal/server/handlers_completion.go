@@ -131,11 +131,13 @@ type nativeResponder struct {
 }
 
 func (n *nativeResponder) whole(r *result) any {
-	return finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, r.content)
+	c := finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, r.content)
+	c.Probs = r.probs
+	return c
 }
 
 func (n *nativeResponder) delta(ev event) any {
-	c := completionResponse{Content: ev.delta, Tokens: []kvtrim.Token{}, IDSlot: ev.slot}
+	c := completionResponse{Content: ev.delta, Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Probs: ev.probs}
 	if n.req.ReturnTokens {
 		c.Tokens = ev.tokens
 	}
@@ -191,6 +193,9 @@ func (o *oaiResponder) whole(r *result) any {
 	} else {
 		choice.Text = &content
 	}
+	if len(r.probs) > 0 {
+		choice.Logprobs = logprobsObject{Content: r.probs}
+	}
 	resp := o.response(false, choice)
 	resp.Usage, resp.Timings, resp.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
 	return resp
@@ -198,15 +203,19 @@ func (o *oaiResponder) whole(r *result) any {
 
 func (o *oaiResponder) delta(ev event) any {
 	text := ev.delta
+	var logprobs any
+	if len(ev.probs) > 0 {
+		logprobs = logprobsObject{Content: ev.probs}
+	}
 	if !o.chat {
-		return o.response(true, oaiChoice{Text: &text})
+		return o.response(true, oaiChoice{Text: &text, Logprobs: logprobs})
 	}
 	d := &oaiMessage{Content: &text}
 	if o.first {
 		o.first = false
 		d.Role = "assistant"
 	}
-	return o.response(true, oaiChoice{Delta: d})
+	return o.response(true, oaiChoice{Delta: d, Logprobs: logprobs})
 }
 
 func (o *oaiResponder) final(r *result) []any {

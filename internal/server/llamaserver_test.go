@@ -3,25 +3,33 @@ package server
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 // generated is the text and token count of a llama-server style answer:
 // /completion's content, or the first choice of the OpenAI endpoints.
 type generated struct {
-	Content   string `json:"content"`
-	Predicted int    `json:"tokens_predicted"`
+	Content   string      `json:"content"`
+	Predicted int         `json:"tokens_predicted"`
+	Probs     []tokenProb `json:"completion_probabilities"`
 	Choices   []struct {
 		Text    string `json:"text"`
 		Message struct {
 			Content string `json:"content"`
 		} `json:"message"`
 		FinishReason string `json:"finish_reason"`
+		Logprobs     *struct {
+			Content []tokenProb `json:"content"`
+		} `json:"logprobs"`
 	} `json:"choices"`
 	Usage struct {
 		CompletionTokens int `json:"completion_tokens"`
@@ -36,6 +44,39 @@ func (g generated) text() string {
 }
 
 func (g generated) tokens() int { return g.Predicted + g.Usage.CompletionTokens }
+
+// probs is the answer's per-token probabilities, from either shape.
+func (g generated) probs() []tokenProb {
+	if len(g.Choices) > 0 && g.Choices[0].Logprobs != nil {
+		return g.Choices[0].Logprobs.Content
+	}
+	return g.Probs
+}
+
+// sameProbs compares two answers' probabilities: the same tokens, text and
+// bytes, and log-probabilities within 1e-3 (llama-server computes them in
+// float32).
+func sameProbs(got, want []tokenProb) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d tokens with probabilities, llama-server %d", len(got), len(want))
+	}
+	same := func(id1, id2 kvtrim.Token, tok1, tok2 string, b1, b2 []int, l1, l2 float64) bool {
+		return id1 == id2 && tok1 == tok2 && slices.Equal(b1, b2) && math.Abs(l1-l2) < 1e-3
+	}
+	for i, w := range want {
+		g := got[i]
+		if !same(g.ID, w.ID, g.Token, w.Token, g.Bytes, w.Bytes, g.Logprob, w.Logprob) || len(g.Top) != len(w.Top) {
+			return fmt.Sprintf("token %d: %+v, llama-server %+v", i, g, w)
+		}
+		for k, wt := range w.Top {
+			gt := g.Top[k]
+			if !same(gt.ID, wt.ID, gt.Token, wt.Token, gt.Bytes, wt.Bytes, gt.Logprob, wt.Logprob) {
+				return fmt.Sprintf("token %d, top %d: %+v, llama-server %+v", i, k, gt, wt)
+			}
+		}
+	}
+	return ""
+}
 
 // TestMatchesLlamaServer sends the requests of testdata/serve/cases.tsv to
 // the server with the full cache and compares the generated text and token
@@ -80,6 +121,37 @@ func TestMatchesLlamaServer(t *testing.T) {
 			if got.text() != want.text() || got.tokens() != want.tokens() {
 				t.Errorf("%s %s:\nkvtrim       %q (%d tokens)\nllama-server %q (%d tokens)", endpoint, body, got.text(), got.tokens(), want.text(), want.tokens())
 			}
+			if diff := sameProbs(got.probs(), want.probs()); diff != "" {
+				t.Errorf("%s %s: %s", endpoint, body, diff)
+			}
 		})
+	}
+}
+
+// TestStreamedProbs: a streamed answer's chunks carry the probabilities of
+// their own tokens, and together they equal the whole answer's. (Each goes
+// to a fresh slot: a reused prefix decodes the last prompt token alone,
+// which moves the logits in their last digits.)
+func TestStreamedProbs(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 2
+	ts := startServer(t, cfg)
+	const body = `{"prompt":"Lily saw a big dog.","n_predict":12,"temperature":0,"n_probs":3%s}`
+	var whole generated
+	ts.post("/completion", fmt.Sprintf(body, `,"id_slot":0`), 200, &whole)
+	_, b := ts.do(t.Context(), "POST", "/completion", fmt.Sprintf(body, `,"id_slot":1,"stream":true`))
+	var streamed []tokenProb
+	for _, ev := range sseEvents(t, b) {
+		var c generated
+		if err := json.Unmarshal([]byte(ev), &c); err != nil {
+			t.Fatal(err)
+		}
+		streamed = append(streamed, c.Probs...)
+	}
+	if len(whole.Probs) != 12 {
+		t.Fatalf("whole answer: %d tokens with probabilities, want 12", len(whole.Probs))
+	}
+	if diff := sameProbs(streamed, whole.Probs); diff != "" {
+		t.Errorf("streamed against whole: %s", diff)
 	}
 }

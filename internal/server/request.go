@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"math"
 
 	"github.com/kvtrim/kvtrim"
@@ -33,6 +34,9 @@ type Request struct {
 	// Slot is the slot the request asks for (id_slot), or -1: the server
 	// picks one (see pool.pick).
 	Slot int
+	// NProbs asks for each generated token's log-probability and the
+	// NProbs most likely tokens' (n_probs, logprobs, top_logprobs).
+	NProbs int
 }
 
 // samplingFields are the generation settings every kind of request
@@ -53,7 +57,65 @@ type samplingFields struct {
 	ReturnTokens        bool               `json:"return_tokens"`
 	Kvtrim              *compressionFields `json:"kvtrim"`
 	IDSlot              *int               `json:"id_slot"`
+	// NProbs is /completion's n_probs. Logprobs is a count for the
+	// completion endpoints (n_probs' OpenAI name) and a switch for chat,
+	// whose count is TopLogprobs.
+	NProbs            *int            `json:"n_probs"`
+	Logprobs          json.RawMessage `json:"logprobs"`
+	TopLogprobs       *int            `json:"top_logprobs"`
+	PostSamplingProbs *bool           `json:"post_sampling_probs"`
 }
+
+// completionProbs is the number of top tokens a completion request asks
+// for with each generated token: n_probs, or logprobs when n_probs is
+// absent.
+func (f *samplingFields) completionProbs() (int, error) {
+	n := 0
+	switch {
+	case f.NProbs != nil:
+		n = *f.NProbs
+	case isSet(f.Logprobs):
+		if err := json.Unmarshal(f.Logprobs, &n); err != nil {
+			return 0, badRequest(`"logprobs": give the number of top tokens to return with each generated token`)
+		}
+	}
+	return n, f.checkProbs(n, "n_probs")
+}
+
+// chatProbs is the number of top tokens a chat request asks for: with
+// "logprobs": true, top_logprobs (20 when absent, as llama-server).
+func (f *samplingFields) chatProbs() (int, error) {
+	on := false
+	if isSet(f.Logprobs) {
+		if err := json.Unmarshal(f.Logprobs, &on); err != nil {
+			return 0, badRequest(`"logprobs": give true or false`)
+		}
+	}
+	switch {
+	case !on && f.TopLogprobs != nil:
+		return 0, badRequest(`"top_logprobs" requires "logprobs": true`)
+	case !on:
+		return 0, nil
+	case f.TopLogprobs == nil:
+		return 20, f.checkProbs(20, "top_logprobs")
+	}
+	return *f.TopLogprobs, f.checkProbs(*f.TopLogprobs, "top_logprobs")
+}
+
+// checkProbs validates a count of top tokens, and refuses post-sampling
+// probabilities, which kvtrim does not compute.
+func (f *samplingFields) checkProbs(n int, name string) error {
+	if f.PostSamplingProbs != nil && *f.PostSamplingProbs {
+		return badRequest(`"post_sampling_probs" is not supported by kvtrim serve: it returns the probabilities before sampling`)
+	}
+	if n < 0 || n > maxProbs {
+		return badRequest("%s %d: give between 0 and %d", name, n, maxProbs)
+	}
+	return nil
+}
+
+// isSet reports whether a raw JSON field was given and is not null.
+func isSet(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 
 type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
@@ -90,6 +152,9 @@ func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) 
 	if err != nil {
 		return nil, err
 	}
+	if r.NProbs, err = b.completionProbs(); err != nil {
+		return nil, err
+	}
 	r.Prompt, r.PromptTokens, r.HasTokens = b.Prompt.text, b.Prompt.tokens, b.Prompt.isToks
 	if r.HasTokens {
 		if len(r.PromptTokens) == 0 {
@@ -119,6 +184,9 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	}
 	r, err := b.samplingFields.request(def, comp)
 	if err != nil {
+		return nil, err
+	}
+	if r.NProbs, err = b.chatProbs(); err != nil {
 		return nil, err
 	}
 	r.Messages = msgs

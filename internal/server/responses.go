@@ -80,6 +80,7 @@ type completionResponse struct {
 	TokensCached    *int           `json:"tokens_cached,omitempty"`
 	Timings         *Timings       `json:"timings,omitempty"`
 	Kvtrim          *KVStats       `json:"kvtrim,omitempty"`
+	Probs           []tokenProb    `json:"completion_probabilities,omitempty"`
 }
 
 // settings are a request's generation settings as llama-server echoes them.

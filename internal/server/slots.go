@@ -268,6 +268,7 @@ type event struct {
 	slot   int
 	delta  string
 	tokens []kvtrim.Token
+	probs  []tokenProb // the tokens' probabilities, when the request asks
 	done   bool
 	res    *result
 	err    error

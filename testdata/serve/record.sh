@@ -4,11 +4,14 @@
 # (internal/server) sends the same requests to kvtrim serve --kv-policy none
 # and compares the generated text. BIN is a folder holding llama-server of
 # the pinned version and its libraries (native/build-llama.sh BIN builds
-# them). Run from anywhere, with ../shared/models beside the repository:
+# them). Run from anywhere, with ../shared/models beside the repository;
+# NAMEs, if given, record only those cases:
 #
-#   testdata/serve/record.sh BIN
+#   testdata/serve/record.sh BIN [NAME...]
 set -eu
-bin=${1:?usage: record.sh BIN (the folder of llama-server)}
+bin=${1:?usage: record.sh BIN [NAME...] (BIN: the folder of llama-server)}
+shift
+only=" $* "
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 port=18931
@@ -18,6 +21,7 @@ grep -v '^#' "$here/cases.tsv" | cut -f2 | sort -u | while read -r model; do
 	until curl -sf "localhost:$port/health" >/dev/null; do sleep 0.2; done
 	grep -v '^#' "$here/cases.tsv" | while IFS="$(printf '\t')" read -r name m endpoint body; do
 		[ "$m" = "$model" ] || continue
+		[ "$only" = "  " ] || case "$only" in *" $name "*) ;; *) continue ;; esac
 		curl -sf "localhost:$port$endpoint" -H 'Content-Type: application/json' -d "$body" >"$here/$name.json"
 		echo "recorded $name" >&2
 	done
