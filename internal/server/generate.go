@@ -29,9 +29,9 @@ type result struct {
 	stoppingWord string
 	// probs are the generated tokens' probabilities (Request.NProbs), less
 	// a stop string's tokens.
-	probs    []tokenProb
-	promptMs float64
-	predictedMs  float64
+	probs       []tokenProb
+	promptMs    float64
+	predictedMs float64
 	// stats are this request's counts and timings (the session's, less
 	// what earlier requests on it added).
 	stats kvtrim.Stats
