@@ -58,7 +58,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.metrics, "metrics", false, "enable GET /metrics (Prometheus)")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
-	fs.BoolVar(&f.props, "props", false, "accepted for llama-server's sake; POST /props is not supported")
+	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
 	fs.BoolVar(&f.noWebUI, "no-webui", false, "accepted for llama-server's sake; kvtrim has no web UI")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
 	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: none, snapkv, recent, streaming or h2o")
@@ -244,7 +244,7 @@ func (f *serveFlags) config() (server.Config, error) {
 	}
 	cfg := server.Config{
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
-		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots,
+		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ChatTemplate: f.chatTemplate, Compression: g.comp,
 		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed},
 	}

@@ -48,8 +48,9 @@ type Config struct {
 	Alias string
 	// APIKeys, when any, are required on every endpoint but /health.
 	APIKeys []string
-	// Metrics enables GET /metrics; Slots GET /slots.
-	Metrics, Slots bool
+	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
+	// which changes the default compression of later requests.
+	Metrics, Slots, Props bool
 	// ChatTemplate is a llama.cpp template name or text; "" is the model's
 	// own, or chatml when it has none (as llama-server does).
 	ChatTemplate string

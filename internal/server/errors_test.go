@@ -55,7 +55,7 @@ func TestBadRequests(t *testing.T) {
 		{"tokenize without content", "/tokenize", `{}`, 400, typeInvalidRequest, `"content"`},
 		{"oversized body", "/completion", `{"prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, typeInvalidRequest, "larger than"},
 		{"wrong method", "/completion", "", 404, typeNotFound, "GET /completion"},
-		{"POST /props", "/props", `{}`, 501, typeNotSupported, "POST /props"},
+		{"POST /props without --props", "/props", `{}`, 501, typeNotSupported, "--props"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

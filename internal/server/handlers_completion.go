@@ -58,7 +58,7 @@ func (s *Server) parse(w http.ResponseWriter, r *http.Request, parse parseFunc) 
 	body, err := readBody(r)
 	if err == nil {
 		var req *Request
-		if req, err = parse(body, s.cfg.Sampling, s.cfg.Compression); err == nil {
+		if req, err = parse(body, s.cfg.Sampling, *s.compression.Load()); err == nil {
 			return req, true
 		}
 	}

@@ -28,7 +28,7 @@ type slotInfo struct {
 
 // defaultSettings are the settings of a request that overrides nothing.
 func (s *Server) defaultSettings(e *engine) *settings {
-	return settingsOf(&Request{Sampling: s.cfg.Sampling, Compression: s.cfg.Compression}, e.slotCtx)
+	return settingsOf(&Request{Sampling: s.cfg.Sampling, Compression: *s.compression.Load()}, e.slotCtx)
 }
 
 func (s *Server) slotInfo(e *engine, sl *slot) slotInfo {
@@ -60,10 +60,42 @@ func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
 		"modalities":                  map[string]bool{"vision": false, "audio": false},
 		"kvtrim": map[string]any{
 			"version":     kvtrim.Version,
-			"compression": compressionJSON(s.cfg.Compression),
+			"compression": compressionJSON(*s.compression.Load()),
 			"lib":         lib.LlamaPath,
 		},
 	})
+}
+
+// handleSetProps answers POST /props: with --props, a "kvtrim" object
+// changes the default compression of the requests that come after (as a
+// request's own "kvtrim" object would change its own); other fields are
+// ignored, as llama-server ignores them.
+func (s *Server) handleSetProps(w http.ResponseWriter, r *http.Request, e *engine) {
+	if !s.cfg.Props {
+		writeError(w, notSupported("This server does not support changing global properties. Start it with `--props`"))
+		return
+	}
+	body, err := readBody(r)
+	var props struct {
+		Kvtrim *compressionFields `json:"kvtrim"`
+	}
+	if err == nil {
+		err = decodeBody(body, &props)
+	}
+	if err == nil && props.Kvtrim != nil {
+		var c kvtrim.Compression
+		if c, err = props.Kvtrim.apply(*s.compression.Load()); err != nil {
+			err = badRequest(`"kvtrim": %v`, err)
+		} else if err = fitsStreaming(c, e.slotCtx); err == nil {
+			s.compression.Store(&c)
+			s.log.Info().Str("kv_policy", c.Policy).Msg("default compression changed (POST /props)")
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"success": true})
 }
 
 // handleModels answers GET /v1/models: the one model, OpenAI's shape.

@@ -103,3 +103,34 @@ func TestConversationsKeepTheirSlots(t *testing.T) {
 	code, b := ts.do(t.Context(), "POST", "/completion", body("Once upon a time", `,"id_slot":2`))
 	wantError(t, code, b, 400, "invalid_request_error", "id_slot 2")
 }
+
+// TestSetProps: with --props, POST /props's "kvtrim" object sets the
+// default compression of later requests (and GET /props shows it); bad
+// values are refused and change nothing.
+func TestSetProps(t *testing.T) {
+	cfg := testConfig()
+	cfg.Props = true
+	ts := startServer(t, cfg)
+	story := jsonString(story(t))
+	code, b := ts.do(t.Context(), "POST", "/props", `{"kvtrim":{"policy":"snapkv","budget":3}}`)
+	wantError(t, code, b, 400, "invalid_request_error", "budget")
+	var c completion
+	ts.post("/completion", `{"prompt":`+story+`,"n_predict":4}`, 200, &c)
+	if c.Kvtrim == nil || c.Kvtrim.EvictedCells != 0 {
+		t.Fatalf("before POST /props: %+v", c.Kvtrim)
+	}
+	ts.post("/props", `{"kvtrim":{"policy":"snapkv","budget":64,"window":8},"other":1}`, 200, nil)
+	ts.post("/completion", `{"prompt":`+story+`,"n_predict":4}`, 200, &c)
+	if c.Kvtrim == nil || c.Kvtrim.Policy != "snapkv" || c.Kvtrim.KeptCells != 64 {
+		t.Errorf("after POST /props: %+v", c.Kvtrim)
+	}
+	var props struct {
+		Kvtrim struct {
+			Compression map[string]any `json:"compression"`
+		} `json:"kvtrim"`
+	}
+	ts.get("/props", 200, &props)
+	if props.Kvtrim.Compression["policy"] != "snapkv" {
+		t.Errorf("GET /props: compression %v", props.Kvtrim.Compression)
+	}
+}

@@ -18,9 +18,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc(p, s.handleHealth)
 	}
 	mux.HandleFunc("GET /props", s.handleProps)
-	mux.HandleFunc("POST /props", s.ready(func(w http.ResponseWriter, _ *http.Request, _ *engine) {
-		writeError(w, notSupported("kvtrim serve cannot change its properties at run time (POST /props)"))
-	}))
+	mux.HandleFunc("POST /props", s.ready(s.handleSetProps))
 	for _, p := range []string{"GET /models", "GET /v1/models"} {
 		mux.HandleFunc(p, s.ready(s.handleModels))
 	}

@@ -22,6 +22,9 @@ type Server struct {
 	log     zerolog.Logger
 	metrics *metrics
 	eng     atomic.Pointer[engine]
+	// compression is the default compression of requests: the
+	// configuration's, until POST /props changes it.
+	compression atomic.Pointer[kvtrim.Compression]
 }
 
 // engine is what serving needs once the model is loaded.
@@ -41,7 +44,9 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, metrics: &metrics{}}, nil
+	s := &Server{cfg: cfg, log: log, metrics: &metrics{}}
+	s.compression.Store(&cfg.Compression)
+	return s, nil
 }
 
 // Config is the server's configuration, defaults filled in.
