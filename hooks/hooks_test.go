@@ -350,3 +350,22 @@ func TestWindowRidesInLastBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestStepAttentionAgrees: for a single query row, as an H2O decode step
+// observes it with flash attention on, the Go QK path (one DotRows call
+// per head) agrees with kq_soft_max within 1e-3 on an F32 cache.
+func TestStepAttentionAgrees(t *testing.T) {
+	o := observeBoth(t, 1, bindings.CacheF32)
+	a, err := o.obs.AttentionFrom(hooks.FromSoftmax, o.cells, o.n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := o.obs.AttentionFrom(hooks.FromQK, o.cells, o.n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCausal(t, b, o.n, 1)
+	if worst := maxDiff(a, b); worst > 1e-3 {
+		t.Errorf("kq_soft_max and the Go QK path differ by %g for one row", worst)
+	}
+}

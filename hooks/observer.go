@@ -449,7 +449,8 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 
 // stepQK is layerQK for a decode step's single query row: its dot products
 // are taken straight from the cell-indexed key rows, with no copy into a
-// position-ordered layout. The last of colCell is the row's own position.
+// position-ordered layout, one policies.DotRows call per head. The last of
+// colCell is the row's own position.
 func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.WindowAttention, error) {
 	s, n := o.shape, len(colCell)
 	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
@@ -460,16 +461,11 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.Wi
 	att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
-	// Position by position, so that each key row is read from memory once
-	// for all the query heads that share it.
-	for p, c := range colCell {
-		keys := keyRows[c*rowLen:][:rowLen]
-		for h := range s.Heads {
-			att.Data[h*n+p] = policies.Dot(q[h*dim:][:dim], keys[(h/group)*dim:][:dim]) * scale
-		}
-	}
 	for h := range s.Heads {
-		policies.Softmax(att.Data[h*n:][:n])
+		scores := att.Data[h*n:][:n]
+		policies.DotRows(scores, q[h*dim:][:dim], keyRows[(h/group)*dim:], colCell, rowLen)
+		policies.Scale(scores, scale)
+		policies.Softmax(scores)
 	}
 	return att, nil
 }

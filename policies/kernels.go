@@ -91,6 +91,15 @@ func maxFloat32(x []float32) float32 {
 	return max(max(m0, m1), max(m2, m3))
 }
 
+// Scale multiplies every element of x by s.
+func Scale(x []float32, s float32) {
+	if len(x) >= vekMinLen {
+		vek32.MulNumber_Inplace(x, s)
+		return
+	}
+	scaleFloat32(x, s)
+}
+
 // scaleFloat32 multiplies every element of x by s.
 func scaleFloat32(x []float32, s float32) {
 	for i := range x {
