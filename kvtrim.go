@@ -1,13 +1,16 @@
 // Package kvtrim compresses the KV cache of an external llama.cpp. This root
 // package is its public Go API: find and open the user's libllama, load a
-// model, make a Session, prefill a prompt, generate with a sampler, and read
-// the timings and cache statistics.
+// model, make a Session (or a Group of sessions that decode together),
+// prefill a prompt, generate with a sampler, and read the timings and cache
+// statistics.
 //
-//	lib, err := kvtrim.OpenLibrary(kvtrim.LibraryOptions{})
-//	model, err := lib.LoadModel("model.gguf", kvtrim.ModelOptions{GPULayers: -1})
-//	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 4096})
+//	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Fetch: true})
+//	model, err := kvtrim.LoadModel(lib, "model.gguf", kvtrim.ModelOptions{GPULayers: -1}, log)
+//	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 4096, Compression: kvtrim.Compression{Policy: "snapkv", Ratio: 0.1}})
+//	tokens, err := s.Tokenize(prompt)
 //	err = s.Prefill(ctx, tokens)
-//	stats, err := s.Generate(ctx, sampler, 128, func(piece string) error { ... })
+//	err = s.Generate(ctx, sampler, kvtrim.GenerateOptions{MaxTokens: 128}, func(t kvtrim.Token, piece string) error { ... })
+//	stats := s.Stats()
 package kvtrim
 
 import (

@@ -64,6 +64,28 @@ func (t Tensor) Read(dst []byte, offset uint64) error {
 	return nil
 }
 
+// HostF16 is the tensor's elements, as raw F16 values, in place: a view of
+// llama.cpp's memory, not a copy, when the tensor is F16, contiguous and in
+// a host buffer (the CPU backend's); ok is false otherwise, and ReadTensor
+// copies instead. The view is valid as long as the tensor's memory is (a
+// KV cache tensor's: its context's life) and changes with every decode, so
+// read it only between decodes.
+func (t Tensor) HostF16() (view []uint16, ok bool) {
+	c := t.t
+	const f16 = 1 // GGML_TYPE_F16
+	if c.Type != f16 || c.Data == nil || c.Buffer == 0 || !t.lib.fn.ggmlBackendBufferIsHost(c.Buffer) {
+		return nil, false
+	}
+	n := uint64(1)
+	for d := range ggmlMaxDims {
+		if c.Nb[d] != n*2 {
+			return nil, false // not contiguous
+		}
+		n *= uint64(c.Ne[d])
+	}
+	return unsafe.Slice((*uint16)(c.Data), n), true
+}
+
 // Element is a Go type a tensor's elements can be read into.
 type Element interface {
 	float32 | int32 | int64 | uint16

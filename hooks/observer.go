@@ -69,6 +69,9 @@ type Observer struct {
 	// shifts.
 	keys  [][]float32
 	stale []int64
+	// keysBehind[il] says keys[il] missed writes while a decode step read
+	// the cache in place (stepQK): its next use reads every row again.
+	keysBehind []bool
 	// qBuf and kBuf are per-layer scratch for layerQK (layers may run at
 	// once, so each has its own).
 	qBuf, kBuf [][]float32
@@ -89,7 +92,8 @@ func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
 		shape: s, source: src, MapCells: true,
 		soft: make([][]windowRow, s.Layers), q: make([][]windowRow, s.Layers), kCache: make([]bindings.Tensor, s.Layers),
-		keys: make([][]float32, s.Layers), qBuf: make([][]float32, s.Layers), kBuf: make([][]float32, s.Layers),
+		keys: make([][]float32, s.Layers), keysBehind: make([]bool, s.Layers),
+		qBuf: make([][]float32, s.Layers), kBuf: make([][]float32, s.Layers),
 	}
 }
 
@@ -410,6 +414,18 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bool) (policies.WindowAttention, error) {
 	s, n, w := o.shape, len(colCell), o.window
 	rowLen := s.KVHeads * s.HeadDim
+	if w == 1 {
+		// A decode step reads an F16 cache in host memory in place: the
+		// rows the attention just read, at half a float32 copy's size.
+		if view, ok := o.kCache[il].HostF16(); ok && int(o.kCache[il].Ne()[0]) == rowLen && (hi+1)*rowLen <= len(view) {
+			o.keysBehind[il] = true
+			return o.stepQK(il, colCell, nil, view)
+		}
+	}
+	if o.keysBehind[il] {
+		runs = []Range{{0, int32(hi + 1)}}
+		o.keysBehind[il] = false
+	}
 	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
 		o.keys[il] = append(o.keys[il], make([]float32, need-len(o.keys[il]))...)
 	}
@@ -421,7 +437,7 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 		}
 	}
 	if w == 1 {
-		return o.stepQK(il, colCell, cacheRows)
+		return o.stepQK(il, colCell, cacheRows, nil)
 	}
 	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
 	q := grow(&o.qBuf[il], s.Heads*w*s.HeadDim)
@@ -448,10 +464,12 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 }
 
 // stepQK is layerQK for a decode step's single query row: its dot products
-// are taken straight from the cell-indexed key rows, with no copy into a
-// position-ordered layout, one policies.DotRows call per head. The last of
+// are taken straight from the cell-indexed key rows (float32 copies, or the
+// F16 cache itself when keys16 is set), with no copy into a position-ordered
+// layout, position by position: one policies.DotHeads call for all the
+// heads of a key row, so that each row is read once, in order. The last of
 // colCell is the row's own position.
-func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.WindowAttention, error) {
+func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uint16) (policies.WindowAttention, error) {
 	s, n := o.shape, len(colCell)
 	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
 	q := o.q[il][0].data
@@ -461,9 +479,19 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32) (policies.Wi
 	att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
+	dots := grow(&o.qBuf[il], s.Heads)
+	for p, c := range colCell {
+		if keys16 != nil {
+			policies.DotHeadsF16(dots, q, keys16[c*rowLen:][:rowLen], dim, group)
+		} else {
+			policies.DotHeads(dots, q, keyRows[c*rowLen:][:rowLen], dim, group)
+		}
+		for h, v := range dots {
+			att.Data[h*n+p] = v
+		}
+	}
 	for h := range s.Heads {
 		scores := att.Data[h*n:][:n]
-		policies.DotRows(scores, q[h*dim:][:dim], keyRows[(h/group)*dim:], colCell, rowLen)
 		policies.Scale(scores, scale)
 		policies.Softmax(scores)
 	}

@@ -245,45 +245,65 @@ func TestF16ToF32Exhaustive(t *testing.T) {
 	}
 }
 
-// TestDotRows: the dots of one query with many strided, indexed key rows
-// equal float64 reference dots, through the assembly loop and through Go,
-// for head sizes that are and are not multiples of 8 and 16.
-func TestDotRows(t *testing.T) {
+// TestDotHeads: a key row's dot products with every query head equal
+// float64 reference dots, through the assembly loop and through Go, for
+// head sizes that are and are not multiples of 8 and 16, with and without
+// grouped-query attention.
+func TestDotHeads(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, dim := range []int{1, 7, 8, 16, 24, 64, 72, 128} {
-		const stride, nRows = 200, 50
-		if dim > stride {
-			t.Fatal("dim > stride")
-		}
-		keys := make([]float32, nRows*stride)
-		for i := range keys {
-			keys[i] = r.Float32()*2 - 1
-		}
-		q := make([]float32, dim)
-		for i := range q {
-			q[i] = r.Float32()*2 - 1
-		}
-		rows := []int{3, 0, 49, 3, 17, 18, 19, 48}
-		want := make([]float64, len(rows))
-		for p, row := range rows {
-			for d := range dim {
-				want[p] += float64(q[d]) * float64(keys[row*stride+d])
+		for _, shape := range [][2]int{{1, 1}, {12, 1}, {8, 4}, {32, 4}} {
+			heads, group := shape[0], shape[1]
+			q := make([]float32, heads*dim)
+			row := make([]float32, heads/group*dim)
+			for i := range q {
+				q[i] = r.Float32()*2 - 1
 			}
-		}
-		for name, f := range map[string]func(out, q, keys []float32, rows []int, stride int){"DotRows": DotRows, "dotRowsGo": dotRowsGo} {
-			out := make([]float32, len(rows))
-			f(out, q, keys, rows, stride)
-			for p := range rows {
-				if math.Abs(float64(out[p])-want[p]) > 1e-4 {
-					t.Errorf("%s dim %d row %d: %g, want %g", name, dim, rows[p], out[p], want[p])
+			for i := range row {
+				row[i] = r.Float32()*2 - 1
+			}
+			want := make([]float64, heads)
+			for h := range heads {
+				for d := range dim {
+					want[h] += float64(q[h*dim+d]) * float64(row[h/group*dim+d])
 				}
+			}
+			check := func(name string, out []float32, want []float64) {
+				for h := range heads {
+					if math.Abs(float64(out[h])-want[h]) > 1e-5*(1+math.Abs(want[h]))*float64(dim) {
+						t.Errorf("%s dim %d, %d heads in groups of %d, head %d: %g, want %g", name, dim, heads, group, h, out[h], want[h])
+					}
+				}
+			}
+			for name, f := range map[string]func(out, q, row []float32, dim, group int){"DotHeads": DotHeads, "dotHeadsGo": dotHeadsGo} {
+				out := make([]float32, heads)
+				f(out, q, row, dim, group)
+				check(name, out, want)
+			}
+			// Random F16 keys (normal values of magnitude 2^-5 to 2^5).
+			row16 := make([]uint16, len(row))
+			for i := range row16 {
+				row16[i] = uint16(r.IntN(2))<<15 | uint16(10+r.IntN(11))<<10 | uint16(r.IntN(1024))
+			}
+			rounded := make([]float32, len(row))
+			F16ToF32(rounded, row16)
+			want16 := make([]float64, heads)
+			for h := range heads {
+				for d := range dim {
+					want16[h] += float64(q[h*dim+d]) * float64(rounded[h/group*dim+d])
+				}
+			}
+			for name, f := range map[string]func(out, q []float32, row []uint16, dim, group int){"DotHeadsF16": DotHeadsF16, "dotHeadsF16Go": dotHeadsF16Go} {
+				out := make([]float32, heads)
+				f(out, q, row16, dim, group)
+				check(name, out, want16)
 			}
 		}
 	}
 	defer func() {
 		if recover() == nil {
-			t.Error("a row past the keys did not panic")
+			t.Error("a key row too short did not panic")
 		}
 	}()
-	DotRows(make([]float32, 1), make([]float32, 8), make([]float32, 16), []int{2}, 8)
+	DotHeads(make([]float32, 2), make([]float32, 16), make([]float32, 8), 8, 1)
 }
