@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,6 +65,8 @@ func startServer(t *testing.T, cfg Config) *testServer {
 func startServerModel(t *testing.T, cfg Config, name string) *testServer {
 	t.Helper()
 	model := loadModelNamed(t, name)
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() { checkNoLeakedGoroutines(t, before) }) // after the server has closed
 	srv, err := New(cfg, testenv.Logger())
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +236,21 @@ func metricValue(t *testing.T, body []byte, name string) float64 {
 	}
 	t.Fatalf("no metric %s in:\n%s", name, body)
 	return 0
+}
+
+// checkNoLeakedGoroutines checks, once the test's server has closed, that
+// no goroutine it started is left (allowing them a few seconds to end). A
+// test runs one server at a time for this count to hold.
+func checkNoLeakedGoroutines(t *testing.T, before int) {
+	t.Helper()
+	now := 0
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if now = runtime.NumGoroutine(); now <= before {
+			return
+		}
+	}
+	buf := make([]byte, 1<<20)
+	t.Errorf("leaked goroutines: %d before the server started, %d after it closed\n%s", before, now, buf[:runtime.Stack(buf, true)])
 }
 
 // checkNoLeakedCells waits for the requests still running (cancelled ones

@@ -90,7 +90,7 @@ func TestMatchesLlamaServer(t *testing.T) {
 	}
 	defer f.Close()
 	var cases [][]string
-	servers := map[string]*testServer{}
+	var models []string // in order of first use
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if strings.HasPrefix(sc.Text(), "#") || strings.TrimSpace(sc.Text()) == "" {
@@ -101,29 +101,40 @@ func TestMatchesLlamaServer(t *testing.T) {
 			t.Fatalf("cases.tsv: %q has %d fields", sc.Text(), len(fields))
 		}
 		cases = append(cases, fields)
-		if model := filepath.Base(fields[1]); servers[model] == nil {
-			servers[model] = startServerModel(t, testConfig(), model)
+		if model := filepath.Base(fields[1]); !slices.Contains(models, model) {
+			models = append(models, model)
 		}
 	}
-	for _, c := range cases {
-		name, ts, endpoint, body := c[0], servers[filepath.Base(c[1])], c[2], c[3]
-		t.Run(name, func(t *testing.T) {
-			ts.t = t // the helpers report to this subtest
-			b, err := os.ReadFile(filepath.Join(dir, name+".json"))
-			if err != nil {
-				t.Fatal(err)
+	// One server at a time, each in its own subtest, so that each is
+	// closed (and checked for leaks) before the next starts.
+	for _, model := range models {
+		t.Run(model, func(t *testing.T) {
+			ts := startServerModel(t, testConfig(), model)
+			for _, c := range cases {
+				name, endpoint, body := c[0], c[2], c[3]
+				if filepath.Base(c[1]) != model {
+					continue
+				}
+				t.Run(name, func(t *testing.T) {
+					ts.t = t // the helpers report to this subtest
+					b, err := os.ReadFile(filepath.Join(dir, name+".json"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					var want, got generated
+					if err := json.Unmarshal(b, &want); err != nil {
+						t.Fatal(err)
+					}
+					ts.post(endpoint, body, 200, &got)
+					if got.text() != want.text() || got.tokens() != want.tokens() {
+						t.Errorf("%s %s:\nkvtrim       %q (%d tokens)\nllama-server %q (%d tokens)", endpoint, body, got.text(), got.tokens(), want.text(), want.tokens())
+					}
+					if diff := sameProbs(got.probs(), want.probs()); diff != "" {
+						t.Errorf("%s %s: %s", endpoint, body, diff)
+					}
+				})
 			}
-			var want, got generated
-			if err := json.Unmarshal(b, &want); err != nil {
-				t.Fatal(err)
-			}
-			ts.post(endpoint, body, 200, &got)
-			if got.text() != want.text() || got.tokens() != want.tokens() {
-				t.Errorf("%s %s:\nkvtrim       %q (%d tokens)\nllama-server %q (%d tokens)", endpoint, body, got.text(), got.tokens(), want.text(), want.tokens())
-			}
-			if diff := sameProbs(got.probs(), want.probs()); diff != "" {
-				t.Errorf("%s %s: %s", endpoint, body, diff)
-			}
+			ts.t = t
 		})
 	}
 }
