@@ -43,7 +43,8 @@ type Group struct {
 	pending []*decodeRequest
 	// awaited is the sequences that got logits in the last round and have
 	// not asked for another decode nor said they are done: the decoder waits
-	// a little for them, so that steps stay batched.
+	// a little for them, so that steps stay batched. Each round starts it
+	// anew.
 	awaited map[bindings.SeqID]bool
 	closed  bool
 	stats   GroupStats
@@ -359,6 +360,9 @@ func (g *Group) round(batch *bindings.Batch) bool {
 		taken = append(taken, r)
 	}
 	g.pending = left
+	// Only this round's members are awaited next: one that got logits and
+	// never came back (its caller went away) delays one round at most.
+	clear(g.awaited)
 	err := g.ctx.Decode(batch)
 	if err != nil && len(taken) > 1 {
 		// One member's request (a full stream, say) must not fail the
