@@ -11,13 +11,7 @@ import "fmt"
 // caches needs. On amd64 with AVX2 and FMA, when dim is a multiple of 8, an
 // assembly loop runs it.
 func DotHeads(out, q, row []float32, dim, group int) {
-	if dim < 1 || group < 1 || len(q)%dim != 0 || (len(q)/dim)%group != 0 {
-		panic(fmt.Sprintf("policies.DotHeads: %d query values, heads of %d, groups of %d", len(q), dim, group))
-	}
-	heads := len(q) / dim
-	if len(out) < heads || len(row) < heads/group*dim {
-		panic(fmt.Sprintf("policies.DotHeads: %d outputs and %d key values for %d heads of %d in groups of %d", len(out), len(row), heads, dim, group))
-	}
+	checkDotHeads("DotHeads", len(out), len(q), len(row), dim, group)
 	if haveDotHeadsAsm && dim%8 == 0 {
 		dotHeadsAsm(out, q, row, dim, group)
 		return
@@ -29,18 +23,23 @@ func DotHeads(out, q, row []float32, dim, group int) {
 // K cache holds them, converted as they are read: a step can then read the
 // cache in place rather than from a float32 copy twice its size.
 func DotHeadsF16(out, q []float32, row []uint16, dim, group int) {
-	if dim < 1 || group < 1 || len(q)%dim != 0 || (len(q)/dim)%group != 0 {
-		panic(fmt.Sprintf("policies.DotHeadsF16: %d query values, heads of %d, groups of %d", len(q), dim, group))
-	}
-	heads := len(q) / dim
-	if len(out) < heads || len(row) < heads/group*dim {
-		panic(fmt.Sprintf("policies.DotHeadsF16: %d outputs and %d key values for %d heads of %d in groups of %d", len(out), len(row), heads, dim, group))
-	}
+	checkDotHeads("DotHeadsF16", len(out), len(q), len(row), dim, group)
 	if haveDotHeadsAsm && dim%8 == 0 {
 		dotHeadsF16Asm(out, q, row, dim, group)
 		return
 	}
 	dotHeadsF16Go(out, q, row, dim, group)
+}
+
+// checkDotHeads panics unless the lengths fit DotHeads' arguments: the
+// assembly loops trust them.
+func checkDotHeads(name string, nOut, nQ, nRow, dim, group int) {
+	if dim < 1 || group < 1 || nQ%dim != 0 || (nQ/dim)%group != 0 {
+		panic(fmt.Sprintf("policies.%s: %d query values, heads of %d, groups of %d", name, nQ, dim, group))
+	}
+	if heads := nQ / dim; nOut < heads || nRow < heads/group*dim {
+		panic(fmt.Sprintf("policies.%s: %d outputs and %d key values for %d heads of %d in groups of %d", name, nOut, nRow, heads, dim, group))
+	}
 }
 
 // dotHeadsF16Go is DotHeadsF16 in Go.

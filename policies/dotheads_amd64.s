@@ -1,17 +1,36 @@
 #include "textflag.h"
 
+// LOADARGS loads the arguments of func(out, q []float32, row []T, dim,
+// group int): DX out, SI q, CX the query values left, R8 the first key
+// head's values, R9 dim, R12 group.
+#define LOADARGS \
+	MOVQ out_base+0(FP), DX \
+	MOVQ q_base+24(FP), SI \
+	MOVQ q_len+32(FP), CX \
+	MOVQ row_base+48(FP), R8 \
+	MOVQ dim+72(FP), R9 \
+	MOVQ group+80(FP), R12
+
+// STOREDOT adds up the two accumulators Y0 and Y1, stores the sum at DX and
+// moves DX and SI on to the next head's output and query.
+#define STOREDOT \
+	VADDPS       Y1, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS       X1, X0, X0 \
+	VHADDPS      X0, X0, X0 \
+	VHADDPS      X0, X0, X0 \
+	VMOVSS       X0, (DX) \
+	ADDQ         $4, DX \
+	LEAQ         (SI)(R9*4), SI \
+	SUBQ         R9, CX
+
 // func dotHeadsAsm(out, q, row []float32, dim, group int)
 //
 // For each query head h (len(q)/dim of them): out[h] is the dot product of
 // q[h*dim:][:dim] with row[(h/group)*dim:][:dim], over two 8-lane FMA
 // accumulators; dim is a multiple of 8.
 TEXT ·dotHeadsAsm(SB), NOSPLIT, $0-88
-	MOVQ out_base+0(FP), DX
-	MOVQ q_base+24(FP), SI
-	MOVQ q_len+32(FP), CX     // query values left
-	MOVQ row_base+48(FP), R8  // this key head's values
-	MOVQ dim+72(FP), R9
-	MOVQ group+80(FP), R12
+	LOADARGS
 	TESTQ CX, CX
 	JEQ  done
 	MOVQ R12, R13             // query heads left on this key head
@@ -40,15 +59,7 @@ by8:
 	VFMADD231PS (R8)(AX*4), Y2, Y0
 
 sum:
-	VADDPS       Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (DX)
-	ADDQ $4, DX
-	LEAQ (SI)(R9*4), SI       // the next query head
-	SUBQ R9, CX
+	STOREDOT
 	DECQ R13
 	JNE  next
 	LEAQ (R8)(R9*4), R8       // the next key head
@@ -66,12 +77,7 @@ done:
 //
 // dotHeadsAsm over F16 keys, converted eight at a time (F16C).
 TEXT ·dotHeadsF16Asm(SB), NOSPLIT, $0-88
-	MOVQ out_base+0(FP), DX
-	MOVQ q_base+24(FP), SI
-	MOVQ q_len+32(FP), CX     // query values left
-	MOVQ row_base+48(FP), R8  // this key head's values
-	MOVQ dim+72(FP), R9
-	MOVQ group+80(FP), R12
+	LOADARGS
 	TESTQ CX, CX
 	JEQ  f16done
 	MOVQ R12, R13             // query heads left on this key head
@@ -103,15 +109,7 @@ f16by8:
 	VFMADD231PS Y4, Y2, Y0
 
 f16sum:
-	VADDPS       Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (DX)
-	ADDQ $4, DX
-	LEAQ (SI)(R9*4), SI       // the next query head
-	SUBQ R9, CX
+	STOREDOT
 	DECQ R13
 	JNE  f16next
 	LEAQ (R8)(R9*2), R8       // the next key head
