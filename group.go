@@ -294,8 +294,10 @@ func (g *Group) decoder() {
 		g.gather(gatherWait(lastDecode))
 		for {
 			t0 := time.Now()
-			more := g.round(batch)
-			lastDecode = time.Since(t0)
+			decoded, more := g.round(batch)
+			if decoded {
+				lastDecode = time.Since(t0)
+			}
 			if !more {
 				break
 			}
@@ -337,12 +339,13 @@ func (g *Group) failPending() {
 }
 
 // round decodes the pending requests that fit in one batch, in the order
-// they came, and reports whether requests are still pending.
-func (g *Group) round(batch *bindings.Batch) bool {
+// they came, and reports whether it decoded any and whether requests are
+// still pending.
+func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.pending) == 0 {
-		return false
+		return false, false
 	}
 	batch.Clear()
 	var taken, left []*decodeRequest
@@ -386,7 +389,7 @@ func (g *Group) round(batch *bindings.Batch) bool {
 	for _, r := range taken {
 		g.stats.Tokens += int64(len(r.tokens))
 	}
-	return len(g.pending) > 0
+	return true, len(g.pending) > 0
 }
 
 // finish copies r's logits (output idx of the last decode) and wakes its
