@@ -115,8 +115,10 @@ func TestGroupBadMembers(t *testing.T) {
 		t.Error("sequence 0 taken twice: no error")
 	}
 	s.Close()
-	s, err = g.NewSession(0, kvtrim.Compression{Policy: "streaming", Sinks: 4, Recent: 1000})
-	if err == nil || !errors.Is(err, kvtrim.ErrPromptTooLong) {
+	if s, err = g.NewSession(0, kvtrim.Compression{Policy: "streaming", Sinks: 4, Recent: 1000}); err == nil {
+		s.Close()
+		t.Error("a streaming window larger than the member's cells: no error")
+	} else if !errors.Is(err, kvtrim.ErrPromptTooLong) {
 		t.Errorf("a streaming window larger than the member's cells: %v", err)
 	}
 	if s, err = g.NewSession(0, kvtrim.Compression{}); err != nil {

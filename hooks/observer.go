@@ -528,16 +528,16 @@ func cellRuns(cells []int64) []Range {
 // as float32, converting F16. Only that range is copied, not the cache.
 func readKeys(k bindings.Tensor, first, count, rowLen int, dst []float32) error {
 	if k == (bindings.Tensor{}) {
-		return fmt.Errorf("K cache tensor not seen")
+		return fmt.Errorf("the K cache tensor was not seen")
 	}
 	ne, nb := k.Ne(), k.Nb()
 	if int(ne[0]) != rowLen {
-		return fmt.Errorf("K cache rows hold %d values, want %d", ne[0], rowLen)
+		return fmt.Errorf("the K cache's rows hold %d values, want %d", ne[0], rowLen)
 	}
 	off := uint64(first) * nb[1]
 	elem := map[string]uint64{"f32": 4, "f16": 2}[k.TypeName()]
 	if elem != 0 && nb[1] != uint64(rowLen)*elem {
-		return fmt.Errorf("K cache rows are not contiguous (stride %d)", nb[1])
+		return fmt.Errorf("the K cache's rows are not contiguous (stride %d)", nb[1])
 	}
 	switch k.TypeName() {
 	case "f32":
@@ -550,5 +550,5 @@ func readKeys(k bindings.Tensor, first, count, rowLen int, dst []float32) error 
 		policies.F16ToF32(dst[:count*rowLen], raw)
 		return nil
 	}
-	return fmt.Errorf("K cache type %s: kvtrim reads f16 and f32 caches", k.TypeName())
+	return fmt.Errorf("the K cache's type is %s: kvtrim reads f16 and f32 caches", k.TypeName())
 }
