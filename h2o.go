@@ -160,14 +160,12 @@ func (s *Session) stepH2O(pos int32) error {
 		h.positions = append(h.positions, int32(p))
 	}
 	h.positions = append(h.positions, pos)
-	att, err := h.obs.VotesOver(h.cells, h.positions)
-	if err != nil {
-		return err
-	}
 	row := slices.Grow(h.row[:0], len(h.positions))[:len(h.positions)]
 	clear(row)
 	h.row = row
-	columnScores(row, att)
+	if err := h.obs.StepScores(h.cells, h.positions, row); err != nil {
+		return err
+	}
 	t1 := time.Now()
 	evicted, err := h.policy.Step(int(pos), row)
 	if err != nil {

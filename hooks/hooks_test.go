@@ -376,3 +376,37 @@ func TestStepAttentionAgrees(t *testing.T) {
 		}
 	}
 }
+
+// TestStepScoresEqualVotes: StepScores, H2O's fused per-token path, adds the
+// same per-position sums as VotesOver summed over layers and heads, from
+// kq_soft_max (flash attention off) and from Qcur and the K cache (on).
+func TestStepScoresEqualVotes(t *testing.T) {
+	for _, fa := range []bindings.FlashAttn{bindings.FlashAttnDisabled, bindings.FlashAttnEnabled} {
+		o := observe(t, "stories260K.gguf", fa, story, 1, 16, bindings.CacheF16)
+		positions := make([]int32, o.n)
+		for p := range positions {
+			positions[p] = int32(p)
+		}
+		att, err := o.obs.VotesOver(o.cells, positions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float64, o.n)
+		for _, a := range att {
+			for i, v := range a.Data {
+				want[i%o.n] += float64(v)
+			}
+		}
+		got := make([]float32, o.n)
+		got[0] = 1 // StepScores adds to what dst holds
+		if err := o.obs.StepScores(o.cells, positions, got); err != nil {
+			t.Fatal(err)
+		}
+		want[0]++
+		for p := range want {
+			if math.Abs(float64(got[p])-want[p]) > 1e-4 {
+				t.Fatalf("flash attention %v, position %d: StepScores %g, VotesOver summed %g", fa, p, got[p], want[p])
+			}
+		}
+	}
+}

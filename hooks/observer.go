@@ -73,8 +73,9 @@ type Observer struct {
 	// the cache in place (stepQK): its next use reads every row again.
 	keysBehind []bool
 	// qBuf and kBuf are per-layer scratch for layerQK (layers may run at
-	// once, so each has its own).
+	// once, so each has its own); stepBuf is StepScores' scores.
 	qBuf, kBuf [][]float32
+	stepBuf    []float32
 	// colCell is attention's buffer of the columns' cells.
 	colCell []int
 	err     error
@@ -301,6 +302,26 @@ func positionsUpTo(n int) []int32 {
 // attention computes the window rows' attention over positions from src;
 // with votes, each head's rows summed into one.
 func (o *Observer) attention(src Source, cells *CellMap, positions []int32, votes bool) ([]policies.WindowAttention, error) {
+	colCell, err := o.prepare(src, cells, positions)
+	if err != nil {
+		return nil, err
+	}
+	if src == FromSoftmax {
+		att, err := o.fromSoftmax(colCell)
+		if err != nil || !votes {
+			return att, err
+		}
+		for il := range att {
+			att[il] = att[il].Votes()
+		}
+		return att, nil
+	}
+	return o.fromQK(colCell, votes)
+}
+
+// prepare checks that the observer holds a full window read from src and
+// returns the cells of positions (in a buffer reused call to call).
+func (o *Observer) prepare(src Source, cells *CellMap, positions []int32) ([]int, error) {
 	if src != o.source && !(src == FromQK && o.AlsoQK) {
 		return nil, fmt.Errorf("observe attention: this observer did not read %s inputs", src)
 	}
@@ -326,17 +347,55 @@ func (o *Observer) attention(src Source, cells *CellMap, positions []int32, vote
 		}
 		colCell[i] = int(c)
 	}
-	if src == FromSoftmax {
-		att, err := o.fromSoftmax(colCell)
-		if err != nil || !votes {
-			return att, err
-		}
-		for il := range att {
-			att[il] = att[il].Votes()
-		}
-		return att, nil
+	return colCell, nil
+}
+
+// StepScores adds a decode step's attention row (the observer armed for
+// one row), summed over layers and heads, to dst, one entry per position of
+// positions: what H2O accumulates for every generated token, computed
+// without the per-layer, per-head matrices VotesOver returns.
+func (o *Observer) StepScores(cells *CellMap, positions []int32, dst []float32) error {
+	if o.window != 1 {
+		return fmt.Errorf("observe a step: the observer holds a window of %d rows, not 1", o.window)
 	}
-	return o.fromQK(colCell, votes)
+	colCell, err := o.prepare(o.source, cells, positions)
+	if err != nil {
+		return err
+	}
+	s, n := o.shape, len(colCell)
+	dst = dst[:n]
+	if o.source == FromSoftmax {
+		for il := range o.soft {
+			row := o.soft[il][0]
+			if len(row.data) != s.Heads*row.nKV {
+				return fmt.Errorf("observe a step: layer %d: kq_soft_max has %d heads, the model %d", il, len(row.data)/max(row.nKV, 1), s.Heads)
+			}
+			for h := range s.Heads {
+				src := row.data[h*row.nKV:][:row.nKV]
+				for p, c := range colCell {
+					if c < row.nKV { // cells past n_kv were not there yet: 0
+						dst[p] += src[c]
+					}
+				}
+			}
+		}
+		return nil
+	}
+	hi, runs := o.takeStale(colCell)
+	scores := grow(&o.stepBuf, s.Heads*n)
+	for il := range s.Layers {
+		keys, keys16, err := o.layerKeys(il, runs, hi, true)
+		if err != nil {
+			return err
+		}
+		if err := o.stepQK(il, colCell, keys, keys16, scores); err != nil {
+			return err
+		}
+		for h := range s.Heads {
+			policies.Add(dst, scores[h*n:][:n])
+		}
+	}
+	return nil
 }
 
 func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error) {
@@ -363,13 +422,21 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 	return out, nil
 }
 
-func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention, error) {
-	hi := slices.Max(colCell)
+// takeStale returns the highest cell of colCell and of the cells written
+// since the K rows were last read, and those cells as runs, and forgets
+// them.
+func (o *Observer) takeStale(colCell []int) (hi int, runs []Range) {
+	hi = slices.Max(colCell)
 	for _, c := range o.stale {
 		hi = max(hi, int(c))
 	}
-	runs := cellRuns(o.stale)
+	runs = cellRuns(o.stale)
 	o.stale = o.stale[:0]
+	return hi, runs
+}
+
+func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention, error) {
+	hi, runs := o.takeStale(colCell)
 	out := make([]policies.WindowAttention, o.shape.Layers)
 	errs := make([]error, o.shape.Layers)
 	if s := o.shape; o.window == 1 || s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
@@ -413,31 +480,13 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 // cell of either).
 func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bool) (policies.WindowAttention, error) {
 	s, n, w := o.shape, len(colCell), o.window
-	rowLen := s.KVHeads * s.HeadDim
-	if w == 1 {
-		// A decode step reads an F16 cache in host memory in place: the
-		// rows the attention just read, at half a float32 copy's size.
-		if view, ok := o.kCache[il].HostF16(); ok && int(o.kCache[il].Ne()[0]) == rowLen && (hi+1)*rowLen <= len(view) {
-			o.keysBehind[il] = true
-			return o.stepQK(il, colCell, nil, view)
-		}
-	}
-	if o.keysBehind[il] {
-		runs = []Range{{0, int32(hi + 1)}}
-		o.keysBehind[il] = false
-	}
-	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
-		o.keys[il] = append(o.keys[il], make([]float32, need-len(o.keys[il]))...)
-	}
-	cacheRows := o.keys[il]
-	for _, r := range runs {
-		first, count := int(r.P0), int(r.P1-r.P0)
-		if err := readKeys(o.kCache[il], first, count, rowLen, cacheRows[first*rowLen:]); err != nil {
-			return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: %w", il, err)
-		}
+	cacheRows, keys16, err := o.layerKeys(il, runs, hi, w == 1)
+	if err != nil {
+		return policies.WindowAttention{}, err
 	}
 	if w == 1 {
-		return o.stepQK(il, colCell, cacheRows, nil)
+		att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
+		return att, o.stepQK(il, colCell, cacheRows, keys16, att.Data)
 	}
 	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
 	q := grow(&o.qBuf[il], s.Heads*w*s.HeadDim)
@@ -453,6 +502,7 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 		return policies.VotesFromCacheRows(q, s.Heads, w, cacheRows, colCell, s.KVHeads, s.HeadDim), nil
 	}
 	// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
+	rowLen := s.KVHeads * s.HeadDim
 	k := grow(&o.kBuf[il], s.KVHeads*n*s.HeadDim)
 	for p, c := range colCell {
 		row := cacheRows[c*rowLen:][:rowLen]
@@ -463,20 +513,49 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }
 
+// layerKeys returns layer il's K rows, indexed by cell, up to cell hi: with
+// inPlace (a decode step), an F16 cache in host memory itself, the rows the
+// attention just read, at half a float32 copy's size; otherwise kvtrim's
+// float32 copies, first refreshing the rows in runs (cells written since
+// they were last read), or all of them after in-place reads.
+func (o *Observer) layerKeys(il int, runs []Range, hi int, inPlace bool) ([]float32, []uint16, error) {
+	rowLen := o.shape.KVHeads * o.shape.HeadDim
+	if inPlace {
+		if view, ok := o.kCache[il].HostF16(); ok && int(o.kCache[il].Ne()[0]) == rowLen && (hi+1)*rowLen <= len(view) {
+			o.keysBehind[il] = true
+			return nil, view, nil
+		}
+	}
+	if o.keysBehind[il] {
+		runs = []Range{{0, int32(hi + 1)}}
+		o.keysBehind[il] = false
+	}
+	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
+		o.keys[il] = append(o.keys[il], make([]float32, need-len(o.keys[il]))...)
+	}
+	rows := o.keys[il]
+	for _, r := range runs {
+		first, count := int(r.P0), int(r.P1-r.P0)
+		if err := readKeys(o.kCache[il], first, count, rowLen, rows[first*rowLen:]); err != nil {
+			return nil, nil, fmt.Errorf("observe attention: layer %d: %w", il, err)
+		}
+	}
+	return rows, nil, nil
+}
+
 // stepQK is layerQK for a decode step's single query row: its dot products
 // are taken straight from the cell-indexed key rows (float32 copies, or the
 // F16 cache itself when keys16 is set), with no copy into a position-ordered
 // layout, position by position: one policies.DotHeads call for all the
 // heads of a key row, so that each row is read once, in order. The last of
 // colCell is the row's own position.
-func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uint16) (policies.WindowAttention, error) {
+func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uint16, scores []float32) error {
 	s, n := o.shape, len(colCell)
 	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
 	q := o.q[il][0].data
 	if len(q) != s.Heads*dim {
-		return policies.WindowAttention{}, fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(q), s.Heads*dim)
+		return fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(q), s.Heads*dim)
 	}
-	att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
 	dots := grow(&o.qBuf[il], s.Heads)
@@ -487,15 +566,15 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uin
 			policies.DotHeads(dots, q, keyRows[c*rowLen:][:rowLen], dim, group)
 		}
 		for h, v := range dots {
-			att.Data[h*n+p] = v
+			scores[h*n+p] = v
 		}
 	}
 	for h := range s.Heads {
-		scores := att.Data[h*n:][:n]
-		policies.Scale(scores, scale)
-		policies.Softmax(scores)
+		head := scores[h*n:][:n]
+		policies.Scale(head, scale)
+		policies.Softmax(head)
 	}
-	return att, nil
+	return nil
 }
 
 // grow returns (*buf)[:n], reallocating when it is too small.

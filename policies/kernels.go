@@ -107,6 +107,16 @@ func scaleFloat32(x []float32, s float32) {
 	}
 }
 
+// Add adds src to dst element by element; len(src) must be at least
+// len(dst).
+func Add(dst, src []float32) {
+	if len(dst) >= vekMinLen {
+		vek32.Add_Inplace(dst, src[:len(dst)])
+		return
+	}
+	addFloat32(dst, src)
+}
+
 // addFloat32 adds src to dst element by element; len(src) must be at least
 // len(dst).
 func addFloat32(dst, src []float32) {
