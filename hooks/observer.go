@@ -546,9 +546,9 @@ func (o *Observer) layerKeys(il int, runs []Range, hi int, inPlace bool) ([]floa
 // stepQK is layerQK for a decode step's single query row: its dot products
 // are taken straight from the cell-indexed key rows (float32 copies, or the
 // F16 cache itself when keys16 is set), with no copy into a position-ordered
-// layout, position by position: one policies.DotHeads call for all the
-// heads of a key row, so that each row is read once, in order. The last of
-// colCell is the row's own position.
+// layout, in one policies.DotHeads call that reads each key row once, in
+// the order of colCell, for all the heads. The scores (head by head, one per
+// position) go to scores. The last of colCell is the row's own position.
 func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uint16, scores []float32) error {
 	s, n := o.shape, len(colCell)
 	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
@@ -558,16 +558,10 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uin
 	}
 	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
-	dots := grow(&o.qBuf[il], s.Heads)
-	for p, c := range colCell {
-		if keys16 != nil {
-			policies.DotHeadsF16(dots, q, keys16[c*rowLen:][:rowLen], dim, group)
-		} else {
-			policies.DotHeads(dots, q, keyRows[c*rowLen:][:rowLen], dim, group)
-		}
-		for h, v := range dots {
-			scores[h*n+p] = v
-		}
+	if keys16 != nil {
+		policies.DotHeadsF16(scores, q, keys16, colCell, rowLen, dim, group)
+	} else {
+		policies.DotHeads(scores, q, keyRows, colCell, rowLen, dim, group)
 	}
 	for h := range s.Heads {
 		head := scores[h*n:][:n]

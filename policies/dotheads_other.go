@@ -2,12 +2,12 @@
 
 package policies
 
-const haveDotHeadsAsm = false
+var haveDotHeadsAsm = false
 
-func dotHeadsAsm(out, q, row []float32, dim, group int) {
-	dotHeadsGo(out, q, row, dim, group)
+func dotHeadsAsm(out, q, keys []float32, rows []int, rowLen, dim, group int) {
+	panic("policies: no assembly here")
 }
 
-func dotHeadsF16Asm(out, q []float32, row []uint16, dim, group int) {
-	dotHeadsF16Go(out, q, row, dim, group)
+func dotHeadsF16Asm(out, q []float32, keys []uint16, rows []int, rowLen, dim, group int) {
+	panic("policies: no assembly here")
 }

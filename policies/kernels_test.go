@@ -245,65 +245,69 @@ func TestF16ToF32Exhaustive(t *testing.T) {
 	}
 }
 
-// TestDotHeads: a key row's dot products with every query head equal
-// float64 reference dots, through the assembly loop and through Go, for
+// TestDotHeads: a step's query heads against indexed key rows equal
+// float64 reference dots, through the assembly loops and through Go, for
 // head sizes that are and are not multiples of 8 and 16, with and without
-// grouped-query attention.
+// grouped-query attention, with float32 and F16 keys.
 func TestDotHeads(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
+	rows := []int{3, 0, 9, 3, 7, 8}
 	for _, dim := range []int{1, 7, 8, 16, 24, 64, 72, 128} {
 		for _, shape := range [][2]int{{1, 1}, {12, 1}, {8, 4}, {32, 4}} {
 			heads, group := shape[0], shape[1]
+			rowLen := heads/group*dim + 3 // rows with room to spare
 			q := make([]float32, heads*dim)
-			row := make([]float32, heads/group*dim)
 			for i := range q {
 				q[i] = r.Float32()*2 - 1
 			}
-			for i := range row {
-				row[i] = r.Float32()*2 - 1
+			// Random F16 keys (normal values of magnitude 2^-5 to 2^5), and
+			// the same values as float32.
+			keys16 := make([]uint16, 10*rowLen)
+			for i := range keys16 {
+				keys16[i] = uint16(r.IntN(2))<<15 | uint16(10+r.IntN(11))<<10 | uint16(r.IntN(1024))
 			}
-			want := make([]float64, heads)
-			for h := range heads {
-				for d := range dim {
-					want[h] += float64(q[h*dim+d]) * float64(row[h/group*dim+d])
-				}
-			}
-			check := func(name string, out []float32, want []float64) {
+			keys := make([]float32, len(keys16))
+			F16ToF32(keys, keys16)
+			want := make([]float64, heads*len(rows))
+			for p, row := range rows {
 				for h := range heads {
-					if math.Abs(float64(out[h])-want[h]) > 1e-5*(1+math.Abs(want[h]))*float64(dim) {
-						t.Errorf("%s dim %d, %d heads in groups of %d, head %d: %g, want %g", name, dim, heads, group, h, out[h], want[h])
+					for d := range dim {
+						want[h*len(rows)+p] += float64(q[h*dim+d]) * float64(keys[row*rowLen+h/group*dim+d])
 					}
 				}
 			}
-			for name, f := range map[string]func(out, q, row []float32, dim, group int){"DotHeads": DotHeads, "dotHeadsGo": dotHeadsGo} {
-				out := make([]float32, heads)
-				f(out, q, row, dim, group)
-				check(name, out, want)
-			}
-			// Random F16 keys (normal values of magnitude 2^-5 to 2^5).
-			row16 := make([]uint16, len(row))
-			for i := range row16 {
-				row16[i] = uint16(r.IntN(2))<<15 | uint16(10+r.IntN(11))<<10 | uint16(r.IntN(1024))
-			}
-			rounded := make([]float32, len(row))
-			F16ToF32(rounded, row16)
-			want16 := make([]float64, heads)
-			for h := range heads {
-				for d := range dim {
-					want16[h] += float64(q[h*dim+d]) * float64(rounded[h/group*dim+d])
+			check := func(name string, got []float32) {
+				t.Helper()
+				for i := range want {
+					if math.Abs(float64(got[i])-want[i]) > 1e-5*(1+math.Abs(want[i]))*float64(dim) {
+						t.Fatalf("%s dim %d, %d heads in groups of %d, output %d: %g, want %g", name, dim, heads, group, i, got[i], want[i])
+					}
 				}
 			}
-			for name, f := range map[string]func(out, q []float32, row []uint16, dim, group int){"DotHeadsF16": DotHeadsF16, "dotHeadsF16Go": dotHeadsF16Go} {
-				out := make([]float32, heads)
-				f(out, q, row16, dim, group)
-				check(name, out, want16)
+			out := make([]float32, len(want))
+			DotHeads(out, q, keys, rows, rowLen, dim, group)
+			check("DotHeads", out)
+			out = make([]float32, len(want))
+			DotHeadsF16(out, q, keys16, rows, rowLen, dim, group)
+			check("DotHeadsF16", out)
+			if haveDotHeadsAsm && dim%8 == 0 {
+				// The Go loops too, which other machines run.
+				asm := haveDotHeadsAsm
+				haveDotHeadsAsm = false
+				out = make([]float32, len(want))
+				DotHeads(out, q, keys, rows, rowLen, dim, group)
+				check("DotHeads in Go", out)
+				out = make([]float32, len(want))
+				DotHeadsF16(out, q, keys16, rows, rowLen, dim, group)
+				check("DotHeadsF16 in Go", out)
+				haveDotHeadsAsm = asm
 			}
 		}
 	}
 	defer func() {
 		if recover() == nil {
-			t.Error("a key row too short did not panic")
+			t.Error("a row past the keys did not panic")
 		}
 	}()
-	DotHeads(make([]float32, 2), make([]float32, 16), make([]float32, 8), 8, 1)
+	DotHeads(make([]float32, 2), make([]float32, 16), make([]float32, 16), []int{1}, 9, 8, 2)
 }
