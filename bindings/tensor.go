@@ -73,7 +73,7 @@ func (t Tensor) Read(dst []byte, offset uint64) error {
 func (t Tensor) HostF16() (view []uint16, ok bool) {
 	c := t.t
 	const f16 = 1 // GGML_TYPE_F16
-	if c.Type != f16 || c.Data == nil || c.Buffer == 0 || !t.lib.fn.ggmlBackendBufferIsHost(c.Buffer) {
+	if c == nil || c.Type != f16 || c.Data == nil || c.Buffer == 0 || !t.lib.fn.ggmlBackendBufferIsHost(c.Buffer) {
 		return nil, false
 	}
 	n := uint64(1)
