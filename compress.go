@@ -218,14 +218,28 @@ func (c Compression) h2oSplit(n int) (heavy, recent int) {
 // PrefillsAside reports whether Prefill of a prompt of n tokens builds it
 // first in a temporary context as large as the prompt and moves only the
 // kept cells into the session's: SnapKV and the recent and random
-// baselines, when the budget is smaller than the prompt. A server bounds
-// its memory by running one such prefill at a time.
+// baselines, when the budget is smaller than the prompt (and, for a Ratio,
+// larger than the window SnapKV and random always keep: a shorter prompt
+// is kept whole). A server bounds its memory by running one such prefill
+// at a time.
 func (c Compression) PrefillsAside(n int) bool {
 	switch c.Policy {
-	case PolicySnapKV, PolicyRecent, PolicyRandom:
+	case PolicySnapKV, PolicyRandom:
+		if c.tooShort(n) {
+			return false
+		}
+		fallthrough
+	case PolicyRecent:
 		return c.BudgetFor(n) < n
 	}
 	return false
+}
+
+// tooShort reports whether a prompt of n tokens is too short to compress
+// at Ratio: its budget would not exceed the window, which is always kept.
+// (An explicit Budget that small is refused by Check.)
+func (c Compression) tooShort(n int) bool {
+	return c.Budget == 0 && c.BudgetFor(n) <= c.withDefaults().Window
 }
 
 // BudgetFor is the number of cells to keep of a prompt of n tokens: Budget,

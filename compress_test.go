@@ -62,6 +62,22 @@ func TestBudgetCoveringPromptChangesNothing(t *testing.T) {
 	}
 }
 
+// TestShortPromptAtRatio: at a ratio whose budget for a short prompt would
+// not exceed the window, the prompt is kept whole (a server's short
+// requests must not fail), the stats say why, and the output is the full
+// cache's.
+func TestShortPromptAtRatio(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	prompt := "Tom had a red ball. He liked to play with it in the park. One day the ball rolled away."
+	want, _ := complete(t, m, prompt, 30, kvtrim.Compression{}, "")
+	for _, policy := range []string{"snapkv", "random"} {
+		got, st := complete(t, m, prompt, 30, kvtrim.Compression{Policy: policy, Ratio: 0.25}, "")
+		if got != want || st.EvictedCells != 0 || !strings.Contains(st.Note, "too short") {
+			t.Errorf("%s at ratio 0.25 of %d tokens (window 32): %q, %+v; full cache %q", policy, st.PromptTokens, got, st, want)
+		}
+	}
+}
+
 // TestSnapKVCompresses: a real compression keeps the budget, shrinks n_kv
 // and the KV bytes, and generation goes on.
 func TestSnapKVCompresses(t *testing.T) {
@@ -102,16 +118,17 @@ func TestCompressionBadInput(t *testing.T) {
 			t.Errorf("%+v: got %v, want an error mentioning %q", c.comp, err, c.want)
 		}
 	}
-	// A window longer than the prompt is only known at prefill (a fixed
-	// budget over such a prompt leaves it whole; a ratio cannot).
+	// A window longer than the prompt is only known at prefill: the prompt
+	// is too short to compress, and is kept whole, as a fixed budget over
+	// it would keep it (TestShortPromptAtRatio).
 	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Compression: kvtrim.Compression{Policy: "snapkv", Ratio: 0.5, Window: 64}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	toks, _ := s.Tokenize("Once upon a time")
-	if err := s.Prefill(context.Background(), toks); err == nil || !strings.Contains(err.Error(), "window") {
-		t.Errorf("window 64 over a %d-token prompt: %v", len(toks), err)
+	if err := s.Prefill(context.Background(), toks); err != nil || s.Stats().EvictedCells != 0 || !strings.Contains(s.Stats().Note, "window 64") {
+		t.Errorf("window 64 over a %d-token prompt: %v, %+v", len(toks), err, s.Stats())
 	}
 }
 

@@ -325,6 +325,9 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 			return s.prefillCompressed(ctx, tokens, comp, s.stats.Budget)
 		}
 		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
+		if comp.Policy != PolicyRecent && comp.tooShort(n) {
+			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.Window)
+		}
 	}
 	if need := s.used + n; need > s.NCtx() {
 		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); raise -c, shorten the prompt or compress it (--policy)", ErrPromptTooLong, need, s.NCtx())

@@ -174,13 +174,24 @@ func TestBadPromptsAndNumbers(t *testing.T) {
 		{"unknown pooling", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--pool", "median"}, []string{"median"}},
 		{"unknown aggregation", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--aggregate", "mean-ish"}, []string{"mean-ish"}},
 		{"no budget", []string{"-p", "hi", "--policy", "snapkv"}, []string{"--budget"}},
-		{"window longer than prompt", []string{"-p", "hi there", "--policy", "snapkv", "--ratio", "0.5", "--window", "64"}, []string{"window"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"run", "--lib", lib, "-m", model}, c.args...)
 			wantOneLineError(t, runKvtrim(t, nil, args...), c.want...)
 		})
+	}
+}
+
+// TestRunWarnsWhenPromptTooShort: a prompt too short to compress at the
+// given ratio (its budget would not exceed the window) runs uncompressed,
+// and stderr says why.
+func TestRunWarnsWhenPromptTooShort(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	r := runKvtrim(t, nil, "run", "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi there",
+		"--policy", "snapkv", "--ratio", "0.5", "--window", "64", "-n", "4")
+	if r.code != 0 || !strings.Contains(r.stderr, "too short to compress") || !strings.Contains(r.stderr, "window 64") {
+		t.Errorf("exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 }
 

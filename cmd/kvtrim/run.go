@@ -213,6 +213,9 @@ func generate(ctx context.Context, model *kvtrim.Model, g *genFlags, prompt stri
 	if err := sess.Prefill(ctx, tokens); err != nil {
 		return kvtrim.Stats{}, err
 	}
+	if note := sess.Stats().Note; note != "" {
+		log.Warn().Msg(note) // the compression did less than asked
+	}
 	sampler := model.Library().NewSampler(g.sampler())
 	defer sampler.Close()
 	w := bufio.NewWriter(out)

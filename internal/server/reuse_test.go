@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kvtrim/kvtrim"
@@ -132,5 +133,19 @@ func TestSetProps(t *testing.T) {
 	ts.get("/props", 200, &props)
 	if props.Kvtrim.Compression["policy"] != "snapkv" {
 		t.Errorf("GET /props: compression %v", props.Kvtrim.Compression)
+	}
+}
+
+// TestShortPromptUnderRatio: a server whose default is SnapKV at a ratio
+// answers a prompt too short to compress (its budget would not exceed the
+// window) with the whole prompt kept, and says so; it does not fail it.
+func TestShortPromptUnderRatio(t *testing.T) {
+	cfg := testConfig()
+	cfg.Compression = kvtrim.Compression{Policy: "snapkv", Ratio: 0.25}
+	ts := startServer(t, cfg)
+	var c completion
+	ts.post("/completion", `{"prompt":"Tom had a red ball. He liked to play with it in the park.","n_predict":8}`, 200, &c)
+	if c.Kvtrim == nil || c.Kvtrim.EvictedCells != 0 || !strings.Contains(c.Kvtrim.Note, "too short") || c.TokensPredicted != 8 {
+		t.Errorf("short prompt under a ratio: %+v %+v", c.Kvtrim, c)
 	}
 }
