@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -268,11 +269,15 @@ func (g *Group) chunk() int {
 }
 
 // gatherWait is how long the decoder waits for awaited members after the
-// first request arrives: a step's sampling is microseconds, and waiting
-// at most half a decode's time bounds what a member that went elsewhere
-// costs the others.
+// first request arrives. Between two steps a member only samples (its next
+// decode is queued before it emits), so the wait ends as soon as they are
+// back, usually within microseconds; but on a loaded machine a member may
+// wait milliseconds for a CPU (llama.cpp's worker threads poll for work
+// after a decode), and a step that leaves it out desynchronises the slots
+// for good. The bound only matters for a member that went away after its
+// logits, which costs one round.
 func gatherWait(lastDecode time.Duration) time.Duration {
-	return min(50*time.Millisecond, max(time.Millisecond, lastDecode/2))
+	return min(100*time.Millisecond, max(10*time.Millisecond, 2*lastDecode))
 }
 
 // decoder runs the rounds until Close. llama.cpp's CPU threads belong to
@@ -349,18 +354,26 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	}
 	batch.Clear()
 	var taken, left []*decodeRequest
-	last := map[*decodeRequest]int{}
-	for _, r := range g.pending {
-		if batch.Len()+len(r.tokens) > batch.Cap() {
+	size := 0
+	for _, r := range g.pending { // first come, first served
+		if size+len(r.tokens) > batch.Cap() {
 			left = append(left, r)
 			continue
 		}
+		size += len(r.tokens)
+		taken = append(taken, r)
+	}
+	// In sequence order: llama.cpp splits a batch over per-sequence streams
+	// into ubatches of consecutive sequence ids, so any other order would
+	// cut one step into several.
+	slices.SortFunc(taken, func(a, b *decodeRequest) int { return int(a.seq) - int(b.seq) })
+	last := map[*decodeRequest]int{}
+	for _, r := range taken {
 		seqs := []bindings.SeqID{r.seq}
 		for j, t := range r.tokens {
 			batch.Add(t, r.pos0+int32(j), seqs, r.logits && j == len(r.tokens)-1)
 		}
 		last[r] = batch.Len() - 1
-		taken = append(taken, r)
 	}
 	g.pending = left
 	// Only this round's members are awaited next: one that got logits and

@@ -9,7 +9,7 @@ import (
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
-func loadModel(t *testing.T, name string) *kvtrim.Model {
+func loadModel(t testing.TB, name string) *kvtrim.Model {
 	t.Helper()
 	m, err := kvtrim.LoadModel(testenv.Library(t), testenv.ModelPath(t, name), kvtrim.ModelOptions{GPULayers: -1}, testenv.Logger())
 	if err != nil {

@@ -426,8 +426,13 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	if s.used == 0 {
 		return errors.New("generate: prefill a prompt first")
 	}
-	runtime.LockOSThread() // see Prefill
-	defer runtime.UnlockOSThread()
+	if s.grp == nil {
+		// See Prefill. A group member's decodes run on the group's
+		// decoder thread, so the member must not hold an OS thread of its
+		// own: waking it would wait for that thread to be scheduled.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	vocab := s.model.Vocab()
 	start := time.Now()
 	var stepMs []float64 // each decode's time, for the first/last speeds
