@@ -6,11 +6,12 @@
 // kvtrim.Group), each with ctx-size/np cells in a KV stream of its own, so
 // that compacting one slot's cache shrinks what that slot's attention
 // scans. Each slot owns a kvtrim.Session, a member of the group. Requests
-// wait in a bounded queue in front of the slots (503 past it); a free slot
-// takes the next one, resets its session (or makes a new member when the
-// request asks for another compression), prefills the prompt (compressing
-// it as the server or the request's "kvtrim" object says) and generates
-// with a sampler built from the request. Slots run on their own
+// wait in a bounded queue in front of the slots (503 past it) until the
+// pool hands each to a free slot (which one: below). The slot resets its
+// session, or reuses what it holds, or makes a new member when the request
+// asks for another compression; it prefills the prompt (compressing it as
+// the server or the request's "kvtrim" object says) and generates with a
+// sampler built from the request. Slots run on their own
 // goroutines, and a session is only ever used by its slot's goroutine, but
 // their decodes are batched: the group's decoder packs every slot's pending
 // prompt chunk or generated token into one llama_decode per step
@@ -26,8 +27,8 @@
 //
 // SnapKV (and the recent and random baselines) prefill a prompt in a
 // temporary context as large as the prompt and move only the kept cells
-// into the slot's context; one slot at a time does so, so the server's KV memory is at most the slots' (-c) plus
-// one prompt's.
+// into the slot's context; one slot at a time does so, so the server's KV
+// memory is at most the slots' (-c) plus one prompt's.
 //
 // A slot remembers the tokens its cache holds (the last prompt and its
 // answer). A request goes to the slot it names with id_slot; else to the
