@@ -5,7 +5,8 @@
 // The -np slots are the sequences of one llama.cpp context (a
 // kvtrim.Group), each with ctx-size/np cells in a KV stream of its own, so
 // that compacting one slot's cache shrinks what that slot's attention
-// scans. Each slot owns a kvtrim.Session, a member of the group. Requests
+// scans. (A single slot, -np 1, has a context of its own instead and
+// decodes on its own thread.) Each slot owns a kvtrim.Session, a member of the group. Requests
 // wait in a bounded queue in front of the slots (503 past it) until the
 // pool hands each to a free slot (which one: below). The slot resets its
 // session, or reuses what it holds, or makes a new member when the request

@@ -131,7 +131,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request, e *engine
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	if err := s.metrics.write(w, int(e.pool.busy.Load()), e.pool.deferred(), e.pool.group.Stats()); err != nil {
+	if err := s.metrics.write(w, int(e.pool.busy.Load()), e.pool.deferred(), e.pool.decodeStats()); err != nil {
 		s.log.Debug().Err(err).Msg("write metrics")
 	}
 }

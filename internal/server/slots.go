@@ -16,9 +16,11 @@ import (
 // pool is the slots and the bounded queue in front of them. Each slot's
 // goroutine runs the jobs the pool hands it on its own session, a member
 // of the pool's group: the group batches the slots' decodes into one
-// llama_decode per step (continuous batching).
+// llama_decode per step (continuous batching). A single slot has no group:
+// its session has a context of its own and decodes on its own thread,
+// without the hand-off to a decoder.
 type pool struct {
-	group   *kvtrim.Group
+	group   *kvtrim.Group // nil for a single slot
 	slots   []*slot
 	metrics *metrics
 	log     zerolog.Logger
@@ -63,16 +65,20 @@ type slot struct {
 	last atomic.Pointer[kvtrim.Stats] // the last request's compression stats
 }
 
-// newPool makes a group of n sequences of opt.NCtx cells each, n slots
-// with a session each, and starts their goroutines.
+// newPool makes n slots with a session each, members of a group of n
+// sequences of opt.NCtx cells each when n > 1, and starts their
+// goroutines.
 func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
-	gopt := opt
-	gopt.NCtx = opt.NCtx * n
-	g, err := model.NewGroup(gopt, n)
-	if err != nil {
-		return nil, fmt.Errorf("slots' context: %w", err)
+	var g *kvtrim.Group
+	if n > 1 {
+		gopt := opt
+		gopt.NCtx = opt.NCtx * n
+		var err error
+		if g, err = model.NewGroup(gopt, n); err != nil {
+			return nil, fmt.Errorf("slots' context: %w", err)
+		}
+		opt.NCtx = g.SeqCells() // what a slot that needs a context of its own gets
 	}
-	opt.NCtx = g.SeqCells() // what a slot that needs a context of its own gets
 	p := &pool{group: g, queueSize: queueSize, quit: make(chan struct{}), metrics: m, log: log}
 	observing := make(chan struct{}, 1)
 	for i := range n {
@@ -220,7 +226,9 @@ func (p *pool) closeSessions() {
 			sl.sess = nil
 		}
 	}
-	p.group.Close()
+	if p.group != nil {
+		p.group.Close()
+	}
 }
 
 // session returns a session for compression c with an empty cache: the
@@ -238,10 +246,14 @@ func (sl *slot) session(c kvtrim.Compression) (*kvtrim.Session, error) {
 		sl.sess.Close()
 		sl.sess = nil
 	}
-	s, err := sl.group.NewSession(sl.id, c)
+	var s *kvtrim.Session
+	err := kvtrim.ErrOwnContext
+	if sl.group != nil {
+		s, err = sl.group.NewSession(sl.id, c)
+	}
 	if errors.Is(err, kvtrim.ErrOwnContext) {
-		// H2O observes every decoded token through its context's eval
-		// callback: it decodes in a context of its own, beside the group.
+		// A single slot, or H2O, which observes every decoded token
+		// through its context's eval callback: a context of its own.
 		opt := sl.opt
 		opt.Compression = c
 		s, err = sl.model.NewSession(opt)
@@ -305,11 +317,19 @@ func (p *pool) checkCells() error {
 		if want := sl.sess.Position() - 1; last != want || (want < 0 && first != -1) {
 			return fmt.Errorf("slot %d: its cache holds positions [%d, %d], its session accounts for positions up to %d", sl.id, first, last, want)
 		}
-		if sl.sess.Context() != p.group.Context() {
+		if p.group != nil && sl.sess.Context() != p.group.Context() {
 			if first, last := p.group.SeqPositions(sl.id); last != -1 {
 				return fmt.Errorf("slot %d decodes in a context of its own, but its sequence of the shared one holds positions [%d, %d]", sl.id, first, last)
 			}
 		}
 	}
 	return nil
+}
+
+// decodeStats is the group's decode counts (zero for a single slot).
+func (p *pool) decodeStats() kvtrim.GroupStats {
+	if p.group == nil {
+		return kvtrim.GroupStats{}
+	}
+	return p.group.Stats()
 }
