@@ -17,7 +17,8 @@ import (
 // (a prompt chunk or a generated token) goes to the group's decoder, which
 // packs whatever the members have pending into one llama_decode, copies out
 // the logits each member asked for, and hands them back. A member samples
-// from its copy (Sampler.SampleLogits), so a slow member never holds the
+// from its copy (Sampler.SampleLogits) and queues its next token before it
+// hands the last one to its caller, so a slow consumer never holds the
 // others' next step.
 //
 // The context keeps one KV stream per sequence (llama.cpp's non-unified
@@ -44,8 +45,8 @@ type Group struct {
 	pending []*decodeRequest
 	// awaited is the sequences that got logits in the last round and have
 	// not asked for another decode nor said they are done: the decoder waits
-	// a little for them, so that steps stay batched. Each round starts it
-	// anew.
+	// for them (gatherWait at most), so that steps stay batched. Each round
+	// starts it anew.
 	awaited map[bindings.SeqID]bool
 	closed  bool
 	stats   GroupStats
