@@ -51,9 +51,22 @@ func longStream(t *testing.T, ts *testServer) (context.CancelFunc, *http.Respons
 	return cancel, resp
 }
 
+// TestDisconnectFreesSlot: a client that goes away mid-stream cancels its
+// generation and frees its slot, with one slot (a context of its own) and
+// with two (a group's members); the next request is served, the cancelled
+// one is not counted as finished, and no goroutine is left.
 func TestDisconnectFreesSlot(t *testing.T) {
-	cfg := testConfig()
-	cfg.CtxSize = 16384 // a generation long enough to be cut
+	for _, parallel := range []int{1, 2} {
+		t.Run(fmt.Sprintf("np%d", parallel), func(t *testing.T) {
+			cfg := testConfig()
+			cfg.Parallel = parallel
+			cfg.CtxSize = 16384 * parallel // a generation long enough to be cut
+			testDisconnect(t, cfg)
+		})
+	}
+}
+
+func testDisconnect(t *testing.T, cfg Config) {
 	ts := startServer(t, cfg)
 	ts.post("/completion", `{"prompt":"Once","n_predict":2}`, 200, nil) // warm up the client's connection pool
 	ts.http.Client().CloseIdleConnections()
