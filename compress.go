@@ -224,22 +224,18 @@ func (c Compression) h2oSplit(n int) (heavy, recent int) {
 // at a time.
 func (c Compression) PrefillsAside(n int) bool {
 	switch c.Policy {
-	case PolicySnapKV, PolicyRandom:
-		if c.tooShort(n) {
-			return false
-		}
-		fallthrough
-	case PolicyRecent:
-		return c.BudgetFor(n) < n
+	case PolicySnapKV, PolicyRecent, PolicyRandom:
+		return !c.tooShort(n) && c.BudgetFor(n) < n
 	}
 	return false
 }
 
-// tooShort reports whether a prompt of n tokens is too short to compress
-// at Ratio: its budget would not exceed the window, which is always kept.
-// (An explicit Budget that small is refused by Check.)
+// tooShort reports whether a prompt of n tokens is too short for SnapKV or
+// the random baseline to compress at Ratio: its budget would not exceed the
+// window, which they always keep. (An explicit Budget that small is
+// refused by Check; the recent baseline keeps no window.)
 func (c Compression) tooShort(n int) bool {
-	return c.Budget == 0 && c.BudgetFor(n) <= c.withDefaults().Window
+	return (c.Policy == PolicySnapKV || c.Policy == PolicyRandom) && c.Budget == 0 && c.BudgetFor(n) <= c.withDefaults().Window
 }
 
 // BudgetFor is the number of cells to keep of a prompt of n tokens: Budget,

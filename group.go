@@ -1,7 +1,6 @@
 package kvtrim
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -233,13 +232,6 @@ func (g *Group) locked(f func()) {
 	f()
 }
 
-// decode queues r for the next round and waits for it.
-func (g *Group) decode(r *decodeRequest) error {
-	g.submit(r)
-	<-r.done
-	return r.err
-}
-
 // submit queues r for the next round; r.done is closed when it has been
 // decoded, or refused (r.err). A request larger than the context's batch
 // is refused; the caller chunks.
@@ -416,24 +408,23 @@ func (g *Group) finish(r *decodeRequest, idx int) {
 	close(r.done)
 }
 
-// groupDecode decodes tokens at the session's next positions through the
-// group, in chunks, asking for the last one's logits.
-func (s *Session) groupDecode(ctx context.Context, tokens []Token, wantLogits bool) error {
-	nb := s.grp.chunk()
-	for i := 0; i < len(tokens); i += nb {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		part := tokens[i:min(i+nb, len(tokens))]
-		r := &decodeRequest{seq: s.seq, tokens: part, pos0: s.nextPos + int32(i), logits: wantLogits && i+len(part) == len(tokens), out: s.logits}
-		if err := s.grp.decode(r); err != nil {
-			return fmt.Errorf("decode tokens %d-%d: %w", r.pos0, int(r.pos0)+len(part), err)
-		}
-		if r.logits {
-			s.logits = r.out
-		}
+// queueDecode queues tokens, at positions from pos0 of the member's
+// sequence, for the group's next round, asking for the last one's logits
+// when logits is set; awaitDecode waits for it.
+func (s *Session) queueDecode(tokens []Token, pos0 int32, logits bool) *decodeRequest {
+	r := &decodeRequest{seq: s.seq, tokens: tokens, pos0: pos0, logits: logits, out: s.logits}
+	s.grp.submit(r)
+	return r
+}
+
+// awaitDecode waits for r, and keeps its logits, when it asked for them,
+// as the member's.
+func (s *Session) awaitDecode(r *decodeRequest) error {
+	<-r.done
+	if r.err == nil && r.logits {
+		s.logits = r.out
 	}
-	return nil
+	return r.err
 }
 
 // Context is the group's shared llama.cpp context.

@@ -76,11 +76,7 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 // Reset empties the session's cache and forgets its policy's state and its
 // stats, so that it can take another prompt as a new session would.
 func (s *Session) Reset() {
-	if s.grp != nil {
-		s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
-	} else {
-		s.ctx.Memory().Clear(true)
-	}
+	s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
 	s.nextPos, s.used = 0, 0
 	if h := s.h2o; h != nil {
 		h.cells, h.policy, h.pending = hooks.NewCellMap(), nil, h.pending[:0]

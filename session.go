@@ -325,7 +325,7 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 			return s.prefillCompressed(ctx, tokens, comp, s.stats.Budget)
 		}
 		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
-		if comp.Policy != PolicyRecent && comp.tooShort(n) {
+		if comp.tooShort(n) {
 			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.Window)
 		}
 	}
@@ -363,8 +363,9 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		}
 		chunk := tokens[i:min(i+nb, len(tokens))]
 		if grouped {
-			if err := s.groupDecode(ctx, chunk, i+len(chunk) == len(tokens)); err != nil {
-				return fmt.Errorf("prefill: %w", err)
+			r := s.queueDecode(chunk, s.nextPos, i+len(chunk) == len(tokens))
+			if err := s.awaitDecode(r); err != nil {
+				return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 			}
 			s.advance(len(chunk), total)
 			continue
@@ -536,8 +537,7 @@ type tokenStep struct {
 func (s *Session) startStep(tok Token) *tokenStep {
 	st := &tokenStep{tok: tok, start: time.Now()}
 	if s.grp != nil {
-		st.req = &decodeRequest{seq: s.seq, tokens: []Token{tok}, pos0: s.nextPos, logits: true, out: s.logits}
-		s.grp.submit(st.req)
+		st.req = s.queueDecode([]Token{tok}, s.nextPos, true)
 	}
 	return st
 }
@@ -549,9 +549,7 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 	var err error
 	switch {
 	case st.req != nil:
-		<-st.req.done
-		err = st.req.err
-		s.logits = st.req.out
+		err = s.awaitDecode(st.req)
 	default:
 		if s.h2o != nil {
 			s.h2o.obs.Arm(1)
@@ -581,12 +579,7 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 // its logits.
 func (s *Session) decodeToken(t Token, pos int32) error {
 	if s.grp != nil {
-		r := &decodeRequest{seq: s.seq, tokens: []Token{t}, pos0: pos, logits: true, out: s.logits}
-		if err := s.grp.decode(r); err != nil {
-			return err
-		}
-		s.logits = r.out
-		return nil
+		return s.awaitDecode(s.queueDecode([]Token{t}, pos, true))
 	}
 	s.batch.Clear()
 	s.batch.Add(t, pos, []bindings.SeqID{s.seq}, true)
