@@ -72,9 +72,11 @@ type decodeRequest struct {
 	seq    bindings.SeqID
 	tokens []Token
 	pos0   int32
-	// logits asks for the last token's logits, copied into out.
+	// logits asks for the last token's logits, copied into out; last is
+	// that token's index in the round's batch.
 	logits bool
 	out    []float32
+	last   int
 	err    error
 	done   chan struct{}
 }
@@ -360,13 +362,8 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	// into ubatches of consecutive sequence ids, so any other order would
 	// cut one step into several.
 	slices.SortFunc(taken, func(a, b *decodeRequest) int { return int(a.seq) - int(b.seq) })
-	last := map[*decodeRequest]int{}
 	for _, r := range taken {
-		seqs := []bindings.SeqID{r.seq}
-		for j, t := range r.tokens {
-			batch.Add(t, r.pos0+int32(j), seqs, r.logits && j == len(r.tokens)-1)
-		}
-		last[r] = batch.Len() - 1
+		r.add(batch)
 	}
 	g.pending = left
 	// Only this round's members are awaited next: one that got logits and
@@ -378,31 +375,36 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 		// others': decode them one by one.
 		for _, r := range taken {
 			batch.Clear()
-			for j, t := range r.tokens {
-				batch.Add(t, r.pos0+int32(j), []bindings.SeqID{r.seq}, r.logits && j == len(r.tokens)-1)
-			}
+			r.add(batch)
 			r.err = g.ctx.Decode(batch)
-			g.finish(r, batch.Len()-1)
+			g.finish(r)
 		}
 	} else {
 		for _, r := range taken {
 			r.err = err
-			g.finish(r, last[r])
+			g.finish(r)
 		}
 	}
 	g.stats.Rounds++
 	g.stats.Parts += int64(len(taken))
-	for _, r := range taken {
-		g.stats.Tokens += int64(len(r.tokens))
-	}
+	g.stats.Tokens += int64(size)
 	return true, len(g.pending) > 0
 }
 
-// finish copies r's logits (output idx of the last decode) and wakes its
-// member. Called with mu held.
-func (g *Group) finish(r *decodeRequest, idx int) {
+// add appends r's tokens to batch and notes where its last one went.
+func (r *decodeRequest) add(batch *bindings.Batch) {
+	seqs := []bindings.SeqID{r.seq}
+	for j, t := range r.tokens {
+		batch.Add(t, r.pos0+int32(j), seqs, r.logits && j == len(r.tokens)-1)
+	}
+	r.last = batch.Len() - 1
+}
+
+// finish copies r's logits (from the last decode) and wakes its member.
+// Called with mu held.
+func (g *Group) finish(r *decodeRequest) {
 	if r.err == nil && r.logits {
-		r.out = append(r.out[:0], g.ctx.Logits(idx)...)
+		r.out = append(r.out[:0], g.ctx.Logits(r.last)...)
 		g.awaited[r.seq] = true
 	}
 	close(r.done)
