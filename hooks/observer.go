@@ -88,6 +88,25 @@ type windowRow struct {
 	data []float32
 }
 
+// checkHeads says whether a kq_soft_max row of layer il holds heads rows.
+func (r windowRow) checkHeads(il, heads int) error {
+	if len(r.data) != heads*r.nKV {
+		return fmt.Errorf("layer %d: kq_soft_max has %d heads, the model %d", il, len(r.data)/max(r.nKV, 1), heads)
+	}
+	return nil
+}
+
+// addHeadTo adds head h's scores of the cells in colCell to dst, one per
+// cell; a cell past the row's n_kv was not there yet, and adds 0.
+func (r windowRow) addHeadTo(dst []float32, h int, colCell []int) {
+	src := r.data[h*r.nKV:][:r.nKV]
+	for p, c := range colCell {
+		if c < r.nKV {
+			dst[p] += src[c]
+		}
+	}
+}
+
 // NewObserver makes an observer for a model of shape s reading from src.
 func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
@@ -367,16 +386,11 @@ func (o *Observer) StepScores(cells *CellMap, positions []int32, dst []float32) 
 	if o.source == FromSoftmax {
 		for il := range o.soft {
 			row := o.soft[il][0]
-			if len(row.data) != s.Heads*row.nKV {
-				return fmt.Errorf("observe a step: layer %d: kq_soft_max has %d heads, the model %d", il, len(row.data)/max(row.nKV, 1), s.Heads)
+			if err := row.checkHeads(il, s.Heads); err != nil {
+				return fmt.Errorf("observe a step: %w", err)
 			}
 			for h := range s.Heads {
-				src := row.data[h*row.nKV:][:row.nKV]
-				for p, c := range colCell {
-					if c < row.nKV { // cells past n_kv were not there yet: 0
-						dst[p] += src[c]
-					}
-				}
+				row.addHeadTo(dst, h, colCell)
 			}
 		}
 		return nil
@@ -404,17 +418,11 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 	for il := range out {
 		att := policies.WindowAttention{Heads: s.Heads, Rows: w, Cols: n, Data: make([]float32, s.Heads*w*n)}
 		for r, row := range o.soft[il] {
-			if len(row.data) != s.Heads*row.nKV {
-				return nil, fmt.Errorf("observe attention: layer %d: kq_soft_max has %d heads, the model %d", il, len(row.data)/max(row.nKV, 1), s.Heads)
+			if err := row.checkHeads(il, s.Heads); err != nil {
+				return nil, fmt.Errorf("observe attention: %w", err)
 			}
 			for h := range s.Heads {
-				src := row.data[h*row.nKV:][:row.nKV]
-				dst := att.Data[(h*w+r)*n:][:n]
-				for p, c := range colCell {
-					if c < row.nKV { // cells past n_kv were not there yet: 0
-						dst[p] = src[c]
-					}
-				}
+				row.addHeadTo(att.Data[(h*w+r)*n:][:n], h, colCell)
 			}
 		}
 		out[il] = att
