@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/hooks"
+	"github.com/kvtrim/kvtrim/policies"
 )
 
 // Score feeds tokens after what the session holds, chunk tokens per decode
@@ -86,13 +86,5 @@ func (s *Session) Reset() {
 
 // logSoftmaxAt is log(softmax(logits)[t]), computed in float64.
 func logSoftmaxAt(logits []float32, t Token) float64 {
-	m := float64(logits[0])
-	for _, v := range logits {
-		m = max(m, float64(v))
-	}
-	sum := 0.0
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - m)
-	}
-	return float64(logits[t]) - m - math.Log(sum)
+	return float64(logits[t]) - policies.LogSumExp(logits)
 }

@@ -107,6 +107,20 @@ func scaleFloat32(x []float32, s float32) {
 	}
 }
 
+// LogSumExp is log(sum(exp(x))), computed in float64 after shifting by the
+// largest value: the normaliser of a log-softmax over logits.
+func LogSumExp(x []float32) float64 {
+	hi := math.Inf(-1)
+	for _, v := range x {
+		hi = max(hi, float64(v))
+	}
+	sum := 0.0
+	for _, v := range x {
+		sum += math.Exp(float64(v) - hi)
+	}
+	return hi + math.Log(sum)
+}
+
 // Add adds src to dst element by element; len(src) must be at least
 // len(dst).
 func Add(dst, src []float32) {

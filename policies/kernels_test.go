@@ -311,3 +311,19 @@ func TestDotHeads(t *testing.T) {
 	}()
 	DotHeads(make([]float32, 2), make([]float32, 16), make([]float32, 16), []int{1}, 9, 8, 2)
 }
+
+// TestLogSumExp: the shifted log-sum-exp equals the plain one where that
+// does not overflow, and stays finite where it would.
+func TestLogSumExp(t *testing.T) {
+	x := []float32{-3, 0.5, 2, 7, -40}
+	want := 0.0
+	for _, v := range x {
+		want += math.Exp(float64(v))
+	}
+	if got := LogSumExp(x); math.Abs(got-math.Log(want)) > 1e-12 {
+		t.Errorf("LogSumExp %v = %g, want %g", x, got, math.Log(want))
+	}
+	if got := LogSumExp([]float32{1000, 1000}); math.Abs(got-(1000+math.Ln2)) > 1e-9 {
+		t.Errorf("LogSumExp of large logits = %g, want %g", got, 1000+math.Ln2)
+	}
+}

@@ -1,12 +1,13 @@
 package server
 
 import (
-	"math"
+	"cmp"
 	"slices"
 	"unicode/utf8"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/policies"
 )
 
 // tokenProb is one generated token's entry of llama-server's
@@ -40,15 +41,7 @@ const maxProbs = 100
 // worth): the log-softmax of t and of the n largest logits, largest first,
 // as llama-server computes them (over the raw logits, before sampling).
 func probsOf(vocab *bindings.Vocab, t kvtrim.Token, logits []float32, n int) tokenProb {
-	hi := math.Inf(-1)
-	for _, v := range logits {
-		hi = max(hi, float64(v))
-	}
-	sum := 0.0
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - hi)
-	}
-	logZ := hi + math.Log(sum)
+	logZ := policies.LogSumExp(logits)
 	logprob := func(id kvtrim.Token) float64 { return float64(logits[id]) - logZ }
 	p := tokenProb{ID: t, Logprob: logprob(t)}
 	p.Token, p.Bytes = pieceOf(vocab, t)
@@ -66,26 +59,16 @@ func probsOf(vocab *bindings.Vocab, t kvtrim.Token, logits []float32, n int) tok
 // topTokens is the ids of the n largest logits, largest first (ties by
 // id).
 func topTokens(logits []float32, n int) []kvtrim.Token {
-	n = min(n, len(logits))
-	top := make([]kvtrim.Token, 0, n+1)
-	better := func(a, b kvtrim.Token) bool {
-		return logits[a] > logits[b] || (logits[a] == logits[b] && a < b)
-	}
-	for i := range logits {
-		id := kvtrim.Token(i)
-		if len(top) == n && (n == 0 || !better(id, top[n-1])) {
-			continue
+	idx := policies.TopK(logits, n) // the lowest ids among ties
+	slices.SortFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(logits[b], logits[a]); c != 0 {
+			return c
 		}
-		at, _ := slices.BinarySearchFunc(top, id, func(x, y kvtrim.Token) int {
-			if better(x, y) {
-				return -1
-			}
-			return 1
-		})
-		top = slices.Insert(top, at, id)
-		if len(top) > n {
-			top = top[:n]
-		}
+		return a - b
+	})
+	top := make([]kvtrim.Token, len(idx))
+	for i, id := range idx {
+		top[i] = kvtrim.Token(id)
 	}
 	return top
 }
