@@ -264,21 +264,9 @@ func sendAll(ctx context.Context, base string, prompts []string, n int) (turn, e
 
 // postJSON posts body to url and decodes the 200 answer into out.
 func postJSON(ctx context.Context, url string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	b, err := httpDo(ctx, "POST", url, bytes.NewReader(body))
 	if err != nil {
 		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	return json.Unmarshal(b, out)
 }
@@ -287,16 +275,7 @@ func postJSON(ctx context.Context, url string, body []byte, out any) error {
 // they carried from /metrics.
 func decodeCounters(ctx context.Context, base string) ([2]float64, error) {
 	var out [2]float64
-	req, err := http.NewRequestWithContext(ctx, "GET", base+"/metrics", nil)
-	if err != nil {
-		return out, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return out, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	b, err := httpDo(ctx, "GET", base+"/metrics", nil)
 	if err != nil {
 		return out, err
 	}
@@ -310,6 +289,28 @@ func decodeCounters(ctx context.Context, base string) ([2]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// httpDo sends a request and returns the body of its 200 answer, or an
+// error naming the status and the answer.
+func httpDo(ctx context.Context, method, url string, body io.Reader) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: status %d: %s", method, url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return b, nil
 }
 
 // markdown is the side-by-side table.
