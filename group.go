@@ -166,18 +166,11 @@ func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
 		return nil, fmt.Errorf("%w: h2o observes every decoded token through the decoding context's eval callback", ErrOwnContext)
 	}
 	m := g.model
-	if c.enabled() {
-		if err := checkEvictable(m, c); err != nil {
-			return nil, err
-		}
+	if err := checkEvictable(m, c); err != nil {
+		return nil, err
 	}
-	if c.Streams() {
-		if !g.ctx.Memory().CanShift() {
-			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
-		}
-		if c.Sinks+c.Recent > g.seqCtx {
-			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a sequence's %d cells (-c / -np); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, g.seqCtx)
-		}
+	if err := checkStreaming(m, c, g.ctx.Memory(), g.seqCtx, "a sequence's %d cells (-c / -np)"); err != nil {
+		return nil, err
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

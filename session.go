@@ -159,15 +159,10 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		release()
 		return nil, err
 	}
-	if c := opt.Compression; c.Streams() {
-		if !ctx.Memory().CanShift() {
-			ctx.Close()
-			return nil, fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
-		}
-		if n := ctx.NCtx(); c.Sinks+c.Recent > n {
-			ctx.Close()
-			return nil, fmt.Errorf("%w: sinks %d + recent %d do not fit in a context of %d cells (-c); raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, n)
-		}
+	if err := checkStreaming(m, opt.Compression, ctx.Memory(), ctx.NCtx(), "a context of %d cells (-c)"); err != nil {
+		ctx.Close()
+		release()
+		return nil, err
 	}
 	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
@@ -198,6 +193,22 @@ func contextOptions(opt SessionOptions) (bindings.ContextOptions, error) {
 		return copt, fmt.Errorf("cache type %q: use f16 or f32", opt.CacheType)
 	}
 	return copt, nil
+}
+
+// checkStreaming refuses StreamingLLM (as the policy or the decode policy)
+// in a memory that cannot shift positions, or with a window larger than
+// the cells it has; where describes those cells, with a %d for their
+// number.
+func checkStreaming(m *Model, c Compression, mem *bindings.Memory, cells int, where string) error {
+	switch {
+	case !c.Streams():
+		return nil
+	case !mem.CanShift():
+		return fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
+	case c.Sinks+c.Recent > cells:
+		return fmt.Errorf("%w: sinks %d + recent %d do not fit in "+where+"; raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, cells)
+	}
+	return nil
 }
 
 // checkEvictable refuses compression c for a model whose cache cannot drop
