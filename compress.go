@@ -206,9 +206,11 @@ func (c Compression) lookaheadTokens() int {
 	return max(0, c.withDefaults().Lookahead)
 }
 
-// h2oSplit is H2O's heavy and recent counts for a prompt of n tokens.
+// h2oSplit is H2O's heavy and recent counts for a prompt of n tokens. Only
+// the h2o policy splits a Ratio; as a decode policy H2O's counts are always
+// Heavy and Recent (Ratio is then the prompt policy's).
 func (c Compression) h2oSplit(n int) (heavy, recent int) {
-	if c.Ratio == 0 {
+	if c.Policy != PolicyH2O || c.Ratio == 0 {
 		return c.Heavy, c.Recent
 	}
 	budget := max(2, int(math.Ceil(c.Ratio*float64(n))))

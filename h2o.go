@@ -60,8 +60,10 @@ func columnScores(dst []float32, att []policies.WindowAttention) {
 
 // prefillH2O decodes the prompt one ubatch per decode call, adding each
 // ubatch's attention columns to the positions' scores as it goes (no n x n
-// matrix is held), then lets H2O evict down to heavy + recent.
-func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
+// matrix is held), then lets H2O evict down to heavy + recent. It is the
+// prefill of an h2o session, and of a session whose decode policy is h2o
+// when its prompt policy keeps the prompt whole.
+func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent int) error {
 	h := s.h2o
 	n := len(tokens)
 	if s.nextPos != 0 {
@@ -70,13 +72,11 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token) error {
 	if n > s.NCtx() {
 		return fmt.Errorf("%w: %d tokens do not fit in a context of %d cells (-c); h2o evicts after the prompt, so raise -c", ErrPromptTooLong, n, s.NCtx())
 	}
-	heavy, recent := s.opt.Compression.h2oSplit(n)
 	policy, err := policies.NewH2O(heavy, recent)
 	if err != nil {
 		return err
 	}
 	h.policy = policy
-	s.stats.Budget = heavy + recent
 	scores := make([]float32, n)
 	o := &observing{obs: h.obs, cells: h.cells, release: func() {}}
 	step := s.ctx.NUbatch()

@@ -325,7 +325,9 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	case PolicyStreaming:
 		return s.prefillStreaming(ctx, tokens)
 	case PolicyH2O:
-		return s.prefillH2O(ctx, tokens)
+		heavy, recent := comp.h2oSplit(n)
+		s.stats.Budget = heavy + recent
+		return s.prefillH2O(ctx, tokens, heavy, recent)
 	}
 	if comp.enabled() {
 		if s.nextPos != 0 {
@@ -338,6 +340,18 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
 		if comp.tooShort(n) {
 			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.Window)
+		}
+		if comp.DecodePolicy == PolicyH2O {
+			// The prompt is kept whole: H2O starts from all of it, scored by
+			// its own attention, as an h2o session's prefill does (its heavy
+			// and recent are the decode policy's, never a split of Ratio).
+			if err := s.prefillH2O(ctx, tokens, comp.Heavy, comp.Recent); err != nil {
+				return err
+			}
+			if st := &s.stats; st.EvictedCells > 0 {
+				st.Note += fmt.Sprintf("; then h2o (heavy %d + recent %d) kept %d of the %d prompt tokens", comp.Heavy, comp.Recent, st.KeptCells, n)
+			}
+			return nil
 		}
 	}
 	if need := s.used + n; need > s.NCtx() {
