@@ -147,6 +147,11 @@ func TestSnapKVThenH2O(t *testing.T) {
 		if kept := s.KeptPositions(); len(kept) != heavy+recent || kept[len(kept)-1] != len(toks)-1 {
 			t.Fatalf("-fa %s: after the prompt H2O keeps %v", fa, kept)
 		}
+		// The stats count what the cache holds after both policies.
+		if st := s.Stats(); st.KeptCells != heavy+recent || st.EvictedCells != len(toks)-heavy-recent || st.KVBytesAfter*int64(len(toks)) != st.KVBytesBefore*int64(heavy+recent) {
+			t.Errorf("-fa %s: stats kept %d, evicted %d, bytes %d -> %d for %d prompt tokens and %d cells held",
+				fa, st.KeptCells, st.EvictedCells, st.KVBytesBefore, st.KVBytesAfter, len(toks), heavy+recent)
+		}
 		sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
 		err = s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: 200, IgnoreEOS: true},
 			func(kvtrim.Token, string) error {

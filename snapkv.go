@@ -178,10 +178,12 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.ScoreMs += msBetween(t1, t2)
 	st.EvictMs += msBetween(t2, t3)
 	st.CompactMs += msBetween(t3, t4)
-	st.KeptCells, st.EvictedCells = len(kept), n-len(kept)
+	// What the cache holds: the kept cells, less what H2O (as the decode
+	// policy) dropped of them; attention still scans the packed span.
+	st.KeptCells, st.EvictedCells = s.used, n-s.used
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
 	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
-	st.KVBytesAfter = int64(len(kept)) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
 	return nil
 }
 
