@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+
+	"github.com/kvtrim/kvtrim/hooks"
 )
 
 // Position is the position the next token will take: how many tokens the
@@ -51,7 +53,17 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 	}
 	runtime.LockOSThread() // see Prefill
 	defer runtime.UnlockOSThread()
-	return s.decode(ctx, s.ctx, nil, tokens, len(tokens))
+	if err := s.decode(ctx, s.ctx, nil, tokens, len(tokens)); err != nil {
+		return err
+	}
+	// What the cache now holds for the whole sequence, against what it
+	// would hold uncompressed; this call evicted nothing.
+	st := &s.stats
+	st.KeptCells = s.used
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(int(s.nextPos)), hooks.PadNKV(s.used)
+	st.KVBytesBefore = int64(s.nextPos) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	return nil
 }
 
 // ResetStats zeroes the counters and timings (the configuration stays), so

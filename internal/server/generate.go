@@ -118,6 +118,9 @@ func (sl *slot) serve(j *job) (*result, error) {
 	}
 	res.content = m.content()
 	res.stats = after // the session was new, reset, or its stats zeroed for this request
+	// A reused cache decoded only the prompt's new tokens; the request's
+	// prompt is all of them.
+	res.stats.PromptTokens = res.promptN
 	return res, nil
 }
 

@@ -34,6 +34,18 @@ func TestPrefixReuse(t *testing.T) {
 	if want, _ := direct(t, ts.model, 1024, second, 16, kvtrim.Compression{}); !slices.Equal(c2.Tokens, want) {
 		t.Errorf("second turn %v, a new session %v", c2.Tokens, want)
 	}
+	// The stats describe the whole request, not only the tokens decoded.
+	if k := c2.Kvtrim; k == nil || k.PromptTokens != c2.TokensEvaluated || k.KeptCells != c2.TokensEvaluated ||
+		k.KVBytesAfter == 0 || k.KVBytesAfter != k.KVBytesBefore {
+		t.Errorf("second turn's kvtrim stats %+v for %d prompt tokens", c2.Kvtrim, c2.TokensEvaluated)
+	}
+	var slots []struct {
+		Kvtrim *KVStats `json:"kvtrim"`
+	}
+	ts.get("/slots", 200, &slots)
+	if k := slots[0].Kvtrim; k == nil || k.PromptTokens != c2.TokensEvaluated || k.KeptCells != c2.TokensEvaluated {
+		t.Errorf("/slots after the second turn: %+v", k)
+	}
 	var c3 completion
 	ts.post("/completion", body("Tom had a blue car."), 200, &c3)
 	if c3.Timings.CacheN == 0 || c3.Timings.CacheN >= c2.Timings.CacheN {
@@ -60,6 +72,13 @@ func TestPrefixReuseCompressed(t *testing.T) {
 	ts.post("/completion", fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0,%s}`, jsonString(next), kv), 200, &c2)
 	if c2.Timings.CacheN < c1.TokensEvaluated || c2.TokensPredicted != 12 || c2.Kvtrim.EvictedCells != 0 {
 		t.Errorf("continued turn: cache_n %d (first prompt %d tokens), predicted %d, kvtrim %+v", c2.Timings.CacheN, c1.TokensEvaluated, c2.TokensPredicted, c2.Kvtrim)
+	}
+	// The cache holds the 64 kept cells, the first answer and the new
+	// turn's tokens: fewer than the whole conversation's.
+	newTokens := c2.Timings.PromptN
+	if k := c2.Kvtrim; k.PromptTokens != c2.TokensEvaluated || k.KeptCells <= 64 || k.KeptCells > 64+c1.TokensPredicted+newTokens ||
+		k.KVBytesAfter == 0 || k.KVBytesAfter >= k.KVBytesBefore {
+		t.Errorf("continued turn's kvtrim stats %+v for %d prompt tokens (%d new)", k, c2.TokensEvaluated, newTokens)
 	}
 	ts.post("/completion", fmt.Sprintf(`{"prompt":%s,"n_predict":12,"temperature":0,%s}`, jsonString("The end. "+story), kv), 200, &c3)
 	if c3.Timings.CacheN != 0 || c3.Kvtrim.KeptCells != 64 {
