@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -96,6 +98,9 @@ func testDisconnect(t *testing.T, cfg Config) {
 	t.Errorf("goroutines: %d before, %d after\n%s", before, now, buf[:runtime.Stack(buf, true)])
 }
 
+// TestQueueFull: with --queue 1, a request past the one waiting is
+// answered 503 with Retry-After, and the waiting one is served once the
+// slot is free.
 func TestQueueFull(t *testing.T) {
 	cfg := testConfig()
 	cfg.CtxSize, cfg.QueueSize = 16384, 1
@@ -116,11 +121,53 @@ func TestQueueFull(t *testing.T) {
 			t.Fatal("the second request never queued")
 		}
 	}
-	code, body := ts.do(t.Context(), "POST", "/completion", `{"prompt":"Once","n_predict":2}`)
-	wantError(t, code, body, 503, typeUnavailable, "busy")
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", ts.http.URL+"/completion", strings.NewReader(`{"prompt":"Once","n_predict":2}`))
+	full, err := ts.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(full.Body)
+	full.Body.Close()
+	wantError(t, full.StatusCode, body, 503, typeUnavailable, "busy")
+	if s, err := strconv.Atoi(full.Header.Get("Retry-After")); err != nil || s < 1 {
+		t.Errorf("Retry-After %q: want a number of seconds >= 1", full.Header.Get("Retry-After"))
+	}
 	cancel()
 	if code := <-queued; code != 200 {
 		t.Errorf("the queued request got %d after the slot was freed", code)
+	}
+}
+
+// TestQueueUnbounded: by default every request waits for a slot, as in
+// llama-server: 12 requests behind a busy slot all wait, and all get
+// their answer once it is free.
+func TestQueueUnbounded(t *testing.T) {
+	cfg := testConfig()
+	cfg.CtxSize = 16384
+	ts := startServer(t, cfg)
+	cancel, resp := longStream(t, ts) // holds the one slot
+	defer resp.Body.Close()
+	defer cancel()
+	codes := make(chan int, 12)
+	for range cap(codes) {
+		go func() {
+			code, _ := ts.do(context.Background(), "POST", "/completion", `{"prompt":"Once upon a time","n_predict":4}`)
+			codes <- code
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if strings.Contains(string(ts.get("/metrics", 200, nil)), fmt.Sprintf("llamacpp:requests_deferred %d\n", cap(codes))) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the %d requests never all waited:\n%s", cap(codes), ts.get("/metrics", 200, nil))
+		}
+	}
+	cancel()
+	for range cap(codes) {
+		if code := <-codes; code != 200 {
+			t.Errorf("status %d, want every request served", code)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/kvtrim/kvtrim"
 )
@@ -58,10 +59,16 @@ type Config struct {
 	Sampling Sampling
 	// Compression is the default KV compression of every slot.
 	Compression kvtrim.Compression
-	// QueueSize is how many requests may wait for a slot (0: 4*Parallel).
+	// QueueSize is how many requests may wait for a slot: 0 (the
+	// default) queues every request, as llama-server does; past a bound,
+	// a request is answered 503 with Retry-After.
 	QueueSize int
 	// MaxBodyBytes bounds request bodies (0: 16 MiB).
 	MaxBodyBytes int64
+	// WriteTimeout bounds each write of a response, as llama-server's
+	// --timeout bounds its socket writes: a client that stops reading a
+	// stream for that long loses its request and its slot (0: no bound).
+	WriteTimeout time.Duration
 }
 
 // Limits that catch typos before anything is allocated.
@@ -74,9 +81,6 @@ const (
 
 // withDefaults fills the zero values that have defaults.
 func (c Config) withDefaults() Config {
-	if c.QueueSize == 0 {
-		c.QueueSize = 4 * c.Parallel
-	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 16 << 20
 	}
@@ -105,6 +109,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("queue size %d: give a count >= 0", c.QueueSize)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("max body bytes %d: give a size >= 0", c.MaxBodyBytes)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("write timeout %v: give a duration >= 0", c.WriteTimeout)
 	}
 	for _, k := range c.APIKeys {
 		if k == "" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // Error types, as llama-server names them in its error JSON.
@@ -23,6 +24,8 @@ type APIError struct {
 	Code    int
 	Type    string
 	Message string
+	// RetryAfter, when > 0, is sent as the Retry-After header (seconds).
+	RetryAfter int
 }
 
 // Error returns the message.
@@ -63,6 +66,9 @@ func asAPIError(err error) *APIError {
 // writeError answers err in llama-server's error JSON.
 func writeError(w http.ResponseWriter, err error) {
 	ae := asAPIError(err)
+	if ae.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
+	}
 	writeJSON(w, ae.Code, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
 }
 

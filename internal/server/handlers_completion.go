@@ -86,7 +86,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 		writeError(w, err)
 		return
 	}
-	stream := newSSE(w)
+	stream := newSSE(w, s.cfg.WriteTimeout)
 	for {
 		select {
 		case <-ctx.Done():
@@ -95,31 +95,46 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 			stream.fail(unavailable("the server is shutting down"))
 			return
 		case ev := <-j.events:
-			if !ev.done {
-				if err := stream.send(resp.delta(ev)); err != nil {
-					return
-				}
-				continue
+			if stream.send(resp.delta(ev)) != nil {
+				return // a write failed or timed out: the slot stops at its next token
 			}
-			switch {
-			case ev.err != nil:
-				if ctx.Err() == nil {
-					s.log.Debug().Err(ev.err).Msg("request failed")
-					stream.fail(ev.err)
-				}
-			case !req.Stream:
-				writeJSON(w, http.StatusOK, resp.whole(ev.res))
-			default:
-				for _, c := range resp.final(ev.res) {
-					if stream.send(c) != nil {
-						return
-					}
-				}
-				if resp.done() {
-					stream.raw([]byte("[DONE]"))
-				}
-			}
+		case ev := <-j.done:
+			s.finish(stream, j, req, resp, ev)
 			return
+		}
+	}
+}
+
+// finish answers a finished job: the deltas still queued, then the error,
+// the whole answer, or the stream's last chunks.
+func (s *Server) finish(stream *sse, j *job, req *Request, resp responder, ev event) {
+drain:
+	for {
+		select {
+		case d := <-j.events:
+			if stream.send(resp.delta(d)) != nil {
+				return
+			}
+		default:
+			break drain
+		}
+	}
+	switch {
+	case ev.err != nil:
+		if j.ctx.Err() == nil {
+			s.log.Debug().Err(ev.err).Msg("request failed")
+			stream.fail(ev.err)
+		}
+	case !req.Stream:
+		stream.whole(resp.whole(ev.res))
+	default:
+		for _, c := range resp.final(ev.res) {
+			if stream.send(c) != nil {
+				return
+			}
+		}
+		if resp.done() {
+			stream.raw([]byte("[DONE]"))
 		}
 	}
 }

@@ -2,6 +2,9 @@ package server
 
 import (
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -18,20 +21,72 @@ func (e *engine) render(msgs []bindings.ChatMessage) (string, error) {
 }
 
 // promptTokens tokenizes a request's prompt (special tokens added and
-// parsed, as llama-server does) or checks the token ids it gave.
+// parsed, as llama-server does) or checks the token ids it gave. A prompt
+// far longer than its request may take is refused before it is tokenized
+// whole (tokenizeWithin).
 func (e *engine) promptTokens(req *Request) ([]kvtrim.Token, error) {
 	vocab := e.model.Vocab()
 	if req.HasTokens {
 		return checkTokens(req.PromptTokens, vocab.NTokens())
 	}
-	tokens, err := vocab.Tokenize(req.Prompt, true, true)
+	tokens, err := e.tokenizeWithin(req.Prompt, e.promptLimit(req.Compression))
 	if err != nil {
-		return nil, badRequest("%v", err)
+		return nil, err
 	}
 	if len(tokens) == 0 || (len(tokens) == 1 && tokens[0] == vocab.BOS() && vocab.AddBOS()) {
 		return nil, badRequest("empty prompt: it holds no tokens")
 	}
 	return tokens, nil
+}
+
+// prefixBytesPerToken is the first prefix tokenizeWithin tries, in bytes
+// per token of the limit: more than any common tokenizer's mean.
+const prefixBytesPerToken = 16
+
+// tokenizeWithin tokenizes text, which may hold at most limit tokens (0:
+// any number). A text longer than 16 bytes a token of the limit is first
+// tokenized by prefixes, each four times the last, cut at white space:
+// one that already holds more than limit tokens refuses the prompt, so a
+// request many times too long costs a tokenization of a few times its
+// limit, not of all of it (a 15 MB prompt would otherwise take hundreds
+// of MB inside llama.cpp's tokenizer before being refused).
+func (e *engine) tokenizeWithin(text string, limit int) ([]kvtrim.Token, error) {
+	vocab := e.model.Vocab()
+	if limit > 0 {
+		for size := prefixBytesPerToken * (limit + 1); size < len(text); size *= 4 {
+			cut := strings.LastIndexAny(text[:size], " \n\t")
+			if cut <= 0 {
+				cut = size
+			}
+			part, err := vocab.Tokenize(text[:cut], true, true)
+			if err != nil {
+				return nil, badRequest("%v", err)
+			}
+			if len(part) > limit {
+				return nil, badRequest("the prompt has more than %d tokens (its first %d of %d bytes hold %d), more than the %d a slot can take (its context holds %d cells; -c is split over -np slots)",
+					limit, cut, len(text), len(part), limit, e.slotCtx)
+			}
+		}
+	}
+	tokens, err := vocab.Tokenize(text, true, true)
+	if err != nil {
+		return nil, badRequest("%v", err)
+	}
+	return slices.Clone(tokens), nil // not the text-sized buffer llama.cpp wrote into
+}
+
+// promptLimit is the most tokens a prompt compressed with c may have, as
+// checkFits counts them: a slot's context, or for a compression that
+// prefills aside the larger of that and the model's training context; 0
+// for StreamingLLM, which takes any length.
+func (e *engine) promptLimit(c kvtrim.Compression) int {
+	switch {
+	case c.Policy == kvtrim.PolicyStreaming:
+		return 0
+	case c.PrefillsAside(math.MaxInt32):
+		return max(e.slotCtx, e.model.NCtxTrain())
+	}
+	return e.slotCtx
 }
 
 // checkTokens converts token ids, refusing ones outside the vocabulary.

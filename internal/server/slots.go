@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -28,10 +30,13 @@ type pool struct {
 	// mu guards the queue, the free slots and the slots' histories while
 	// they are free.
 	mu        sync.Mutex
-	waiting   []*job // queued, oldest first
-	queueSize int
+	waiting   []*job  // queued, oldest first
+	queueSize int     // the most requests that may wait (0: no bound)
 	free      []*slot // idle slots, least recently used first
 	closed    bool
+	// meanJob is a moving mean of the time a slot takes for a request,
+	// for the Retry-After of a full queue.
+	meanJob time.Duration
 
 	quit chan struct{}
 	wg   sync.WaitGroup
@@ -98,19 +103,36 @@ func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m
 	return p, nil
 }
 
-// submit gives j to a slot, or queues it, or says the queue is full.
+// submit gives j to a slot, or queues it, or says the queue is full
+// (only with a bound: by default every request waits its turn, as in
+// llama-server).
 func (p *pool) submit(j *job) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
 	case p.closed:
 		return unavailable("the server is shutting down")
-	case len(p.waiting) >= p.queueSize:
-		return unavailable(fmt.Sprintf("the server is busy: all %d slots are working and %d requests are waiting; retry later", len(p.slots), len(p.waiting)))
+	case p.queueSize > 0 && len(p.waiting) >= p.queueSize:
+		e := unavailable(fmt.Sprintf("the server is busy: all %d slots are working and %d requests are waiting (--queue %d); retry later", len(p.slots), len(p.waiting), p.queueSize))
+		e.RetryAfter = p.retryAfter()
+		return e
 	}
 	p.waiting = append(p.waiting, j)
 	p.dispatch()
 	return nil
+}
+
+// retryAfter is how many seconds a client turned away by a full queue
+// should wait: about how long the queue takes to move by one round of
+// the slots, from the mean time of recent requests (at least 1). Called
+// with mu held.
+func (p *pool) retryAfter() int {
+	mean := p.meanJob
+	if mean <= 0 {
+		mean = time.Second
+	}
+	rounds := (len(p.waiting) + len(p.slots)) / len(p.slots)
+	return max(1, int(math.Ceil((time.Duration(rounds) * mean).Seconds())))
 }
 
 // deferred is the number of requests waiting for a slot.
@@ -190,12 +212,15 @@ func (p *pool) work(sl *slot) {
 		case <-p.quit:
 			return
 		case j := <-sl.jobs:
+			start := time.Now()
 			res, err := sl.serve(j)
 			if res != nil {
 				p.metrics.record(res)
 				sl.last.Store(&res.stats)
 			}
+			took := time.Since(start)
 			p.mu.Lock()
+			p.meanJob += (took - p.meanJob) / 8
 			sl.busy.Store(false)
 			p.busy.Add(-1)
 			p.free = append(p.free, sl) // the most recently used, last
@@ -270,9 +295,11 @@ type job struct {
 	ctx    context.Context
 	req    *Request
 	tokens []kvtrim.Token
-	// events carries stream deltas (when req.Stream) and then the one
-	// final event.
+	// events carries stream deltas (when req.Stream); done carries the
+	// one final event, and never blocks, so that a slot is free to take
+	// its next request however slowly its last client reads.
 	events chan event
+	done   chan event
 }
 
 // event is a piece of streamed text, or the end of the job.
@@ -281,16 +308,16 @@ type event struct {
 	delta  string
 	tokens []kvtrim.Token
 	probs  []tokenProb // the tokens' probabilities, when the request asks
-	done   bool
 	res    *result
 	err    error
 }
 
 func newJob(ctx context.Context, req *Request, tokens []kvtrim.Token) *job {
-	return &job{ctx: ctx, req: req, tokens: tokens, events: make(chan event, 16)}
+	return &job{ctx: ctx, req: req, tokens: tokens, events: make(chan event, 16), done: make(chan event, 1)}
 }
 
-// send passes ev to the handler, or gives up when the client went away.
+// send passes a stream delta to the handler, or gives up when the client
+// went away (the handler's writes time out when it stops reading).
 func (j *job) send(ev event) error {
 	select {
 	case j.events <- ev:
@@ -300,9 +327,9 @@ func (j *job) send(ev event) error {
 	}
 }
 
-// finish sends the final event (dropped when the client went away).
+// finish sends the final event.
 func (j *job) finish(res *result, err error) {
-	j.send(event{done: true, res: res, err: err})
+	j.done <- event{res: res, err: err}
 }
 
 // checkCells reports cells a request left behind: a slot whose sequence

@@ -3,16 +3,36 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 )
 
-// sse writes server-sent events: "data: JSON" blocks, each flushed.
+// sse writes a generation's answer: server-sent events ("data: JSON"
+// blocks, each flushed), or one JSON body. Each write must be done within
+// timeout (when > 0), so that a client that stops reading gives up its
+// request, and with it its slot, as llama-server's socket timeout does.
 type sse struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
+	timeout time.Duration
 	started bool
 }
 
-func newSSE(w http.ResponseWriter) *sse { return &sse{w: w, rc: http.NewResponseController(w)} }
+func newSSE(w http.ResponseWriter, timeout time.Duration) *sse {
+	return &sse{w: w, rc: http.NewResponseController(w), timeout: timeout}
+}
+
+// deadline gives the next write its time.
+func (s *sse) deadline() {
+	if s.timeout > 0 {
+		s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	}
+}
+
+// whole answers v as one JSON body.
+func (s *sse) whole(v any) {
+	s.deadline()
+	writeJSON(s.w, http.StatusOK, v)
+}
 
 // start sends the headers of an event stream.
 func (s *sse) start() {
@@ -41,6 +61,7 @@ func (s *sse) raw(data []byte) error {
 	s.start()
 	buf := make([]byte, 0, len(data)+8)
 	buf = append(append(append(buf, "data: "...), data...), "\n\n"...)
+	s.deadline()
 	if _, err := s.w.Write(buf); err != nil {
 		return err
 	}
@@ -51,6 +72,7 @@ func (s *sse) raw(data []byte) error {
 // yet, else as a last event holding llama-server's error JSON.
 func (s *sse) fail(err error) {
 	if !s.started {
+		s.deadline()
 		writeError(s.w, err)
 		return
 	}
