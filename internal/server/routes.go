@@ -53,11 +53,23 @@ func (s *Server) ready(h func(http.ResponseWriter, *http.Request, *engine)) http
 	}
 }
 
-// isPublic reports whether a path answers without an API key.
-func isPublic(path string) bool { return path == "/health" || path == "/v1/health" }
+// isPublic reports whether a request is answered without an API key, as
+// llama-server 0.5.0 answers it: /health and /v1/health, "/" (the page of
+// llama-server's web UI, which kvtrim does not have: it answers 404), and
+// every OPTIONS request (a browser's CORS preflight, which carries no key).
+func isPublic(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/health", "/v1/health", "/":
+		return true
+	}
+	return r.Method == http.MethodOptions
+}
 
-// authorize requires one of the API keys, when any, as "Authorization:
-// Bearer KEY" or "X-Api-Key: KEY", compared in constant time.
+// authorize requires one of the API keys, when any, as llama-server does:
+// "Authorization: Bearer KEY", "Authorization: KEY", "X-Api-Key: KEY" or
+// "X-Api-Key: Bearer KEY", compared in constant time; a request without a
+// valid key gets a 401, or while the model loads the 503 every request
+// gets then (llama-server answers "Loading model" before it checks keys).
 func (s *Server) authorize(next http.Handler) http.Handler {
 	if len(s.cfg.APIKeys) == 0 {
 		return next
@@ -67,23 +79,27 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		keys[i] = []byte(k)
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if isPublic(r.URL.Path) || validKey(keys, requestKey(r)) {
+		switch {
+		case isPublic(r) || validKey(keys, requestKey(r)):
 			next.ServeHTTP(w, r)
-			return
+		case s.eng.Load() == nil:
+			writeError(w, unavailable("Loading model"))
+		default:
+			writeError(w, &APIError{Code: http.StatusUnauthorized, Type: typeAuthentication, Message: "Invalid API Key"})
 		}
-		writeError(w, &APIError{Code: http.StatusUnauthorized, Type: typeAuthentication, Message: "Invalid API Key"})
 	})
 }
 
-// requestKey is the key a request carries, or "".
+// requestKey is the key a request carries, read as llama-server reads it:
+// the Authorization header or, when that is empty, X-Api-Key, without a
+// leading "Bearer " (so spelled: the prefix is case-sensitive, and what
+// follows it is the key, spaces included).
 func requestKey(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		if scheme, key, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(key)
-		}
-		return ""
+	key := r.Header.Get("Authorization")
+	if key == "" {
+		key = r.Header.Get("X-Api-Key")
 	}
-	return r.Header.Get("X-Api-Key")
+	return strings.TrimPrefix(key, "Bearer ")
 }
 
 // validKey compares got with every key in constant time.
