@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -39,12 +40,56 @@ Run 'kvtrim <command> --help' for a command's flags.
 const exitUsage = 2
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupts(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := startProfile(os.Getenv("KVTRIM_CPUPROFILE"))
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stopProfile()
 	stop()
 	os.Exit(code)
+}
+
+// interrupts returns a context cancelled by the first of signals that
+// carries another (see forced) cancelled by the second: a command that
+// finishes its work on the first, as kvtrim serve lets its running
+// requests finish, stops at once on the second. After the second the
+// signals have their default effect again, so a third ends the process
+// whatever it is doing. stop ends the notification and cancels both.
+func interrupts(parent context.Context, signals ...os.Signal) (ctx context.Context, stop func()) {
+	force, stopForce := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithValue(parent, forceKey{}, force))
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, signals...)
+	done := make(chan struct{})
+	go func() {
+		defer signal.Stop(ch)
+		for _, next := range []func(){cancel, stopForce} {
+			select {
+			case <-ch:
+				next()
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() { close(done) })
+		signal.Stop(ch)
+		cancel()
+		stopForce()
+	}
+}
+
+// forceKey is the key of the context a second interrupt cancels.
+type forceKey struct{}
+
+// forced is the context a second interrupt cancels (see interrupts), or,
+// outside one, a context never cancelled.
+func forced(ctx context.Context) context.Context {
+	if force, ok := ctx.Value(forceKey{}).(context.Context); ok {
+		return force
+	}
+	return context.Background()
 }
 
 // startProfile writes a Go CPU profile of the whole command to path when

@@ -30,6 +30,7 @@ type serveFlags struct {
 	apiKeyFile   string
 	alias        string
 	timeout      int
+	queue        int
 	seed         int64
 	metrics      bool
 	slots        bool
@@ -46,9 +47,10 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.host, "host", "127.0.0.1", "address to listen on")
 	fs.IntVar(&f.port, "port", 8080, "port to listen on (0: any free one)")
 	fs.StringVar(&f.apiKey, "api-key", "", "API key(s), comma-separated, required on every endpoint but /health")
-	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "file with one API key per line")
+	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "file with one API key per line; lines starting with # are comments")
 	fs.StringVarP(&f.alias, "alias", "a", "", "model name in responses (default: the model's path)")
-	fs.IntVar(&f.timeout, "timeout", 600, "seconds to read a request, and to let running requests finish on shutdown")
+	fs.IntVar(&f.timeout, "timeout", 600, "seconds to read a request, to write each piece of an answer (a client that stops reading loses its slot), and to let running requests finish on shutdown")
+	fs.IntVar(&f.queue, "queue", 0, "requests that may wait for a slot; past them a request gets 503 with Retry-After (0: no bound, as llama-server)")
 	fs.IntVarP(&g.nPredict, "n-predict", "n", -1, "default tokens to generate (-1: until end of text or a full context)")
 	fs.Int64VarP(&f.seed, "seed", "s", -1, "default sampling seed (-1: random)")
 	fs.Float32Var(&g.temp, "temp", 0.8, "default temperature (0: greedy)")
@@ -69,60 +71,284 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&g.comp.DecodePolicy, "kv-decode-policy", "", "after snapkv or recent: streaming or h2o while generating (same as --decode-policy)")
 }
 
-// llamaEnv lists the llama-server environment variables kvtrim serve reads,
-// and the flag each fills when the command line does not give it.
-func llamaEnv() [][2]string {
-	return [][2]string{
-		{"LLAMA_ARG_MODEL", "model"},
-		{"LLAMA_ARG_CTX_SIZE", "ctx-size"},
-		{"LLAMA_ARG_N_PARALLEL", "parallel"},
-		{"LLAMA_ARG_BATCH", "batch-size"},
-		{"LLAMA_ARG_UBATCH", "ubatch-size"},
-		{"LLAMA_ARG_THREADS", "threads"},
-		{"LLAMA_ARG_N_GPU_LAYERS", "n-gpu-layers"},
-		{"LLAMA_ARG_FLASH_ATTN", "flash-attn"},
-		{"LLAMA_ARG_HOST", "host"},
-		{"LLAMA_ARG_PORT", "port"},
-		{"LLAMA_ARG_API_KEY", "api-key"},
-		{"LLAMA_ARG_API_KEY_FILE", "api-key-file"},
-		{"LLAMA_ARG_ALIAS", "alias"},
-		{"LLAMA_ARG_TIMEOUT", "timeout"},
-		{"LLAMA_ARG_N_PREDICT", "n-predict"},
-		{"LLAMA_ARG_ENDPOINT_METRICS", "metrics"},
-		{"LLAMA_ARG_ENDPOINT_SLOTS", "slots"},
-		{"LLAMA_ARG_ENDPOINT_PROPS", "props"},
-		{"LLAMA_ARG_NO_WEBUI", "no-webui"},
-		{"LLAMA_ARG_CHAT_TEMPLATE", "chat-template"},
+// llamaVar is an environment variable llama-server reads for a flag the
+// command line leaves out: every "(env: NAME)" of its --help
+// (testdata/serve/llama-server-env.txt, from testdata/serve/record-env.sh).
+type llamaVar struct {
+	name string
+	// flag is the flag's long name (no dashes) as kvtrim serve registers
+	// it, or as unsupportedLlamaFlag refuses it.
+	flag string
+	// neg is the flag's negative (--no-slots for --slots), if it has one.
+	// The value is then a boolean, and, as in llama.cpp, the variable's
+	// LLAMA_ARG_NO_ twin (LLAMA_ARG_NO_ENDPOINT_SLOTS), set to anything,
+	// means false and wins over the variable.
+	neg string
+	// void marks a flag without a value (--metrics): a true value gives
+	// it, any other value nothing (llama.cpp's rule).
+	void bool
+}
+
+// noName is the LLAMA_ARG_NO_ twin of a boolean's variable, spelled as
+// llama.cpp spells it (common/arg.cpp, common_arg::get_value_from_env).
+func (v llamaVar) noName() string { return strings.ReplaceAll(v.name, "LLAMA_ARG_", "LLAMA_ARG_NO_") }
+
+// get returns the variable set (the twin first), and its value.
+func (v llamaVar) get(lookup func(string) (string, bool)) (name, value string, ok bool) {
+	if v.neg != "" {
+		if _, ok := lookup(v.noName()); ok {
+			return v.noName(), "0", true
+		}
+	}
+	value, ok = lookup(v.name)
+	return v.name, value, ok
+}
+
+// hfToken is the one variable kvtrim serve neither reads nor refuses: it
+// is only a download's credential, kvtrim refuses every way to download a
+// model (-hf, -mu, -dr, ...), and it is often set for other programs.
+const hfToken = "HF_TOKEN"
+
+// llamaEnv lists llama-server 0.5.0's environment variables: those of the
+// flags kvtrim serve supports, which fill the flag when the command line
+// does not give it, then those of flags it refuses, which are refused as
+// the flags are. Two more of kvtrim's own come last, read as before:
+// LLAMA_ARG_API_KEY and LLAMA_ARG_NO_WEBUI.
+func llamaEnv() []llamaVar {
+	return []llamaVar{
+		// supported
+		{name: "LLAMA_ARG_MODEL", flag: "model"},
+		{name: "LLAMA_ARG_CTX_SIZE", flag: "ctx-size"},
+		{name: "LLAMA_ARG_N_PARALLEL", flag: "parallel"},
+		{name: "LLAMA_ARG_BATCH", flag: "batch-size"},
+		{name: "LLAMA_ARG_UBATCH", flag: "ubatch-size"},
+		{name: "LLAMA_ARG_THREADS", flag: "threads"},
+		{name: "LLAMA_ARG_N_GPU_LAYERS", flag: "n-gpu-layers"},
+		{name: "LLAMA_ARG_FLASH_ATTN", flag: "flash-attn"},
+		{name: "LLAMA_ARG_HOST", flag: "host"},
+		{name: "LLAMA_ARG_PORT", flag: "port"},
+		{name: "LLAMA_API_KEY", flag: "api-key"},
+		{name: "LLAMA_ARG_API_KEY_FILE", flag: "api-key-file"},
+		{name: "LLAMA_ARG_ALIAS", flag: "alias"},
+		{name: "LLAMA_ARG_TIMEOUT", flag: "timeout"},
+		{name: "LLAMA_ARG_N_PREDICT", flag: "n-predict"},
+		{name: "LLAMA_ARG_TEMPERATURE", flag: "temp"},
+		{name: "LLAMA_ARG_TOP_K", flag: "top-k"},
+		{name: "LLAMA_ARG_TOP_P", flag: "top-p"},
+		{name: "LLAMA_ARG_MIN_P", flag: "min-p"},
+		{name: "LLAMA_ARG_ENDPOINT_METRICS", flag: "metrics", void: true},
+		{name: "LLAMA_ARG_ENDPOINT_PROPS", flag: "props", void: true},
+		{name: "LLAMA_ARG_ENDPOINT_SLOTS", flag: "slots", neg: "no-slots"},
+		{name: "LLAMA_ARG_UI", flag: "webui", neg: "no-webui"}, // false only: kvtrim has no web UI
+		{name: "LLAMA_ARG_CHAT_TEMPLATE", flag: "chat-template"},
+		{name: "LLAMA_ARG_LOG_FILE", flag: "log-file"},
+		// refused: context, cache and memory
+		{name: "LLAMA_ARG_SWA_FULL", flag: "swa-full"},
+		{name: "LLAMA_ARG_PERF", flag: "perf", neg: "no-perf"},
+		{name: "LLAMA_ARG_ROPE_SCALING_TYPE", flag: "rope-scaling"},
+		{name: "LLAMA_ARG_ROPE_SCALE", flag: "rope-scale"},
+		{name: "LLAMA_ARG_ROPE_FREQ_BASE", flag: "rope-freq-base"},
+		{name: "LLAMA_ARG_ROPE_FREQ_SCALE", flag: "rope-freq-scale"},
+		{name: "LLAMA_ARG_YARN_ORIG_CTX", flag: "yarn-orig-ctx"},
+		{name: "LLAMA_ARG_YARN_EXT_FACTOR", flag: "yarn-ext-factor"},
+		{name: "LLAMA_ARG_YARN_ATTN_FACTOR", flag: "yarn-attn-factor"},
+		{name: "LLAMA_ARG_YARN_BETA_SLOW", flag: "yarn-beta-slow"},
+		{name: "LLAMA_ARG_YARN_BETA_FAST", flag: "yarn-beta-fast"},
+		{name: "LLAMA_ARG_KV_OFFLOAD", flag: "kv-offload", neg: "no-kv-offload"},
+		{name: "LLAMA_ARG_REPACK", flag: "repack", neg: "no-repack"},
+		{name: "LLAMA_ARG_NO_HOST", flag: "no-host", void: true},
+		{name: "LLAMA_ARG_CACHE_TYPE_K", flag: "cache-type-k"},
+		{name: "LLAMA_ARG_CACHE_TYPE_V", flag: "cache-type-v"},
+		{name: "LLAMA_ARG_DEFRAG_THOLD", flag: "defrag-thold"},
+		{name: "LLAMA_ARG_KV_UNIFIED_PER_SLOT", flag: "kv-unified-per-slot", void: true},
+		{name: "LLAMA_ARG_CTX_CHECKPOINTS", flag: "ctx-checkpoints"},
+		{name: "LLAMA_ARG_CHECKPOINT_MIN_SPACING_NT", flag: "checkpoint-min-step"},
+		{name: "LLAMA_ARG_CACHE_RAM", flag: "cache-ram"},
+		{name: "LLAMA_ARG_KV_UNIFIED", flag: "kv-unified", neg: "no-kv-unified"},
+		{name: "LLAMA_ARG_CACHE_IDLE_SLOTS", flag: "cache-idle-slots", neg: "no-cache-idle-slots"},
+		{name: "LLAMA_ARG_CONTEXT_SHIFT", flag: "context-shift", neg: "no-context-shift"},
+		{name: "LLAMA_ARG_CONT_BATCHING", flag: "cont-batching", neg: "no-cont-batching"},
+		{name: "LLAMA_ARG_CACHE_PROMPT", flag: "cache-prompt", neg: "no-cache-prompt"},
+		{name: "LLAMA_ARG_CACHE_REUSE", flag: "cache-reuse"},
+		// refused: model sources, loading and devices
+		{name: "LLAMA_ARG_LOAD_MODE", flag: "load-mode"},
+		{name: "LLAMA_ARG_LAZY_MODE", flag: "lazy-mode"},
+		{name: "LLAMA_ARG_NUMA", flag: "numa"},
+		{name: "LLAMA_ARG_DEVICE", flag: "device"},
+		{name: "LLAMA_ARG_OVERRIDE_TENSOR", flag: "override-tensor"},
+		{name: "LLAMA_ARG_CPU_MOE", flag: "cpu-moe", void: true},
+		{name: "LLAMA_ARG_N_CPU_MOE", flag: "n-cpu-moe"},
+		{name: "LLAMA_ARG_N_CPU_FFN", flag: "n-cpu-ffn"},
+		{name: "LLAMA_ARG_SPLIT_MODE", flag: "split-mode"},
+		{name: "LLAMA_ARG_TENSOR_SPLIT", flag: "tensor-split"},
+		{name: "LLAMA_ARG_MAIN_GPU", flag: "main-gpu"},
+		{name: "LLAMA_ARG_FIT", flag: "fit"},
+		{name: "LLAMA_ARG_FIT_TARGET", flag: "fit-target"},
+		{name: "LLAMA_ARG_FIT_CTX", flag: "fit-ctx"},
+		{name: "LLAMA_ARG_MODEL_URL", flag: "model-url"},
+		{name: "LLAMA_ARG_DOCKER_REPO", flag: "docker-repo"},
+		{name: "LLAMA_ARG_HF_REPO", flag: "hf-repo"},
+		{name: "LLAMA_ARG_HF_FILE", flag: "hf-file"},
+		{name: hfToken, flag: "hf-token"}, // neither read nor refused: see hfToken
+		{name: "LLAMA_ARG_OFFLINE", flag: "offline", void: true},
+		{name: "LLAMA_ARG_MODELS_DIR", flag: "models-dir"},
+		{name: "LLAMA_ARG_MODELS_PRESET", flag: "models-preset"},
+		{name: "LLAMA_ARG_MODELS_MAX", flag: "models-max"},
+		{name: "LLAMA_ARG_MODELS_AUTOLOAD", flag: "models-autoload", neg: "no-models-autoload"},
+		// refused: llama.cpp's logging
+		{name: "LLAMA_ARG_LOG_JSONL", flag: "log-jsonl", neg: "no-log-jsonl"},
+		{name: "LLAMA_ARG_LOG_COLORS", flag: "log-colors"},
+		{name: "LLAMA_ARG_LOG_VERBOSITY", flag: "log-verbosity"},
+		{name: "LLAMA_ARG_LOG_PREFIX", flag: "log-prefix", neg: "no-log-prefix"},
+		{name: "LLAMA_ARG_LOG_TIMESTAMPS", flag: "log-timestamps", neg: "no-log-timestamps"},
+		// refused: samplers kvtrim does not build
+		{name: "LLAMA_ARG_REPEAT_PENALTY", flag: "repeat-penalty"},
+		{name: "LLAMA_ARG_PRESENCE_PENALTY", flag: "presence-penalty"},
+		{name: "LLAMA_ARG_FREQUENCY_PENALTY", flag: "frequency-penalty"},
+		{name: "LLAMA_ARG_BACKEND_SAMPLING", flag: "backend-sampling", void: true},
+		// refused: speculative decoding
+		{name: "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_K", flag: "spec-draft-type-k"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V", flag: "spec-draft-type-v"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_HF_REPO", flag: "spec-draft-hf"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_CPU_MOE", flag: "spec-draft-cpu-moe", void: true},
+		{name: "LLAMA_ARG_SPEC_DRAFT_N_CPU_MOE", flag: "spec-draft-n-cpu-moe"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_N_MAX", flag: "spec-draft-n-max"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_N_MIN", flag: "spec-draft-n-min"},
+		{name: "LLAMA_ARG_SPEC_SYNTH_LEN", flag: "spec-synth-len"},
+		{name: "LLAMA_ARG_SPEC_SYNTH_RATES", flag: "spec-synth-rates"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_P_SPLIT", flag: "spec-draft-p-split"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_P_MIN", flag: "spec-draft-p-min"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_BACKEND_SAMPLING", flag: "spec-draft-backend-sampling", neg: "no-spec-draft-backend-sampling"},
+		{name: "LLAMA_ARG_N_GPU_LAYERS_DRAFT", flag: "spec-draft-ngl"},
+		{name: "LLAMA_ARG_SPEC_DRAFT_MODEL", flag: "spec-draft-model"},
+		{name: "LLAMA_ARG_SPEC_TYPE", flag: "spec-type"},
+		{name: "LLAMA_ARG_DRAFT_MAX", flag: "draft-max"},
+		{name: "LLAMA_ARG_DRAFT_MIN", flag: "draft-min"},
+		// refused: embeddings, multimodal
+		{name: "LLAMA_ARG_POOLING", flag: "pooling"},
+		{name: "LLAMA_ARG_EMBEDDINGS", flag: "embedding", void: true},
+		{name: "LLAMA_ARG_RERANKING", flag: "reranking", void: true},
+		{name: "LLAMA_ARG_MMPROJ", flag: "mmproj"},
+		{name: "LLAMA_ARG_MMPROJ_URL", flag: "mmproj-url"},
+		{name: "LLAMA_ARG_MMPROJ_AUTO", flag: "mmproj-auto", neg: "no-mmproj-auto"},
+		{name: "LLAMA_ARG_MMPROJ_OFFLOAD", flag: "mmproj-offload", neg: "no-mmproj-offload"},
+		{name: "MTMD_BACKEND_DEVICE", flag: "mmproj-device"},
+		{name: "LLAMA_ARG_IMAGE_MIN_TOKENS", flag: "image-min-tokens"},
+		{name: "LLAMA_ARG_IMAGE_MAX_TOKENS", flag: "image-max-tokens"},
+		{name: "LLAMA_ARG_MTMD_BATCH_MAX_TOKENS", flag: "mtmd-batch-max-tokens"},
+		{name: "LLAMA_ARG_VIDEO_FPS", flag: "video-fps"},
+		{name: "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", flag: "video-timestamp-interval"},
+		{name: "LLAMA_ARG_VIDEO_FFMPEG_DIR", flag: "video-ffmpeg-dir"},
+		// refused: HTTP, web UI and tools
+		{name: "LLAMA_ARG_TAGS", flag: "tags"},
+		{name: "LLAMA_ARG_REUSE_PORT", flag: "reuse-port", void: true},
+		{name: "LLAMA_ARG_STATIC_PATH", flag: "path"},
+		{name: "LLAMA_ARG_CORS_ORIGINS", flag: "cors-origins"},
+		{name: "LLAMA_ARG_CORS_METHODS", flag: "cors-methods"},
+		{name: "LLAMA_ARG_CORS_HEADERS", flag: "cors-headers"},
+		{name: "LLAMA_ARG_CORS_CREDENTIALS", flag: "cors-credentials", neg: "no-cors-credentials"},
+		{name: "LLAMA_ARG_API_PREFIX", flag: "api-prefix"},
+		{name: "LLAMA_ARG_UI_CONFIG", flag: "ui-config"},
+		{name: "LLAMA_ARG_UI_CONFIG_FILE", flag: "ui-config-file"},
+		{name: "LLAMA_ARG_UI_MCP_PROXY", flag: "ui-mcp-proxy", neg: "no-ui-mcp-proxy"},
+		{name: "LLAMA_ARG_TOOLS", flag: "tools"},
+		{name: "LLAMA_ARG_TOOLS_RUNTIME", flag: "tools-runtime"},
+		{name: "LLAMA_ARG_MCP_SERVERS_CONFIG", flag: "mcp-servers-config"},
+		{name: "LLAMA_ARG_MCP_SERVERS_JSON", flag: "mcp-servers-json"},
+		{name: "LLAMA_ARG_AGENT", flag: "agent", neg: "no-agent"},
+		{name: "LLAMA_ARG_SSL_KEY_FILE", flag: "ssl-key-file"},
+		{name: "LLAMA_ARG_SSL_CERT_FILE", flag: "ssl-cert-file"},
+		{name: "LLAMA_ARG_SSE_PING_INTERVAL", flag: "sse-ping-interval"},
+		{name: "LLAMA_ARG_THREADS_HTTP", flag: "threads-http"},
+		// refused: templates and reasoning
+		{name: "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", flag: "chat-template-kwargs"},
+		{name: "LLAMA_ARG_CHAT_TEMPLATE_FILE", flag: "chat-template-file"},
+		{name: "LLAMA_ARG_JINJA", flag: "jinja", neg: "no-jinja"},
+		{name: "LLAMA_ARG_THINK", flag: "reasoning-format"},
+		{name: "LLAMA_ARG_REASONING", flag: "reasoning"},
+		{name: "LLAMA_ARG_REASONING_EFFORT", flag: "reasoning-effort"},
+		{name: "LLAMA_ARG_THINK_BUDGET", flag: "reasoning-budget"},
+		{name: "LLAMA_ARG_THINK_BUDGET_MESSAGE", flag: "reasoning-budget-message"},
+		{name: "LLAMA_ARG_REASONING_PRESERVE", flag: "reasoning-preserve", neg: "no-reasoning-preserve"},
+		{name: "LLAMA_ARG_SKIP_CHAT_PARSING", flag: "skip-chat-parsing", neg: "no-skip-chat-parsing"},
+		{name: "LLAMA_ARG_PREFILL_ASSISTANT", flag: "prefill-assistant", neg: "no-prefill-assistant"},
+		// kvtrim's own, from before it read LLAMA_API_KEY and LLAMA_ARG_UI
+		{name: "LLAMA_ARG_API_KEY", flag: "api-key"},
+		{name: "LLAMA_ARG_NO_WEBUI", flag: "no-webui", void: true},
 	}
 }
 
-// fromEnv fills the flags the command line left unset from LLAMA_ARG_*.
+// fromEnv fills the flags the command line left unset from llama-server's
+// environment variables, and refuses those of the flags kvtrim serve
+// refuses, whatever their value.
 func fromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 	for _, e := range llamaEnv() {
-		v, ok := lookup(e[0])
-		fl := fs.Lookup(e[1])
-		if !ok || fl == nil || fl.Changed {
+		name, value, ok := e.get(lookup)
+		if !ok || e.name == hfToken {
 			continue
 		}
-		if fl.Value.Type() == "bool" {
-			v = envBool(v)
+		pos, neg := fs.Lookup(e.flag), fs.Lookup(e.neg)
+		refuse := func() error {
+			flag := e.flag
+			if name != e.name {
+				flag = e.neg
+			}
+			return usageErrorf("kvtrim serve does not support llama-server's %s (--%s): unset it", name, flag)
 		}
-		if err := fs.Set(e[1], v); err != nil {
-			return usageErrorf("%s=%q: %v", e[0], v, err)
+		switch {
+		case pos == nil && neg == nil:
+			return refuse()
+		case pos != nil && pos.Changed || neg != nil && neg.Changed:
+			continue // the command line wins (or a variable read before)
+		}
+		switch {
+		case e.neg != "":
+			b, err := llamaBool(value)
+			if err != nil {
+				return usageErrorf("%s=%q: %v", name, value, err)
+			}
+			switch {
+			case b && pos == nil:
+				return refuse()
+			case b:
+				err = fs.Set(e.flag, "true")
+			case neg != nil:
+				err = fs.Set(e.neg, "true")
+			default:
+				err = fs.Set(e.flag, "false")
+			}
+			if err != nil {
+				return usageErrorf("%s=%q: %v", name, value, err)
+			}
+		case e.void:
+			if isTruthy(value) {
+				if err := fs.Set(e.flag, "true"); err != nil {
+					return usageErrorf("%s=%q: %v", name, value, err)
+				}
+			}
+		default:
+			if err := fs.Set(e.flag, value); err != nil {
+				return usageErrorf("%s=%q: %v", name, value, err)
+			}
 		}
 	}
 	return nil
 }
 
-// envBool maps llama.cpp's spellings of a boolean onto Go's.
-func envBool(v string) string {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "on", "enabled", "yes", "y":
-		return "true"
-	case "off", "disabled", "no", "n":
-		return "false"
+// isTruthy and isFalsey are llama.cpp's spellings of a boolean (exact,
+// case-sensitive: common/arg.cpp, common_arg_utils::is_truthy).
+func isTruthy(v string) bool { return v == "on" || v == "enabled" || v == "true" || v == "1" }
+func isFalsey(v string) bool { return v == "off" || v == "disabled" || v == "false" || v == "0" }
+
+// llamaBool parses a boolean variable as llama.cpp does.
+func llamaBool(v string) (bool, error) {
+	switch {
+	case isTruthy(v):
+		return true, nil
+	case isFalsey(v):
+		return false, nil
 	}
-	return v
+	return false, errors.New("invalid boolean value: use on, enabled, true or 1; off, disabled, false or 0")
 }
 
 // unsupportedFlag returns the first llama-server flag in args that kvtrim
@@ -182,7 +408,26 @@ func unsupportedLlamaFlag(name string) bool {
 		"repeat-penalty", "repeat-last-n", "presence-penalty", "frequency-penalty", "dry-multiplier", "dry-base",
 		"dry-allowed-length", "dry-penalty-last-n", "dry-sequence-breaker", "typical", "top-nsigma",
 		"xtc-probability", "xtc-threshold", "logit-bias", "l", "ignore-eos", "n-probs", "special", "sp", "escape",
-		"e", "no-escape", "spm-infill", "lookup-cache-static", "lcs", "lookup-cache-dynamic", "lcd":
+		"e", "no-escape", "spm-infill", "lookup-cache-static", "lcs", "lookup-cache-dynamic", "lcd",
+		// the rest of llama-server 0.5.0's flags with an environment variable
+		"perf", "no-perf", "kvo", "kv-offload", "repack", "nr", "no-repack", "no-host", "lm", "load-mode", "lzm",
+		"lazy-mode", "ncffn", "n-cpu-ffn", "fit", "fitt", "fit-target", "fitc", "fit-ctx", "log-jsonl", "no-log-jsonl",
+		"log-colors", "lv", "verbosity", "log-verbosity", "log-prefix", "no-log-prefix", "log-timestamps",
+		"no-log-timestamps", "spec-draft-type-k", "spec-draft-type-v", "bs", "backend-sampling", "spec-draft-hf", "hfrd",
+		"spec-draft-cpu-moe", "cmoed", "cpu-moe-draft", "spec-draft-n-cpu-moe", "spec-draft-ncmoe", "ncmoed",
+		"n-cpu-moe-draft", "spec-draft-n-max", "spec-draft-n-min", "spec-synth-len", "spec-synth-rates",
+		"spec-draft-p-split", "draft-p-split", "spec-draft-p-min", "spec-draft-backend-sampling",
+		"no-spec-draft-backend-sampling", "spec-draft-ngl", "spec-draft-model", "spec-type", "draft-n-min",
+		"kv-unified-per-slot", "ctxcp", "ctx-checkpoints", "swa-checkpoints", "cms", "checkpoint-min-step", "no-kvu",
+		"no-kv-unified", "cache-idle-slots", "no-cache-idle-slots", "mm", "mmu", "no-mmproj-auto", "mmproj-offload",
+		"mmdev", "mmproj-device", "image-min-tokens", "image-max-tokens", "mtmd-batch-max-tokens", "video-fps",
+		"video-timestamp-interval", "video-ffmpeg-dir", "tags", "reuse-port", "cors-origins", "cors-methods",
+		"cors-headers", "cors-credentials", "no-cors-credentials", "ui", "ui-config", "ui-config-file", "ui-mcp-proxy",
+		"webui-mcp-proxy", "no-ui-mcp-proxy", "no-webui-mcp-proxy", "tools-runtime", "mcp-servers-config",
+		"mcp-servers-json", "ag", "agent", "no-ag", "no-agent", "sse-ping-interval", "cache-prompt", "no-cache-prompt",
+		"models-dir", "models-preset", "models-max", "models-autoload", "no-models-autoload", "rea", "reasoning",
+		"reasoning-effort", "reasoning-budget-message", "reasoning-preserve", "no-reasoning-preserve",
+		"skip-chat-parsing", "no-skip-chat-parsing", "prefill-assistant", "no-prefill-assistant":
 		return true
 	}
 	return false
@@ -191,11 +436,7 @@ func unsupportedLlamaFlag(name string) bool {
 // parseServe parses serve's command line, then the environment, and
 // checks everything that can be checked before loading anything.
 func parseServe(args []string, lookup func(string) (string, bool), stderr io.Writer) (*serveFlags, *common, server.Config, error) {
-	fs := newFlagSet("serve", "serve -m MODEL [--host 127.0.0.1] [--port 8080] [-np N] [--kv-policy P] [flags]")
-	var f serveFlags
-	var c common
-	f.register(fs)
-	c.register(fs)
+	fs, f, c := serveFlagSet()
 	if name := unsupportedFlag(args); name != "" {
 		return nil, nil, server.Config{}, usageErrorf("kvtrim serve does not support llama-server's %s", name)
 	}
@@ -209,7 +450,17 @@ func parseServe(args []string, lookup func(string) (string, bool), stderr io.Wri
 		return nil, nil, server.Config{}, err
 	}
 	cfg, err := f.config()
-	return &f, &c, cfg, err
+	return f, c, cfg, err
+}
+
+// serveFlagSet is serve's flag set and the flags it fills.
+func serveFlagSet() (*pflag.FlagSet, *serveFlags, *common) {
+	fs := newFlagSet("serve", "serve -m MODEL [--host 127.0.0.1] [--port 8080] [-np N] [--kv-policy P] [flags]")
+	var f serveFlags
+	var c common
+	f.register(fs)
+	c.register(fs)
+	return fs, &f, &c
 }
 
 // config checks the flags and turns them into the server's configuration.
@@ -243,6 +494,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		threads = 0
 	}
 	cfg := server.Config{
+		QueueSize: f.queue, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ChatTemplate: f.chatTemplate, Compression: g.comp,
@@ -254,7 +506,8 @@ func (f *serveFlags) config() (server.Config, error) {
 	return cfg, nil
 }
 
-// apiKeys are --api-key's comma-separated keys and --api-key-file's lines.
+// apiKeys are --api-key's comma-separated keys and --api-key-file's lines
+// (comments and empty lines aside).
 func (f *serveFlags) apiKeys() ([]string, error) {
 	var keys []string
 	for _, k := range strings.Split(f.apiKey, ",") {
@@ -267,10 +520,13 @@ func (f *serveFlags) apiKeys() ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--api-key-file: %w", err)
 		}
+		// One key a line, read as llama-server reads the file (common/arg.cpp,
+		// --api-key-file): a line is a key as it stands, untrimmed, unless it
+		// is empty or starts with "#", a comment.
 		n := len(keys)
 		for _, line := range strings.Split(string(b), "\n") {
-			if k := strings.TrimSpace(line); k != "" {
-				keys = append(keys, k)
+			if line != "" && line[0] != '#' {
+				keys = append(keys, line)
 			}
 		}
 		if len(keys) == n {
@@ -281,7 +537,8 @@ func (f *serveFlags) apiKeys() ([]string, error) {
 }
 
 // cmdServe runs the HTTP server until SIGINT or SIGTERM, then stops taking
-// requests, lets the running ones finish within --timeout, and exits.
+// requests, lets the running ones finish within --timeout (or until a
+// second SIGINT or SIGTERM, which cancels them), and exits.
 func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	f, c, cfg, err := parseServe(args, os.LookupEnv, stderr)
 	if err != nil {
@@ -332,22 +589,31 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
-	return shutdown(hs, srv, cancelRequests, timeout, log)
+	return shutdown(forced(ctx), hs, srv, cancelRequests, timeout, log)
 }
 
-// shutdown stops taking requests and waits up to timeout for the running
-// ones, then cancels what is left and stops the slots.
-func shutdown(hs *http.Server, srv *server.Server, cancelRequests func(), timeout time.Duration, log zerolog.Logger) error {
-	log.Info().Dur("timeout", timeout).Msg("shutting down: finishing the running requests")
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+// shutdown stops taking requests and waits for the running ones up to
+// timeout, or until force is done (a second interrupt), then cancels what
+// is left and stops the slots. A forced stop is an error (an interrupt).
+func shutdown(force context.Context, hs *http.Server, srv *server.Server, cancelRequests func(), timeout time.Duration, log zerolog.Logger) error {
+	log.Info().Dur("timeout", timeout).Msg("shutting down: finishing the running requests (interrupt again to cancel them)")
+	sctx, cancel := context.WithTimeout(force, timeout)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	cancelRequests()
-	if errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		log.Warn().Msg("forced: the running requests were cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
 		log.Warn().Msg("requests still running after the timeout were cancelled")
+	}
+	if err != nil {
 		hs.Close()
 	}
 	srv.Close()
 	log.Info().Msg("stopped")
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("forced to stop: %w", err)
+	}
 	return nil
 }

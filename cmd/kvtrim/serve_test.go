@@ -78,11 +78,34 @@ func TestServeEnvironment(t *testing.T) {
 	}
 }
 
+// TestServeQueueAndTimeout: --queue bounds the waiting requests (none by
+// default) and --timeout bounds each write of an answer.
+func TestServeQueueAndTimeout(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	_, _, cfg, err := parseServe([]string{"-m", "m.gguf"}, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QueueSize != 0 || cfg.WriteTimeout != 600*time.Second {
+		t.Errorf("defaults: queue %d, write timeout %v; want no bound and 600s", cfg.QueueSize, cfg.WriteTimeout)
+	}
+	_, _, cfg, err = parseServe([]string{"-m", "m.gguf", "--queue", "3", "--timeout", "7"}, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QueueSize != 3 || cfg.WriteTimeout != 7*time.Second {
+		t.Errorf("--queue 3 --timeout 7: queue %d, write timeout %v", cfg.QueueSize, cfg.WriteTimeout)
+	}
+	if _, _, _, err := parseServe([]string{"-m", "m.gguf", "--queue", "-1"}, none, io.Discard); err == nil || !strings.Contains(err.Error(), "queue") {
+		t.Errorf("--queue -1: %v", err)
+	}
+}
+
 // served is a kvtrim serve process started by a test.
 type served struct {
 	cmd     *exec.Cmd
-	base    string // http://host:port
-	logs    *strings.Builder
+	base    string      // http://host:port
+	logs    *syncBuffer // read while the process runs
 	logDone chan struct{}
 }
 
@@ -102,13 +125,13 @@ func startServe(t *testing.T, args ...string) *served {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	s := &served{cmd: cmd, logs: &strings.Builder{}, logDone: make(chan struct{})}
+	s := &served{cmd: cmd, logs: &syncBuffer{}, logDone: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		defer close(s.logDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			s.logs.WriteString(sc.Text() + "\n")
+			s.logs.Write([]byte(sc.Text() + "\n"))
 			var line struct{ Addr string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Addr != "" {
 				addr <- line.Addr
@@ -140,6 +163,12 @@ func startServe(t *testing.T, args ...string) *served {
 func (s *served) stop(t *testing.T) {
 	t.Helper()
 	s.cmd.Process.Signal(syscall.SIGINT)
+	s.wait(t)
+}
+
+// wait waits for a clean exit after SIGINT (a second would force it).
+func (s *served) wait(t *testing.T) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { <-s.logDone; done <- s.cmd.Wait() }()
 	select {
@@ -207,5 +236,5 @@ func TestServeDrainsOnSIGINT(t *testing.T) {
 	if !last.Stop || last.TokensPredicted != 1500 {
 		t.Errorf("the stream in flight at SIGINT ended with %+v, want all 1500 tokens", last)
 	}
-	s.stop(t)
+	s.wait(t)
 }

@@ -7,8 +7,11 @@
 // that compacting one slot's cache shrinks what that slot's attention
 // scans. (A single slot, -np 1, has a context of its own instead and
 // decodes on its own thread.) Each slot owns a kvtrim.Session, a member of the group. Requests
-// wait in a bounded queue in front of the slots (503 past it) until the
-// pool hands each to a free slot (which one: below). The slot resets its
+// wait in a queue in front of the slots (unbounded by default, as
+// llama-server's; past a --queue bound, 503 with Retry-After) until the
+// pool hands each to a free slot (which one: below). A queued request
+// holds its prompt's tokens, never more than its limit: a prompt far
+// over it is refused from a prefix before it is tokenized whole. The slot resets its
 // session, or reuses what it holds, or makes a new member when the request
 // asks for another compression; it prefills the prompt (compressing it as
 // the server or the request's "kvtrim" object says) and generates with a
@@ -18,7 +21,11 @@
 // prompt chunk or generated token into one llama_decode per step
 // (continuous batching), and each slot samples from its own copy of its
 // logits. A client that goes away cancels its request's context, which
-// stops the generation at the next token and frees the slot.
+// stops the generation at the next token and frees the slot; so does one
+// that stops reading: every write of an answer must be done within the
+// write timeout (--timeout), and the handler gives up its request when
+// one is not. A slot hands its request's end to the handler without
+// waiting for it, so a slow reader never holds a slot past its request.
 //
 // H2O reads every decoded token's attention through an eval callback on
 // the decoding context, so a slot whose request asks for H2O (as the
