@@ -9,12 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/internal/server"
@@ -69,9 +71,22 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVarP(&g.nPredict, "n-predict", "n", 32, "tokens generated per conversation")
 	promptTokens := fs.Int("prompt-tokens", 2000, "tokens of each conversation's prompt (the demo's story text, repeated)")
 	ratio := fs.Float64("ratio", 0.1, "SnapKV's budget, as a share of the prompt")
+	var af againstFlags
+	fs.StringVar(&af.bin, "against", "", "llama-server binary (or its folder): compare it with kvtrim serve under the same load, alternating")
+	fs.IntVar(&af.parallel, "parallel", 4, "with --against: both servers' slots (-np)")
+	fs.IntSliceVar(&af.clients, "clients", []int{8, 32}, "with --against: concurrent clients, each sending its requests one after another")
+	fs.IntVar(&af.requests, "requests", 10, "with --against: requests per client")
+	fs.IntSliceVar(&af.promptRange, "prompt-range", []int{20, 3000}, "with --against: MIN,MAX prompt tokens, drawn uniformly")
+	fs.IntSliceVar(&af.predict, "predict-range", []int{16, 64}, "with --against: MIN,MAX tokens to generate, drawn uniformly")
+	fs.IntVar(&af.reps, "reps", 3, "with --against: runs of each server per client count (medians shown)")
+	fs.Uint64Var(&af.seed, "seed", 1, "with --against: seed of the drawn requests")
+	fs.StringVar(&af.serverArgs, "server-args", "", "with --against: more flags for both servers, space-separated")
 	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
+	}
+	if af.bin != "" {
+		return benchAgainst(ctx, fs, g, c, af, stdout, stderr, out)
 	}
 	switch {
 	case g.model == "":
@@ -121,6 +136,40 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	md := rep.markdown()
 	fmt.Fprint(stdout, md)
 	return out.write(rep, md, nil)
+}
+
+// benchAgainst is bench serve --against: kvtrim serve beside llama-server
+// under the same drawn load (runAgainst).
+func benchAgainst(ctx context.Context, fs *pflag.FlagSet, g genFlags, c common, af againstFlags, stdout, stderr io.Writer, out *outputFlags) error {
+	switch {
+	case g.model == "":
+		return usageErrorf("no model: give a GGUF file with -m")
+	case g.nCtx < 1:
+		return usageErrorf("-c %d: give both servers' context cells", g.nCtx)
+	}
+	if g.threads < 1 {
+		g.threads = runtime.NumCPU()
+	}
+	if err := af.check(); err != nil {
+		return err
+	}
+	if err := out.check(); err != nil {
+		return err
+	}
+	log, lib, err := c.open(ctx, &g, stderr, false)
+	defer c.close()
+	if err != nil {
+		return err
+	}
+	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{}, log)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	if !fs.Changed("flash-attn") {
+		g.flashAttn = ""
+	}
+	return runAgainst(ctx, g, c.lib, af, stdout, out, log, model, describeMachine(lib))
 }
 
 // streamCells is the cells llama.cpp gives a sequence of n cells in a

@@ -613,6 +613,54 @@ func TestBenchServe(t *testing.T) {
 	}
 }
 
+// TestBenchServeAgainst: bench serve --against runs both servers under the
+// same drawn load, alternating, and reports every request answered in
+// full. A script that runs kvtrim serve stands in for llama-server, which
+// CI does not build; the numbers are not checked, only that each run
+// served its plan.
+func TestBenchServeAgainst(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	dir := t.TempDir()
+	stand := filepath.Join(dir, "llama-server")
+	script := fmt.Sprintf("#!/bin/sh\nexec %q serve --lib %q \"$@\"\n", binary, lib)
+	if err := os.WriteFile(stand, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	js := filepath.Join(dir, "against.json")
+	r := runKvtrim(t, nil, "bench", "serve", "--against", stand, "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-c", "2048",
+		"--clients", "3", "--requests", "2", "--prompt-range", "5,60", "--predict-range", "4,8", "--reps", "2", "--json", js)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var reps []struct {
+		Runs []struct {
+			Server         string
+			Requests       int
+			Errors         int
+			Tokens         int     `json:"generated_tokens"`
+			SlotsPerDecode float64 `json:"slots_per_decode"`
+		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &reps); err != nil || len(reps) != 1 || len(reps[0].Runs) != 4 {
+		t.Fatalf("report (%v):\n%s", err, b)
+	}
+	for _, run := range reps[0].Runs {
+		if run.Requests != 6 || run.Errors != 0 || run.Tokens < 6*4 || run.Tokens > 6*8 || run.SlotsPerDecode < 1 {
+			t.Errorf("%s: %+v, want 6 requests answered with 4-8 tokens each", run.Server, run)
+		}
+	}
+	if !strings.Contains(r.stdout, "| kvtrim / llama-server |") {
+		t.Errorf("no ratio row in:\n%s", r.stdout)
+	}
+	if r := runKvtrim(t, nil, "bench", "serve", "--against", stand, "-m", "x.gguf", "-c", "2048", "--prompt-range", "60,5"); r.code != exitUsage || !strings.Contains(r.stderr, "--prompt-range") {
+		t.Errorf("--prompt-range 60,5: exit %d: %s", r.code, r.stderr)
+	}
+}
+
 // TestRefusesModelThatCannotEvict: every compression policy refuses, in one
 // line naming the architecture, a model whose memory cannot drop single
 // positions (a gemma2 model with sliding-window attention, a recurrent
