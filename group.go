@@ -62,6 +62,10 @@ type GroupStats struct {
 	// Parts is the members' requests served; Parts/Rounds is how many
 	// sequences a decode carried on average.
 	Parts int64
+	// DecodeSeconds is the time spent in llama_decode; WaitSeconds the
+	// time the decoder held requests but waited for members the last
+	// round served (gatherWait), so that their steps share the next one.
+	DecodeSeconds, WaitSeconds float64
 }
 
 // ErrOwnContext means a session's compression cannot share a context.
@@ -284,7 +288,11 @@ func (g *Group) decoder() {
 			g.failPending()
 			return
 		}
+		t := time.Now()
 		g.gather(gatherWait(lastDecode))
+		g.mu.Lock()
+		g.stats.WaitSeconds += time.Since(t).Seconds()
+		g.mu.Unlock()
 		for {
 			t0 := time.Now()
 			decoded, more := g.round(batch)
@@ -362,7 +370,9 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	// Only this round's members are awaited next: one that got logits and
 	// never came back (its caller went away) delays one round at most.
 	clear(g.awaited)
+	t0 := time.Now()
 	err := g.ctx.Decode(batch)
+	g.stats.DecodeSeconds += time.Since(t0).Seconds()
 	if err != nil && len(taken) > 1 {
 		// One member's request (a full stream, say) must not fail the
 		// others': decode them one by one.

@@ -63,7 +63,13 @@ type loadRun struct {
 	// from the server's /metrics (llama-server's
 	// n_busy_slots_per_decode; kvtrim's sequences over calls).
 	SlotsPerDecode float64 `json:"slots_per_decode"`
-	FirstError     string  `json:"first_error,omitempty"`
+	// DecodeShare and WaitShare are, for kvtrim serve, the shares of the
+	// run's wall time its decoder spent in llama_decode and waiting for
+	// slots with requests in hand (kvtrim_decode_seconds_total and
+	// kvtrim_decode_wait_seconds_total).
+	DecodeShare float64 `json:"decode_share,omitempty"`
+	WaitShare   float64 `json:"wait_share,omitempty"`
+	FirstError  string  `json:"first_error,omitempty"`
 }
 
 // againstReport is what bench serve --against writes with --json: every
@@ -143,18 +149,25 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	run.RequestsPerS = float64(run.Requests) / run.WallSeconds
 	run.TokensPerS = float64(run.Tokens) / run.WallSeconds
 	run.P50, run.P99 = quantile(latencies, 0.50), quantile(latencies, 0.99)
-	run.SlotsPerDecode = slotsPerDecode(ctx, base)
+	m := serverMetrics(ctx, base)
+	if v, ok := m["llamacpp:n_busy_slots_per_decode"]; ok {
+		run.SlotsPerDecode = v
+	} else if calls := m["kvtrim_decode_calls_total"]; calls > 0 {
+		run.SlotsPerDecode = m["kvtrim_decode_sequences_total"] / calls
+		run.DecodeShare = m["kvtrim_decode_seconds_total"] / run.WallSeconds
+		run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds
+	}
 	return run
 }
 
-// slotsPerDecode reads the mean slots per llama_decode from base's
-// /metrics, or 0 when it cannot.
-func slotsPerDecode(ctx context.Context, base string) float64 {
+// serverMetrics reads the values of base's /metrics by name (none when it
+// cannot).
+func serverMetrics(ctx context.Context, base string) map[string]float64 {
+	values := map[string]float64{}
 	b, err := httpDo(ctx, "GET", base+"/metrics", nil)
 	if err != nil {
-		return 0
+		return values
 	}
-	values := map[string]float64{}
 	for line := range strings.Lines(string(b)) {
 		if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && !strings.HasPrefix(name, "#") {
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
@@ -162,13 +175,7 @@ func slotsPerDecode(ctx context.Context, base string) float64 {
 			}
 		}
 	}
-	if v, ok := values["llamacpp:n_busy_slots_per_decode"]; ok {
-		return v
-	}
-	if calls := values["kvtrim_decode_calls_total"]; calls > 0 {
-		return values["kvtrim_decode_sequences_total"] / calls
-	}
-	return 0
+	return values
 }
 
 // quantile is the q-quantile of v (nearest rank), or 0 for none.
@@ -382,7 +389,7 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 				sp.stop()
 				run.Server, run.Rep = s.name, r
 				log.Info().Str("server", s.name).Int("clients", clients).Int("rep", r).Float64("req_s", run.RequestsPerS).
-					Float64("tok_s", run.TokensPerS).Float64("p50_s", run.P50).Float64("p99_s", run.P99).Float64("slots_per_decode", run.SlotsPerDecode).Int("errors", run.Errors).Str("first_error", run.FirstError).Msg("run")
+					Float64("tok_s", run.TokensPerS).Float64("p50_s", run.P50).Float64("p99_s", run.P99).Float64("slots_per_decode", run.SlotsPerDecode).Float64("decode_share", run.DecodeShare).Float64("wait_share", run.WaitShare).Int("errors", run.Errors).Str("first_error", run.FirstError).Msg("run")
 				rep.Runs = append(rep.Runs, run)
 				if err := ctx.Err(); err != nil {
 					return err

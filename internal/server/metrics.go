@@ -78,6 +78,8 @@ func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.Gr
 		{"kvtrim_decode_calls_total", "counter", "llama_decode calls of the slots' shared context (continuous batching).", float64(batches.Rounds)},
 		{"kvtrim_decode_sequences_total", "counter", "Slots' decode requests those calls carried: divided by the calls, the mean batch.", float64(batches.Parts)},
 		{"kvtrim_decode_tokens_total", "counter", "Tokens those calls decoded.", float64(batches.Tokens)},
+		{"kvtrim_decode_seconds_total", "counter", "Time in those calls.", batches.DecodeSeconds},
+		{"kvtrim_decode_wait_seconds_total", "counter", "Time the decoder held requests but waited for the slots the last call served, so that their next steps share a call.", batches.WaitSeconds},
 	}
 	for _, x := range list {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %g\n", x.name, x.help, x.name, x.kind, x.name, x.value); err != nil {
