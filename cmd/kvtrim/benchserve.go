@@ -156,12 +156,9 @@ func benchAgainst(ctx context.Context, fs *pflag.FlagSet, g genFlags, c common, 
 	if err := out.check(); err != nil {
 		return err
 	}
-	log, lib, err := c.open(ctx, &g, stderr, false)
+	// The model is loaded here only to draw the prompts.
+	log, model, err := c.openModel(ctx, &g, stderr)
 	defer c.close()
-	if err != nil {
-		return err
-	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{}, log)
 	if err != nil {
 		return err
 	}
@@ -169,7 +166,7 @@ func benchAgainst(ctx context.Context, fs *pflag.FlagSet, g genFlags, c common, 
 	if !fs.Changed("flash-attn") {
 		g.flashAttn = ""
 	}
-	return runAgainst(ctx, g, c.lib, af, stdout, out, log, model, describeMachine(lib))
+	return runAgainst(ctx, g, c.lib, af, stdout, out, log, model, describeMachine(model.Library()))
 }
 
 // streamCells is the cells llama.cpp gives a sequence of n cells in a

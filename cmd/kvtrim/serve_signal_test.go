@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -21,16 +19,7 @@ func TestServeSecondSignalForces(t *testing.T) {
 	// Streaming compression keeps the context bounded, so the request
 	// runs until it is stopped.
 	s := startServe(t, "-c", "256", "--timeout", "600", "--kv-policy", "streaming", "--recent", "64")
-	resp, err := http.Post(s.base+"/completion", "application/json",
-		strings.NewReader(`{"prompt":"Once upon a time","n_predict":100000,"ignore_eos":true,"temperature":0,"stream":true}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
-		t.Fatalf("first chunk %q: %v", line, err)
-	}
+	r := s.stream(t, `{"prompt":"Once upon a time","n_predict":100000,"ignore_eos":true,"temperature":0,"stream":true}`)
 	s.cmd.Process.Signal(syscall.SIGINT)
 	waitForLog(t, s, "shutting down")
 	// Still draining: the request goes on.
@@ -43,6 +32,7 @@ func TestServeSecondSignalForces(t *testing.T) {
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { <-s.logDone; done <- s.cmd.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(10 * time.Second):

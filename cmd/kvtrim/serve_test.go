@@ -205,20 +205,27 @@ func TestServeEndToEnd(t *testing.T) {
 	s.stop(t)
 }
 
-// TestServeDrainsOnSIGINT: a request streaming when SIGINT comes is
-// finished (every token it asked for) before the server exits cleanly.
-func TestServeDrainsOnSIGINT(t *testing.T) {
-	s := startServe(t, "-c", "2048")
-	resp, err := http.Post(s.base+"/completion", "application/json",
-		strings.NewReader(`{"prompt":"Once upon a time","n_predict":1500,"ignore_eos":true,"temperature":0,"stream":true}`))
+// stream posts a streamed /completion request and returns its body once
+// the first chunk has come (the body is closed when the test ends).
+func (s *served) stream(t *testing.T, body string) *bufio.Reader {
+	t.Helper()
+	resp, err := http.Post(s.base+"/completion", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	t.Cleanup(func() { resp.Body.Close() })
 	r := bufio.NewReader(resp.Body)
 	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "data: ") {
 		t.Fatalf("first chunk %q: %v", line, err)
 	}
+	return r
+}
+
+// TestServeDrainsOnSIGINT: a request streaming when SIGINT comes is
+// finished (every token it asked for) before the server exits cleanly.
+func TestServeDrainsOnSIGINT(t *testing.T) {
+	s := startServe(t, "-c", "2048")
+	r := s.stream(t, `{"prompt":"Once upon a time","n_predict":1500,"ignore_eos":true,"temperature":0,"stream":true}`)
 	s.cmd.Process.Signal(syscall.SIGINT)
 	var last struct {
 		Stop            bool `json:"stop"`

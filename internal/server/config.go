@@ -47,7 +47,8 @@ type Config struct {
 	FlashAttn string
 	// Alias is the model's name in responses (-a); "" is the model's path.
 	Alias string
-	// APIKeys, when any, are required on every endpoint but /health.
+	// APIKeys, when any, are required on every endpoint but /health,
+	// /v1/health and / (and OPTIONS requests), as in llama-server.
 	APIKeys []string
 	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
 	// which changes the default compression of later requests.

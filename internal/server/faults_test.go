@@ -5,13 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 // smallBuffers is a listener whose connections have small socket send
@@ -64,25 +60,8 @@ func TestStalledReadersLoseTheirSlots(t *testing.T) {
 	cfg.Parallel = 4
 	cfg.CtxSize = 4 * 16384 // generations far longer than the test
 	cfg.WriteTimeout = 5 * time.Second
-	model := loadModel(t)
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() { checkNoLeakedGoroutines(t, before) })
-	srv, err := New(cfg, testenv.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(model); err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv.Handler())
-	hs.Listener = smallBuffers{hs.Listener}
-	hs.Start()
-	t.Cleanup(srv.Close)
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() { checkNoLeakedCells(t, srv) })
-	ts := &testServer{t: t, srv: srv, http: hs, model: model}
-
-	addr := strings.TrimPrefix(hs.URL, "http://")
+	ts := startServerOn(t, cfg, "stories260K.gguf", func(l net.Listener) net.Listener { return smallBuffers{l} })
+	addr := strings.TrimPrefix(ts.http.URL, "http://")
 	for range cfg.Parallel {
 		c := stalledStream(t, addr)
 		defer c.Close()

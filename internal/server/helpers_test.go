@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -64,6 +65,13 @@ func startServer(t *testing.T, cfg Config) *testServer {
 // startServerModel is startServer over another model.
 func startServerModel(t *testing.T, cfg Config, name string) *testServer {
 	t.Helper()
+	return startServerOn(t, cfg, name, nil)
+}
+
+// startServerOn is startServerModel with the HTTP listener wrapped by wrap
+// (when set).
+func startServerOn(t *testing.T, cfg Config, name string, wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
 	model := loadModelNamed(t, name)
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() { checkNoLeakedGoroutines(t, before) }) // after the server has closed
@@ -74,7 +82,11 @@ func startServerModel(t *testing.T, cfg Config, name string) *testServer {
 	if err := srv.Start(model); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv.Handler())
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	if wrap != nil {
+		hs.Listener = wrap(hs.Listener)
+	}
+	hs.Start()
 	// Cleanups run last-in first-out: the HTTP server, the slots, then
 	// the model.
 	t.Cleanup(srv.Close)
