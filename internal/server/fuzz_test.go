@@ -22,11 +22,12 @@ var fuzzSeeds = []string{
 	`{"prompt":"x","kvtrim":{"policy":"snapkv","budget":1e300}}`, `{"prompt":"x","temperature":1e400}`,
 	// The cases of the load and fault probes (issue 12): a short prompt
 	// compressed then handed to H2O, a stream that would never end, a
-	// slot that does not exist, and a long prompt.
+	// slot that does not exist, and a longer prompt (TestHugePromptRefusedEarly
+	// sends the huge ones: a seed that size slows the fuzzer a hundredfold).
 	`{"prompt":"Once upon a time, there was a small dog named Pip. Pip lived in a","n_predict":40,"temperature":0,"kvtrim":{"policy":"snapkv","ratio":0.2,"decode_policy":"h2o","heavy":32,"recent":32}}`,
 	`{"prompt":"Once upon a time","n_predict":-1,"ignore_eos":true,"stream":true}`,
 	`{"prompt":"x","id_slot":99}`,
-	`{"prompt":"` + strings.Repeat("Once upon a time, there was a little dog. ", 2000) + `","n_predict":4}`,
+	`{"prompt":"` + strings.Repeat("Once upon a time, there was a little dog. ", 40) + `","n_predict":4}`,
 }
 
 // FuzzParseCompletionRequest checks that the completion parser never
