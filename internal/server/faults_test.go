@@ -95,7 +95,7 @@ func TestHugePromptRefusedEarly(t *testing.T) {
 	prompt := strings.Repeat("Once upon a time, there was a little dog. ", 200000) // 8.4 MB
 	for _, path := range []string{"/completion", "/v1/completions"} {
 		code, b := ts.do(t.Context(), http.MethodPost, path, `{"prompt":`+jsonString(prompt)+`,"n_predict":4}`)
-		wantError(t, code, b, 400, typeInvalidRequest, "more than 1024 tokens (its first")
+		wantError(t, code, b, 400, typeInvalidRequest, "more than the 1024 tokens a slot can take: its first")
 	}
 	// A prompt just over the limit is counted whole.
 	near := strings.Repeat("dog ", 1100)

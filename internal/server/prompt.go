@@ -63,8 +63,8 @@ func (e *engine) tokenizeWithin(text string, limit int) ([]kvtrim.Token, error) 
 				return nil, badRequest("%v", err)
 			}
 			if len(part) > limit {
-				return nil, badRequest("the prompt has more than %d tokens (its first %d of %d bytes hold %d), more than the %d a slot can take (its context holds %d cells; -c is split over -np slots)",
-					limit, cut, len(text), len(part), limit, e.slotCtx)
+				return nil, badRequest("the prompt has more than the %d tokens a slot can take: its first %d of %d bytes already hold %d (a slot's context holds %d cells; -c is split over -np slots)",
+					limit, cut, len(text), len(part), e.slotCtx)
 			}
 		}
 	}
