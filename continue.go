@@ -58,11 +58,8 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 	}
 	// What the cache now holds for the whole sequence, against what it
 	// would hold uncompressed; this call evicted nothing.
-	st := &s.stats
-	st.KeptCells = s.used
-	st.NKVBefore, st.NKVAfter = hooks.PadNKV(int(s.nextPos)), hooks.PadNKV(s.used)
-	st.KVBytesBefore = int64(s.nextPos) * s.kvBytesPerCell()
-	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	s.recordHeld(int(s.nextPos))
+	s.stats.NKVBefore, s.stats.NKVAfter = hooks.PadNKV(int(s.nextPos)), hooks.PadNKV(s.used)
 	return nil
 }
 

@@ -105,10 +105,8 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent 
 	st := &s.stats
 	st.ScoreMs += msBetween(t1, t2)
 	st.EvictMs += msSince(t2)
-	st.KeptCells = s.used
+	s.recordHeld(n)
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(int(h.cells.MaxCell()+1))
-	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
-	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
 	return nil
 }
 

@@ -308,6 +308,16 @@ func (s *Session) kvBytesPerCell() int64 {
 	return int64(m.NLayer()) * 2 * int64(m.NEmbd()/m.NHead()*m.NHeadKV()) * 2
 }
 
+// recordHeld sets the stats of what the sequence's cache holds now: its
+// cells, and their K+V bytes against those of the whole tokens they stand
+// for (the prompt's, or the sequence's) held uncompressed.
+func (s *Session) recordHeld(whole int) {
+	st := &s.stats
+	st.KeptCells = s.used
+	st.KVBytesBefore = int64(whole) * s.kvBytesPerCell()
+	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+}
+
 // Prefill decodes prompt tokens after what the cache holds, in batches of
 // n_batch tokens, asking for the logits of the last one. With a compression
 // policy the prompt is compressed to the budget on the way (see Session).
@@ -360,11 +370,9 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	if err := s.decode(ctx, s.ctx, nil, tokens, n); err != nil {
 		return err
 	}
-	st := &s.stats
-	st.KeptCells, st.EvictedCells = s.used, 0
-	st.NKVBefore, st.NKVAfter = hooks.PadNKV(s.used), hooks.PadNKV(s.used)
-	st.KVBytesBefore = int64(s.used) * s.kvBytesPerCell()
-	st.KVBytesAfter = st.KVBytesBefore
+	s.recordHeld(s.used)
+	s.stats.EvictedCells = 0
+	s.stats.NKVBefore, s.stats.NKVAfter = hooks.PadNKV(s.used), hooks.PadNKV(s.used)
 	return nil
 }
 

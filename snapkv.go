@@ -180,10 +180,9 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.CompactMs += msBetween(t3, t4)
 	// What the cache holds: the kept cells, less what H2O (as the decode
 	// policy) dropped of them; attention still scans the packed span.
-	st.KeptCells, st.EvictedCells = s.used, n-s.used
+	s.recordHeld(n)
+	st.EvictedCells = n - s.used
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
-	st.KVBytesBefore = int64(n) * s.kvBytesPerCell()
-	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
 	return nil
 }
 

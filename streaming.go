@@ -55,11 +55,8 @@ func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
 			return err
 		}
 	}
-	st := &s.stats
-	st.KeptCells = s.used
-	st.NKVBefore, st.NKVAfter = hooks.PadNKV(min(len(tokens), s.NCtx())), hooks.PadNKV(s.used)
-	st.KVBytesBefore = int64(len(tokens)) * s.kvBytesPerCell()
-	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	s.recordHeld(len(tokens))
+	s.stats.NKVBefore, s.stats.NKVAfter = hooks.PadNKV(min(len(tokens), s.NCtx())), hooks.PadNKV(s.used)
 	return nil
 }
 
