@@ -149,7 +149,7 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	run.RequestsPerS = float64(run.Requests) / run.WallSeconds
 	run.TokensPerS = float64(run.Tokens) / run.WallSeconds
 	run.P50, run.P99 = quantile(latencies, 0.50), quantile(latencies, 0.99)
-	m := serverMetrics(ctx, base)
+	m, _ := serverMetrics(ctx, base) // none: the run's other figures stand
 	if v, ok := m["llamacpp:n_busy_slots_per_decode"]; ok {
 		run.SlotsPerDecode = v
 	} else if calls := m["kvtrim_decode_calls_total"]; calls > 0 {
@@ -158,24 +158,6 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 		run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds
 	}
 	return run
-}
-
-// serverMetrics reads the values of base's /metrics by name (none when it
-// cannot).
-func serverMetrics(ctx context.Context, base string) map[string]float64 {
-	values := map[string]float64{}
-	b, err := httpDo(ctx, "GET", base+"/metrics", nil)
-	if err != nil {
-		return values
-	}
-	for line := range strings.Lines(string(b)) {
-		if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && !strings.HasPrefix(name, "#") {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				values[name] = f
-			}
-		}
-	}
-	return values
 }
 
 // quantile is the q-quantile of v (nearest rank), or 0 for none.

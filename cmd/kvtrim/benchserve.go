@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -320,21 +321,36 @@ func postJSON(ctx context.Context, url string, body []byte, out any) error {
 // decodeCounters reads the server's llama_decode calls and the sequences
 // they carried from /metrics.
 func decodeCounters(ctx context.Context, base string) ([2]float64, error) {
+	m, err := serverMetrics(ctx, base)
+	if err != nil {
+		return [2]float64{}, err
+	}
 	var out [2]float64
+	for i, name := range []string{"kvtrim_decode_calls_total", "kvtrim_decode_sequences_total"} {
+		v, ok := m[name]
+		if !ok {
+			return out, fmt.Errorf("metrics: no %s", name)
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// serverMetrics reads the values of base's /metrics by name.
+func serverMetrics(ctx context.Context, base string) (map[string]float64, error) {
 	b, err := httpDo(ctx, "GET", base+"/metrics", nil)
 	if err != nil {
-		return out, err
+		return nil, err
 	}
+	values := map[string]float64{}
 	for line := range strings.Lines(string(b)) {
-		for i, name := range []string{"kvtrim_decode_calls_total ", "kvtrim_decode_sequences_total "} {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name); ok {
-				if _, err := fmt.Sscan(v, &out[i]); err != nil {
-					return out, fmt.Errorf("metrics: %s: %w", name, err)
-				}
+		if name, v, ok := strings.Cut(strings.TrimSpace(line), " "); ok && !strings.HasPrefix(name, "#") {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				values[name] = f
 			}
 		}
 	}
-	return out, nil
+	return values, nil
 }
 
 // httpDo sends a request and returns the body of its 200 answer, or an
