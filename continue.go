@@ -78,3 +78,70 @@ func (s *Session) CachedPositions() (first, last int) {
 	})
 	return first, last
 }
+
+// Snapshot is a copy, in host memory, of what a session's cache holds:
+// its sequence's cells (llama_state_seq_get_data) and where the session
+// stood. A server keeps snapshots of prompts a slot gives up, and puts
+// one back into a slot whose next prompt continues it (llama-server's
+// --cache-ram prompt cache).
+type Snapshot struct {
+	state       []byte
+	compression Compression
+	nextPos     int32
+	used        int
+	evicted     int
+}
+
+// Bytes is the snapshot's size in host memory.
+func (sn *Snapshot) Bytes() int { return len(sn.state) }
+
+// Compression is the compression of the session the snapshot was taken
+// from; only a session with the same one can restore it.
+func (sn *Snapshot) Compression() Compression { return sn.compression }
+
+// Snapshot copies what the session's cache holds. Only a session that can
+// Append can be snapshotted: H2O and StreamingLLM keep state beyond the
+// cells (scores, shifted positions) that a copy of the cells does not
+// carry.
+func (s *Session) Snapshot() (*Snapshot, error) {
+	switch {
+	case s.h2o != nil || s.opt.Compression.Streams():
+		return nil, fmt.Errorf("snapshot: a %s session evicts while it decodes; its cells alone cannot be continued", s.opt.Compression.Policy)
+	case s.used == 0:
+		return nil, errors.New("snapshot: the session's cache is empty")
+	}
+	var state []byte
+	var err error
+	s.withCtx(func() { state, err = s.ctx.SeqState(s.seq, 0) })
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %d cells: %w", s.used, err)
+	}
+	return &Snapshot{state: state, compression: s.opt.Compression, nextPos: s.nextPos, used: s.used, evicted: s.stats.EvictedCells}, nil
+}
+
+// Restore empties the session's cache and loads sn into it, so that the
+// session continues (Truncate, Append) as the one sn was taken from would.
+// The session's compression must be sn's.
+func (s *Session) Restore(sn *Snapshot) error {
+	switch {
+	case s.h2o != nil || s.opt.Compression.Streams():
+		return fmt.Errorf("restore: a %s session evicts while it decodes; it cannot continue a snapshot", s.opt.Compression.Policy)
+	case sn.compression != s.opt.Compression:
+		return errors.New("restore: the snapshot was taken from a session with another compression")
+	case sn.used > s.NCtx():
+		return fmt.Errorf("restore: the snapshot holds %d cells, the session has room for %d", sn.used, s.NCtx())
+	}
+	s.Reset()
+	var err error
+	s.withCtx(func() {
+		if err = s.ctx.SetSeqState(s.seq, sn.state, 0); err != nil {
+			s.ctx.Memory().SeqRm(s.seq, -1, -1) // nothing half-loaded stays
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("restore %d cells: %w", sn.used, err)
+	}
+	s.nextPos, s.used = sn.nextPos, sn.used
+	s.stats.EvictedCells = sn.evicted
+	return nil
+}

@@ -69,7 +69,13 @@ type loadRun struct {
 	// kvtrim_decode_wait_seconds_total).
 	DecodeShare float64 `json:"decode_share,omitempty"`
 	WaitShare   float64 `json:"wait_share,omitempty"`
-	FirstError  string  `json:"first_error,omitempty"`
+	// PromptTokens is the prompt tokens the server decoded
+	// (llamacpp:prompt_tokens_total; a prompt cache lowers it) and
+	// Decodes its llama_decode calls (llama-server's n_decode_total,
+	// kvtrim's kvtrim_decode_calls_total).
+	PromptTokens float64 `json:"prompt_tokens"`
+	Decodes      float64 `json:"decodes"`
+	FirstError   string  `json:"first_error,omitempty"`
 }
 
 // againstReport is what bench serve --against writes with --json: every
@@ -150,9 +156,12 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	run.TokensPerS = float64(run.Tokens) / run.WallSeconds
 	run.P50, run.P99 = quantile(latencies, 0.50), quantile(latencies, 0.99)
 	m, _ := serverMetrics(ctx, base) // none: the run's other figures stand
+	run.PromptTokens = m["llamacpp:prompt_tokens_total"]
 	if v, ok := m["llamacpp:n_busy_slots_per_decode"]; ok {
 		run.SlotsPerDecode = v
+		run.Decodes = m["llamacpp:n_decode_total"]
 	} else if calls := m["kvtrim_decode_calls_total"]; calls > 0 {
+		run.Decodes = calls
 		run.SlotsPerDecode = m["kvtrim_decode_sequences_total"] / calls
 		run.DecodeShare = m["kvtrim_decode_seconds_total"] / run.WallSeconds
 		run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds

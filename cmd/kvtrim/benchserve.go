@@ -186,7 +186,7 @@ func runCapacity(ctx context.Context, model *kvtrim.Model, g genFlags, comp kvtr
 		return row, fmt.Errorf("-c %d holds no conversation of %d cells", g.nCtx, cells)
 	}
 	srv, err := server.New(server.Config{Parallel: slots, CtxSize: slots * cells, Batch: g.nBatch, UBatch: g.nUbat, Threads: g.threads,
-		FlashAttn: g.flashAttn, Sampling: server.DefaultSampling(), Compression: comp, QueueSize: slots, Metrics: true}, log)
+		FlashAttn: g.flashAttn, Sampling: server.DefaultSampling(), PromptReuse: server.DefaultPromptReuse(), Compression: comp, QueueSize: slots, Metrics: true}, log)
 	if err != nil {
 		return row, err
 	}

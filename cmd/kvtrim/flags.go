@@ -18,12 +18,14 @@ import (
 // longSingleDash are llama.cpp's multi-letter flags written with one dash,
 // and the long names kvtrim registers for them.
 var longSingleDash = map[string]string{
-	"ngl": "n-gpu-layers",
-	"ub":  "ubatch-size",
-	"fa":  "flash-attn",
-	"np":  "parallel",
-	"ctk": "cache-type-k",
-	"ctv": "cache-type-v",
+	"ngl":  "n-gpu-layers",
+	"ub":   "ubatch-size",
+	"fa":   "flash-attn",
+	"np":   "parallel",
+	"ctk":  "cache-type-k",
+	"ctv":  "cache-type-v",
+	"cram": "cache-ram",
+	"sps":  "slot-prompt-similarity",
 }
 
 // normalizeArgs rewrites llama.cpp's single-dash multi-letter flags, such as

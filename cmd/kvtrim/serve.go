@@ -31,6 +31,8 @@ type serveFlags struct {
 	alias        string
 	timeout      int
 	queue        int
+	cacheRAM     int
+	similarity   float64
 	seed         int64
 	metrics      bool
 	slots        bool
@@ -51,6 +53,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.alias, "alias", "a", "", "model name in responses (default: the model's path)")
 	fs.IntVar(&f.timeout, "timeout", 600, "seconds to read a request, to write each piece of an answer (a client that stops reading loses its slot), and to let running requests finish on shutdown")
 	fs.IntVar(&f.queue, "queue", 0, "requests that may wait for a slot; past them a request gets 503 with Retry-After (0: no bound, as llama-server)")
+	fs.IntVar(&f.cacheRAM, "cache-ram", server.DefaultPromptReuse().CacheMiB, "MiB of host memory for prompts slots gave up, which later requests continuing them load instead of decoding (-cram; 0: off, -1: no limit)")
+	fs.Float64Var(&f.similarity, "slot-prompt-similarity", server.DefaultPromptReuse().Similarity, "share of a prompt a free slot's cache must hold for the request to go to that slot, not the least recently used (-sps; 0: off)")
 	fs.IntVarP(&g.nPredict, "n-predict", "n", -1, "default tokens to generate (-1: until end of text or a full context)")
 	fs.Int64VarP(&f.seed, "seed", "s", -1, "default sampling seed (-1: random)")
 	fs.Float32Var(&g.temp, "temp", 0.8, "default temperature (0: greedy)")
@@ -384,8 +388,8 @@ func unsupportedLlamaFlag(name string) bool {
 		"system-prompt-file",
 		// batching, cache types and placement, prompt caching
 		"cont-batching", "cb", "no-cont-batching", "nocb", "cache-type-k", "ctk", "cache-type-v", "ctv",
-		"cache-type-k-draft", "ctkd", "cache-type-v-draft", "ctvd", "cache-reuse", "cache-ram", "cram",
-		"slot-save-path", "slot-prompt-similarity", "sps", "swa-full", "kv-unified", "kvu", "no-kv-offload", "nkvo",
+		"cache-type-k-draft", "ctkd", "cache-type-v-draft", "ctvd", "cache-reuse",
+		"slot-save-path", "swa-full", "kv-unified", "kvu", "no-kv-offload", "nkvo",
 		"defrag-thold", "dt",
 		// embeddings and reranking
 		"embedding", "embeddings", "reranking", "rerank", "pooling",
@@ -494,7 +498,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		threads = 0
 	}
 	cfg := server.Config{
-		QueueSize: f.queue, WriteTimeout: time.Duration(f.timeout) * time.Second,
+		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ChatTemplate: f.chatTemplate, Compression: g.comp,

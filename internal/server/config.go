@@ -64,6 +64,10 @@ type Config struct {
 	// default) queues every request, as llama-server does; past a bound,
 	// a request is answered 503 with Retry-After.
 	QueueSize int
+	// PromptReuse is how slots reuse what they decoded: the slot a
+	// request goes to, and the prompt cache (DefaultPromptReuse is
+	// llama-server's; the zero value turns both off).
+	PromptReuse PromptReuse
 	// MaxBodyBytes bounds request bodies (0: 16 MiB).
 	MaxBodyBytes int64
 	// WriteTimeout bounds each write of a response, as llama-server's
@@ -108,6 +112,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("threads %d: at most %d", c.Threads, maxThreads)
 	case c.QueueSize < 0:
 		return fmt.Errorf("queue size %d: give a count >= 0", c.QueueSize)
+	case math.IsNaN(c.PromptReuse.Similarity) || c.PromptReuse.Similarity < 0 || c.PromptReuse.Similarity > 1:
+		return fmt.Errorf("slot prompt similarity %v: give a share between 0 and 1 (0: off)", c.PromptReuse.Similarity)
+	case c.PromptReuse.CacheMiB < -1:
+		return fmt.Errorf("cache-ram %d: give MiB, 0 to disable the prompt cache or -1 for no limit", c.PromptReuse.CacheMiB)
 	case c.MaxBodyBytes < 0:
 		return fmt.Errorf("max body bytes %d: give a size >= 0", c.MaxBodyBytes)
 	case c.WriteTimeout < 0:

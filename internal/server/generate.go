@@ -47,6 +47,9 @@ func (sl *slot) serve(j *job) (*result, error) {
 		return nil, err // the client left while the request waited
 	}
 	t0 := time.Now()
+	if j.refresh && sl.cache != nil {
+		sl.swapCached(j.req.Compression, j.tokens)
+	}
 	sess, cached, err := sl.prefill(j.ctx, j.req.Compression, j.tokens)
 	if err != nil {
 		return nil, classify(err)
@@ -164,24 +167,13 @@ func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtr
 	return sess, 0, nil
 }
 
-// reusable is how many leading tokens of prompt the slot's cache can keep:
-// with the full cache, the longest prefix it shares with what the cache
-// holds (less one, since the last prompt token is decoded for its logits);
-// with a compressed cache, all of it when prompt continues the whole
-// cached sequence, else none. Policies that evict while decoding (H2O,
-// StreamingLLM) start over.
+// reusable is how many leading tokens of prompt the slot's cache can keep
+// for a request with compression c (cachedPrefix).
 func (sl *slot) reusable(c kvtrim.Compression, prompt []kvtrim.Token) int {
-	if sl.sess == nil || !sl.dirty || sl.comp != c || !appendable(c) {
+	if sl.sess == nil || !sl.dirty {
 		return 0
 	}
-	shared := sharedPrefix(sl.history, prompt)
-	if c.Policy == "" || c.Policy == kvtrim.PolicyNone {
-		return min(shared, len(prompt)-1)
-	}
-	if shared == len(sl.history) && shared < len(prompt) {
-		return shared
-	}
-	return 0
+	return cachedPrefix(sl.comp, c, sl.history, prompt)
 }
 
 // appendable reports whether a session with compression c can take a

@@ -26,7 +26,7 @@ import (
 func testConfig() Config {
 	return Config{
 		Parallel: 1, CtxSize: 1024, Batch: 512, UBatch: 512, Threads: 1, FlashAttn: "auto",
-		Sampling: DefaultSampling(), Slots: true, Metrics: true,
+		Sampling: DefaultSampling(), PromptReuse: DefaultPromptReuse(), Slots: true, Metrics: true,
 	}
 }
 

@@ -17,7 +17,9 @@ type metrics struct {
 // counters are the values of metrics.
 type counters struct {
 	requests        int64
-	promptTokens    int64
+	promptTokens    int64 // decoded, as llama-server counts them: cached ones aside
+	promptCached    int64 // found in a slot's cache
+	tokensMax       int64 // the longest sequence a request made, prompt and answer
 	promptMs        float64
 	predictedTokens int64
 	predictedMs     float64
@@ -37,7 +39,9 @@ func (m *metrics) record(r *result) {
 	st := r.stats
 	c := &m.v
 	c.requests++
-	c.promptTokens += int64(r.promptN)
+	c.promptTokens += int64(r.promptN - r.cacheN)
+	c.promptCached += int64(r.cacheN)
+	c.tokensMax = max(c.tokensMax, int64(r.promptN+r.predictedN))
 	c.promptMs += r.promptMs
 	c.predictedTokens += int64(r.predictedN)
 	c.predictedMs += r.predictedMs
@@ -61,10 +65,12 @@ func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.Gr
 		value            float64
 	}
 	list := []metric{
-		{"llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.", float64(c.promptTokens)},
+		{"llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed, excluding cached tokens.", float64(c.promptTokens)},
+		{"llamacpp:prompt_tokens_cached_total", "counter", "Number of prompt tokens reused from the cache.", float64(c.promptCached)},
 		{"llamacpp:prompt_seconds_total", "counter", "Prompt process time.", c.promptMs / 1000},
 		{"llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.", float64(c.predictedTokens)},
 		{"llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time.", c.predictedMs / 1000},
+		{"llamacpp:n_tokens_max", "counter", "Largest observed sequence length (prompt + generation).", float64(c.tokensMax)},
 		{"llamacpp:requests_processing", "gauge", "Number of requests processing.", float64(processing)},
 		{"llamacpp:requests_deferred", "gauge", "Number of requests deferred.", float64(deferred)},
 		{"kvtrim_requests_total", "counter", "Generation requests finished.", float64(c.requests)},

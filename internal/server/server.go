@@ -81,7 +81,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		NCtx: slotCtx, NBatch: s.cfg.Batch, NUbatch: s.cfg.UBatch, Threads: threads,
 		FlashAttn: s.cfg.FlashAttn, Compression: s.cfg.Compression,
 	}
-	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, opt, s.metrics, s.log)
+	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, s.cfg.PromptReuse, opt, s.metrics, s.log)
 	if err != nil {
 		return err
 	}

@@ -79,7 +79,7 @@ func TestInfoEndpoints(t *testing.T) {
 	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":4}`, 200, nil)
 	metrics := string(ts.get("/metrics", 200, nil))
 	for _, want := range []string{
-		"llamacpp:prompt_tokens_total 5", "llamacpp:tokens_predicted_total 4", "llamacpp:requests_processing 0",
+		"llamacpp:prompt_tokens_total 5", "llamacpp:prompt_tokens_cached_total 0", "llamacpp:n_tokens_max 9", "llamacpp:tokens_predicted_total 4", "llamacpp:requests_processing 0",
 		"llamacpp:requests_deferred 0", "kvtrim_cells_kept_total 5", "kvtrim_cells_evicted_total 0",
 		"kvtrim_kv_bytes_saved_total 0", "kvtrim_observe_seconds_total", "kvtrim_score_seconds_total",
 		"kvtrim_evict_seconds_total", "kvtrim_compact_seconds_total", "# TYPE llamacpp:prompt_tokens_total counter",

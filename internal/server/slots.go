@@ -30,8 +30,9 @@ type pool struct {
 	// mu guards the queue, the free slots and the slots' histories while
 	// they are free.
 	mu        sync.Mutex
-	waiting   []*job  // queued, oldest first
-	queueSize int     // the most requests that may wait (0: no bound)
+	waiting   []*job // queued, oldest first
+	queueSize int    // the most requests that may wait (0: no bound)
+	reuse     PromptReuse
 	free      []*slot // idle slots, least recently used first
 	closed    bool
 	// meanJob is a moving mean of the time a slot takes for a request,
@@ -54,6 +55,9 @@ type slot struct {
 	opt   kvtrim.SessionOptions // the default compression included
 	nCtx  int
 	jobs  chan *job // the job the pool gave this slot
+	log   zerolog.Logger
+	// cache is the pool's prompt cache (nil: --cache-ram 0).
+	cache *promptCache
 
 	sess  *kvtrim.Session
 	comp  kvtrim.Compression // the compression sess was made with
@@ -73,7 +77,7 @@ type slot struct {
 // newPool makes n slots with a session each, members of a group of n
 // sequences of opt.NCtx cells each when n > 1, and starts their
 // goroutines.
-func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
+func newPool(model *kvtrim.Model, n, queueSize int, reuse PromptReuse, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
 	var g *kvtrim.Group
 	if n > 1 {
 		gopt := opt
@@ -84,10 +88,11 @@ func newPool(model *kvtrim.Model, n, queueSize int, opt kvtrim.SessionOptions, m
 		}
 		opt.NCtx = g.SeqCells() // what a slot that needs a context of its own gets
 	}
-	p := &pool{group: g, queueSize: queueSize, quit: make(chan struct{}), metrics: m, log: log}
+	p := &pool{group: g, queueSize: queueSize, reuse: reuse, quit: make(chan struct{}), metrics: m, log: log}
 	observing := make(chan struct{}, 1)
+	cache := newPromptCache(reuse.CacheMiB, opt.NCtx*n)
 	for i := range n {
-		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1)}
+		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1), log: log, cache: cache}
 		if _, err := sl.session(opt.Compression); err != nil {
 			p.closeSessions()
 			return nil, fmt.Errorf("slot %d: %w", i, err)
@@ -162,36 +167,46 @@ func (p *pool) dispatch() {
 	p.waiting = kept
 }
 
-// similarity is the share of a prompt's tokens that a slot's cache must
-// already hold for the prompt to go to that slot rather than to the least
-// recently used one (llama-server's --slot-prompt-similarity default).
-const similarity = 0.5
-
-// pick is the free slot for j, or nil: the one it names (id_slot); else
-// the one whose cache shares the longest prefix with the prompt, when that
-// is more than half of it, so that a conversation's next turn finds its
-// earlier turns cached; else the least recently used. Called with mu held.
+// pick is the free slot for j, or nil, as llama-server picks: among the
+// free slots (only the one j names, with id_slot), the one whose cache
+// holds the longest prefix of the prompt, when that is more than
+// --slot-prompt-similarity of it; else the one j names, or the least
+// recently used. It marks j to go through the prompt cache first
+// (slot.swapCached) when the slot would keep less than half of what it
+// holds. Called with mu held.
 func (p *pool) pick(j *job) *slot {
 	if len(p.free) == 0 {
 		return nil
 	}
+	var best *slot
 	if j.req.Slot >= 0 {
+		i := slices.IndexFunc(p.free, func(sl *slot) bool { return sl.id == j.req.Slot })
+		if i < 0 {
+			return nil
+		}
+		best = p.free[i]
+	}
+	if p.reuse.Similarity > 0 {
+		var similar *slot
+		simBest, shared := 0.0, 0
 		for _, sl := range p.free {
-			if sl.id == j.req.Slot {
-				return sl
+			if (j.req.Slot >= 0 && sl.id != j.req.Slot) || len(sl.history) == 0 {
+				continue
+			}
+			n := sharedPrefix(sl.history, j.tokens)
+			if sim := float64(n) / float64(len(j.tokens)); sim > simBest && sim > p.reuse.Similarity {
+				similar, simBest, shared = sl, sim, n
 			}
 		}
-		return nil
-	}
-	best, bestN := p.free[0], 0
-	for _, sl := range p.free {
-		if n := sharedPrefix(sl.history, j.tokens); n > bestN {
-			best, bestN = sl, n
+		if similar != nil {
+			j.refresh = float64(shared)/float64(len(similar.history)) < saveBelowKeep
+			return similar
 		}
 	}
-	if float64(bestN) > similarity*float64(len(j.tokens)) {
+	if best != nil {
 		return best
 	}
+	j.refresh = true
 	return p.free[0]
 }
 
@@ -295,6 +310,9 @@ type job struct {
 	ctx    context.Context
 	req    *Request
 	tokens []kvtrim.Token
+	// refresh asks the slot to go through the prompt cache before the
+	// prefill (pool.pick).
+	refresh bool
 	// events carries stream deltas (when req.Stream); done carries the
 	// one final event, and never blocks, so that a slot is free to take
 	// its next request however slowly its last client reads.

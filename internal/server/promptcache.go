@@ -1,0 +1,221 @@
+package server
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/kvtrim/kvtrim"
+)
+
+// PromptReuse is how slots reuse the prompts they decoded, as in
+// llama-server.
+type PromptReuse struct {
+	// Similarity is the share of a request's prompt that a free slot's
+	// cache must already hold for the request to go to that slot rather
+	// than to the least recently used one (--slot-prompt-similarity; 0:
+	// always the least recently used).
+	Similarity float64
+	// CacheMiB bounds the prompt cache in host memory (--cache-ram): when
+	// a slot gives up most of what it holds for a new request, it keeps a
+	// snapshot of it there, and loads the cached snapshot that the new
+	// prompt continues best, if any. 0 disables it, -1 sets no bound.
+	CacheMiB int
+}
+
+// DefaultPromptReuse is llama-server's: similarity 0.1, an 8 GiB cache.
+func DefaultPromptReuse() PromptReuse { return PromptReuse{Similarity: 0.1, CacheMiB: 8192} }
+
+// Thresholds of llama-server's prompt cache.
+const (
+	// A slot that would keep less than this share of what it holds
+	// saves it to the cache first.
+	saveBelowKeep = 0.5
+	// A cached prompt of which a request would keep less than this share
+	// is left in the cache ("don't trash large prompts").
+	loadFromKeep = 0.25
+)
+
+// promptCache is the --cache-ram cache: snapshots of prompts that slots
+// gave up, oldest first, bounded in bytes and in tokens.
+type promptCache struct {
+	mu         sync.Mutex
+	limitBytes int64 // 0: no bound
+	// limitTokens bounds the tokens of all entries (the context's cells),
+	// raised to what limitBytes holds at the entries' mean size per token.
+	limitTokens int
+	entries     []*cachedPrompt
+}
+
+// cachedPrompt is one snapshot and the tokens its cache holds, in
+// position order.
+type cachedPrompt struct {
+	tokens []kvtrim.Token
+	snap   *kvtrim.Snapshot
+}
+
+// newPromptCache makes the cache for mib MiB (-1: no bound) and at least
+// nCtx tokens, or returns nil for mib 0.
+func newPromptCache(mib, nCtx int) *promptCache {
+	if mib == 0 {
+		return nil
+	}
+	return &promptCache{limitBytes: max(0, int64(mib)) << 20, limitTokens: nCtx}
+}
+
+// holds reports whether an entry already holds all of tokens, cached with
+// compression c: saving them again would add nothing.
+func (pc *promptCache) holds(c kvtrim.Compression, tokens []kvtrim.Token) bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	for _, e := range pc.entries {
+		if e.snap.Compression() == c && sharedPrefix(e.tokens, tokens) == len(tokens) {
+			return true
+		}
+	}
+	return false
+}
+
+// put adds a snapshot of tokens (which it keeps), dropping the entries
+// it holds all of, then the oldest until the bounds are met. A snapshot
+// larger than the whole cache is not kept.
+func (pc *promptCache) put(tokens []kvtrim.Token, snap *kvtrim.Snapshot) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	size := int64(snap.Bytes())
+	if pc.limitBytes > 0 && size > pc.limitBytes {
+		return
+	}
+	c := snap.Compression()
+	pc.entries = slices.DeleteFunc(pc.entries, func(e *cachedPrompt) bool {
+		return e.snap.Compression() == c && sharedPrefix(e.tokens, tokens) == len(e.tokens)
+	})
+	for len(pc.entries) > 0 && pc.limitBytes > 0 && pc.bytes()+size > pc.limitBytes {
+		pc.entries = slices.Delete(pc.entries, 0, 1)
+	}
+	pc.entries = append(pc.entries, &cachedPrompt{tokens: tokens, snap: snap})
+	pc.trim()
+}
+
+// trim drops the oldest entries while the cache holds more tokens than
+// its bound: nCtx, or what the byte bound holds at the entries' mean size
+// per token when that is more. Called with mu held.
+func (pc *promptCache) trim() {
+	limit := pc.limitTokens
+	if n := pc.tokens(); pc.limitBytes > 0 && n > 0 {
+		perToken := max(1, pc.bytes()/int64(n))
+		limit = max(limit, int(pc.limitBytes/perToken))
+	}
+	for len(pc.entries) > 0 && limit > 0 && pc.tokens() > limit {
+		pc.entries = slices.Delete(pc.entries, 0, 1)
+	}
+}
+
+func (pc *promptCache) bytes() int64 {
+	var n int64
+	for _, e := range pc.entries {
+		n += int64(e.snap.Bytes())
+	}
+	return n
+}
+
+func (pc *promptCache) tokens() int {
+	n := 0
+	for _, e := range pc.entries {
+		n += len(e.tokens)
+	}
+	return n
+}
+
+// take removes and returns the entry from which a request with
+// compression c and this prompt would keep the most, both as a share of
+// the entry (at least loadFromKeep) and of the prompt, and more on both
+// than the slot's own cache would (keep of its held tokens); nil when
+// none does better.
+func (pc *promptCache) take(c kvtrim.Compression, prompt []kvtrim.Token, keep, held int) *cachedPrompt {
+	keepBest := -1.0 // an empty slot: any entry does better
+	if held > 0 {
+		keepBest = float64(keep) / float64(held)
+	}
+	simBest := float64(keep) / float64(len(prompt))
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	best := -1
+	for i, e := range pc.entries {
+		n := cachedPrefix(e.snap.Compression(), c, e.tokens, prompt)
+		keep, sim := float64(n)/float64(len(e.tokens)), float64(n)/float64(len(prompt))
+		if keep < loadFromKeep {
+			continue
+		}
+		if keep > keepBest && sim > simBest {
+			best, keepBest, simBest = i, keep, sim
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	e := pc.entries[best]
+	pc.entries = slices.Delete(pc.entries, best, best+1)
+	return e
+}
+
+// size is the cache's entries and their bytes, for /metrics and logs.
+func (pc *promptCache) size() (entries int, bytes int64) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return len(pc.entries), pc.bytes()
+}
+
+// cachedPrefix is how many leading tokens of prompt a cache holding
+// history, made with compression held, lets a request with compression c
+// keep. The full cache keeps the prefix they share, less one (the last
+// prompt token is decoded for its logits). A compressed one holds a
+// subset of its positions, whose meaning ends with the whole sequence: it
+// is kept whole when prompt continues all of history, else not at all.
+// Policies that evict while decoding (H2O, StreamingLLM) keep nothing.
+func cachedPrefix(held, c kvtrim.Compression, history, prompt []kvtrim.Token) int {
+	if held != c || !appendable(c) || len(history) == 0 {
+		return 0
+	}
+	shared := sharedPrefix(history, prompt)
+	if c.Policy == "" || c.Policy == kvtrim.PolicyNone {
+		return min(shared, len(prompt)-1)
+	}
+	if shared == len(history) && shared < len(prompt) {
+		return shared
+	}
+	return 0
+}
+
+// swapCached runs before a request that the pool gave to this slot
+// although the slot's cache holds little of its prompt (the least
+// recently used slot, or one that keeps less than half of what it holds):
+// as llama-server does, it saves what the slot holds to the prompt cache,
+// then loads the cached prompt that the request continues best, if one
+// does better than the slot's own.
+func (sl *slot) swapCached(c kvtrim.Compression, prompt []kvtrim.Token) {
+	pc := sl.cache
+	if sl.sess != nil && sl.dirty && len(sl.history) > 0 && appendable(sl.comp) && !pc.holds(sl.comp, sl.history) {
+		snap, err := sl.sess.Snapshot()
+		if err != nil {
+			sl.log.Warn().Err(err).Int("slot", sl.id).Msg("prompt cache: the slot's prompt is not saved")
+		} else {
+			pc.put(slices.Clone(sl.history), snap)
+		}
+	}
+	e := pc.take(c, prompt, sl.reusable(c, prompt), len(sl.history))
+	if e == nil {
+		return
+	}
+	sess, err := sl.session(c)
+	if err == nil {
+		err = sess.Restore(e.snap)
+	}
+	if err != nil {
+		// The slot starts from an empty cache; the request is served all
+		// the same.
+		sl.log.Warn().Err(err).Int("slot", sl.id).Int("tokens", len(e.tokens)).Msg("prompt cache: a cached prompt did not load")
+		sl.history = sl.history[:0]
+		return
+	}
+	sl.history, sl.dirty = e.tokens, true
+}
