@@ -91,10 +91,9 @@ func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 	}
 	p.CbEval = opt.EvalCallback
 	p.CbEvalUserData = opt.EvalUserData
-	l.logs.takeError()
-	ptr := l.fn.llamaInitFromModel(m.ptr, p)
+	ptr, llamaErr := withLlamaError(l, func() uintptr { return l.fn.llamaInitFromModel(m.ptr, p) })
 	if ptr == 0 {
-		return nil, errors.New(l.withLlamaError(fmt.Sprintf("create context for %s (n_ctx %d, n_batch %d): llama.cpp refused", m.Path, p.NCtx, p.NBatch)))
+		return nil, errors.New(quoteLlama(fmt.Sprintf("create context for %s (n_ctx %d, n_batch %d): llama.cpp refused", m.Path, p.NCtx, p.NBatch), llamaErr))
 	}
 	c := &Context{lib: l, ptr: ptr, model: m}
 	c.mem = &Memory{lib: l, ptr: l.fn.llamaGetMemory(ptr)}

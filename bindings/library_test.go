@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -383,4 +384,51 @@ func TestLocateOrder(t *testing.T) {
 	if got == cached && (last.Source != "cache" || last.Found != cached) {
 		t.Errorf("last place %+v", last)
 	}
+}
+
+// TestConcurrentLoadErrors: models that fail to load at the same time each
+// quote their own llama.cpp error, never another's.
+func TestConcurrentLoadErrors(t *testing.T) {
+	lib := testenv.Library(t)
+	good, err := os.ReadFile(testenv.ModelPath(t, "stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"truncated.gguf":   good[:len(good)/3],
+		"header-only.gguf": good[:1000],
+		"bad-version.gguf": append([]byte("GGUF\x63\x00\x00\x00"), good[8:4096]...),
+	}
+	alone := map[string]string{} // each file's error, loaded alone
+	for name, data := range files {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := lib.LoadModel(path, bindings.ModelOptions{})
+		if err == nil || !strings.Contains(err.Error(), "(llama.cpp: ") {
+			t.Fatalf("%s loaded alone: %v", name, err)
+		}
+		alone[path] = err.Error()
+	}
+	quotes := map[string]bool{}
+	for _, e := range alone {
+		_, q, _ := strings.Cut(e, "(llama.cpp: ")
+		quotes[q] = true
+	}
+	if len(quotes) != len(files) {
+		t.Fatalf("the files' llama.cpp errors are not all different: %v", alone)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		for path, want := range alone {
+			wg.Go(func() {
+				if _, err := lib.LoadModel(path, bindings.ModelOptions{}); err == nil || err.Error() != want {
+					t.Errorf("%s, loaded beside others: %v\nalone: %s", filepath.Base(path), err, want)
+				}
+			})
+		}
+	}
+	wg.Wait()
 }

@@ -1,6 +1,7 @@
 package bindings
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 
@@ -17,62 +18,108 @@ const (
 )
 
 // logSink receives llama.cpp's and ggml's log lines and writes them to a
-// zerolog logger. llama.cpp prints lines in pieces, so the sink joins them
-// and writes a line when its newline arrives. Everything llama.cpp says is
-// logged at debug level or below (kvtrim is quiet by default); its errors are
-// also kept so that kvtrim's own error messages can quote them.
+// zerolog logger. llama.cpp prints lines in pieces, so the sink joins them,
+// per OS thread, and writes a line when its newline arrives. Everything
+// llama.cpp says is logged at debug level or below (kvtrim is quiet by
+// default).
+//
+// An operation that wants llama.cpp's reason for a failure (loading a
+// model, making a context) runs on a locked OS thread between watch and
+// errorOf: the first error line llama.cpp logs on that thread meanwhile is
+// kept for it, and only for it, so that concurrent operations (or a decode
+// failing on another thread) never quote each other's messages.
 type logSink struct {
-	mu         sync.Mutex
-	log        zerolog.Logger
-	line       strings.Builder
-	level      int32
-	firstError string // the first error line since the last takeError
+	mu      sync.Mutex
+	log     zerolog.Logger
+	threads map[int]*threadLog
+}
+
+// threadLog is one OS thread's unfinished line, and the first error it
+// logged while an operation watched it.
+type threadLog struct {
+	line     strings.Builder
+	level    int32
+	watched  bool
+	firstErr string
 }
 
 func (s *logSink) callback(level int32, text *byte, _ uintptr) {
 	msg := goString(text)
+	tid := threadID()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t := s.thread(tid)
 	if level != logCont {
-		if s.line.Len() > 0 { // a new line began before the last one ended
-			s.flush()
+		if t.line.Len() > 0 { // a new line began before the last one ended
+			s.flush(tid, t)
 		}
-		s.level = level
+		t.level = level
 	}
-	s.line.WriteString(msg)
+	t.line.WriteString(msg)
 	if strings.HasSuffix(msg, "\n") {
-		s.flush()
+		s.flush(tid, t)
 	}
 }
 
-func (s *logSink) flush() {
-	line := strings.TrimRight(s.line.String(), "\n")
-	s.line.Reset()
-	if line == "" {
-		return
+// thread is tid's state. Called with mu held.
+func (s *logSink) thread(tid int) *threadLog {
+	if s.threads == nil {
+		s.threads = map[int]*threadLog{}
 	}
-	ev := s.log.Debug()
-	switch s.level {
-	case logDebug:
-		ev = s.log.Trace()
-	case logError:
-		if s.firstError == "" {
-			s.firstError = strings.TrimSpace(line)
+	t := s.threads[tid]
+	if t == nil {
+		t = &threadLog{}
+		s.threads[tid] = t
+	}
+	return t
+}
+
+// flush writes tid's line, and forgets the thread when nothing of it is
+// left to keep. Called with mu held.
+func (s *logSink) flush(tid int, t *threadLog) {
+	line := strings.TrimRight(t.line.String(), "\n")
+	t.line.Reset()
+	if line != "" {
+		ev := s.log.Debug()
+		switch t.level {
+		case logDebug:
+			ev = s.log.Trace()
+		case logError:
+			if t.watched && t.firstErr == "" {
+				t.firstErr = strings.TrimSpace(line)
+			}
 		}
+		ev.Str("from", "llama.cpp").Msg(line)
 	}
-	ev.Str("from", "llama.cpp").Msg(line)
+	if !t.watched {
+		delete(s.threads, tid)
+	}
 }
 
-// takeError returns the first error line llama.cpp logged since the
-// previous call (the most specific of a cascade), or "", and forgets it.
-func (s *logSink) takeError() string {
+// watch starts keeping the first error llama.cpp logs on the calling OS
+// thread, which the caller has locked (runtime.LockOSThread); errorOf
+// returns it. It returns the thread's id for errorOf.
+func (s *logSink) watch() int {
+	tid := threadID()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.line.Len() > 0 {
-		s.flush()
+	t := s.thread(tid)
+	t.watched, t.firstErr = true, ""
+	return tid
+}
+
+// errorOf ends watching thread tid and returns the first error line
+// llama.cpp logged on it since watch (the most specific of a cascade), or
+// "".
+func (s *logSink) errorOf(tid int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.thread(tid)
+	if t.line.Len() > 0 {
+		s.flush(tid, t)
 	}
-	e := s.firstError
-	s.firstError = ""
+	e := t.firstErr
+	delete(s.threads, tid)
 	return e
 }
 
@@ -84,10 +131,21 @@ func (l *Library) SetLogger(log zerolog.Logger) {
 	l.logs.mu.Unlock()
 }
 
-// withLlamaError appends llama.cpp's last logged error to msg, if it said one.
-func (l *Library) withLlamaError(msg string) string {
-	if e := l.logs.takeError(); e != "" {
-		return msg + " (llama.cpp: " + e + ")"
+// withLlamaError runs call, a llama.cpp call that logs why it fails, on a
+// locked OS thread, and returns what it returns and the first error line
+// llama.cpp logged on that thread meanwhile ("" for none).
+func withLlamaError[T any](l *Library, call func() T) (T, string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := l.logs.watch()
+	v := call()
+	return v, l.logs.errorOf(tid)
+}
+
+// quoteLlama appends llama.cpp's error line to msg, if it said one.
+func quoteLlama(msg, llamaErr string) string {
+	if llamaErr != "" {
+		return msg + " (llama.cpp: " + llamaErr + ")"
 	}
 	return msg
 }

@@ -2,7 +2,10 @@ package bindings
 
 import (
 	"bytes"
+	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -30,11 +33,52 @@ func TestLogSinkJoinsContinuations(t *testing.T) {
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
-	if e := s.takeError(); e != "first failure" {
-		t.Errorf("takeError = %q, want the first error", e)
+	if len(s.threads) != 0 {
+		t.Errorf("unwatched threads kept: %d", len(s.threads))
 	}
-	if e := s.takeError(); e != "" {
-		t.Errorf("takeError did not forget: %q", e)
+}
+
+// TestLogSinkErrorsPerThread: operations watching their own OS threads get
+// their own llama.cpp error lines, never another's, however the lines
+// interleave; lines logged on unwatched threads are kept for no one.
+func TestLogSinkErrorsPerThread(t *testing.T) {
+	s := &logSink{log: zerolog.Nop()}
+	const workers = 8
+	var wg sync.WaitGroup
+	got := make([]string, workers)
+	for i := range workers {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tid := s.watch()
+			for j := range 200 {
+				s.callback(logInfo, cString(fmt.Sprintf("worker %d step %d\n", i, j)), 0)
+				if j == 100 {
+					s.callback(logError, cString(fmt.Sprintf("worker %d ", i)), 0)
+					s.callback(logCont, cString("failed\n"), 0)
+				}
+				runtime.Gosched()
+			}
+			s.callback(logError, cString(fmt.Sprintf("worker %d failed again\n", i)), 0)
+			got[i] = s.errorOf(tid)
+		})
+	}
+	wg.Go(func() { // a decode failing elsewhere, unwatched
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		for range 200 {
+			s.callback(logError, cString("decode: no room\n"), 0)
+			runtime.Gosched()
+		}
+	})
+	wg.Wait()
+	for i, e := range got {
+		if want := fmt.Sprintf("worker %d failed", i); e != want {
+			t.Errorf("worker %d's error: %q, want %q", i, e, want)
+		}
+	}
+	if len(s.threads) != 0 {
+		t.Errorf("%d threads' state left behind", len(s.threads))
 	}
 }
 

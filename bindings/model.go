@@ -43,12 +43,11 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 	if err != nil || string(magic) != string(ggufMagic) {
 		return nil, fmt.Errorf("load model %s: not a GGUF file (it does not start with \"GGUF\"); pass a llama.cpp .gguf model", path)
 	}
-	l.logs.takeError() // forget errors of earlier calls
 	p := l.fn.llamaModelDefaultParams()
 	p.NGPULayers = opt.GPULayers
-	ptr := l.fn.llamaModelLoadFromFile(cString(path), p)
+	ptr, llamaErr := withLlamaError(l, func() uintptr { return l.fn.llamaModelLoadFromFile(cString(path), p) })
 	if ptr == 0 {
-		return nil, errors.New(l.withLlamaError(fmt.Sprintf("load model %s: llama.cpp could not load it; the file may be truncated or corrupt", path)))
+		return nil, errors.New(quoteLlama(fmt.Sprintf("load model %s: llama.cpp could not load it; the file may be truncated or corrupt", path), llamaErr))
 	}
 	m := &Model{lib: l, ptr: ptr, Path: path}
 	m.vocab = &Vocab{lib: l, ptr: l.fn.llamaModelGetVocab(ptr)}
