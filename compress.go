@@ -3,6 +3,8 @@ package kvtrim
 import (
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 
 	"github.com/kvtrim/kvtrim/policies"
 )
@@ -31,17 +33,23 @@ const (
 	PolicyH2O = "h2o"
 )
 
-// Compression says how a Session compresses its prompt. The zero value
-// (or Policy "none") keeps the full cache.
+// Compression says how a Session compresses its prompt and its
+// generation. The zero value (or Policy "none") keeps the full cache. Its
+// JSON names are those of kvtrim serve's "kvtrim" object, and
+// CompressionPatch overlays one on another: the command line's flags, the
+// server's flags, a request's "kvtrim" object and POST /props all go
+// through it and through Check.
 type Compression struct {
-	Policy string // "none", "snapkv", "recent" or "streaming"
+	// Policy is the prompt's: none, snapkv, recent, random, streaming or
+	// h2o.
+	Policy string `json:"policy"`
 	// Budget is the number of cells to keep, the window included. When 0,
 	// Ratio (of the prompt length) sets it.
-	Budget int
-	Ratio  float64
+	Budget int     `json:"budget"`
+	Ratio  float64 `json:"ratio"`
 	// Window is SnapKV's observation window: the last Window prompt tokens
 	// vote for the earlier positions (and are always kept).
-	Window int
+	Window int `json:"window"`
 	// Lookahead is how many tokens the model greedily generates, on the
 	// full cache, after the prompt before SnapKV scores: their attention
 	// rows vote together with the window's, and they are then removed
@@ -50,32 +58,48 @@ type Compression struct {
 	// when it writes the answer shows where it will look in these rows
 	// (docs/SNAPKV.md). 0 means DefaultLookahead; a negative value none,
 	// which is the paper's SnapKV.
-	Lookahead int
+	Lookahead int `json:"lookahead"`
 	// Kernel is the odd width of the 1-D pooling of the votes.
-	Kernel int
+	Kernel int `json:"kernel"`
 	// Pool is "avg" or "max"; Aggregate is how per-head scores of all layers
 	// become one per position (see policies.ParseAggregation).
-	Pool, Aggregate string
+	Pool      string `json:"pool"`
+	Aggregate string `json:"aggregate"`
 	// Sinks and Recent are StreamingLLM's attention sinks (first positions
 	// kept) and recent window. EvictEvery batches evictions: StreamingLLM
 	// removes that many positions at once when the cache is full (so keys
 	// are re-rotated once per EvictEvery tokens, not every token); H2O
 	// removes the positions it drops that many at a time (they stay in the
 	// cache, unscored, meanwhile). 0 means 1.
-	Sinks, Recent, EvictEvery int
+	Sinks      int `json:"sinks"`
+	Recent     int `json:"recent"`
+	EvictEvery int `json:"evict_every"`
 	// DecodePolicy keeps the total bounded while generating after a SnapKV
 	// (or recent) prompt: "streaming" re-assigns the kept positions to
 	// 0..k-1, then evicts and shifts within Sinks + Recent; "h2o" starts H2O
 	// (Heavy + Recent) from the kept positions, scored by the observation
-	// window's attention. "" or "none": nothing.
-	DecodePolicy string
+	// window's attention. "" or "none": nothing. Only snapkv, recent and
+	// random take one: streaming and h2o evict while generating already.
+	DecodePolicy string `json:"decode_policy"`
 	// Heavy is H2O's number of heavy hitters (Recent is shared with
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
 	// split evenly between them, as the paper does.
-	Heavy int
+	Heavy int `json:"heavy"`
 	// Seed draws PolicyRandom's positions.
-	Seed uint64
+	Seed uint64 `json:"seed"`
 }
+
+// DefaultCompression is the full cache, with every policy's settings at
+// their defaults: what the command line's flags start from.
+func DefaultCompression() Compression {
+	return Compression{
+		Policy: PolicyNone, Window: DefaultWindow, Lookahead: DefaultLookahead, Kernel: DefaultKernel,
+		Pool: DefaultPool, Aggregate: DefaultAggregate, Sinks: DefaultSinks,
+	}
+}
+
+// DefaultSinks is StreamingLLM's attention sinks, as the paper keeps.
+const DefaultSinks = 4
 
 // Defaults of SnapKV's settings.
 const (
@@ -92,8 +116,76 @@ const (
 // Defaults of SnapKV's settings are the paper's code's, except the
 // aggregation over heads (which the paper does not need) and the lookahead.
 
-// enabled reports whether the compression evicts anything at all.
-func (c Compression) enabled() bool { return c.Policy != "" && c.Policy != PolicyNone }
+// promptPolicy is the registered prompt-time policy c.Policy names
+// (policies.LookupPrompt): snapkv, recent, random, knorm, keydiff, ...
+func (c Compression) promptPolicy() (policies.Policy, bool) {
+	return policies.LookupPrompt(c.Policy)
+}
+
+// PolicyNames are every policy's name: none, the prompt-time policies,
+// then streaming and h2o.
+func PolicyNames() []string {
+	return slices.Concat([]string{PolicyNone}, policies.PromptNames(), []string{PolicyStreaming, PolicyH2O})
+}
+
+// KeepsWindow reports whether the prompt policy always keeps the last
+// Window prompt positions, so that its budget must exceed the window.
+func (c Compression) KeepsWindow() bool {
+	p, ok := c.promptPolicy()
+	return ok && p.KeepsWindow
+}
+
+// Evicts reports whether the compression may evict anything at all.
+func (c Compression) Evicts() bool { return c.Policy != "" && c.Policy != PolicyNone }
+
+// enabled is Evicts.
+func (c Compression) enabled() bool { return c.Evicts() }
+
+// PolicyName is the prompt policy's name, "none" for the full cache.
+func (c Compression) PolicyName() string {
+	if !c.Evicts() {
+		return PolicyNone
+	}
+	return c.Policy
+}
+
+// decodePolicy is the decode policy's name, "" for none, and always ""
+// for the full cache.
+func (c Compression) decodePolicy() string {
+	if !c.Evicts() || c.DecodePolicy == PolicyNone {
+		return ""
+	}
+	return c.DecodePolicy
+}
+
+// EvictsWhileDecoding reports whether the compression evicts while it
+// generates (StreamingLLM or H2O, as the policy or the decode policy): its
+// cache is not a prefix of the sequence that later tokens can extend.
+func (c Compression) EvictsWhileDecoding() bool {
+	switch PolicyStreaming {
+	case c.Policy, c.decodePolicy():
+		return true
+	}
+	return c.h2o()
+}
+
+// h2o reports whether H2O runs, as the policy or the decode policy.
+func (c Compression) h2o() bool { return c.Policy == PolicyH2O || c.decodePolicy() == PolicyH2O }
+
+// AnyPromptLength reports whether a prompt of any length fits in a fixed
+// cache: StreamingLLM evicts while it prefills.
+func (c Compression) AnyPromptLength() bool { return c.Policy == PolicyStreaming }
+
+// Appendable reports whether a cache this compression made can take more
+// tokens after it (Session.Append, Truncate): the next turn of a
+// conversation whose earlier turns are cached, compressed or not.
+func (c Compression) Appendable() bool { return !c.EvictsWhileDecoding() }
+
+// NeedsOwnContext reports whether the compression needs a llama.cpp
+// context of its own rather than a sequence of a shared one (Group): H2O,
+// as the policy or the decode policy, observes every decoded token
+// through its decoding context's eval callback.
+func (c Compression) NeedsOwnContext() bool { return c.h2o() }
 
 // withDefaults fills the unset fields.
 func (c Compression) withDefaults() Compression {
@@ -120,7 +212,12 @@ func (c Compression) Check() error {
 	switch c.Policy {
 	case "", PolicyNone:
 		return nil
-	case PolicySnapKV, PolicyRecent, PolicyRandom:
+	case PolicyStreaming, PolicyH2O:
+		if d := c.decodePolicy(); d != "" {
+			return fmt.Errorf("decode policy %s after policy %s: %s evicts while generating already; drop the decode policy", d, c.Policy, c.Policy)
+		}
+	}
+	switch c.Policy {
 	case PolicyStreaming:
 		switch {
 		case c.Sinks < 0:
@@ -144,7 +241,9 @@ func (c Compression) Check() error {
 		}
 		return nil
 	default:
-		return fmt.Errorf("unknown policy %q: use none, snapkv, recent, random, streaming or h2o", c.Policy)
+		if _, ok := c.promptPolicy(); !ok {
+			return fmt.Errorf("unknown policy %q: use %s", c.Policy, strings.Join(PolicyNames(), ", "))
+		}
 	}
 	switch c.DecodePolicy {
 	case "", PolicyNone:
@@ -200,7 +299,7 @@ func (c Compression) snapKV(budget int) (policies.SnapKVConfig, error) {
 
 // lookaheadTokens is the number of lookahead tokens to generate.
 func (c Compression) lookaheadTokens() int {
-	if c.Policy != PolicySnapKV {
+	if p, ok := c.promptPolicy(); !ok || p.Observes != policies.ObservesWindow {
 		return 0
 	}
 	return max(0, c.withDefaults().Lookahead)
@@ -225,8 +324,7 @@ func (c Compression) h2oSplit(n int) (heavy, recent int) {
 // is kept whole). A server bounds its memory by running one such prefill
 // at a time.
 func (c Compression) PrefillsAside(n int) bool {
-	switch c.Policy {
-	case PolicySnapKV, PolicyRecent, PolicyRandom:
+	if _, ok := c.promptPolicy(); ok {
 		return !c.tooShort(n) && c.BudgetFor(n) < n
 	}
 	return false
@@ -237,7 +335,7 @@ func (c Compression) PrefillsAside(n int) bool {
 // window, which they always keep. (An explicit Budget that small is
 // refused by Check; the recent baseline keeps no window.)
 func (c Compression) tooShort(n int) bool {
-	return (c.Policy == PolicySnapKV || c.Policy == PolicyRandom) && c.Budget == 0 && c.BudgetFor(n) <= c.withDefaults().Window
+	return c.KeepsWindow() && c.Budget == 0 && c.BudgetFor(n) <= c.withDefaults().Window
 }
 
 // BudgetFor is the number of cells to keep of a prompt of n tokens: Budget,

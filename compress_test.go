@@ -111,6 +111,10 @@ func TestCompressionBadInput(t *testing.T) {
 		{kvtrim.Compression{Policy: "snapkv"}, "--budget"},
 		{kvtrim.Compression{Policy: "snapkv", Ratio: 1.5}, "--ratio"},
 		{kvtrim.Compression{Policy: "snapkv", Budget: -4}, "budget -4"},
+		{kvtrim.Compression{Policy: "h2o", Heavy: 8, Recent: 8, DecodePolicy: "streaming"}, "decode policy streaming after policy h2o"},
+		{kvtrim.Compression{Policy: "streaming", Recent: 8, DecodePolicy: "bogus"}, "decode policy bogus after policy streaming"},
+		{kvtrim.Compression{Policy: "streaming", Recent: 8, DecodePolicy: "h2o", Heavy: 4}, "decode policy h2o after policy streaming"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, DecodePolicy: "bogus"}, "decode policy \"bogus\""},
 	}
 	for _, c := range cases {
 		_, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Compression: c.comp})
@@ -232,5 +236,29 @@ func TestSnapKVThenStreaming(t *testing.T) {
 	}
 	if bad := (kvtrim.Compression{Policy: "snapkv", Budget: 48, DecodePolicy: "h3o"}).Check(); bad == nil {
 		t.Error("an unknown decode policy was accepted")
+	}
+}
+
+// TestCompressionPredicates: what each compression evicts, and when.
+func TestCompressionPredicates(t *testing.T) {
+	for _, c := range []struct {
+		comp                                                 kvtrim.Compression
+		evicts, whileDecoding, appendable, ownCtx, anyLength bool
+	}{
+		{kvtrim.Compression{}, false, false, true, false, false},
+		{kvtrim.Compression{Policy: "none", DecodePolicy: "h2o"}, false, false, true, false, false},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 64}, true, false, true, false, false},
+		{kvtrim.Compression{Policy: "recent", Budget: 64, DecodePolicy: "none"}, true, false, true, false, false},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 64, DecodePolicy: "streaming", Recent: 8}, true, true, false, false, false},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 64, DecodePolicy: "h2o", Recent: 8}, true, true, false, true, false},
+		{kvtrim.Compression{Policy: "streaming", Recent: 8}, true, true, false, false, true},
+		{kvtrim.Compression{Policy: "h2o", Ratio: 0.5}, true, true, false, true, false},
+	} {
+		cp := c.comp
+		if cp.Evicts() != c.evicts || cp.EvictsWhileDecoding() != c.whileDecoding || cp.Appendable() != c.appendable ||
+			cp.NeedsOwnContext() != c.ownCtx || cp.AnyPromptLength() != c.anyLength {
+			t.Errorf("%+v: evicts %v, while decoding %v, appendable %v, own context %v, any length %v", cp,
+				cp.Evicts(), cp.EvictsWhileDecoding(), cp.Appendable(), cp.NeedsOwnContext(), cp.AnyPromptLength())
+		}
 	}
 }

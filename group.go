@@ -166,7 +166,7 @@ func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
 	if err := c.Check(); err != nil {
 		return nil, err
 	}
-	if c.Policy == PolicyH2O || (c.enabled() && c.DecodePolicy == PolicyH2O) {
+	if c.NeedsOwnContext() {
 		return nil, fmt.Errorf("%w: h2o observes every decoded token through the decoding context's eval callback", ErrOwnContext)
 	}
 	m := g.model

@@ -151,7 +151,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	}
 	var h2o *h2oState
 	release := func() {}
-	if c := opt.Compression; c.Policy == PolicyH2O || (c.enabled() && c.DecodePolicy == PolicyH2O) {
+	if c := opt.Compression; c.NeedsOwnContext() {
 		h2o, release = newH2O(m, &copt)
 	}
 	ctx, err := m.NewContext(copt)

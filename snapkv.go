@@ -3,8 +3,6 @@ package kvtrim
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -96,8 +94,12 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
 		return err
 	}
-	// The lookahead tokens' rows join the window's.
-	o.obs.Arm(comp.Window + lookahead)
+	// The lookahead tokens' rows join the window's. Only a policy that
+	// reads the window's attention has the observer read it.
+	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
+	if pol.Observes == policies.ObservesWindow {
+		o.obs.Arm(comp.Window + lookahead)
+	}
 	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
 	t0 := time.Now() // observing: the lookahead and the scores
 	if err == nil {
@@ -109,34 +111,29 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	}
 	s.stats.LookaheadTokens = lookahead
 
+	in := policies.Prompt{
+		Len: n, Budget: budget, Window: comp.Window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
+		Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: cfg.Agg, Seed: comp.Seed,
+	}
 	var att []policies.WindowAttention
-	scored := comp.Policy == PolicySnapKV
-	if scored {
+	switch pol.Observes {
+	case policies.ObservesWindow:
 		if att, err = o.obs.Votes(o.cells, n+lookahead); err != nil {
 			return err
 		}
 		for i := range att {
 			att[i] = att[i].FirstCols(n)
 		}
-	}
-	t1 := time.Now()
-	var kept []int
-	switch comp.Policy {
-	case PolicyRecent:
-		for p := n - budget; p < n; p++ {
-			kept = append(kept, p)
-		}
-	case PolicyRandom:
-		r := rand.New(rand.NewPCG(comp.Seed, uint64(n)))
-		kept = r.Perm(n - comp.Window)[:budget-comp.Window]
-		slices.Sort(kept)
-		for p := n - comp.Window; p < n; p++ {
-			kept = append(kept, p)
-		}
-	default:
-		if kept, err = policies.SnapKV(cfg, att, s.model.NHeadKV()); err != nil {
+		in.Attention = att
+	case policies.ObservesKeys:
+		if in.Keys, err = s.promptKeys(o.ctx, n); err != nil {
 			return err
 		}
+	}
+	t1 := time.Now()
+	kept, err := pol.Select(in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pol.Name, err)
 	}
 	t2 := time.Now()
 	// The last prompt token is decoded again in the session's context for
@@ -184,6 +181,25 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.EvictedCells = n - s.used
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))
 	return nil
+}
+
+// promptKeys reads the keys of the n-token prompt an observing context
+// holds from its sequence's state, which carries them whatever eval
+// callback the context has (or none): what key-only policies score.
+func (s *Session) promptKeys(c *bindings.Context, n int) (func(layer int) (policies.Keys, error), error) {
+	state, err := c.SeqState(0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read the prompt's keys: %w", err)
+	}
+	m := s.model
+	layers, keys, err := hooks.StateKeys(state, 0, m.NHeadKV(), m.NEmbd()/m.NHead())
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read the prompt's keys: %w", err)
+	case layers != m.NLayer():
+		return nil, fmt.Errorf("read the prompt's keys: the state holds %d layers, the model has %d", layers, m.NLayer())
+	}
+	return keys, nil
 }
 
 // lookahead greedily generates k tokens after the prompt in the observing

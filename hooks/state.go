@@ -3,6 +3,9 @@ package hooks
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
+
+	"github.com/kvtrim/kvtrim/policies"
 )
 
 // StatePositions reads the cell positions, in cell order, from a sequence
@@ -77,4 +80,80 @@ func Restream(state []byte, nStream int) ([]byte, error) {
 	copy(out, state)
 	binary.LittleEndian.PutUint32(out[streamsAt:], uint32(nStream))
 	return out, nil // the added streams' cell counts are the zeros at the end
+}
+
+// ggml types a K cache may have that StateKeys reads.
+const (
+	ggmlF32 = 0
+	ggmlF16 = 1
+)
+
+// StateKeys reads the keys from a one-stream sequence state (as
+// StatePositions reads its positions): after the cells, a u32 (V
+// transposed) and the u32 layer count, then per layer an i32 ggml type, a
+// u64 row size and one row per cell, in cell order. It returns the cells'
+// positions and, per layer, the keys in position order (positions must be
+// 0..n-1, as a prompt just decoded holds them), for an F16 or F32 cache of
+// kvHeads x headDim values per row. Layers are converted one at a time,
+// when asked.
+func StateKeys(state []byte, seq int32, kvHeads, headDim int) (layers int, keys func(layer int) (policies.Keys, error), err error) {
+	pos, err := StatePositions(state, seq)
+	if err != nil {
+		return 0, nil, err
+	}
+	cellOf := make([]int, len(pos)) // position -> index in the state's cell order
+	for i, p := range pos {
+		if p < 0 || int(p) >= len(pos) {
+			return 0, nil, fmt.Errorf("sequence state: cell %d holds position %d, outside 0..%d", i, p, len(pos)-1)
+		}
+		cellOf[p] = i
+	}
+	r := reader{b: state, off: 16 + 12*len(pos)} // magic, seq, streams, cell count; cells
+	r.u32()                                      // V transposed
+	nLayer := int(r.u32())
+	rowLen := kvHeads * headDim
+	type layerRows struct {
+		typ uint32
+		off int
+	}
+	rows := make([]layerRows, nLayer)
+	for il := range rows {
+		typ := r.u32()
+		size := uint64(r.u32()) | uint64(r.u32())<<32
+		want := uint64(rowLen) * 4
+		if typ == ggmlF16 {
+			want = uint64(rowLen) * 2
+		}
+		switch {
+		case r.err != nil:
+			return 0, nil, fmt.Errorf("sequence state: layer %d: %w", il, r.err)
+		case typ != ggmlF32 && typ != ggmlF16:
+			return 0, nil, fmt.Errorf("sequence state: layer %d keys of ggml type %d; kvtrim reads F16 and F32 caches", il, typ)
+		case size != want:
+			return 0, nil, fmt.Errorf("sequence state: layer %d key rows of %d bytes, want %d (%d heads x %d)", il, size, want, kvHeads, headDim)
+		case r.off+int(size)*len(pos) > len(state):
+			return 0, nil, fmt.Errorf("sequence state: layer %d keys truncated", il)
+		}
+		rows[il] = layerRows{typ: typ, off: r.off}
+		r.off += int(size) * len(pos)
+	}
+	keys = func(il int) (policies.Keys, error) {
+		if il < 0 || il >= nLayer {
+			return policies.Keys{}, fmt.Errorf("sequence state: layer %d of %d", il, nLayer)
+		}
+		k := policies.Keys{KVHeads: kvHeads, HeadDim: headDim, Rows: make([]float32, len(pos)*rowLen)}
+		lr := rows[il]
+		for p, cell := range cellOf {
+			dst := k.Rows[p*rowLen:][:rowLen]
+			if lr.typ == ggmlF16 {
+				src := state[lr.off+cell*rowLen*2:][:rowLen*2]
+				policies.F16ToF32(dst, unsafe.Slice((*uint16)(unsafe.Pointer(&src[0])), rowLen))
+				continue
+			}
+			src := state[lr.off+cell*rowLen*4:][:rowLen*4]
+			copy(dst, unsafe.Slice((*float32)(unsafe.Pointer(&src[0])), rowLen))
+		}
+		return k, nil
+	}
+	return nLayer, keys, nil
 }

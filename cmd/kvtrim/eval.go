@@ -68,7 +68,7 @@ func (c evalConfig) check(n int, b evalBudget) error {
 		return err
 	}
 	cells := b.cellsFor(n)
-	if (comp.Policy == kvtrim.PolicySnapKV || comp.Policy == kvtrim.PolicyRandom) && cells < n && cells <= comp.Window {
+	if comp.KeepsWindow() && cells < n && cells <= comp.Window {
 		return fmt.Errorf("%d cells do not hold more than the window of %d (lower --window)", cells, comp.Window)
 	}
 	return nil
@@ -265,7 +265,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	g.registerPolicyOptions(fs)
 	c.register(fs)
 	fs.Set("ctx-size", "2048")
-	policyList := fs.String("policy", "none,recent,snapkv", "policies to compare: none, recent, random, snapkv, h2o, streaming; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
+	policyList := fs.String("policy", "none,recent,snapkv", "policies to compare: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
 	fs.StringVar(policyList, "configs", "none,recent,snapkv", "the same as --policy")
 	fs.MarkHidden("configs")
 	ratios := fs.Float64Slice("ratio", nil, "budgets as shares of each prompt, in (0, 1] (default 0.1)")

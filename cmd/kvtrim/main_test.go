@@ -173,6 +173,7 @@ func TestBadPromptsAndNumbers(t *testing.T) {
 		{"negative lookahead", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--lookahead", "-2"}, []string{"lookahead -2"}},
 		{"unknown pooling", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--pool", "median"}, []string{"median"}},
 		{"unknown aggregation", []string{"-p", "hi", "--policy", "snapkv", "--budget", "64", "--aggregate", "mean-ish"}, []string{"mean-ish"}},
+		{"decode policy after h2o", []string{"-p", "hi", "--policy", "h2o", "--heavy", "8", "--recent", "8", "--decode-policy", "streaming"}, []string{"decode policy streaming after policy h2o: h2o evicts while generating already; drop the decode policy"}},
 		{"no budget", []string{"-p", "hi", "--policy", "snapkv"}, []string{"--budget"}},
 	}
 	for _, c := range cases {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -39,8 +40,12 @@ type genFlags struct {
 	flashAttn           string
 	chat                bool
 	statsJSON           string
-	comp                kvtrim.Compression
-	lookahead           int // --lookahead; 0 is none, where comp's 0 is the default
+	// comp holds the compression flags' values; validate lays the ones
+	// given (on the command line or in the environment) over
+	// kvtrim.DefaultCompression, as a request's "kvtrim" object is laid
+	// over the server's.
+	comp kvtrim.Compression
+	fs   *pflag.FlagSet // where the compression flags are
 }
 
 // register adds every flag of a generating command.
@@ -57,7 +62,7 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&g.ignoreEOS, "ignore-eos", false, "keep generating after end-of-text")
 	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
 	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
-	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: none, snapkv (the prompt, once), recent (baseline), random (baseline), streaming (sinks + recent window) or h2o (heavy hitters + recent window), the last two while generating")
+	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; streaming (sinks + recent window) and h2o (heavy hitters + recent window) evict while generating, the others once, after the prompt")
 	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
 	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	g.registerPolicyOptions(fs)
@@ -76,12 +81,13 @@ func (g *genFlags) registerModel(fs *pflag.FlagSet) {
 
 // registerPolicyOptions adds the settings of the compression policies.
 func (g *genFlags) registerPolicyOptions(fs *pflag.FlagSet) {
+	g.fs = fs
 	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
-	fs.IntVar(&g.lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
+	fs.IntVar(&g.comp.Lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
 	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after --policy snapkv|recent: streaming (--sinks + --recent) or h2o (--heavy + --recent) keeps the total bounded while generating")
-	fs.IntVar(&g.comp.Sinks, "sinks", 4, "streaming: attention-sink positions kept at the start")
+	fs.IntVar(&g.comp.Sinks, "sinks", kvtrim.DefaultSinks, "streaming: attention-sink positions kept at the start")
 	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming, h2o: recent positions kept")
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
 	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o: positions evicted at once (default: 16 for streaming, 1 for h2o; docs/H2O-STREAMING.md)")
@@ -115,24 +121,48 @@ func (g *genFlags) validate() error {
 	if _, err := kvtrim.ParseFlashAttn(g.flashAttn); err != nil {
 		return usageError{err}
 	}
-	if (g.comp.Policy == kvtrim.PolicyStreaming || g.comp.DecodePolicy == kvtrim.PolicyStreaming) && g.comp.EvictEvery == 0 {
-		g.comp.EvictEvery = kvtrim.DefaultEvictEvery(g.comp.Recent)
-	}
-	if g.comp.Kernel < 1 {
-		return usageErrorf("--kernel %d: give an odd width >= 1", g.comp.Kernel)
-	}
-	switch {
-	case g.lookahead < 0:
-		return usageErrorf("--lookahead %d: give a count of tokens >= 0", g.lookahead)
-	case g.lookahead == 0:
-		g.comp.Lookahead = -1 // none
-	default:
-		g.comp.Lookahead = g.lookahead
-	}
-	if err := g.comp.Check(); err != nil {
+	comp, err := kvtrim.DefaultCompression().Patch(g.compressionPatch())
+	if err != nil {
 		return usageError{err}
 	}
+	g.comp = comp
 	return nil
+}
+
+// compressionPatch is the compression flags that were given, by any of
+// their names.
+func (g *genFlags) compressionPatch() kvtrim.CompressionPatch {
+	given := func(names ...string) bool {
+		for _, n := range names {
+			if f := g.fs.Lookup(n); f != nil && f.Changed {
+				return true
+			}
+		}
+		return false
+	}
+	c := &g.comp
+	var p kvtrim.CompressionPatch
+	pick(&p.Policy, &c.Policy, given("policy", "kv-policy"))
+	pick(&p.Budget, &c.Budget, given("budget", "kv-budget"))
+	pick(&p.Ratio, &c.Ratio, given("ratio", "kv-ratio"))
+	pick(&p.Window, &c.Window, given("window", "kv-window"))
+	pick(&p.Lookahead, &c.Lookahead, given("lookahead"))
+	pick(&p.Kernel, &c.Kernel, given("kernel"))
+	pick(&p.Pool, &c.Pool, given("pool"))
+	pick(&p.Aggregate, &c.Aggregate, given("aggregate"))
+	pick(&p.DecodePolicy, &c.DecodePolicy, given("decode-policy", "kv-decode-policy"))
+	pick(&p.Sinks, &c.Sinks, given("sinks"))
+	pick(&p.Recent, &c.Recent, given("recent"))
+	pick(&p.Heavy, &c.Heavy, given("heavy"))
+	pick(&p.EvictEvery, &c.EvictEvery, given("evict-every"))
+	return p
+}
+
+// pick sets *dst to v when given.
+func pick[T any](dst **T, v *T, given bool) {
+	if given {
+		*dst = v
+	}
 }
 
 // fullCache is g with compression off and no stats file: the baseline run

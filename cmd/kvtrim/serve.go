@@ -67,7 +67,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
 	fs.BoolVar(&f.noWebUI, "no-webui", false, "accepted for llama-server's sake; kvtrim has no web UI")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
-	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: none, snapkv, recent, streaming or h2o")
+	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: "+strings.Join(kvtrim.PolicyNames(), ", "))
 	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (snapkv, recent)")
 	fs.Float64Var(&g.comp.Ratio, "kv-ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	g.registerPolicyOptions(fs)

@@ -38,6 +38,7 @@ func TestServeChecksFlagsBeforeLoading(t *testing.T) {
 		want string
 	}{
 		{[]string{"--kv-policy", "bogus"}, "unknown policy"},
+		{[]string{"--kv-policy", "h2o", "--heavy", "8", "--recent", "8", "--kv-decode-policy", "streaming"}, "decode policy streaming after policy h2o: h2o evicts while generating already; drop the decode policy"},
 		{[]string{"--kv-policy", "snapkv"}, "--budget"},
 		{[]string{"--kv-policy", "snapkv", "--kv-budget", "16", "--kv-window", "32"}, "larger than the window"},
 		{[]string{"--port", "70000"}, "--port 70000"},

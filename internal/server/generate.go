@@ -176,16 +176,6 @@ func (sl *slot) reusable(c kvtrim.Compression, prompt []kvtrim.Token) int {
 	return cachedPrefix(sl.comp, c, sl.history, prompt)
 }
 
-// appendable reports whether a session with compression c can take a
-// prompt's rest after its cached prefix.
-func appendable(c kvtrim.Compression) bool {
-	switch c.Policy {
-	case "", kvtrim.PolicyNone, kvtrim.PolicySnapKV, kvtrim.PolicyRecent, kvtrim.PolicyRandom:
-		return c.DecodePolicy == "" || c.DecodePolicy == kvtrim.PolicyNone
-	}
-	return false
-}
-
 // classify turns a session error into the API error it is answered with:
 // a prompt that does not fit is the client's (400), a cancelled context
 // stays itself, anything else is a server fault.

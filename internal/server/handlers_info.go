@@ -77,14 +77,14 @@ func (s *Server) handleSetProps(w http.ResponseWriter, r *http.Request, e *engin
 	}
 	body, err := readBody(r)
 	var props struct {
-		Kvtrim *compressionFields `json:"kvtrim"`
+		Kvtrim *kvtrim.CompressionPatch `json:"kvtrim"`
 	}
 	if err == nil {
 		err = decodeBody(body, &props)
 	}
 	if err == nil && props.Kvtrim != nil {
 		var c kvtrim.Compression
-		if c, err = props.Kvtrim.apply(*s.compression.Load()); err != nil {
+		if c, err = s.compression.Load().Patch(*props.Kvtrim); err != nil {
 			err = badRequest(`"kvtrim": %v`, err)
 		} else if err = fitsStreaming(c, e.slotCtx); err == nil {
 			s.compression.Store(&c)
@@ -225,15 +225,8 @@ func (s *Server) decode(r *http.Request, v any) error {
 	return decodeBody(body, v)
 }
 
-// compressionJSON is c with the names of a request's "kvtrim" object.
-func compressionJSON(c kvtrim.Compression) map[string]any {
-	policy := c.Policy
-	if policy == "" {
-		policy = kvtrim.PolicyNone
-	}
-	return map[string]any{
-		"policy": policy, "budget": c.Budget, "ratio": c.Ratio, "window": c.Window, "lookahead": c.Lookahead,
-		"kernel": c.Kernel, "pool": c.Pool, "aggregate": c.Aggregate, "decode_policy": c.DecodePolicy,
-		"sinks": c.Sinks, "recent": c.Recent, "heavy": c.Heavy, "evict_every": c.EvictEvery,
-	}
+// compressionJSON is c as a request's "kvtrim" object names it.
+func compressionJSON(c kvtrim.Compression) kvtrim.Compression {
+	c.Policy = c.PolicyName()
+	return c
 }

@@ -81,7 +81,7 @@ func (e *engine) tokenizeWithin(text string, limit int) ([]kvtrim.Token, error) 
 // for StreamingLLM, which takes any length.
 func (e *engine) promptLimit(c kvtrim.Compression) int {
 	switch {
-	case c.Policy == kvtrim.PolicyStreaming:
+	case c.AnyPromptLength():
 		return 0
 	case c.PrefillsAside(math.MaxInt32):
 		return max(e.slotCtx, e.model.NCtxTrain())
@@ -107,8 +107,7 @@ func checkTokens(ids []int, nVocab int) ([]kvtrim.Token, error) {
 // larger of that and the model's training context; streaming takes any
 // length.
 func (e *engine) checkFits(c kvtrim.Compression, n int) error {
-	enabled := c.Policy != "" && c.Policy != kvtrim.PolicyNone
-	if enabled && e.evictable != nil {
+	if c.Evicts() && e.evictable != nil {
 		return badRequest("kv policy %s: %v", c.Policy, e.evictable)
 	}
 	if err := fitsStreaming(c, e.slotCtx); err != nil {
@@ -116,7 +115,7 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 	}
 	limit := e.slotCtx
 	switch {
-	case c.Policy == kvtrim.PolicyStreaming:
+	case c.AnyPromptLength():
 		return nil
 	case c.PrefillsAside(n):
 		limit = max(limit, e.model.NCtxTrain())

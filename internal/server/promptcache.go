@@ -173,11 +173,11 @@ func (pc *promptCache) size() (entries int, bytes int64) {
 // is kept whole when prompt continues all of history, else not at all.
 // Policies that evict while decoding (H2O, StreamingLLM) keep nothing.
 func cachedPrefix(held, c kvtrim.Compression, history, prompt []kvtrim.Token) int {
-	if held != c || !appendable(c) || len(history) == 0 {
+	if held != c || !c.Appendable() || len(history) == 0 {
 		return 0
 	}
 	shared := sharedPrefix(history, prompt)
-	if c.Policy == "" || c.Policy == kvtrim.PolicyNone {
+	if !c.Evicts() {
 		return min(shared, len(prompt)-1)
 	}
 	if shared == len(history) && shared < len(prompt) {
@@ -194,7 +194,7 @@ func cachedPrefix(held, c kvtrim.Compression, history, prompt []kvtrim.Token) in
 // does better than the slot's own.
 func (sl *slot) swapCached(c kvtrim.Compression, prompt []kvtrim.Token) {
 	pc := sl.cache
-	if sl.sess != nil && sl.dirty && len(sl.history) > 0 && appendable(sl.comp) && !pc.holds(sl.comp, sl.history) {
+	if sl.sess != nil && sl.dirty && len(sl.history) > 0 && sl.comp.Appendable() && !pc.holds(sl.comp, sl.history) {
 		snap, err := sl.sess.Snapshot()
 		if err != nil {
 			sl.log.Warn().Err(err).Int("slot", sl.id).Msg("prompt cache: the slot's prompt is not saved")

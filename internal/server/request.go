@@ -42,21 +42,21 @@ type Request struct {
 // samplingFields are the generation settings every kind of request
 // shares, each a pointer so that an absent field keeps the default.
 type samplingFields struct {
-	NPredict            *int               `json:"n_predict"`
-	MaxTokens           *int               `json:"max_tokens"`
-	MaxCompletionTokens *int               `json:"max_completion_tokens"`
-	Temperature         *float64           `json:"temperature"`
-	TopK                *int               `json:"top_k"`
-	TopP                *float64           `json:"top_p"`
-	MinP                *float64           `json:"min_p"`
-	Seed                *int64             `json:"seed"`
-	Stop                stopField          `json:"stop"`
-	Stream              bool               `json:"stream"`
-	StreamOptions       *streamOptions     `json:"stream_options"`
-	IgnoreEOS           bool               `json:"ignore_eos"`
-	ReturnTokens        bool               `json:"return_tokens"`
-	Kvtrim              *compressionFields `json:"kvtrim"`
-	IDSlot              *int               `json:"id_slot"`
+	NPredict            *int                     `json:"n_predict"`
+	MaxTokens           *int                     `json:"max_tokens"`
+	MaxCompletionTokens *int                     `json:"max_completion_tokens"`
+	Temperature         *float64                 `json:"temperature"`
+	TopK                *int                     `json:"top_k"`
+	TopP                *float64                 `json:"top_p"`
+	MinP                *float64                 `json:"min_p"`
+	Seed                *int64                   `json:"seed"`
+	Stop                stopField                `json:"stop"`
+	Stream              bool                     `json:"stream"`
+	StreamOptions       *streamOptions           `json:"stream_options"`
+	IgnoreEOS           bool                     `json:"ignore_eos"`
+	ReturnTokens        bool                     `json:"return_tokens"`
+	Kvtrim              *kvtrim.CompressionPatch `json:"kvtrim"`
+	IDSlot              *int                     `json:"id_slot"`
 	// NProbs is /completion's n_probs. Logprobs is a count for the
 	// completion endpoints (n_probs' OpenAI name) and a switch for chat,
 	// whose count is TopLogprobs.
@@ -246,7 +246,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	}
 	if f.Kvtrim != nil {
 		var err error
-		if comp, err = f.Kvtrim.apply(comp); err != nil {
+		if comp, err = comp.Patch(*f.Kvtrim); err != nil {
 			return nil, badRequest(`"kvtrim": %v`, err)
 		}
 	}

@@ -104,13 +104,9 @@ func settingsOf(req *Request, nCtx int) *settings {
 		stop = []string{}
 	}
 	s := req.Sampling
-	policy := req.Compression.Policy
-	if policy == "" {
-		policy = kvtrim.PolicyNone
-	}
 	return &settings{
 		NCtx: nCtx, NPredict: s.NPredict, Temperature: s.Temp, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
-		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: policy,
+		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: req.Compression.PolicyName(),
 	}
 }
 

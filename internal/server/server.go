@@ -95,7 +95,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
-		Str("kv_policy", e.policyName()).Msg("slots ready")
+		Str("kv_policy", opt.Compression.PolicyName()).Msg("slots ready")
 	return nil
 }
 
@@ -124,12 +124,4 @@ func (s *Server) Close() {
 	if e := s.eng.Load(); e != nil {
 		e.pool.close()
 	}
-}
-
-// policyName is the default policy's name.
-func (e *engine) policyName() string {
-	if p := e.pool.slots[0].opt.Compression.Policy; p != "" {
-		return p
-	}
-	return kvtrim.PolicyNone
 }
