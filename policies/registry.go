@@ -80,6 +80,8 @@ var promptPolicies = []Policy{
 	{Name: "snapkv", Summary: "the observation window's attention votes, pooled (SnapKV)", Observes: ObservesWindow, KeepsWindow: true, Select: selectSnapKV},
 	{Name: "recent", Summary: "the last Budget positions (baseline)", Select: selectRecent},
 	{Name: "random", Summary: "the window and Budget-Window positions drawn at random (baseline)", KeepsWindow: true, Select: selectRandom},
+	knorm,
+	keyDiff,
 }
 
 // LookupPrompt returns the prompt-time policy called name.

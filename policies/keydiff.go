@@ -1,0 +1,49 @@
+package policies
+
+import (
+	"math"
+
+	"github.com/viterin/vek/vek32"
+)
+
+// keyDiff is KeyDiff (2025): keys that differ most from the sequence's
+// mean direction carry what the others do not, so the keys least similar
+// (by cosine) to the mean of the normalised keys are kept. It reads keys
+// only, as the cache holds them (after RoPE), as kvpress's KeyDiffPress
+// reads its cache.
+var keyDiff = Policy{
+	Name:        "keydiff",
+	Summary:     "the keys least similar to the mean key (KeyDiff)",
+	Observes:    ObservesKeys,
+	KeepsWindow: true,
+	Select:      func(p Prompt) ([]int, error) { return selectByHeadScores(p, keyDiffScores) },
+}
+
+// keyDiffScores scores each KV head's positions by 1 - cos(key, anchor),
+// anchor the mean of the head's normalised keys over the whole prompt
+// (window included): in [0, 2], the least similar highest.
+func keyDiffScores(k Keys, n int, dst []float32) {
+	rows := len(k.Rows) / (k.KVHeads * k.HeadDim)
+	anchor := make([]float32, k.HeadDim)
+	unit := make([]float32, k.HeadDim)
+	for h := range k.KVHeads {
+		clear(anchor)
+		for i := range rows {
+			row := k.Row(i, h)
+			if norm := vek32.Norm(row); norm > 0 {
+				vek32.MulNumber_Into(unit, row, 1/norm)
+				vek32.Add_Inplace(anchor, unit)
+			}
+		}
+		an := vek32.Norm(anchor)
+		s := dst[h*n:][:n]
+		for i := range n {
+			row := k.Row(i, h)
+			cos := float32(0)
+			if norm := vek32.Norm(row); norm > 0 && an > 0 {
+				cos = vek32.Dot(row, anchor) / (norm * an)
+			}
+			s[i] = 1 - float32(math.Max(-1, math.Min(1, float64(cos))))
+		}
+	}
+}
