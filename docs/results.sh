@@ -19,6 +19,7 @@ k="$tmp/kvtrim"
 out=docs/results
 rm -rf "$out" && mkdir -p "$out"
 retrieval=../shared/models/kvtrim-retrieval-1m.gguf
+recall=../shared/models/kvtrim-recall-0.5m.gguf # its public prompts: recall/public.jsonl beside it
 
 # Each step: a name, then the command; its markdown lands in $out/NAME.md.
 step() {
@@ -44,7 +45,9 @@ step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 
 step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
 	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
 step passkey eval passkey -m "$retrieval" --lengths 256,512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
-	--ratio 0.05,0.1,0.2 --policy none,recent,random,snapkv,h2o,streaming,snapkv+h2o --png "$out/passkey" -t 2
+	--ratio 0.05,0.1,0.2,0.5 --policy none,recent,random,snapkv,knorm,keydiff,h2o,streaming,snapkv+h2o --png "$out/passkey" -t 2
+step recall eval recall -m "$recall" --ratio 0.05,0.1,0.2,0.5 \
+	--policy none,recent,random,snapkv,knorm,keydiff,h2o,streaming,snapkv+h2o --png "$out/recall" -t 2
 step lines eval lines -m "$retrieval" --lengths 512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
 	--ratio 0.1,0.2 --policy none,recent,snapkv,h2o --png "$out/lines" -t 2
 step ppl eval ppl -m testdata/stories260K.gguf -f testdata/moby-dick-ch1-35.txt --tokens 20000 --segment 4000 \

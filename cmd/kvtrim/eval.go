@@ -7,9 +7,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -254,11 +256,11 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(args) > 0 && args[0] == "ppl" {
 		return cmdEvalPPL(ctx, args[1:], stdout, stderr)
 	}
-	if len(args) == 0 || (args[0] != "passkey" && args[0] != "lines") {
-		return usageErrorf("eval needs a task: passkey, lines or ppl")
+	if len(args) == 0 || (args[0] != "passkey" && args[0] != "lines" && args[0] != "recall") {
+		return usageErrorf("eval needs a task: passkey, lines, recall or ppl")
 	}
 	task := args[0]
-	fs := newFlagSet("eval "+task, "eval passkey|lines -m MODEL [--policy LIST] [--ratio LIST | --budget LIST] [flags]")
+	fs := newFlagSet("eval "+task, "eval passkey|lines|recall -m MODEL [--policy LIST] [--ratio LIST | --budget LIST] [flags]")
 	var c common
 	var g genFlags
 	g.registerModel(fs)
@@ -279,6 +281,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.MarkHidden("eval-seed")
 	strict := fs.Bool("strict", false, "refuse lengths past the model's training context instead of warning")
 	chat := fs.Bool("chat", false, "wrap each task prompt in the model's chat template (as the user's message)")
+	recallFile := fs.String("prompts", "", "recall: the prompt set, one JSON object per line (default: recall/public.jsonl beside the model, RECALL.md's public set)")
 	formatFile := fs.String("prompt-format", "", "or: a file whose text holds {prompt} where each task prompt goes (default: the bare prompt, the retrieval model's format)")
 	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args[1:], stderr); err != nil {
@@ -286,6 +289,20 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if g.model == "" {
 		return usageErrorf("no model: give a GGUF file with -m")
+	}
+	var recalls []tasks.Recall
+	if task == "recall" {
+		if *recallFile == "" {
+			*recallFile = filepath.Join(filepath.Dir(g.model), "recall", "public.jsonl")
+		}
+		var err error
+		if recalls, err = tasks.ReadRecall(*recallFile); err != nil {
+			return usageErrorf("%v (give the set with --prompts)", err)
+		}
+		*lengths, *depths = recallLengths(recalls), []float64{0}
+		*trials = len(recalls)
+	} else if *recallFile != "" {
+		return usageErrorf("--prompts is for the recall task")
 	}
 	plan, err := planEval(&g, *policyList, *ratios, *budgets, *lengths, *depths, *trials)
 	if err != nil {
@@ -336,8 +353,15 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		log.Warn().Msg(msg + ": expect failures there")
 	}
-	if slices.Max(*lengths)+16 > g.nCtx && g.nCtx > 0 {
-		return usageErrorf("length %d does not fit -c %d: raise -c", slices.Max(*lengths), g.nCtx)
+	longest := slices.Max(*lengths) + 16
+	if task == "recall" {
+		longest = 0
+		for _, p := range recalls {
+			longest = max(longest, p.Tokens+p.Predict())
+		}
+	}
+	if longest > g.nCtx && g.nCtx > 0 {
+		return usageErrorf("prompts of %d tokens and their answers do not fit -c %d: raise -c", longest, g.nCtx)
 	}
 	if *chat {
 		if model.ChatTemplate() == "" {
@@ -368,8 +392,51 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	r := rand.New(rand.NewPCG(*seed, 0x6b767472696d))
 	start := time.Now()
-	bar := progress.New(task, len(*lengths)*len(*depths)**trials, c.progressTerm(stderr), log)
+	steps := len(*lengths) * len(*depths) * *trials
+	if task == "recall" {
+		steps = len(recalls)
+	}
+	bar := progress.New(task, steps, c.progressTerm(stderr), log)
+	// compare runs one prompt under the full cache and every policy and
+	// budget, and counts the answers in the grid cell (length, depth).
+	compare := func(text string, length int, depth float64, lines int, predict int, correct func(string) bool, answer func(string) string) error {
+		text, err := wrap(text)
+		if err != nil {
+			return err
+		}
+		g := g
+		g.nPredict = predict
+		full, err := evalOne(ctx, model, kvtrim.Compression{}, text, g, threads)
+		if err != nil {
+			return fmt.Errorf("none, %d tokens, depth %g: %w", length, depth, err)
+		}
+		for _, cfg := range plan.configs {
+			if cfg.comp.Policy == kvtrim.PolicyNone {
+				rep.add(cfg.name, 0, length, depth, lines, correct(full), true)
+				continue
+			}
+			for _, b := range plan.budgets {
+				comp := cfg.at(length, b)
+				comp.Seed = *seed
+				got, err := evalOne(ctx, model, comp, text, g, threads)
+				if err != nil {
+					return fmt.Errorf("%s at %s, %d tokens, depth %g: %w", cfg.name, b, length, depth, err)
+				}
+				rep.add(cfg.name, b.value(), length, depth, lines, correct(got), answer(got) == answer(full))
+			}
+		}
+		return nil
+	}
 	runErr := func() error {
+		if task == "recall" {
+			for _, p := range recalls {
+				if err := compare(p.Text, recallLength(p.Tokens), 0, 0, p.Predict(), p.Correct, recallAnswer); err != nil {
+					return err
+				}
+				bar.Step(fmt.Sprintf("%d tokens, %d questions", p.Tokens, p.Questions()))
+			}
+			return nil
+		}
 		for _, length := range *lengths {
 			for _, depth := range *depths {
 				for range *trials {
@@ -379,27 +446,8 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 						lines = linesAt[length]
 						p = tasks.Lines(r, length, lines, depth)
 					}
-					if p.Text, err = wrap(p.Text); err != nil {
+					if err := compare(p.Text, length, depth, lines, 8, p.Correct, answerOf); err != nil {
 						return err
-					}
-					full, err := evalOne(ctx, model, kvtrim.Compression{}, p.Text, g, threads)
-					if err != nil {
-						return fmt.Errorf("none, %d tokens, depth %g: %w", length, depth, err)
-					}
-					for _, cfg := range plan.configs {
-						if cfg.comp.Policy == kvtrim.PolicyNone {
-							rep.add(cfg.name, 0, length, depth, lines, p.Correct(full), true)
-							continue
-						}
-						for _, b := range plan.budgets {
-							comp := cfg.at(length, b)
-							comp.Seed = *seed
-							got, err := evalOne(ctx, model, comp, p.Text, g, threads)
-							if err != nil {
-								return fmt.Errorf("%s at %s, %d tokens, depth %g: %w", cfg.name, b, length, depth, err)
-							}
-							rep.add(cfg.name, b.value(), length, depth, lines, p.Correct(got), answerOf(got) == answerOf(full))
-						}
 					}
 					bar.Step(fmt.Sprintf("%d tokens @%.0f%%", length, 100*depth))
 				}
@@ -424,6 +472,39 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runErr
 	}
 	return nil
+}
+
+// recallAnswer is a recall answer's words, punctuation aside: what two
+// answers must share to be the same.
+func recallAnswer(out string) string {
+	return strings.Join(strings.FieldsFunc(out, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsPunct(c) }), " ")
+}
+
+// recallLength is the length a recall prompt of n tokens is counted
+// under: the nearest of the sets' 512, 1024 and 2048.
+func recallLength(n int) int {
+	best := 512
+	for _, l := range []int{1024, 2048} {
+		if abs(n-l) < abs(n-best) {
+			best = l
+		}
+	}
+	return best
+}
+
+func abs(x int) int { return max(x, -x) }
+
+// recallLengths are the lengths a recall set's prompts are counted under,
+// ascending.
+func recallLengths(set []tasks.Recall) []int {
+	var out []int
+	for _, p := range set {
+		if l := recallLength(p.Tokens); !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // defaultLines is the number of keyed lines in a lines prompt of length
@@ -529,7 +610,7 @@ func evalOne(ctx context.Context, model *kvtrim.Model, comp kvtrim.Compression, 
 	sampler := model.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
 	defer sampler.Close()
 	var out strings.Builder
-	err = s.Generate(ctx, sampler, kvtrim.GenerateOptions{MaxTokens: 8},
+	err = s.Generate(ctx, sampler, kvtrim.GenerateOptions{MaxTokens: g.nPredict},
 		func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil })
 	return out.String(), err
 }

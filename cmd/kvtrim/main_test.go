@@ -413,6 +413,42 @@ func TestEvalLines(t *testing.T) {
 	}
 }
 
+// TestEvalRecall: the recall task runs RECALL.md's public set (found
+// beside the model) under each policy, counts prompts by length, and
+// scores every question of a prompt: the full cache answers them all, as
+// RECALL.md measured; the recent-only cache at 10% misses most.
+func TestEvalRecall(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	model := testenv.ModelPath(t, "kvtrim-recall-0.5m.gguf")
+	js := filepath.Join(t.TempDir(), "recall.json")
+	r := runKvtrim(t, nil, "eval", "recall", "--lib", lib, "-m", model, "--policy", "none,recent", "--ratio", "0.1", "-t", "1", "--json", js)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var rep struct {
+		Task    string
+		Summary []struct {
+			Policy          string
+			Trials, Correct int
+		}
+	}
+	b, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "recall" || len(rep.Summary) != 2 {
+		t.Fatalf("report (%v):\n%s", err, b)
+	}
+	if full, recent := rep.Summary[0], rep.Summary[1]; full.Trials != 30 || full.Correct != 30 || recent.Correct > 10 {
+		t.Errorf("full cache %+v, recent at 10%% %+v", full, recent)
+	}
+	if !strings.Contains(r.stdout, "| 512 tokens | 1024 tokens | 2048 tokens |") {
+		t.Errorf("table header:\n%s", r.stdout)
+	}
+	bad := runKvtrim(t, nil, "eval", "recall", "--lib", lib, "-m", model, "--prompts", "/no/such/set.jsonl")
+	wantOneLineError(t, bad, "/no/such/set.jsonl", "--prompts")
+}
+
 // TestEvalBadInput: each mistake is one line naming it, before any prompt
 // is run.
 func TestEvalBadInput(t *testing.T) {

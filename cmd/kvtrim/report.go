@@ -137,10 +137,14 @@ func (r *evalReport) markdown() string {
 	}
 	for _, bud := range r.budgets {
 		for _, what := range []string{"accuracy", "same answer as none"} {
-			fmt.Fprintf(&b, "\n%s, %s, budget %s (of %d per cell)\n\n| policy |", r.Task, what, bud, r.Trials)
+			per := fmt.Sprintf("of %d per cell", r.Trials)
+			if r.Task == "recall" {
+				per = fmt.Sprintf("prompts right of the set's %d", r.Trials)
+			}
+			fmt.Fprintf(&b, "\n%s, %s, budget %s (%s)\n\n| policy |", r.Task, what, bud, per)
 			for li, l := range r.Lengths {
 				for _, d := range r.Depths {
-					fmt.Fprintf(&b, " %s @%.0f%% |", r.lengthLabel(li, l), d*100)
+					fmt.Fprintf(&b, " %s |", r.columnLabel(li, l, d))
 				}
 			}
 			b.WriteString(" all |\n|---|")
@@ -192,6 +196,15 @@ func (r *evalReport) lengthLabel(li, length int) string {
 		return fmt.Sprintf("%d/%d lines", length, r.Lines[li])
 	}
 	return fmt.Sprint(length)
+}
+
+// columnLabel names the grid column of length li at depth d: recall's
+// prompts are counted by length alone.
+func (r *evalReport) columnLabel(li, length int, d float64) string {
+	if r.Task == "recall" {
+		return fmt.Sprintf("%d tokens", length)
+	}
+	return fmt.Sprintf("%s @%.0f%%", r.lengthLabel(li, length), d*100)
 }
 
 func percent(n, of int) string {

@@ -2,8 +2,12 @@ package tasks
 
 import (
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 func TestPasskey(t *testing.T) {
@@ -70,5 +74,40 @@ func TestCorrectIsExact(t *testing.T) {
 		if got := p.Correct(gen); got != want {
 			t.Errorf("Correct(%q) = %v, want %v", gen, got, want)
 		}
+	}
+}
+
+func TestRecallScoring(t *testing.T) {
+	r := Recall{Keys: []string{"swan", "feather", "zebra"}, Answers: []string{"55", "30", "64"}}
+	for out, want := range map[string]bool{
+		" swan 55, feather 30, zebra 64.": true,
+		" swan 55, feather 30, zebra 64,": true, // punctuation aside
+		" swan 55, feather 30, zebra 46.": false,
+		" swan 55, zebra 64, feather 30.": false, // out of order
+		" swan 55, feather 30":            false,
+		" parrot lamp 96, lamp 96":        false,
+	} {
+		if got := r.Correct(out); got != want {
+			t.Errorf("%q: %v, want %v", out, got, want)
+		}
+	}
+}
+
+func TestReadRecallPublicSet(t *testing.T) {
+	path := filepath.Join(testenv.RepoRoot(), "..", "shared", "models", "recall", "public.jsonl")
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("no public recall set: %v", err)
+	}
+	set, err := ReadRecall(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range set {
+		if r.Questions() < 1 || r.Questions() > 4 || r.Tokens < 400 || !r.Correct(r.Expected) {
+			t.Errorf("prompt of %d tokens with %d questions: its expected answer %q scores wrong", r.Tokens, r.Questions(), r.Expected)
+		}
+	}
+	if len(set) != 30 {
+		t.Errorf("%d prompts, RECALL.md says 30", len(set))
 	}
 }
