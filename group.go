@@ -188,7 +188,8 @@ func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
 	g.members[seq] = true
 	opt := g.opt
 	opt.Compression = c
-	s := &Session{model: m, ctx: g.ctx, copt: g.copt, opt: opt, seq: bindings.SeqID(seq), grp: g, release: func() {}}
+	s := &Session{model: m, ctx: g.ctx, copt: g.copt, opt: opt, seq: bindings.SeqID(seq), release: func() {}}
+	s.be = memberBackend{s: s, g: g}
 	s.batch = m.lib.NewBatch(g.ctx.NBatch(), 1)
 	s.stats = s.freshStats()
 	return s, nil
@@ -411,25 +412,6 @@ func (g *Group) finish(r *decodeRequest) {
 		g.awaited[r.seq] = true
 	}
 	close(r.done)
-}
-
-// queueDecode queues tokens, at positions from pos0 of the member's
-// sequence, for the group's next round, asking for the last one's logits
-// when logits is set; awaitDecode waits for it.
-func (s *Session) queueDecode(tokens []Token, pos0 int32, logits bool) *decodeRequest {
-	r := &decodeRequest{seq: s.seq, tokens: tokens, pos0: pos0, logits: logits, out: s.logits}
-	s.grp.submit(r)
-	return r
-}
-
-// awaitDecode waits for r, and keeps its logits, when it asked for them,
-// as the member's.
-func (s *Session) awaitDecode(r *decodeRequest) error {
-	<-r.done
-	if r.err == nil && r.logits {
-		s.logits = r.out
-	}
-	return r.err
 }
 
 // Context is the group's shared llama.cpp context.

@@ -24,7 +24,7 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 	if chunk < 1 {
 		chunk = 1
 	}
-	if s.grp != nil {
+	if s.be.shared() {
 		return nil, errors.New("score: a group member cannot score a text; use a session of its own")
 	}
 	policy := s.opt.Compression.Policy

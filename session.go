@@ -69,10 +69,11 @@ type Session struct {
 	// h2o exists for the h2o policy; release unregisters its observer.
 	h2o     *h2oState
 	release func()
-	// grp is set for a member of a Group: ctx is then the group's, shared,
-	// seq is the member's sequence, and logits holds a copy of the last
-	// decoded token's logits, which the member samples from.
-	grp    *Group
+	// be is where the sequence lives and how it decodes: a context of
+	// its own, or a Group's shared one (ctx is then the group's, seq the
+	// member's sequence, and logits a copy of the last decoded token's
+	// logits, which the member samples from).
+	be     backend
 	logits []float32
 }
 
@@ -165,6 +166,7 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}
+	s.be = ownBackend{s}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
 	s.stats = s.freshStats()
 	return s, nil
@@ -238,12 +240,7 @@ func (s *Session) freshStats() Stats {
 // and freed for a new member instead.
 func (s *Session) Close() {
 	s.batch.Close()
-	if s.grp != nil {
-		s.grp.leave(s.seq)
-		return
-	}
-	s.ctx.Close()
-	s.release()
+	s.be.close()
 }
 
 // Context is the session's llama.cpp context (a group member's is shared
@@ -252,22 +249,11 @@ func (s *Session) Context() *bindings.Context { return s.ctx }
 
 // NCtx is the number of cells the session's sequence can hold: its
 // context's, or a group member's share.
-func (s *Session) NCtx() int {
-	if s.grp != nil {
-		return s.grp.seqCtx
-	}
-	return s.ctx.NCtx()
-}
+func (s *Session) NCtx() int { return s.be.cells() }
 
 // withCtx runs f, which uses the session's context other than to decode:
 // under the group's lock for a group member.
-func (s *Session) withCtx(f func()) {
-	if s.grp != nil {
-		s.grp.locked(f)
-		return
-	}
-	f()
-}
+func (s *Session) withCtx(f func()) { s.be.locked(f) }
 
 // seqIn is the sequence the session's tokens take in c: its own in its
 // context, 0 in a temporary one.
@@ -283,7 +269,7 @@ func (s *Session) seqIn(c *bindings.Context) bindings.SeqID {
 // member's work.
 func (s *Session) Stats() Stats {
 	st := s.stats
-	if s.grp == nil {
+	if !s.be.shared() {
 		perf := s.ctx.Perf()
 		st.LlamaPromptMs, st.LlamaEvalMs = perf.PEvalMs, perf.EvalMs
 	}
@@ -377,16 +363,18 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 }
 
 // decode decodes tokens at the next positions into ctx in n_batch chunks,
-// recording the cells they land in when o is set; total is the whole
-// prompt's length, for progress.
+// asking for the last one's logits; total is the whole prompt's length,
+// for progress. Into the session's own sequence it goes through the
+// backend; with an observer o (a temporary observing context, or an H2O
+// session's own) the decodes run here and o records the cells each wrote.
 func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
-	// The batch was sized for the session's context; an observing context
-	// can take larger ones. A group member's share of a round is smaller.
-	nb := min(into.NBatch(), s.batch.Cap())
-	grouped := s.grp != nil && into == s.ctx
-	if grouped {
-		nb = s.grp.chunk()
+	observed := o != nil || into != s.ctx
+	nb := s.be.chunk()
+	if observed {
+		// The batch was sized for the session's context; an observing
+		// context can take larger ones.
+		nb = min(into.NBatch(), s.batch.Cap())
 	}
 	seqs := []bindings.SeqID{s.seqIn(into)}
 	positions := make([]int32, 0, nb)
@@ -395,9 +383,9 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 			return fmt.Errorf("prefill: %w", err)
 		}
 		chunk := tokens[i:min(i+nb, len(tokens))]
-		if grouped {
-			r := s.queueDecode(chunk, s.nextPos, i+len(chunk) == len(tokens))
-			if err := s.awaitDecode(r); err != nil {
+		last := i+len(chunk) == len(tokens)
+		if !observed {
+			if err := s.be.start(chunk, s.nextPos, last).wait(); err != nil {
 				return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 			}
 			s.advance(len(chunk), total)
@@ -407,7 +395,7 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		positions = positions[:0]
 		for j, t := range chunk {
 			pos := s.nextPos + int32(j)
-			if !s.batch.Add(t, pos, seqs, i+j == len(tokens)-1) {
+			if !s.batch.Add(t, pos, seqs, last && j == len(chunk)-1) {
 				return fmt.Errorf("prefill: batch of %d tokens is full", s.batch.Cap())
 			}
 			positions = append(positions, pos)
@@ -460,10 +448,7 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 	if s.used == 0 {
 		return errors.New("generate: prefill a prompt first")
 	}
-	if s.grp == nil {
-		// See Prefill. A group member's decodes run on the group's
-		// decoder thread, so the member must not hold an OS thread of its
-		// own: waking it would wait for that thread to be scheduled.
+	if s.be.ownThread() { // see Prefill and memberBackend.ownThread
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
@@ -476,9 +461,7 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 			s.stats.DecodeTokS = float64(s.stats.DecodeTokens) / (s.stats.DecodeMs / 1000)
 		}
 		s.stats.DecodeTokSFirst, s.stats.DecodeTokSLast = edgeSpeeds(stepMs)
-		if s.grp != nil {
-			s.grp.idle(s.seq)
-		}
+		s.be.idle()
 	}()
 	for n := 0; opt.MaxTokens < 0 || n < opt.MaxTokens; n++ {
 		if err := ctx.Err(); err != nil {
@@ -541,56 +524,34 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 
 // sample picks the next token from the last decode's logits: the
 // context's, or a group member's copy.
-func (s *Session) sample(sampler *bindings.Sampler) (Token, error) {
-	if s.grp != nil {
-		return sampler.SampleLogits(s.logits)
-	}
-	return sampler.Sample(s.ctx, -1), nil
-}
+func (s *Session) sample(sampler *bindings.Sampler) (Token, error) { return s.be.sample(sampler) }
 
 // lastLogits is the logits of the last decoded token: a group member's
 // copy, or the context's.
-func (s *Session) lastLogits() []float32 {
-	if s.grp != nil {
-		return s.logits
-	}
-	return s.ctx.Logits(-1)
-}
+func (s *Session) lastLogits() []float32 { return s.be.logits() }
 
 // tokenStep is a generated token's decode, started.
 type tokenStep struct {
-	tok   Token
-	start time.Time
-	req   *decodeRequest // a group member's queued request
+	start   time.Time
+	pending pendingDecode
 }
 
-// startStep starts decoding tok at the next position: a group member
-// queues it for the group's next round; a session of its own decodes it in
-// finishStep.
+// startStep starts decoding tok at the next position: a group member's
+// decode is queued for the group's next round and runs while the member
+// emits; a session of its own decodes it in finishStep.
 func (s *Session) startStep(tok Token) *tokenStep {
-	st := &tokenStep{tok: tok, start: time.Now()}
-	if s.grp != nil {
-		st.req = s.queueDecode([]Token{tok}, s.nextPos, true)
-	}
-	return st
+	return &tokenStep{start: time.Now(), pending: s.be.start([]Token{tok}, s.nextPos, true)}
 }
 
-// finishStep completes st: it waits for a member's round, or decodes (with
-// H2O observing); then it moves the session past the token. It returns the
-// step's time in milliseconds.
+// finishStep waits for st's decode (H2O observing it), then moves the
+// session past the token. It returns the step's time in milliseconds.
 func (s *Session) finishStep(st *tokenStep) (float64, error) {
-	var err error
-	switch {
-	case st.req != nil:
-		err = s.awaitDecode(st.req)
-	default:
-		if s.h2o != nil {
-			s.h2o.obs.Arm(1)
-		}
-		err = s.decodeToken(st.tok, s.nextPos)
-		if s.h2o != nil {
-			s.h2o.obs.Disarm()
-		}
+	if s.h2o != nil {
+		s.h2o.obs.Arm(1)
+	}
+	err := st.pending.wait()
+	if s.h2o != nil {
+		s.h2o.obs.Disarm()
 	}
 	ms := msSince(st.start)
 	s.stats.DecodeMs += ms
@@ -611,12 +572,7 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 // decodeToken decodes one token at pos in the session's context, asking for
 // its logits.
 func (s *Session) decodeToken(t Token, pos int32) error {
-	if s.grp != nil {
-		return s.awaitDecode(s.queueDecode([]Token{t}, pos, true))
-	}
-	s.batch.Clear()
-	s.batch.Add(t, pos, []bindings.SeqID{s.seq}, true)
-	return s.ctx.Decode(s.batch)
+	return s.be.start([]Token{t}, pos, true).wait()
 }
 
 // edgeSpeeds is the tokens/s of the first and the last tenth of steps (at

@@ -42,10 +42,7 @@ func (s *Session) closeGaps(kept []int) {
 // than the cache keeps its sinks and its last tokens.
 func (s *Session) prefillStreaming(ctx context.Context, tokens []Token) error {
 	c := s.opt.Compression
-	chunk := min(s.ctx.NBatch(), c.Recent)
-	if s.grp != nil {
-		chunk = min(s.grp.chunk(), c.Recent)
-	}
+	chunk := min(s.be.chunk(), c.Recent)
 	for i := 0; i < len(tokens); i += chunk {
 		part := tokens[i:min(i+chunk, len(tokens))]
 		if err := s.streamMakeRoom(len(part)); err != nil {
