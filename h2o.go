@@ -185,18 +185,10 @@ func (s *Session) stepH2O(pos int32) error {
 }
 
 // evictPositions removes single positions (ascending) from the cache and
-// the cell map, one seq_rm per run of consecutive positions.
+// the cell map.
 func (s *Session) evictPositions(positions []int) error {
-	for i := 0; i < len(positions); {
-		j := i + 1
-		for j < len(positions) && positions[j] == positions[j-1]+1 {
-			j++
-		}
-		r := hooks.Range{P0: int32(positions[i]), P1: int32(positions[j-1] + 1)}
-		if err := hooks.Evict(s.ctx.Memory(), s.seq, []hooks.Range{r}, s.h2o.cells); err != nil {
-			return err
-		}
-		i = j
+	if err := (hooks.Sequence{Mem: s.ctx.Memory(), ID: s.seq, Cells: s.h2o.cells}).EvictPositions(positions); err != nil {
+		return err
 	}
 	s.used -= len(positions)
 	s.stats.EvictedCells += len(positions)

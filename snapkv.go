@@ -140,7 +140,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// its logits, so it leaves with the evicted ones.
 	// So do the lookahead tokens.
 	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n + lookahead)})
-	if err := hooks.Evict(o.ctx.Memory(), 0, ranges, o.cells); err != nil {
+	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(ranges); err != nil {
 		return err
 	}
 	t3 := time.Now()
@@ -155,7 +155,10 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if comp.DecodePolicy == PolicyStreaming {
 		// Streaming goes on from here: positions become 0..k-1 (after the
 		// move, since a pending shift does not survive a state save).
-		s.withCtx(func() { s.closeGaps(kept[:len(kept)-1]) })
+		s.withCtx(func() { err = s.sequence().CloseGaps(kept[:len(kept)-1]) })
+		if err != nil {
+			return err
+		}
 		lastPos = int32(len(kept) - 1)
 	}
 	s.nextPos, s.used = lastPos, len(kept)-1

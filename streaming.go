@@ -19,22 +19,10 @@ func (c Compression) Streams() bool {
 // 1 and 16 (docs/H2O-STREAMING.md).
 func DefaultEvictEvery(recent int) int { return min(16, max(1, recent/4)) }
 
-// closeGaps re-assigns the positions it holds, kept (ascending), to 0..k-1
-// with one seq_add per run of consecutive positions, as StreamingLLM
-// re-assigns positions inside its cache. The keys are re-rotated at the next
-// decode.
-func (s *Session) closeGaps(kept []int) {
-	mem := s.ctx.Memory()
-	for i := 0; i < len(kept); {
-		j := i + 1
-		for j < len(kept) && kept[j] == kept[j-1]+1 {
-			j++
-		}
-		if d := kept[i] - i; d != 0 {
-			mem.SeqAdd(s.seq, int32(kept[i]), int32(kept[j-1]+1), -int32(d))
-		}
-		i = j
-	}
+// sequence is the session's sequence in its context, without a cell map:
+// StreamingLLM's evictions and shifts go through it.
+func (s *Session) sequence() hooks.Sequence {
+	return hooks.Sequence{Mem: s.ctx.Memory(), ID: s.seq}
 }
 
 // prefillStreaming prefills a prompt under StreamingLLM: in chunks no longer
@@ -73,17 +61,11 @@ func (s *Session) streamMakeRoom(coming int) error {
 	}
 	t0 := time.Now()
 	p0, p1 := int32(c.Sinks), int32(c.Sinks+k)
-	removed := true
 	var last int32
-	s.withCtx(func() {
-		mem := s.ctx.Memory()
-		if removed = mem.SeqRm(s.seq, p0, p1); removed {
-			mem.SeqAdd(s.seq, p1, -1, -int32(k))
-			last = mem.SeqPosMax(s.seq)
-		}
-	})
-	if !removed {
-		return fmt.Errorf("streaming: llama.cpp refused to evict positions [%d, %d)", p0, p1)
+	var err error
+	s.withCtx(func() { last, err = s.sequence().Cut(p0, p1) })
+	if err != nil {
+		return fmt.Errorf("streaming: %w", err)
 	}
 	s.used -= k
 	s.nextPos -= int32(k)

@@ -42,19 +42,6 @@ func CheckEvictable(m *bindings.Model) error {
 	return nil
 }
 
-// Evict removes the ranges of seq with one llama_memory_seq_rm each and
-// forgets them in cells. It stops at the first range llama.cpp refuses,
-// which CheckEvictable rules out beforehand.
-func Evict(mem *bindings.Memory, seq bindings.SeqID, ranges []Range, cells *CellMap) error {
-	for _, r := range ranges {
-		if !mem.SeqRm(seq, r.P0, r.P1) {
-			return fmt.Errorf("evict positions [%d, %d): llama.cpp refused", r.P0, r.P1)
-		}
-		cells.Remove(r.P0, r.P1)
-	}
-	return nil
-}
-
 // Compact re-places seq's cells contiguously from cell 0 with a state round
 // trip (save, remove all, load), so that n_kv shrinks and decoding gets
 // faster: Move within one context.

@@ -3,6 +3,7 @@ package hooks_test
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -197,7 +198,7 @@ func TestCellMapFollowsLlama(t *testing.T) {
 	for p := o.n - 8; p < o.n; p++ {
 		kept = append(kept, p)
 	}
-	if err := hooks.Evict(o.ctx.Memory(), 0, hooks.EvictRanges(kept, o.n), o.cells); err != nil {
+	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
 		t.Fatal(err)
 	}
 	verify("after eviction")
@@ -246,7 +247,7 @@ func TestEvictionIsExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := hooks.Evict(o.ctx.Memory(), 0, hooks.EvictRanges(kept, o.n), o.cells); err != nil {
+			if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
 				t.Fatal(err)
 			}
 			toks, _ := o.model.Vocab().Tokenize(story, true, false)
@@ -268,7 +269,7 @@ func TestEvictionIsExact(t *testing.T) {
 				want = fresh.decode(t, next, o.n)
 			} else {
 				ref := observe(t, name, fa, story, window, 32, bindings.CacheF32)
-				if err := hooks.Evict(ref.ctx.Memory(), 0, hooks.EvictRanges(kept, ref.n), ref.cells); err != nil {
+				if err := (hooks.Sequence{Mem: ref.ctx.Memory(), ID: 0, Cells: ref.cells}).Evict(hooks.EvictRanges(kept, ref.n)); err != nil {
 					t.Fatal(err)
 				}
 				want = ref.decode(t, next, ref.n)
@@ -407,6 +408,21 @@ func TestStepScoresEqualVotes(t *testing.T) {
 			if math.Abs(float64(got[p])-want[p]) > 1e-4 {
 				t.Fatalf("flash attention %v, position %d: StepScores %g, VotesOver summed %g", fa, p, got[p], want[p])
 			}
+		}
+	}
+}
+
+func TestRuns(t *testing.T) {
+	for _, c := range []struct {
+		in   []int
+		want []hooks.Range
+	}{
+		{nil, nil},
+		{[]int{5}, []hooks.Range{{5, 6}}},
+		{[]int{0, 1, 2, 7, 9, 10}, []hooks.Range{{0, 3}, {7, 8}, {9, 11}}},
+	} {
+		if got := hooks.Runs(c.in); !slices.Equal(got, c.want) {
+			t.Errorf("Runs(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
 }

@@ -593,16 +593,7 @@ func cellRuns(cells []int64) []Range {
 	sorted := slices.Clone(cells)
 	slices.Sort(sorted)
 	sorted = slices.Compact(sorted)
-	var runs []Range
-	for i := 0; i < len(sorted); {
-		j := i + 1
-		for j < len(sorted) && sorted[j] == sorted[j-1]+1 {
-			j++
-		}
-		runs = append(runs, Range{int32(sorted[i]), int32(sorted[j-1] + 1)})
-		i = j
-	}
-	return runs
+	return Runs(sorted)
 }
 
 // readKeys reads count rows of the K cache starting at cell first into dst
