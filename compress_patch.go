@@ -64,8 +64,8 @@ func (c Compression) Patch(p CompressionPatch) (Compression, error) {
 			c.Lookahead = v
 		}
 	}
-	if p.Window != nil && *p.Window < 2 {
-		return c, fmt.Errorf("window %d: give at least 2", *p.Window)
+	if p.Window != nil && (*p.Window < 0 || *p.Window == 1) {
+		return c, fmt.Errorf("window %d: give at least 2 (0: adapt to the budget)", *p.Window)
 	}
 	if p.Kernel != nil && *p.Kernel < 1 {
 		return c, fmt.Errorf("kernel %d: give an odd width >= 1", *p.Kernel)

@@ -71,7 +71,7 @@ func TestShortPromptAtRatio(t *testing.T) {
 	prompt := "Tom had a red ball. He liked to play with it in the park. One day the ball rolled away."
 	want, _ := complete(t, m, prompt, 30, kvtrim.Compression{}, "")
 	for _, policy := range []string{"snapkv", "random"} {
-		got, st := complete(t, m, prompt, 30, kvtrim.Compression{Policy: policy, Ratio: 0.25}, "")
+		got, st := complete(t, m, prompt, 30, kvtrim.Compression{Policy: policy, Ratio: 0.25, Window: 32}, "")
 		if got != want || st.EvictedCells != 0 || !strings.Contains(st.Note, "too short") {
 			t.Errorf("%s at ratio 0.25 of %d tokens (window 32): %q, %+v; full cache %q", policy, st.PromptTokens, got, st, want)
 		}
@@ -260,5 +260,21 @@ func TestCompressionPredicates(t *testing.T) {
 			t.Errorf("%+v: evicts %v, while decoding %v, appendable %v, own context %v, any length %v", cp,
 				cp.Evicts(), cp.EvictsWhileDecoding(), cp.Appendable(), cp.NeedsOwnContext(), cp.AnyPromptLength())
 		}
+	}
+}
+
+// TestWindowFor: the default window is an eighth of the budget between 4
+// and 32; a window given is kept.
+func TestWindowFor(t *testing.T) {
+	for budget, want := range map[int]int{5: 4, 51: 6, 102: 12, 205: 25, 256: 32, 4096: 32} {
+		if got := (kvtrim.Compression{Policy: "snapkv"}).WindowFor(budget); got != want {
+			t.Errorf("budget %d: window %d, want %d", budget, got, want)
+		}
+	}
+	if got := (kvtrim.Compression{Policy: "snapkv", Window: 16}).WindowFor(4096); got != 16 {
+		t.Errorf("a given window of 16: %d", got)
+	}
+	if err := (kvtrim.Compression{Policy: "snapkv", Budget: 4}).Check(); err == nil || !strings.Contains(err.Error(), "window 4") {
+		t.Errorf("a budget of 4 under the adaptive window: %v", err)
 	}
 }

@@ -335,7 +335,7 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		}
 		s.stats.Note = fmt.Sprintf("budget %d >= prompt %d tokens: nothing evicted", s.stats.Budget, n)
 		if comp.tooShort(n) {
-			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.Window)
+			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.WindowFor(s.stats.Budget))
 		}
 		if comp.DecodePolicy == PolicyH2O {
 			// The prompt is kept whole: H2O starts from all of it, scored by

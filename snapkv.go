@@ -80,14 +80,15 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	}
 	defer o.close()
 	// The window rides in the prompt's last decode call (or last two, so
-	// that they hold at least Window tokens): the observer keeps the last
-	// Window rows it sees while armed.
+	// that they hold at least window tokens): the observer keeps the last
+	// window rows it sees while armed.
+	window := cfg.Window
 	nb := min(o.ctx.NBatch(), s.batch.Cap())
 	last := n % nb
 	if last == 0 {
 		last = nb
 	}
-	if last < comp.Window {
+	if last < window {
 		last += nb
 	}
 	last = min(last, n)
@@ -98,7 +99,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// reads the window's attention has the observer read it.
 	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
 	if pol.Observes == policies.ObservesWindow {
-		o.obs.Arm(comp.Window + lookahead)
+		o.obs.Arm(window + lookahead)
 	}
 	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
 	t0 := time.Now() // observing: the lookahead and the scores
@@ -112,7 +113,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	s.stats.LookaheadTokens = lookahead
 
 	in := policies.Prompt{
-		Len: n, Budget: budget, Window: comp.Window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
+		Len: n, Budget: budget, Window: window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
 		Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: cfg.Agg, Seed: comp.Seed,
 	}
 	var att []policies.WindowAttention

@@ -97,8 +97,8 @@ func TestWholePromptThenH2O(t *testing.T) {
 				comp kvtrim.Compression
 				note string
 			}{
-				{kvtrim.Compression{Policy: "snapkv", Ratio: 0.2}, "too short to compress; nothing evicted"},
-				{kvtrim.Compression{Policy: "random", Ratio: 0.2}, "too short to compress; nothing evicted"},
+				{kvtrim.Compression{Policy: "snapkv", Ratio: 0.2, Window: 32}, "too short to compress; nothing evicted"},
+				{kvtrim.Compression{Policy: "random", Ratio: 0.2, Window: 32}, "too short to compress; nothing evicted"},
 				{kvtrim.Compression{Policy: "snapkv", Budget: 1024}, "budget 1024 >= prompt 28 tokens: nothing evicted"},
 				{kvtrim.Compression{Policy: "recent", Budget: 1024}, "budget 1024 >= prompt 28 tokens: nothing evicted"},
 			} {
@@ -157,7 +157,7 @@ func TestWholePromptThenStreaming(t *testing.T) {
 		comp kvtrim.Compression
 		note string
 	}{
-		{kvtrim.Compression{Policy: "snapkv", Ratio: 0.2}, "too short to compress; nothing evicted"},
+		{kvtrim.Compression{Policy: "snapkv", Ratio: 0.2, Window: 32}, "too short to compress; nothing evicted"},
 		{kvtrim.Compression{Policy: "snapkv", Budget: 1024}, "budget 1024 >= prompt 28 tokens: nothing evicted"},
 	} {
 		comp := c.comp

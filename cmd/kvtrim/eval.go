@@ -70,8 +70,8 @@ func (c evalConfig) check(n int, b evalBudget) error {
 		return err
 	}
 	cells := b.cellsFor(n)
-	if comp.KeepsWindow() && cells < n && cells <= comp.Window {
-		return fmt.Errorf("%d cells do not hold more than the window of %d (lower --window)", cells, comp.Window)
+	if comp.KeepsWindow() && cells < n && cells <= comp.WindowFor(cells) {
+		return fmt.Errorf("%d cells do not hold more than the window of %d (lower --window)", cells, comp.WindowFor(cells))
 	}
 	return nil
 }

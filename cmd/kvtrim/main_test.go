@@ -416,12 +416,14 @@ func TestEvalLines(t *testing.T) {
 // TestEvalRecall: the recall task runs RECALL.md's public set (found
 // beside the model) under each policy, counts prompts by length, and
 // scores every question of a prompt: the full cache answers them all, as
-// RECALL.md measured; the recent-only cache at 10% misses most.
+// RECALL.md measured; the recent-only cache at 10% misses most; SnapKV
+// with its defaults (the window adapted to the budget) answers at least
+// 93% at 10% (issue 13's target; a window of 32 answered 80%).
 func TestEvalRecall(t *testing.T) {
 	lib := testenv.Library(t).Dir
 	model := testenv.ModelPath(t, "kvtrim-recall-0.5m.gguf")
 	js := filepath.Join(t.TempDir(), "recall.json")
-	r := runKvtrim(t, nil, "eval", "recall", "--lib", lib, "-m", model, "--policy", "none,recent", "--ratio", "0.1", "-t", "1", "--json", js)
+	r := runKvtrim(t, nil, "eval", "recall", "--lib", lib, "-m", model, "--policy", "none,recent,snapkv", "--ratio", "0.1", "-t", "1", "--json", js)
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -436,11 +438,11 @@ func TestEvalRecall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "recall" || len(rep.Summary) != 2 {
+	if err := json.Unmarshal(b, &rep); err != nil || rep.Task != "recall" || len(rep.Summary) != 3 {
 		t.Fatalf("report (%v):\n%s", err, b)
 	}
-	if full, recent := rep.Summary[0], rep.Summary[1]; full.Trials != 30 || full.Correct != 30 || recent.Correct > 10 {
-		t.Errorf("full cache %+v, recent at 10%% %+v", full, recent)
+	if full, recent, snap := rep.Summary[0], rep.Summary[1], rep.Summary[2]; full.Trials != 30 || full.Correct != 30 || recent.Correct > 10 || snap.Correct < 28 {
+		t.Errorf("full cache %+v, recent at 10%% %+v, snapkv at 10%% %+v", full, recent, snap)
 	}
 	if !strings.Contains(r.stdout, "| 512 tokens | 1024 tokens | 2048 tokens |") {
 		t.Errorf("table header:\n%s", r.stdout)

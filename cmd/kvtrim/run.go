@@ -82,7 +82,7 @@ func (g *genFlags) registerModel(fs *pflag.FlagSet) {
 // registerPolicyOptions adds the settings of the compression policies.
 func (g *genFlags) registerPolicyOptions(fs *pflag.FlagSet) {
 	g.fs = fs
-	fs.IntVar(&g.comp.Window, "window", kvtrim.DefaultWindow, "observation window: the last prompt tokens, which vote and are kept")
+	fs.IntVar(&g.comp.Window, "window", 0, "observation window: the last prompt tokens, which vote and are kept (0: an eighth of the budget, between 4 and 32)")
 	fs.IntVar(&g.comp.Lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")

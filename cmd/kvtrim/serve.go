@@ -71,7 +71,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (snapkv, recent)")
 	fs.Float64Var(&g.comp.Ratio, "kv-ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	g.registerPolicyOptions(fs)
-	fs.IntVar(&g.comp.Window, "kv-window", kvtrim.DefaultWindow, "observation window (same as --window)")
+	fs.IntVar(&g.comp.Window, "kv-window", 0, "observation window (same as --window)")
 	fs.StringVar(&g.comp.DecodePolicy, "kv-decode-policy", "", "after snapkv or recent: streaming or h2o while generating (same as --decode-policy)")
 }
 

@@ -37,7 +37,7 @@ func TestBadRequests(t *testing.T) {
 		{"kvtrim unknown policy", "/completion", `{"prompt":"x","kvtrim":{"policy":"bogus"}}`, 400, typeInvalidRequest, "unknown policy"},
 		{"kvtrim decode policy after h2o", "/completion", `{"prompt":"x","kvtrim":{"policy":"h2o","heavy":8,"recent":8,"decode_policy":"streaming"}}`, 400, typeInvalidRequest, "decode policy streaming after policy h2o: h2o evicts while generating already; drop the decode policy"},
 		{"kvtrim negative budget", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":-5}}`, 400, typeInvalidRequest, "budget"},
-		{"kvtrim budget within window", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":8}}`, 400, typeInvalidRequest, "window"},
+		{"kvtrim budget within window", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":4}}`, 400, typeInvalidRequest, "window"},
 		{"kvtrim ratio and budget", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","budget":64,"ratio":0.5}}`, 400, typeInvalidRequest, "not both"},
 		{"kvtrim even kernel", "/completion", `{"prompt":"x","kvtrim":{"policy":"snapkv","ratio":0.5,"kernel":4}}`, 400, typeInvalidRequest, "kernel"},
 		{"kvtrim wrong type", "/completion", `{"prompt":"x","kvtrim":"snapkv"}`, 400, typeInvalidRequest, `"kvtrim"`},

@@ -160,7 +160,7 @@ func TestSetProps(t *testing.T) {
 // window) with the whole prompt kept, and says so; it does not fail it.
 func TestShortPromptUnderRatio(t *testing.T) {
 	cfg := testConfig()
-	cfg.Compression = kvtrim.Compression{Policy: "snapkv", Ratio: 0.25}
+	cfg.Compression = kvtrim.Compression{Policy: "snapkv", Ratio: 0.25, Window: 32}
 	ts := startServer(t, cfg)
 	var c completion
 	ts.post("/completion", `{"prompt":"Tom had a red ball. He liked to play with it in the park.","n_predict":8}`, 200, &c)
