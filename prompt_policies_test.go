@@ -44,24 +44,7 @@ func TestPromptPoliciesEvictExactly(t *testing.T) {
 			}
 			next, pos := toks[3], int32(len(toks))
 			got := decodeOne(t, m, s.Context(), next, pos)
-
-			fresh, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: "off", CacheType: "f32"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fresh.Close()
-			keptToks := make([]kvtrim.Token, len(kept))
-			for i, p := range kept {
-				keptToks[i] = toks[p]
-			}
-			if err := fresh.Prefill(context.Background(), keptToks); err != nil {
-				t.Fatal(err)
-			}
-			mem := fresh.Context().Memory()
-			for i := len(kept) - 1; i >= 0; i-- {
-				mem.SeqAdd(0, int32(i), int32(i+1), kept[i]-int32(i))
-			}
-			want := decodeOne(t, m, fresh.Context(), next, pos)
+			want := keptTokensLogits(t, m, toks, kept, next, pos)
 			if worst := maxAbsDiff(got, want); worst > 1e-3 {
 				t.Errorf("logits after %s differ from a fresh context of the kept tokens by %g", name, worst)
 			}
