@@ -15,8 +15,7 @@ import (
 // session's own context carries the eval callback, since H2O observes every
 // generated token's attention row.
 type h2oState struct {
-	obs    *hooks.Observer
-	cells  *hooks.CellMap
+	obs    *hooks.Observer // it keeps the sequence's cell map
 	policy *policies.H2O
 	// pending holds positions H2O dropped that are still in the cache:
 	// with EvictEvery > 1 they leave it that many at a time.
@@ -31,7 +30,7 @@ func newH2O(m *Model, copt *bindings.ContextOptions) (*h2oState, func()) {
 	obs := newObserver(m, copt.FlashAttn)
 	var release func()
 	copt.EvalCallback, copt.EvalUserData, release = m.lib.EvalCallback(obs)
-	return &h2oState{obs: obs, cells: hooks.NewCellMap()}, release
+	return &h2oState{obs: obs}, release
 }
 
 // KeptPositions is the positions H2O keeps, ascending (nil for other
@@ -78,7 +77,7 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent 
 	}
 	h.policy = policy
 	scores := make([]float32, n)
-	o := &observing{obs: h.obs, cells: h.cells, release: func() {}}
+	o := &observing{obs: h.obs, release: func() {}}
 	step := s.ctx.NUbatch()
 	for i := 0; i < n; i += step {
 		chunk := tokens[i:min(i+step, n)]
@@ -89,7 +88,7 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent 
 			return err
 		}
 		t0 := time.Now()
-		att, err := h.obs.Votes(h.cells, i+len(chunk))
+		att, err := h.obs.Votes(i + len(chunk))
 		if err != nil {
 			return err
 		}
@@ -106,7 +105,7 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent 
 	st.ScoreMs += msBetween(t1, t2)
 	st.EvictMs += msSince(t2)
 	s.recordHeld(n)
-	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(int(h.cells.MaxCell()+1))
+	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(int(h.obs.Cells().MaxCell()+1))
 	return nil
 }
 
@@ -115,9 +114,9 @@ func (s *Session) prefillH2O(ctx context.Context, tokens []Token, heavy, recent 
 // by the attention the observation window gave them (att; nil: zeros).
 func (s *Session) startH2O(packed *hooks.CellMap, kept []int, att []policies.WindowAttention) error {
 	h := s.h2o
-	h.cells = packed
+	h.obs.SetCells(packed)
 	last := int32(kept[len(kept)-1])
-	if err := hooks.RecordCells(h.cells, []int32{last}, h.obs.TakeCells()); err != nil {
+	if err := h.obs.Record([]int32{last}); err != nil {
 		return err
 	}
 	// The moved rows were loaded, not written by a decode: read them anew.
@@ -149,7 +148,7 @@ func (s *Session) startH2O(packed *hooks.CellMap, kept []int, att []policies.Win
 // and evicts what it drops.
 func (s *Session) stepH2O(pos int32) error {
 	h := s.h2o
-	if err := hooks.RecordCells(h.cells, []int32{pos}, h.obs.TakeCells()); err != nil {
+	if err := h.obs.Record([]int32{pos}); err != nil {
 		return err
 	}
 	t0 := time.Now()
@@ -161,7 +160,7 @@ func (s *Session) stepH2O(pos int32) error {
 	row := slices.Grow(h.row[:0], len(h.positions))[:len(h.positions)]
 	clear(row)
 	h.row = row
-	if err := h.obs.StepScores(h.cells, h.positions, row); err != nil {
+	if err := h.obs.StepScores(h.positions, row); err != nil {
 		return err
 	}
 	t1 := time.Now()
@@ -187,7 +186,7 @@ func (s *Session) stepH2O(pos int32) error {
 // evictPositions removes single positions (ascending) from the cache and
 // the cell map.
 func (s *Session) evictPositions(positions []int) error {
-	if err := (hooks.Sequence{Mem: s.ctx.Memory(), ID: s.seq, Cells: s.h2o.cells}).EvictPositions(positions); err != nil {
+	if err := (hooks.Sequence{Mem: s.ctx.Memory(), ID: s.seq, Cells: s.h2o.obs.Cells()}).EvictPositions(positions); err != nil {
 		return err
 	}
 	s.used -= len(positions)

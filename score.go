@@ -79,7 +79,8 @@ func (s *Session) Reset() {
 	s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
 	s.nextPos, s.used = 0, 0
 	if h := s.h2o; h != nil {
-		h.cells, h.policy, h.pending = hooks.NewCellMap(), nil, h.pending[:0]
+		h.obs.SetCells(hooks.NewCellMap())
+		h.policy, h.pending = nil, h.pending[:0]
 	}
 	s.stats = s.freshStats()
 }

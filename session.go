@@ -404,7 +404,7 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 			return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 		}
 		if o != nil {
-			if err := hooks.RecordCells(o.cells, positions, o.obs.TakeCells()); err != nil {
+			if err := o.obs.Record(positions); err != nil {
 				return err
 			}
 		}

@@ -13,8 +13,7 @@ import (
 // observing is a temporary context whose decodes an Observer watches.
 type observing struct {
 	ctx     *bindings.Context
-	obs     *hooks.Observer
-	cells   *hooks.CellMap
+	obs     *hooks.Observer // it keeps the sequence's cell map
 	release func()
 }
 
@@ -54,7 +53,7 @@ func (s *Session) openObserving(n int) (*observing, error) {
 		return nil, fmt.Errorf("observing context for %d prompt tokens: %w", n, err)
 	}
 	s.stats.Attention = obs.Source().String()
-	return &observing{ctx: ctx, obs: obs, cells: hooks.NewCellMap(), release: release}, nil
+	return &observing{ctx: ctx, obs: obs, release: release}, nil
 }
 
 // prefillCompressed prefills n > budget tokens into an observing context,
@@ -119,7 +118,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	var att []policies.WindowAttention
 	switch pol.Observes {
 	case policies.ObservesWindow:
-		if att, err = o.obs.Votes(o.cells, n+lookahead); err != nil {
+		if att, err = o.obs.Votes(n + lookahead); err != nil {
 			return err
 		}
 		for i := range att {
@@ -141,14 +140,14 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// its logits, so it leaves with the evicted ones.
 	// So do the lookahead tokens.
 	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n + lookahead)})
-	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(ranges); err != nil {
+	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.obs.Cells()}).Evict(ranges); err != nil {
 		return err
 	}
 	t3 := time.Now()
 	// Compaction: the kept cells move, packed, into the session's context
 	// (which has no eval callback); the observing one is freed first.
 	var packed *hooks.CellMap
-	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.cells, 0, o.close) })
+	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.obs.Cells(), 0, o.close) })
 	if err != nil {
 		return err
 	}
@@ -219,7 +218,7 @@ func (s *Session) lookahead(o *observing, k int) error {
 		if err := o.ctx.Decode(s.batch); err != nil {
 			return fmt.Errorf("lookahead token %d of %d: %w", i+1, k, err)
 		}
-		if err := hooks.RecordCells(o.cells, []int32{pos}, o.obs.TakeCells()); err != nil {
+		if err := o.obs.Record([]int32{pos}); err != nil {
 			return err
 		}
 	}

@@ -97,9 +97,9 @@ func Move(from *bindings.Context, fromSeq bindings.SeqID, to *bindings.Context, 
 	return packed, nil
 }
 
-// RecordCells adds the cells a decode wrote (from Observer.TakeCells) for
+// recordCells adds the cells a decode wrote (from Observer.TakeCells) for
 // the batch's positions to cells.
-func RecordCells(cells *CellMap, positions []int32, written []int64) error {
+func recordCells(cells *CellMap, positions []int32, written []int64) error {
 	if len(written) != len(positions) {
 		return fmt.Errorf("cell map: the decode wrote %d cells for %d tokens", len(written), len(positions))
 	}

@@ -22,8 +22,7 @@ type observed struct {
 	lib   *bindings.Library
 	model *bindings.Model
 	ctx   *bindings.Context
-	obs   *hooks.Observer
-	cells *hooks.CellMap
+	obs   *hooks.Observer // it keeps the sequence's cell map
 	n     int
 }
 
@@ -52,7 +51,7 @@ func newObserved(t *testing.T, modelName string, fa bindings.FlashAttn, ubatch i
 		t.Fatal(err)
 	}
 	t.Cleanup(ctx.Close)
-	return &observed{lib: lib, model: m, ctx: ctx, obs: obs, cells: hooks.NewCellMap()}
+	return &observed{lib: lib, model: m, ctx: ctx, obs: obs}
 }
 
 // observe prefills prompt's body, then decodes its last window tokens as
@@ -89,7 +88,7 @@ func (o *observed) decode(t *testing.T, toks []bindings.Token, pos0 int) []float
 	if err := o.ctx.Decode(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := hooks.RecordCells(o.cells, positions, o.obs.TakeCells()); err != nil {
+	if err := o.obs.Record(positions); err != nil {
 		t.Fatal(err)
 	}
 	return append([]float32(nil), o.ctx.Logits(-1)...)
@@ -108,11 +107,11 @@ func TestAttentionPathsAgree(t *testing.T) {
 	for _, cache := range []bindings.GGMLType{bindings.CacheF32, bindings.CacheF16} {
 		name := map[bindings.GGMLType]string{bindings.CacheF32: "f32", bindings.CacheF16: "f16"}[cache]
 		off := observeBoth(t, window, cache)
-		a, err := off.obs.AttentionFrom(hooks.FromSoftmax, off.cells, off.n)
+		a, err := off.obs.AttentionFrom(hooks.FromSoftmax, off.n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := off.obs.AttentionFrom(hooks.FromQK, off.cells, off.n)
+		b, err := off.obs.AttentionFrom(hooks.FromQK, off.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +123,7 @@ func TestAttentionPathsAgree(t *testing.T) {
 			t.Errorf("kq_soft_max and the Go QK path differ by %g", worst)
 		}
 		on := observe(t, "stories260K.gguf", bindings.FlashAttnEnabled, story, window, 16, cache)
-		c, err := on.obs.Attention(on.cells, on.n)
+		c, err := on.obs.Attention(on.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +188,7 @@ func TestCellMapFollowsLlama(t *testing.T) {
 			t.Fatal(err)
 		}
 		mem := o.ctx.Memory()
-		if err := o.cells.Verify(byCell, mem.SeqPosMin(0), mem.SeqPosMax(0)); err != nil {
+		if err := o.obs.Cells().Verify(byCell, mem.SeqPosMin(0), mem.SeqPosMax(0)); err != nil {
 			t.Fatalf("%s: %v", when, err)
 		}
 	}
@@ -198,26 +197,26 @@ func TestCellMapFollowsLlama(t *testing.T) {
 	for p := o.n - 8; p < o.n; p++ {
 		kept = append(kept, p)
 	}
-	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
+	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.obs.Cells()}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
 		t.Fatal(err)
 	}
 	verify("after eviction")
-	if o.cells.Len() != len(kept) {
-		t.Fatalf("map holds %d positions, want %d", o.cells.Len(), len(kept))
+	if o.obs.Cells().Len() != len(kept) {
+		t.Fatalf("map holds %d positions, want %d", o.obs.Cells().Len(), len(kept))
 	}
-	cells, err := hooks.Compact(o.ctx, 0, o.cells, 0)
+	cells, err := hooks.Compact(o.ctx, 0, o.obs.Cells(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.cells = cells
+	o.obs.SetCells(cells)
 	verify("after compaction")
-	if o.cells.MaxCell() != int32(len(kept)-1) {
-		t.Errorf("after compaction the highest cell is %d, want %d", o.cells.MaxCell(), len(kept)-1)
+	if o.obs.Cells().MaxCell() != int32(len(kept)-1) {
+		t.Errorf("after compaction the highest cell is %d, want %d", o.obs.Cells().MaxCell(), len(kept)-1)
 	}
 	// The next decode lands in the cell after the packed ones.
 	o.decode(t, []bindings.Token{13}, o.n)
 	verify("after decoding on")
-	if c, _ := o.cells.Cell(int32(o.n)); c != int32(len(kept)) {
+	if c, _ := o.obs.Cells().Cell(int32(o.n)); c != int32(len(kept)) {
 		t.Errorf("the next token went to cell %d, want %d", c, len(kept))
 	}
 }
@@ -238,7 +237,7 @@ func TestEvictionIsExact(t *testing.T) {
 		name, fa := c.name, c.fa
 		t.Run(fmt.Sprintf("%s/fa=%d", name, fa), func(t *testing.T) {
 			o := observe(t, name, fa, story, window, 32, bindings.CacheF32)
-			att, err := o.obs.Attention(o.cells, o.n)
+			att, err := o.obs.Attention(o.n)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -247,7 +246,7 @@ func TestEvictionIsExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.cells}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
+			if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.obs.Cells()}).Evict(hooks.EvictRanges(kept, o.n)); err != nil {
 				t.Fatal(err)
 			}
 			toks, _ := o.model.Vocab().Tokenize(story, true, false)
@@ -257,7 +256,7 @@ func TestEvictionIsExact(t *testing.T) {
 			if o.model.NLayer() == 1 {
 				fresh := observe(t, name, fa, "x", 1, 32, bindings.CacheF32)
 				fresh.ctx.Memory().SeqRm(0, -1, -1)
-				fresh.cells = hooks.NewCellMap()
+				fresh.obs.SetCells(hooks.NewCellMap())
 				keptToks := make([]bindings.Token, len(kept))
 				for i, p := range kept {
 					keptToks[i] = toks[p]
@@ -269,16 +268,16 @@ func TestEvictionIsExact(t *testing.T) {
 				want = fresh.decode(t, next, o.n)
 			} else {
 				ref := observe(t, name, fa, story, window, 32, bindings.CacheF32)
-				if err := (hooks.Sequence{Mem: ref.ctx.Memory(), ID: 0, Cells: ref.cells}).Evict(hooks.EvictRanges(kept, ref.n)); err != nil {
+				if err := (hooks.Sequence{Mem: ref.ctx.Memory(), ID: 0, Cells: ref.obs.Cells()}).Evict(hooks.EvictRanges(kept, ref.n)); err != nil {
 					t.Fatal(err)
 				}
 				want = ref.decode(t, next, ref.n)
 			}
-			cells, err := hooks.Compact(o.ctx, 0, o.cells, 0)
+			cells, err := hooks.Compact(o.ctx, 0, o.obs.Cells(), 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			o.cells = cells
+			o.obs.SetCells(cells)
 			got := o.decode(t, next, o.n)
 			worst := 0.0
 			for i := range want {
@@ -332,7 +331,7 @@ func TestWindowRidesInLastBatch(t *testing.T) {
 	const window = 8
 	for _, fa := range []bindings.FlashAttn{bindings.FlashAttnDisabled, bindings.FlashAttnEnabled} {
 		alone := observe(t, "stories260K.gguf", fa, story, window, 16, bindings.CacheF32)
-		want, err := alone.obs.Attention(alone.cells, alone.n)
+		want, err := alone.obs.Attention(alone.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -342,7 +341,7 @@ func TestWindowRidesInLastBatch(t *testing.T) {
 		riding.obs.Arm(window)
 		riding.decode(t, toks, 0)
 		riding.obs.Disarm()
-		got, err := riding.obs.Attention(riding.cells, riding.n)
+		got, err := riding.obs.Attention(riding.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -360,11 +359,11 @@ func TestWindowRidesInLastBatch(t *testing.T) {
 func TestStepAttentionAgrees(t *testing.T) {
 	for cache, tol := range map[bindings.GGMLType]float64{bindings.CacheF32: 1e-3, bindings.CacheF16: 5e-3} {
 		o := observeBoth(t, 1, cache)
-		a, err := o.obs.AttentionFrom(hooks.FromSoftmax, o.cells, o.n)
+		a, err := o.obs.AttentionFrom(hooks.FromSoftmax, o.n)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := o.obs.AttentionFrom(hooks.FromQK, o.cells, o.n)
+		b, err := o.obs.AttentionFrom(hooks.FromQK, o.n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,7 +387,7 @@ func TestStepScoresEqualVotes(t *testing.T) {
 		for p := range positions {
 			positions[p] = int32(p)
 		}
-		att, err := o.obs.VotesOver(o.cells, positions)
+		att, err := o.obs.VotesOver(positions)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -400,7 +399,7 @@ func TestStepScoresEqualVotes(t *testing.T) {
 		}
 		got := make([]float32, o.n)
 		got[0] = 1 // StepScores adds to what dst holds
-		if err := o.obs.StepScores(o.cells, positions, got); err != nil {
+		if err := o.obs.StepScores(positions, got); err != nil {
 			t.Fatal(err)
 		}
 		want[0]++

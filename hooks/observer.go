@@ -56,7 +56,11 @@ type Observer struct {
 
 	armed  bool
 	window int
-	cells  []int64 // cells the decodes wrote since TakeCells, in batch order
+	// written is the cells the decodes wrote since TakeCells, in batch
+	// order; cellMap the sequence's position -> cell map they build
+	// (Record), which evictions and compactions keep in step.
+	written []int64
+	cellMap *CellMap
 	// soft[il] and q[il] hold, per layer, the last `window` rows of
 	// kq_soft_max and of Qcur seen while armed, oldest first, across
 	// ubatches and decode calls.
@@ -110,7 +114,7 @@ func (r windowRow) addHeadTo(dst []float32, h int, colCell []int) {
 // NewObserver makes an observer for a model of shape s reading from src.
 func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
-		shape: s, source: src, MapCells: true,
+		shape: s, source: src, MapCells: true, cellMap: NewCellMap(),
 		soft: make([][]windowRow, s.Layers), q: make([][]windowRow, s.Layers), kCache: make([]bindings.Tensor, s.Layers),
 		keys: make([][]float32, s.Layers), keysBehind: make([]bool, s.Layers),
 		qBuf: make([][]float32, s.Layers), kBuf: make([][]float32, s.Layers),
@@ -139,11 +143,26 @@ func (o *Observer) Disarm() { o.armed = false }
 // (a sequence state loaded into them), so that they are read again.
 func (o *Observer) Refresh(cells ...int64) { o.stale = append(o.stale, cells...) }
 
+// Cells is the map of the observed sequence's positions to cells, which
+// Record builds; evict through a Sequence holding it, so that it stays in
+// step.
+func (o *Observer) Cells() *CellMap { return o.cellMap }
+
+// SetCells replaces the map, after the sequence's cells were moved
+// (Move returns the packed map).
+func (o *Observer) SetCells(m *CellMap) { o.cellMap = m }
+
+// Record adds the cells the last decode wrote, for the batch's positions,
+// to the map.
+func (o *Observer) Record(positions []int32) error {
+	return recordCells(o.cellMap, positions, o.TakeCells())
+}
+
 // TakeCells returns the cells the last decode wrote, in batch order, and
 // forgets them.
 func (o *Observer) TakeCells() []int64 {
-	c := o.cells
-	o.cells = nil
+	c := o.written
+	o.written = nil
 	return c
 }
 
@@ -210,7 +229,7 @@ func (o *Observer) observe(t bindings.Tensor) error {
 			if err := bindings.ReadTensor(idx, cells, 0); err != nil {
 				return err
 			}
-			o.cells = append(o.cells, cells...)
+			o.written = append(o.written, cells...)
 			o.stale = append(o.stale, cells...)
 			return nil
 		case "i32":
@@ -221,7 +240,7 @@ func (o *Observer) observe(t bindings.Tensor) error {
 			for i, c := range c32 {
 				cells[i] = int64(c)
 			}
-			o.cells = append(o.cells, cells...)
+			o.written = append(o.written, cells...)
 			o.stale = append(o.stale, cells...)
 			return nil
 		}
@@ -274,39 +293,39 @@ func (o *Observer) keep(have, rows []windowRow) []windowRow {
 
 // Attention returns, for every layer, the armed decode's attention of its
 // rows (the window: the last rows of positions) over the prompt positions
-// [0, n), with columns in position order, using cells to find each
+// [0, n), with columns in position order, using the cell map to find each
 // position's cell.
-func (o *Observer) Attention(cells *CellMap, n int) ([]policies.WindowAttention, error) {
-	return o.AttentionFrom(o.source, cells, n)
+func (o *Observer) Attention(n int) ([]policies.WindowAttention, error) {
+	return o.AttentionFrom(o.source, n)
 }
 
 // AttentionFrom is Attention computed from src, which must be the
 // observer's own source, or FromQK for a softmax observer with AlsoQK.
-func (o *Observer) AttentionFrom(src Source, cells *CellMap, n int) ([]policies.WindowAttention, error) {
+func (o *Observer) AttentionFrom(src Source, n int) ([]policies.WindowAttention, error) {
 	positions := make([]int32, n)
 	for p := range positions {
 		positions[p] = int32(p)
 	}
-	return o.attention(src, cells, positions, false)
+	return o.attention(src, positions, false)
 }
 
 // Votes is Attention summed over each head's window rows (one row per head,
 // WindowAttention.Votes): what SnapKV and H2O use, in a window's fraction of
 // the memory.
-func (o *Observer) Votes(cells *CellMap, n int) ([]policies.WindowAttention, error) {
-	return o.attention(o.source, cells, positionsUpTo(n), true)
+func (o *Observer) Votes(n int) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, positionsUpTo(n), true)
 }
 
 // VotesOver is AttentionOver summed over each head's rows.
-func (o *Observer) VotesOver(cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
-	return o.attention(o.source, cells, positions, true)
+func (o *Observer) VotesOver(positions []int32) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, positions, true)
 }
 
 // AttentionOver is the armed rows' attention over the given positions
 // (ascending; the rows are the last of them), for a cache that no longer
 // holds every position: column i of each row is positions[i].
-func (o *Observer) AttentionOver(cells *CellMap, positions []int32) ([]policies.WindowAttention, error) {
-	return o.attention(o.source, cells, positions, false)
+func (o *Observer) AttentionOver(positions []int32) ([]policies.WindowAttention, error) {
+	return o.attention(o.source, positions, false)
 }
 
 // positionsUpTo is 0, 1, ..., n-1.
@@ -320,8 +339,8 @@ func positionsUpTo(n int) []int32 {
 
 // attention computes the window rows' attention over positions from src;
 // with votes, each head's rows summed into one.
-func (o *Observer) attention(src Source, cells *CellMap, positions []int32, votes bool) ([]policies.WindowAttention, error) {
-	colCell, err := o.prepare(src, cells, positions)
+func (o *Observer) attention(src Source, positions []int32, votes bool) ([]policies.WindowAttention, error) {
+	colCell, err := o.prepare(src, positions)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +359,7 @@ func (o *Observer) attention(src Source, cells *CellMap, positions []int32, vote
 
 // prepare checks that the observer holds a full window read from src and
 // returns the cells of positions (in a buffer reused call to call).
-func (o *Observer) prepare(src Source, cells *CellMap, positions []int32) ([]int, error) {
+func (o *Observer) prepare(src Source, positions []int32) ([]int, error) {
 	if src != o.source && !(src == FromQK && o.AlsoQK) {
 		return nil, fmt.Errorf("observe attention: this observer did not read %s inputs", src)
 	}
@@ -360,7 +379,7 @@ func (o *Observer) prepare(src Source, cells *CellMap, positions []int32) ([]int
 	o.colCell = slices.Grow(o.colCell[:0], len(positions))[:len(positions)]
 	colCell := o.colCell
 	for i, p := range positions {
-		c, ok := cells.Cell(p)
+		c, ok := o.cellMap.Cell(p)
 		if !ok {
 			return nil, fmt.Errorf("observe attention: position %d has no cell", p)
 		}
@@ -373,11 +392,11 @@ func (o *Observer) prepare(src Source, cells *CellMap, positions []int32) ([]int
 // one row), summed over layers and heads, to dst, one entry per position of
 // positions: what H2O accumulates for every generated token, computed
 // without the per-layer, per-head matrices VotesOver returns.
-func (o *Observer) StepScores(cells *CellMap, positions []int32, dst []float32) error {
+func (o *Observer) StepScores(positions []int32, dst []float32) error {
 	if o.window != 1 {
 		return fmt.Errorf("observe a step: the observer holds a window of %d rows, not 1", o.window)
 	}
-	colCell, err := o.prepare(o.source, cells, positions)
+	colCell, err := o.prepare(o.source, positions)
 	if err != nil {
 		return err
 	}
