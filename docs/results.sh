@@ -42,6 +42,8 @@ step() {
 # The benchmarks first, while the machine is otherwise idle.
 step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 -c 4200 --ratio 0.1 --policy snapkv,recent \
 	-n 64 --reps "$reps" --png "$out/bench-125m" -t 2
+step bench-policies bench -m "$tmp/random-125m.gguf" --prompt-tokens 2000 -c 2200 --ratio 0.1 --policy snapkv,recent,random,knorm,keydiff \
+	-n 64 --reps "$reps" -t 2
 step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
 	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
 step passkey eval passkey -m "$retrieval" --lengths 256,512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
