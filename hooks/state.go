@@ -3,7 +3,6 @@ package hooks
 import (
 	"encoding/binary"
 	"fmt"
-	"unsafe"
 
 	"github.com/kvtrim/kvtrim/policies"
 )
@@ -14,34 +13,42 @@ import (
 // i32 sequence id, a u32 stream count, then per stream a u32 cell count and,
 // per cell, i32 position, u32 sequence count and that many i32 sequence ids.
 func StatePositions(state []byte, seq int32) ([]int32, error) {
-	r := reader{b: state}
+	pos, _, err := readCells(state, seq)
+	return pos, err
+}
+
+// readCells reads a one-stream sequence state up to the end of its cells
+// (StatePositions): the positions in cell order, and a reader at the
+// byte after them, where the cells' data begins.
+func readCells(state []byte, seq int32) ([]int32, *reader, error) {
+	r := &reader{b: state}
 	r.u32() // magic
 	if s := int32(r.u32()); r.err == nil && s != seq {
-		return nil, fmt.Errorf("sequence state: saved from sequence %d, want %d", s, seq)
+		return nil, nil, fmt.Errorf("sequence state: saved from sequence %d, want %d", s, seq)
 	}
 	nStream := r.u32()
 	if r.err != nil || nStream != 1 {
-		return nil, fmt.Errorf("sequence state: %d streams, kvtrim reads one", nStream)
+		return nil, nil, fmt.Errorf("sequence state: %d streams, kvtrim reads one", nStream)
 	}
 	n := r.u32()
 	if r.err != nil || int(n) > len(state)/8 {
-		return nil, fmt.Errorf("sequence state: bad cell count %d", n)
+		return nil, nil, fmt.Errorf("sequence state: bad cell count %d", n)
 	}
 	out := make([]int32, n)
 	for i := range out {
 		out[i] = int32(r.u32())
 		nSeq := r.u32()
 		if nSeq != 1 {
-			return nil, fmt.Errorf("sequence state: cell %d has %d sequence ids, want 1", i, nSeq)
+			return nil, nil, fmt.Errorf("sequence state: cell %d has %d sequence ids, want 1", i, nSeq)
 		}
 		if s := int32(r.u32()); s != seq {
-			return nil, fmt.Errorf("sequence state: cell %d belongs to sequence %d, want %d", i, s, seq)
+			return nil, nil, fmt.Errorf("sequence state: cell %d belongs to sequence %d, want %d", i, s, seq)
 		}
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("sequence state: %w", r.err)
+		return nil, nil, fmt.Errorf("sequence state: %w", r.err)
 	}
-	return out, nil
+	return out, r, nil
 }
 
 type reader struct {
@@ -97,7 +104,7 @@ const (
 // kvHeads x headDim values per row. Layers are converted one at a time,
 // when asked.
 func StateKeys(state []byte, seq int32, kvHeads, headDim int) (layers int, keys func(layer int) (policies.Keys, error), err error) {
-	pos, err := StatePositions(state, seq)
+	pos, r, err := readCells(state, seq)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -108,8 +115,7 @@ func StateKeys(state []byte, seq int32, kvHeads, headDim int) (layers int, keys 
 		}
 		cellOf[p] = i
 	}
-	r := reader{b: state, off: 16 + 12*len(pos)} // magic, seq, streams, cell count; cells
-	r.u32()                                      // V transposed
+	r.u32() // V transposed
 	nLayer := int(r.u32())
 	rowLen := kvHeads * headDim
 	type layerRows struct {
@@ -143,15 +149,22 @@ func StateKeys(state []byte, seq int32, kvHeads, headDim int) (layers int, keys 
 		}
 		k := policies.Keys{KVHeads: kvHeads, HeadDim: headDim, Rows: make([]float32, len(pos)*rowLen)}
 		lr := rows[il]
+		var half []uint16
+		if lr.typ == ggmlF16 {
+			half = make([]uint16, rowLen)
+		}
 		for p, cell := range cellOf {
 			dst := k.Rows[p*rowLen:][:rowLen]
-			if lr.typ == ggmlF16 {
-				src := state[lr.off+cell*rowLen*2:][:rowLen*2]
-				policies.F16ToF32(dst, unsafe.Slice((*uint16)(unsafe.Pointer(&src[0])), rowLen))
-				continue
+			var err error
+			if half != nil {
+				_, err = binary.Decode(state[lr.off+cell*rowLen*2:], binary.LittleEndian, half)
+				policies.F16ToF32(dst, half)
+			} else {
+				_, err = binary.Decode(state[lr.off+cell*rowLen*4:], binary.LittleEndian, dst)
 			}
-			src := state[lr.off+cell*rowLen*4:][:rowLen*4]
-			copy(dst, unsafe.Slice((*float32)(unsafe.Pointer(&src[0])), rowLen))
+			if err != nil {
+				return policies.Keys{}, fmt.Errorf("sequence state: layer %d, cell %d: %w", il, cell, err)
+			}
 		}
 		return k, nil
 	}
