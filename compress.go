@@ -142,9 +142,6 @@ func (c Compression) KeepsWindow() bool {
 // Evicts reports whether the compression may evict anything at all.
 func (c Compression) Evicts() bool { return c.Policy != "" && c.Policy != PolicyNone }
 
-// enabled is Evicts.
-func (c Compression) enabled() bool { return c.Evicts() }
-
 // PolicyName is the prompt policy's name, "none" for the full cache.
 func (c Compression) PolicyName() string {
 	if !c.Evicts() {
@@ -165,13 +162,7 @@ func (c Compression) decodePolicy() string {
 // EvictsWhileDecoding reports whether the compression evicts while it
 // generates (StreamingLLM or H2O, as the policy or the decode policy): its
 // cache is not a prefix of the sequence that later tokens can extend.
-func (c Compression) EvictsWhileDecoding() bool {
-	switch PolicyStreaming {
-	case c.Policy, c.decodePolicy():
-		return true
-	}
-	return c.h2o()
-}
+func (c Compression) EvictsWhileDecoding() bool { return c.Streams() || c.h2o() }
 
 // h2o reports whether H2O runs, as the policy or the decode policy.
 func (c Compression) h2o() bool { return c.Policy == PolicyH2O || c.decodePolicy() == PolicyH2O }

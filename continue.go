@@ -46,7 +46,7 @@ func (s *Session) Append(ctx context.Context, tokens []Token) error {
 	switch {
 	case len(tokens) == 0:
 		return errors.New("append: no tokens")
-	case s.h2o != nil || s.opt.Compression.Streams():
+	case !s.opt.Compression.Appendable():
 		return fmt.Errorf("append: a %s session evicts while it decodes; reset it and prefill the whole prompt", s.opt.Compression.Policy)
 	case s.used+len(tokens) > s.NCtx():
 		return fmt.Errorf("%w: %d cached and %d new tokens do not fit in a context of %d cells (-c)", ErrPromptTooLong, s.used, len(tokens), s.NCtx())
@@ -105,7 +105,7 @@ func (sn *Snapshot) Compression() Compression { return sn.compression }
 // carry.
 func (s *Session) Snapshot() (*Snapshot, error) {
 	switch {
-	case s.h2o != nil || s.opt.Compression.Streams():
+	case !s.opt.Compression.Appendable():
 		return nil, fmt.Errorf("snapshot: a %s session evicts while it decodes; its cells alone cannot be continued", s.opt.Compression.Policy)
 	case s.used == 0:
 		return nil, errors.New("snapshot: the session's cache is empty")
@@ -124,7 +124,7 @@ func (s *Session) Snapshot() (*Snapshot, error) {
 // The session's compression must be sn's.
 func (s *Session) Restore(sn *Snapshot) error {
 	switch {
-	case s.h2o != nil || s.opt.Compression.Streams():
+	case !s.opt.Compression.Appendable():
 		return fmt.Errorf("restore: a %s session evicts while it decodes; it cannot continue a snapshot", s.opt.Compression.Policy)
 	case sn.compression != s.opt.Compression:
 		return errors.New("restore: the snapshot was taken from a session with another compression")

@@ -216,7 +216,7 @@ func checkStreaming(m *Model, c Compression, mem *bindings.Memory, cells int, wh
 // checkEvictable refuses compression c for a model whose cache cannot drop
 // positions.
 func checkEvictable(m *Model, c Compression) error {
-	if !c.enabled() {
+	if !c.Evicts() {
 		return nil
 	}
 	return hooks.CheckEvictable(m.Model)
@@ -227,7 +227,7 @@ func checkEvictable(m *Model, c Compression) error {
 func (s *Session) freshStats() Stats {
 	threads, _ := s.ctx.Threads()
 	st := Stats{Policy: PolicyNone, NCtx: s.NCtx(), NBatch: s.ctx.NBatch(), NUbatch: s.ctx.NUbatch(), Threads: threads}
-	if s.opt.Compression.enabled() {
+	if s.opt.Compression.Evicts() {
 		st.Policy = s.opt.Compression.Policy
 	}
 	if s.h2o != nil {
@@ -325,7 +325,7 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		s.stats.Budget = heavy + recent
 		return s.prefillH2O(ctx, tokens, heavy, recent)
 	}
-	if comp.enabled() {
+	if comp.Evicts() {
 		if s.nextPos != 0 {
 			return errors.New("compressed prefill: the session already holds a prompt")
 		}

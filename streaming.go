@@ -11,7 +11,7 @@ import (
 // Streams reports whether StreamingLLM keeps the cache while generating,
 // as the policy or as the decode policy after a prompt compression.
 func (c Compression) Streams() bool {
-	return c.Policy == PolicyStreaming || (c.enabled() && c.DecodePolicy == PolicyStreaming)
+	return c.Policy == PolicyStreaming || c.decodePolicy() == PolicyStreaming
 }
 
 // DefaultEvictEvery is the StreamingLLM eviction stride for a recent
