@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -474,11 +473,8 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// recallAnswer is a recall answer's words, punctuation aside: what two
-// answers must share to be the same.
-func recallAnswer(out string) string {
-	return strings.Join(strings.FieldsFunc(out, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsPunct(c) }), " ")
-}
+// recallAnswer is a recall answer's words (tasks.AnswerWords), joined.
+func recallAnswer(out string) string { return strings.Join(tasks.AnswerWords(out), " ") }
 
 // recallLength is the length a recall prompt of n tokens is counted
 // under: the nearest of the sets' 512, 1024 and 2048.

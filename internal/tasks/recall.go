@@ -32,7 +32,7 @@ func (r Recall) Predict() int { return 3 * len(r.Keys) }
 // Correct reports whether generated text answers every question: its i-th
 // "KEY VAL" pair is the i-th asked key and its value, punctuation aside.
 func (r Recall) Correct(generated string) bool {
-	words := strings.FieldsFunc(generated, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsPunct(c) })
+	words := AnswerWords(generated)
 	if len(words) < 2*len(r.Keys) {
 		return false
 	}
@@ -42,6 +42,12 @@ func (r Recall) Correct(generated string) bool {
 		}
 	}
 	return true
+}
+
+// AnswerWords is a recall answer's words, punctuation aside: what scoring
+// compares, and what two answers must share to be the same.
+func AnswerWords(generated string) []string {
+	return strings.FieldsFunc(generated, func(c rune) bool { return unicode.IsSpace(c) || unicode.IsPunct(c) })
 }
 
 // ReadRecall reads a recall prompt set: one JSON object per line, with at
