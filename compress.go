@@ -9,29 +9,16 @@ import (
 	"github.com/kvtrim/kvtrim/policies"
 )
 
-// Policy names.
-const (
-	PolicyNone   = "none"
-	PolicySnapKV = "snapkv"
-	// PolicyRecent keeps only the last Budget positions: the baseline that
-	// shows what scoring is worth.
-	PolicyRecent = "recent"
-	// PolicyRandom keeps the observation window and Budget - Window
-	// positions drawn at random (seeded by Seed) from the rest: the baseline
-	// that shows what choosing is worth.
-	PolicyRandom = "random"
-	// PolicyStreaming is StreamingLLM: keep Sinks positions at the start and
-	// the Recent last ones, evicting the oldest others while prefilling and
-	// generating and shifting positions down so the cache's positions stay
-	// contiguous: generation can run past the context window in fixed
-	// memory.
-	PolicyStreaming = "streaming"
-	// PolicyH2O is H2O: every cached position accumulates the attention it
-	// receives over the prompt and every generated token; when the sequence
-	// holds more than Heavy + Recent cells, the lowest-scored position
-	// outside the Recent newest is evicted. Positions are not shifted.
-	PolicyH2O = "h2o"
-)
+// PolicyNone keeps the full cache. Every other policy's name is its
+// registry entry's in package policies: prompt-time ones
+// (policies.LookupPrompt) compress the prompt once; decode-time ones
+// (policies.LookupDecode) evict while decoding, as the policy from the
+// prompt on or as the decode policy after a prompt-time one.
+const PolicyNone = "none"
+
+// PolicySnapKV is SnapKV's name: the policy kvtrim serve and bench
+// compress with when asked for compression without naming one.
+const PolicySnapKV = "snapkv"
 
 // Compression says how a Session compresses its prompt and its
 // generation. The zero value (or Policy "none") keeps the full cache. Its
@@ -40,11 +27,14 @@ const (
 // server's flags, a request's "kvtrim" object and POST /props all go
 // through it and through Check.
 type Compression struct {
-	// Policy is the prompt's: none, snapkv, recent, random, streaming or
-	// h2o.
+	// Policy is none, a prompt-time policy (snapkv, recent, random,
+	// knorm, keydiff, ...) or a decode-time one run from the prompt on
+	// (streaming, h2o, tova, ...): PolicyNames.
 	Policy string `json:"policy"`
 	// Budget is the number of cells to keep, the window included. When 0,
-	// Ratio (of the prompt length) sets it.
+	// Ratio (of the prompt length) sets it. A decode-time policy after a
+	// prompt-time one keeps the budget the prompt's (TOVA) or its own
+	// counts (Heavy, Recent, Sinks).
 	Budget int     `json:"budget"`
 	Ratio  float64 `json:"ratio"`
 	// Window is SnapKV's observation window: the last Window prompt tokens
@@ -71,22 +61,25 @@ type Compression struct {
 	// removes that many positions at once when the cache is full (so keys
 	// are re-rotated once per EvictEvery tokens, not every token); H2O
 	// removes the positions it drops that many at a time (they stay in the
-	// cache, unscored, meanwhile). 0 means 1.
+	// cache, unscored, meanwhile), and so does TOVA. 0 means the policy's
+	// default: 1, or for StreamingLLM policies.DefaultEvictEvery.
 	Sinks      int `json:"sinks"`
 	Recent     int `json:"recent"`
 	EvictEvery int `json:"evict_every"`
-	// DecodePolicy keeps the total bounded while generating after a SnapKV
-	// (or recent) prompt: "streaming" re-assigns the kept positions to
-	// 0..k-1, then evicts and shifts within Sinks + Recent; "h2o" starts H2O
-	// (Heavy + Recent) from the kept positions, scored by the observation
-	// window's attention. "" or "none": nothing. Only snapkv, recent and
-	// random take one: streaming and h2o evict while generating already.
+	// DecodePolicy keeps the total bounded while generating after a
+	// prompt-time policy: a decode-time policy's name (policies.DecodeNames).
+	// "streaming" re-assigns the kept positions to 0..k-1, then evicts and
+	// shifts within Sinks + Recent; "h2o" starts H2O (Heavy + Recent) from
+	// the kept positions, scored by the observation window's attention;
+	// "tova" keeps the budget's cells by the current query's attention.
+	// "" or "none": nothing. A decode-time policy as the Policy takes none:
+	// it evicts while generating already.
 	DecodePolicy string `json:"decode_policy"`
 	// Heavy is H2O's number of heavy hitters (Recent is shared with
 	// streaming). With Ratio instead, the budget (Ratio of the prompt) is
 	// split evenly between them, as the paper does.
 	Heavy int `json:"heavy"`
-	// Seed draws PolicyRandom's positions.
+	// Seed draws the random baseline's positions.
 	Seed uint64 `json:"seed"`
 }
 
@@ -126,11 +119,37 @@ func (c Compression) promptPolicy() (policies.Policy, bool) {
 	return policies.LookupPrompt(c.Policy)
 }
 
-// PolicyNames are every policy's name: none, the prompt-time policies,
-// then streaming and h2o.
-func PolicyNames() []string {
-	return slices.Concat([]string{PolicyNone}, policies.PromptNames(), []string{PolicyStreaming, PolicyH2O})
+// decodeEntry is the compression's decode-time policy, as the policy
+// (asPolicy) or as the decode policy after a prompt-time one.
+func (c Compression) decodeEntry() (p policies.DecodePolicy, asPolicy, ok bool) {
+	if p, ok := policies.LookupDecode(c.Policy); ok {
+		return p, true, true
+	}
+	if d := c.decodePolicy(); d != "" {
+		p, ok := policies.LookupDecode(d)
+		return p, false, ok
+	}
+	return policies.DecodePolicy{}, false, false
 }
+
+// decodeOptions is the decode-time policy's settings, for a budget of
+// cells (see policies.DecodeOptions.Budget).
+func (c Compression) decodeOptions(budget int, asPolicy bool) policies.DecodeOptions {
+	return policies.DecodeOptions{
+		Budget: budget, Ratio: c.Ratio, Heavy: c.Heavy, Recent: c.Recent, Sinks: c.Sinks,
+		EvictEvery: c.EvictEvery, AsPolicy: asPolicy,
+	}
+}
+
+// PolicyNames are every policy's name: none, the prompt-time policies,
+// then the decode-time ones.
+func PolicyNames() []string {
+	return slices.Concat([]string{PolicyNone}, policies.PromptNames(), policies.DecodeNames())
+}
+
+// DecodePolicyNames are the decode-time policies' names: what
+// DecodePolicy takes, and what evicts while generating as the Policy.
+func DecodePolicyNames() []string { return policies.DecodeNames() }
 
 // KeepsWindow reports whether the prompt policy always keeps the last
 // Window prompt positions, so that its budget must exceed the window.
@@ -160,16 +179,38 @@ func (c Compression) decodePolicy() string {
 }
 
 // EvictsWhileDecoding reports whether the compression evicts while it
-// generates (StreamingLLM or H2O, as the policy or the decode policy): its
-// cache is not a prefix of the sequence that later tokens can extend.
-func (c Compression) EvictsWhileDecoding() bool { return c.Streams() || c.h2o() }
+// generates (a decode-time policy, as the policy or the decode policy):
+// its cache is not a prefix of the sequence that later tokens can extend.
+func (c Compression) EvictsWhileDecoding() bool {
+	_, _, ok := c.decodeEntry()
+	return ok
+}
 
-// h2o reports whether H2O runs, as the policy or the decode policy.
-func (c Compression) h2o() bool { return c.Policy == PolicyH2O || c.decodePolicy() == PolicyH2O }
+// Shifts reports whether the decode-time policy shifts positions
+// (StreamingLLM), so that the cache must be able to.
+func (c Compression) Shifts() bool {
+	p, _, ok := c.decodeEntry()
+	return ok && p.Shifts
+}
+
+// DecodeCells is the most cells the decode-time policy holds while
+// decoding, when its settings say (0 otherwise: none, or a Ratio of a
+// prompt not known yet).
+func (c Compression) DecodeCells() int {
+	p, asPolicy, ok := c.decodeEntry()
+	if !ok || p.Cells == nil {
+		return 0
+	}
+	return p.Cells(c.decodeOptions(c.Budget, asPolicy))
+}
 
 // AnyPromptLength reports whether a prompt of any length fits in a fixed
-// cache: StreamingLLM evicts while it prefills.
-func (c Compression) AnyPromptLength() bool { return c.Policy == PolicyStreaming }
+// cache: a shifting policy run from the prompt on evicts while it
+// prefills.
+func (c Compression) AnyPromptLength() bool {
+	p, asPolicy, ok := c.decodeEntry()
+	return ok && asPolicy && p.Shifts
+}
 
 // Appendable reports whether a cache this compression made can take more
 // tokens after it (Session.Append, Truncate): the next turn of a
@@ -177,10 +218,27 @@ func (c Compression) AnyPromptLength() bool { return c.Policy == PolicyStreaming
 func (c Compression) Appendable() bool { return !c.EvictsWhileDecoding() }
 
 // NeedsOwnContext reports whether the compression needs a llama.cpp
-// context of its own rather than a sequence of a shared one (Group): H2O,
-// as the policy or the decode policy, observes every decoded token
-// through its decoding context's eval callback.
-func (c Compression) NeedsOwnContext() bool { return c.h2o() }
+// context of its own rather than a sequence of a shared one (Group): a
+// decode-time policy that observes every decoded token does so through
+// its decoding context's eval callback.
+func (c Compression) NeedsOwnContext() bool {
+	p, _, ok := c.decodeEntry()
+	return ok && p.Observes == policies.ObservesSteps
+}
+
+// Fit fills the settings a decode-time policy leaves unset for a budget
+// of cells (kvtrim eval's budgets: StreamingLLM's sinks and window, H2O's
+// heavy hitters and window).
+func (c Compression) Fit(budget int) Compression {
+	p, asPolicy, ok := c.decodeEntry()
+	if !ok || p.Fit == nil {
+		return c
+	}
+	o := c.decodeOptions(c.Budget, asPolicy)
+	p.Fit(&o, budget)
+	c.Heavy, c.Recent, c.Sinks, c.EvictEvery = o.Heavy, o.Recent, o.Sinks, o.EvictEvery
+	return c
+}
 
 // withDefaults fills the unset fields.
 func (c Compression) withDefaults() Compression {
@@ -201,54 +259,26 @@ func (c Compression) withDefaults() Compression {
 
 // Check validates the settings that do not depend on the prompt.
 func (c Compression) Check() error {
-	switch c.Policy {
-	case "", PolicyNone:
+	if !c.Evicts() {
 		return nil
-	case PolicyStreaming, PolicyH2O:
-		if d := c.decodePolicy(); d != "" {
-			return fmt.Errorf("decode policy %s after policy %s: %s evicts while generating already; drop the decode policy", d, c.Policy, c.Policy)
-		}
 	}
-	switch c.Policy {
-	case PolicyStreaming:
-		switch {
-		case c.Sinks < 0:
-			return fmt.Errorf("sinks %d: give a count >= 0", c.Sinks)
-		case c.Recent < 1:
-			return fmt.Errorf("streaming needs --recent N >= 1 (the recent window)")
-		case c.EvictEvery < 0 || c.EvictEvery > c.Recent:
-			return fmt.Errorf("evict-every %d: give between 1 and the recent window %d (0: 1)", c.EvictEvery, c.Recent)
+	if d, ok := policies.LookupDecode(c.Policy); ok {
+		if dp := c.decodePolicy(); dp != "" {
+			return fmt.Errorf("decode policy %s after policy %s: %s evicts while generating already; drop the decode policy", dp, c.Policy, c.Policy)
 		}
-		return nil
-	case PolicyH2O:
-		switch {
-		case c.Ratio < 0 || c.Ratio > 1 || math.IsNaN(c.Ratio):
-			return fmt.Errorf("ratio %g: give a share in (0, 1]", c.Ratio)
-		case c.Ratio > 0 && (c.Heavy > 0 || c.Recent > 0):
-			return fmt.Errorf("give --heavy and --recent, or --ratio, not both")
-		case c.Ratio == 0 && (c.Heavy < 0 || c.Recent < 1):
-			return fmt.Errorf("h2o needs --heavy H >= 0 and --recent R >= 1, or --ratio")
-		case c.EvictEvery < 0:
-			return fmt.Errorf("evict-every %d: give a count >= 1 (0: 1)", c.EvictEvery)
-		}
-		return nil
-	default:
-		if _, ok := c.promptPolicy(); !ok {
-			return fmt.Errorf("unknown policy %q: use %s", c.Policy, strings.Join(PolicyNames(), ", "))
-		}
+		return d.Check(c.decodeOptions(c.Budget, true))
 	}
-	switch c.DecodePolicy {
-	case "", PolicyNone:
-	case PolicyStreaming:
-		if c.Sinks < 0 || c.Recent < 1 || c.EvictEvery < 0 {
-			return fmt.Errorf("--decode-policy streaming needs --sinks S >= 0 and --recent R >= 1")
+	if _, ok := c.promptPolicy(); !ok {
+		return fmt.Errorf("unknown policy %q: use %s", c.Policy, strings.Join(PolicyNames(), ", "))
+	}
+	if dp := c.decodePolicy(); dp != "" {
+		d, ok := policies.LookupDecode(dp)
+		if !ok {
+			return fmt.Errorf("decode policy %q: use %s (or none)", dp, strings.Join(policies.DecodeNames(), ", "))
 		}
-	case PolicyH2O:
-		if c.Heavy < 0 || c.Recent < 1 || c.EvictEvery < 0 {
-			return fmt.Errorf("--decode-policy h2o needs --heavy H >= 0 and --recent R >= 1")
+		if err := d.Check(c.decodeOptions(c.Budget, false)); err != nil {
+			return err
 		}
-	default:
-		return fmt.Errorf("decode policy %q: use streaming or h2o (or none)", c.DecodePolicy)
 	}
 	c = c.withDefaults()
 	switch {
@@ -295,17 +325,6 @@ func (c Compression) lookaheadTokens() int {
 		return 0
 	}
 	return max(0, c.withDefaults().Lookahead)
-}
-
-// h2oSplit is H2O's heavy and recent counts for a prompt of n tokens. Only
-// the h2o policy splits a Ratio; as a decode policy H2O's counts are always
-// Heavy and Recent (Ratio is then the prompt policy's).
-func (c Compression) h2oSplit(n int) (heavy, recent int) {
-	if c.Policy != PolicyH2O || c.Ratio == 0 {
-		return c.Heavy, c.Recent
-	}
-	budget := max(2, int(math.Ceil(c.Ratio*float64(n))))
-	return budget / 2, budget - budget/2
 }
 
 // PrefillsAside reports whether Prefill of a prompt of n tokens builds it

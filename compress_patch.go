@@ -25,9 +25,10 @@ type CompressionPatch struct {
 
 // Patch returns c with p's fields laid over it, checked (Check). A budget
 // given alone drops c's ratio and the other way round, so that a patch
-// can switch between them; so do H2O's heavy and recent counts and its
-// ratio. A lookahead of 0 means none. A StreamingLLM window given without
-// an eviction stride gets DefaultEvictEvery's.
+// can switch between them; so do the counts and the ratio of a policy
+// sized by either (H2O's heavy and recent). A lookahead of 0 means none. A
+// shifting policy's window given without an eviction stride gets the
+// policy's default stride (0; StreamingLLM's is policies.DefaultEvictEvery).
 func (c Compression) Patch(p CompressionPatch) (Compression, error) {
 	set(&c.Policy, p.Policy)
 	set(&c.Pool, p.Pool)
@@ -45,13 +46,13 @@ func (c Compression) Patch(p CompressionPatch) (Compression, error) {
 		c.Budget, c.Ratio = *p.Budget, 0
 	case p.Ratio != nil && p.Budget == nil:
 		c.Budget, c.Ratio = 0, *p.Ratio
-		if c.Policy == PolicyH2O && p.Heavy == nil && p.Recent == nil {
+		if c.ratioOrCounts() && p.Heavy == nil && p.Recent == nil {
 			c.Heavy, c.Recent = 0, 0
 		}
 	case p.Ratio != nil && p.Budget != nil:
 		c.Budget, c.Ratio = *p.Budget, *p.Ratio
 	}
-	if c.Policy == PolicyH2O && (p.Heavy != nil || p.Recent != nil) && p.Ratio == nil {
+	if c.ratioOrCounts() && (p.Heavy != nil || p.Recent != nil) && p.Ratio == nil {
 		c.Ratio = 0
 	}
 	if p.Lookahead != nil {
@@ -70,8 +71,8 @@ func (c Compression) Patch(p CompressionPatch) (Compression, error) {
 	if p.Kernel != nil && *p.Kernel < 1 {
 		return c, fmt.Errorf("kernel %d: give an odd width >= 1", *p.Kernel)
 	}
-	if c.Streams() && p.EvictEvery == nil && (c.EvictEvery == 0 || p.Recent != nil || p.Policy != nil || p.DecodePolicy != nil) {
-		c.EvictEvery = DefaultEvictEvery(c.Recent)
+	if c.Shifts() && p.EvictEvery == nil && (p.Recent != nil || p.Policy != nil || p.DecodePolicy != nil) {
+		c.EvictEvery = 0
 	}
 	return c, c.Check()
 }
@@ -80,4 +81,11 @@ func set[T any](dst *T, v *T) {
 	if v != nil {
 		*dst = *v
 	}
+}
+
+// ratioOrCounts reports whether the policy is a decode-time one sized by
+// a Ratio or by its own counts, not both (policies.DecodePolicy).
+func (c Compression) ratioOrCounts() bool {
+	p, asPolicy, ok := c.decodeEntry()
+	return ok && asPolicy && p.RatioOrCounts
 }

@@ -26,7 +26,7 @@ func (s *Session) Truncate(n int) error {
 		return fmt.Errorf("truncate to %d tokens: the session holds positions up to %d", n, s.nextPos)
 	case n == int(s.nextPos):
 		return nil
-	case s.stats.EvictedCells > 0 || s.opt.Compression.Streams():
+	case s.stats.EvictedCells > 0 || s.opt.Compression.EvictsWhileDecoding():
 		return fmt.Errorf("truncate to %d tokens: the session's cache is compressed, so only its whole sequence (%d tokens) can be continued", n, s.nextPos)
 	}
 	removed := false
@@ -41,7 +41,7 @@ func (s *Session) Truncate(n int) error {
 // Append decodes tokens after what the cache holds, without compressing
 // them, and asks for the logits of the last: the next turn of a
 // conversation whose earlier turns are cached, compressed or not. Policies
-// that score or evict while generating (H2O, StreamingLLM) do not append.
+// that evict while generating (decode-time ones) do not append.
 func (s *Session) Append(ctx context.Context, tokens []Token) error {
 	switch {
 	case len(tokens) == 0:

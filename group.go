@@ -167,13 +167,13 @@ func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
 		return nil, err
 	}
 	if c.NeedsOwnContext() {
-		return nil, fmt.Errorf("%w: h2o observes every decoded token through the decoding context's eval callback", ErrOwnContext)
+		return nil, fmt.Errorf("%w: its decode-time policy observes every decoded token through the decoding context's eval callback", ErrOwnContext)
 	}
 	m := g.model
 	if err := checkEvictable(m, c); err != nil {
 		return nil, err
 	}
-	if err := checkStreaming(m, c, g.ctx.Memory(), g.seqCtx, "a sequence's %d cells (-c / -np)"); err != nil {
+	if err := checkShifting(m, c, g.ctx.Memory(), g.seqCtx, "a sequence's %d cells (-c / -np)"); err != nil {
 		return nil, err
 	}
 	g.mu.Lock()
@@ -188,7 +188,9 @@ func (g *Group) NewSession(seq int, c Compression) (*Session, error) {
 	g.members[seq] = true
 	opt := g.opt
 	opt.Compression = c
-	s := &Session{model: m, ctx: g.ctx, copt: g.copt, opt: opt, seq: bindings.SeqID(seq), release: func() {}}
+	s := &Session{model: m, ctx: g.ctx, copt: g.copt, opt: opt, seq: bindings.SeqID(seq)}
+	copt := g.copt
+	s.evict, s.release = newEvicting(m, c, &copt) // a policy that observes nothing: no callback
 	s.be = memberBackend{s: s, g: g}
 	s.batch = m.lib.NewBatch(g.ctx.NBatch(), 1)
 	s.stats = s.freshStats()

@@ -7,7 +7,6 @@ import (
 	"runtime"
 
 	"github.com/kvtrim/kvtrim/bindings"
-	"github.com/kvtrim/kvtrim/hooks"
 	"github.com/kvtrim/kvtrim/policies"
 )
 
@@ -27,15 +26,25 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 	if s.be.shared() {
 		return nil, errors.New("score: a group member cannot score a text; use a session of its own")
 	}
-	policy := s.opt.Compression.Policy
-	if policy != "" && policy != PolicyNone && policy != PolicyStreaming {
-		return nil, fmt.Errorf("score: policy %s: only none and streaming stream a text", policy)
+	comp := s.opt.Compression
+	if comp.Evicts() && !comp.AnyPromptLength() {
+		return nil, fmt.Errorf("score: policy %s: only none and a shifting policy (streaming) stream a text", comp.Policy)
 	}
 	runtime.LockOSThread() // see Prefill
 	defer runtime.UnlockOSThread()
 	chunk = min(chunk, s.batch.Cap(), s.ctx.NUbatch())
-	if policy == PolicyStreaming {
-		chunk = min(chunk, s.opt.Compression.Recent)
+	var o policies.DecodeOptions
+	if comp.Evicts() {
+		p, _, _ := comp.decodeEntry()
+		o = comp.decodeOptions(0, true)
+		if p.Chunk != nil {
+			chunk = max(1, min(chunk, p.Chunk(o)))
+		}
+		if s.evict.ev == nil {
+			if err := s.startEvicting(nil, positions(0, s.used), nil, o); err != nil {
+				return nil, err
+			}
+		}
 	}
 	vocab := s.model.Vocab().NTokens()
 	nll := make([]float64, 0, len(tokens)-1)
@@ -46,10 +55,8 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 			return nll, err
 		}
 		part := tokens[i:min(i+chunk, len(tokens))]
-		if policy == PolicyStreaming {
-			if err := s.streamMakeRoom(len(part)); err != nil {
-				return nll, err
-			}
+		if err := s.makeRoom(len(part)); err != nil {
+			return nll, err
 		}
 		if s.used+len(part) > s.NCtx() {
 			return nll, fmt.Errorf("%w: token %d of the text does not fit in a context of %d cells (-c); stream it with --policy streaming", ErrPromptTooLong, i+len(part), s.NCtx())
@@ -67,8 +74,16 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 			}
 			copy(prev, s.ctx.Logits(j))
 		}
+		pos0 := int(s.nextPos)
 		s.nextPos += int32(len(part))
 		s.used += len(part)
+		if s.evict != nil {
+			for j := range part {
+				if _, err := s.evict.ev.Step(pos0+j, nil); err != nil {
+					return nll, err
+				}
+			}
+		}
 	}
 	return nll, nil
 }
@@ -78,9 +93,8 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 func (s *Session) Reset() {
 	s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
 	s.nextPos, s.used = 0, 0
-	if h := s.h2o; h != nil {
-		h.obs.SetCells(hooks.NewCellMap())
-		h.policy, h.pending = nil, h.pending[:0]
+	if s.evict != nil {
+		s.evict.reset()
 	}
 	s.stats = s.freshStats()
 }

@@ -66,8 +66,9 @@ type Session struct {
 	nextPos int32
 	used    int
 	stats   Stats
-	// h2o exists for the h2o policy; release unregisters its observer.
-	h2o     *h2oState
+	// evict exists for a decode-time policy; release unregisters its
+	// observer.
+	evict   *evicting
 	release func()
 	// be is where the sequence lives and how it decodes: a context of
 	// its own, or a Group's shared one (ctx is then the group's, seq the
@@ -150,22 +151,18 @@ func (m *Model) NewSession(opt SessionOptions) (*Session, error) {
 	if err := checkEvictable(m, opt.Compression); err != nil {
 		return nil, err
 	}
-	var h2o *h2oState
-	release := func() {}
-	if c := opt.Compression; c.NeedsOwnContext() {
-		h2o, release = newH2O(m, &copt)
-	}
+	evict, release := newEvicting(m, opt.Compression, &copt)
 	ctx, err := m.NewContext(copt)
 	if err != nil {
 		release()
 		return nil, err
 	}
-	if err := checkStreaming(m, opt.Compression, ctx.Memory(), ctx.NCtx(), "a context of %d cells (-c)"); err != nil {
+	if err := checkShifting(m, opt.Compression, ctx.Memory(), ctx.NCtx(), "a context of %d cells (-c)"); err != nil {
 		ctx.Close()
 		release()
 		return nil, err
 	}
-	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, h2o: h2o, release: release}
+	s := &Session{model: m, ctx: ctx, copt: copt, opt: opt, evict: evict, release: release}
 	s.be = ownBackend{s}
 	s.batch = m.lib.NewBatch(ctx.NBatch(), 1)
 	s.stats = s.freshStats()
@@ -197,18 +194,19 @@ func contextOptions(opt SessionOptions) (bindings.ContextOptions, error) {
 	return copt, nil
 }
 
-// checkStreaming refuses StreamingLLM (as the policy or the decode policy)
-// in a memory that cannot shift positions, or with a window larger than
-// the cells it has; where describes those cells, with a %d for their
-// number.
-func checkStreaming(m *Model, c Compression, mem *bindings.Memory, cells int, where string) error {
+// checkShifting refuses a shifting decode-time policy (StreamingLLM, as
+// the policy or the decode policy) in a memory that cannot shift
+// positions, or one that holds more cells than it has; where describes
+// those cells, with a %d for their number.
+func checkShifting(m *Model, c Compression, mem *bindings.Memory, cells int, where string) error {
+	p, _, _ := c.decodeEntry()
 	switch {
-	case !c.Streams():
+	case !c.Shifts():
 		return nil
 	case !mem.CanShift():
-		return fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which streaming needs; use --policy none", m.Path, m.Arch())
-	case c.Sinks+c.Recent > cells:
-		return fmt.Errorf("%w: sinks %d + recent %d do not fit in "+where+"; raise -c or shrink the window", ErrPromptTooLong, c.Sinks, c.Recent, cells)
+		return fmt.Errorf("model %s (architecture %s): its cache cannot shift positions, which a shifting policy needs; use --policy none", m.Path, m.Arch())
+	case c.DecodeCells() > cells:
+		return fmt.Errorf("%w: the %d cells %s keeps (sinks %d + recent %d) do not fit in "+where+"; raise -c or shrink the window", ErrPromptTooLong, c.DecodeCells(), p.Name, c.Sinks, c.Recent, cells)
 	}
 	return nil
 }
@@ -230,8 +228,8 @@ func (s *Session) freshStats() Stats {
 	if s.opt.Compression.Evicts() {
 		st.Policy = s.opt.Compression.Policy
 	}
-	if s.h2o != nil {
-		st.Attention = s.h2o.obs.Source().String()
+	if s.evict != nil && s.evict.obs != nil {
+		st.Attention = s.evict.obs.Source().String()
 	}
 	return st
 }
@@ -317,13 +315,12 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	defer runtime.UnlockOSThread()
 	comp := s.opt.Compression.withDefaults()
 	n := len(tokens)
-	switch comp.Policy {
-	case PolicyStreaming:
-		return s.prefillStreaming(ctx, tokens)
-	case PolicyH2O:
-		heavy, recent := comp.h2oSplit(n)
-		s.stats.Budget = heavy + recent
-		return s.prefillH2O(ctx, tokens, heavy, recent)
+	if p, asPolicy, ok := comp.decodeEntry(); ok && asPolicy {
+		o := comp.decodeOptions(comp.BudgetFor(n), true)
+		if p.Cells != nil {
+			s.stats.Budget = p.Cells(o)
+		}
+		return s.prefillEvicting(ctx, tokens, o)
 	}
 	if comp.Evicts() {
 		if s.nextPos != 0 {
@@ -337,15 +334,16 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 		if comp.tooShort(n) {
 			s.stats.Note = fmt.Sprintf("budget %d (ratio %g of %d prompt tokens) is not larger than the window %d: the prompt is too short to compress; nothing evicted", s.stats.Budget, comp.Ratio, n, comp.WindowFor(s.stats.Budget))
 		}
-		if comp.DecodePolicy == PolicyH2O {
-			// The prompt is kept whole: H2O starts from all of it, scored by
-			// its own attention, as an h2o session's prefill does (its heavy
-			// and recent are the decode policy's, never a split of Ratio).
-			if err := s.prefillH2O(ctx, tokens, comp.Heavy, comp.Recent); err != nil {
+		if s.evict != nil && !s.evict.policy.Shifts {
+			// The prompt is kept whole: the decode policy starts from all of
+			// it, scored by its own attention, as when it is the policy (its
+			// settings are still the decode policy's: never a split of
+			// Ratio).
+			if err := s.prefillEvicting(ctx, tokens, comp.decodeOptions(s.stats.Budget, false)); err != nil {
 				return err
 			}
 			if st := &s.stats; st.EvictedCells > 0 {
-				st.Note += fmt.Sprintf("; then h2o (heavy %d + recent %d) kept %d of the %d prompt tokens", comp.Heavy, comp.Recent, st.KeptCells, n)
+				st.Note += fmt.Sprintf("; then %s kept %d of the %d prompt tokens", s.evict.policy.Name, st.KeptCells, n)
 			}
 			return nil
 		}
@@ -359,6 +357,10 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 	s.recordHeld(s.used)
 	s.stats.EvictedCells = 0
 	s.stats.NKVBefore, s.stats.NKVAfter = hooks.PadNKV(s.used), hooks.PadNKV(s.used)
+	if s.evict != nil {
+		// A shifting decode policy after a prompt kept whole.
+		return s.startEvicting(nil, positions(0, s.used), nil, comp.decodeOptions(comp.BudgetFor(n), false))
+	}
 	return nil
 }
 
@@ -486,8 +488,8 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		// for after it, so that emit overlaps the group's round and the
 		// member is not what the round waits for.
 		last, full := n == opt.MaxTokens-1, false
-		if !last && s.opt.Compression.Streams() {
-			if err := s.streamMakeRoom(1); err != nil {
+		if !last {
+			if err := s.makeRoom(1); err != nil {
 				return err
 			}
 		}
@@ -543,29 +545,31 @@ func (s *Session) startStep(tok Token) *tokenStep {
 	return &tokenStep{start: time.Now(), pending: s.be.start([]Token{tok}, s.nextPos, true)}
 }
 
-// finishStep waits for st's decode (H2O observing it), then moves the
-// session past the token. It returns the step's time in milliseconds.
+// finishStep waits for st's decode (a decode-time policy observing it),
+// then moves the session past the token. It returns the step's time in
+// milliseconds.
 func (s *Session) finishStep(st *tokenStep) (float64, error) {
-	if s.h2o != nil {
-		s.h2o.obs.Arm(1)
+	obs := s.evict != nil && s.evict.obs != nil
+	if obs {
+		s.evict.obs.Arm(1)
 	}
 	err := st.pending.wait()
-	if s.h2o != nil {
-		s.h2o.obs.Disarm()
+	if obs {
+		s.evict.obs.Disarm()
 	}
 	ms := msSince(st.start)
 	s.stats.DecodeMs += ms
 	if err != nil {
 		return ms, fmt.Errorf("decode token at position %d: %w", s.nextPos, err)
 	}
-	if s.h2o != nil {
-		if err := s.stepH2O(s.nextPos); err != nil {
-			return ms, err
-		}
-	}
 	s.stats.DecodeTokens++
 	s.nextPos++
 	s.used++
+	if s.evict != nil {
+		if err := s.step(s.nextPos - 1); err != nil {
+			return ms, err
+		}
+	}
 	return ms, nil
 }
 

@@ -152,7 +152,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return err
 	}
 	lastPos := int32(n - 1)
-	if comp.DecodePolicy == PolicyStreaming {
+	shifts := s.evict != nil && s.evict.policy.Shifts
+	if shifts {
 		// Streaming goes on from here: positions become 0..k-1 (after the
 		// move, since a pending shift does not survive a state save).
 		s.withCtx(func() { err = s.sequence().CloseGaps(kept[:len(kept)-1]) })
@@ -166,8 +167,12 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return fmt.Errorf("decode the last prompt token after compaction: %w", err)
 	}
 	s.nextPos, s.used = lastPos+1, len(kept)
-	if comp.DecodePolicy == PolicyH2O {
-		if err := s.startH2O(packed, kept, att); err != nil {
+	if s.evict != nil {
+		start := kept
+		if shifts {
+			start = positions(0, len(kept))
+		}
+		if err := s.startEvicting(packed, start, att, comp.decodeOptions(budget, false)); err != nil {
 			return err
 		}
 	}
@@ -178,8 +183,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	st.ScoreMs += msBetween(t1, t2)
 	st.EvictMs += msBetween(t2, t3)
 	st.CompactMs += msBetween(t3, t4)
-	// What the cache holds: the kept cells, less what H2O (as the decode
-	// policy) dropped of them; attention still scans the packed span.
+	// What the cache holds: the kept cells, less what the decode policy
+	// dropped of them; attention still scans the packed span.
 	s.recordHeld(n)
 	st.EvictedCells = n - s.used
 	st.NKVBefore, st.NKVAfter = hooks.PadNKV(n), hooks.PadNKV(len(kept))

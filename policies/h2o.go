@@ -113,3 +113,73 @@ func (p *H2O) evict() []int {
 	p.kept, p.scores = p.kept[:w], p.scores[:w]
 	return evicted
 }
+
+// h2oPolicy is H2O as a decode-time policy: heavy hitters by accumulated
+// attention plus a recent window, evicting while decoding. From the
+// prompt on it is sized by Heavy and Recent or by a Ratio of the prompt,
+// split evenly between them as the paper does.
+var h2oPolicy = DecodePolicy{
+	Name:          "h2o",
+	Summary:       "heavy hitters by accumulated attention and a recent window, evicting while decoding (H2O)",
+	Observes:      ObservesSteps,
+	RatioOrCounts: true,
+	Check: func(o DecodeOptions) error {
+		switch {
+		case o.EvictEvery < 0:
+			return fmt.Errorf("evict-every %d: give a count >= 1 (0: 1)", o.EvictEvery)
+		case !o.AsPolicy:
+			if o.Heavy < 0 || o.Recent < 1 {
+				return fmt.Errorf("--decode-policy h2o needs --heavy H >= 0 and --recent R >= 1")
+			}
+		case o.Ratio < 0 || o.Ratio > 1 || o.Ratio != o.Ratio:
+			return fmt.Errorf("ratio %g: give a share in (0, 1]", o.Ratio)
+		case o.Ratio > 0 && (o.Heavy > 0 || o.Recent > 0):
+			return fmt.Errorf("give --heavy and --recent, or --ratio, not both")
+		case o.Ratio == 0 && (o.Heavy < 0 || o.Recent < 1):
+			return fmt.Errorf("h2o needs --heavy H >= 0 and --recent R >= 1, or --ratio")
+		}
+		return nil
+	},
+	Fit: func(o *DecodeOptions, budget int) {
+		if o.Recent == 0 && (!o.AsPolicy || o.Ratio == 0) {
+			o.Heavy, o.Recent = budget/2, max(1, budget-budget/2)
+		}
+	},
+	Cells: func(o DecodeOptions) int {
+		heavy, recent := h2oSizes(o)
+		return heavy + recent
+	},
+	New: func(o DecodeOptions) (Evictor, error) {
+		p, err := NewH2O(h2oSizes(o))
+		if err != nil {
+			return nil, err
+		}
+		return batched(h2oEvictor{p}, o.EvictEvery), nil
+	},
+}
+
+// h2oSizes is H2O's heavy and recent counts: its own, or from the prompt
+// on with a Ratio, the budget split evenly (at least one each).
+func h2oSizes(o DecodeOptions) (heavy, recent int) {
+	if !o.AsPolicy || o.Ratio == 0 {
+		return o.Heavy, o.Recent
+	}
+	b := max(2, o.Budget)
+	return b / 2, b - b/2
+}
+
+// h2oEvictor is H2O behind the Evictor interface.
+type h2oEvictor struct{ p *H2O }
+
+func (e h2oEvictor) Start(positions []int, scores []float32) ([]int, error) {
+	if scores == nil {
+		scores = make([]float32, len(positions))
+	}
+	return e.p.PrefillAt(positions, scores)
+}
+
+func (e h2oEvictor) Room(int) []int { return nil }
+
+func (e h2oEvictor) Step(pos int, row []float32) ([]int, error) { return e.p.Step(pos, row) }
+
+func (e h2oEvictor) Kept() []int { return e.p.Kept() }

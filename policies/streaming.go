@@ -93,3 +93,87 @@ func (s *Streaming) cut(tail int) []int {
 	s.kept = slices.Delete(s.kept, head, tail)
 	return evicted
 }
+
+// DefaultEvictEvery is StreamingLLM's eviction stride for a recent window
+// of recent positions when none is given: a quarter of it, between 1 and
+// 16 (docs/H2O-STREAMING.md).
+func DefaultEvictEvery(recent int) int { return min(16, max(1, recent/4)) }
+
+// streamingPolicy is StreamingLLM as a decode-time policy: Sinks first
+// positions and the Recent last ones; the oldest others leave before new
+// tokens come, EvictEvery at a time, and the later positions shift down
+// over them.
+var streamingPolicy = DecodePolicy{
+	Name:    "streaming",
+	Summary: "attention sinks and a recent window, positions shifted so generation runs past the context (StreamingLLM)",
+	Shifts:  true,
+	Check: func(o DecodeOptions) error {
+		switch {
+		case !o.AsPolicy && (o.Sinks < 0 || o.Recent < 1 || o.EvictEvery < 0):
+			return fmt.Errorf("--decode-policy streaming needs --sinks S >= 0 and --recent R >= 1")
+		case o.Sinks < 0:
+			return fmt.Errorf("sinks %d: give a count >= 0", o.Sinks)
+		case o.Recent < 1:
+			return fmt.Errorf("streaming needs --recent N >= 1 (the recent window)")
+		case o.EvictEvery < 0 || o.EvictEvery > o.Recent:
+			return fmt.Errorf("evict-every %d: give between 1 and the recent window %d (0: %d)", o.EvictEvery, o.Recent, DefaultEvictEvery(o.Recent))
+		}
+		return nil
+	},
+	Fit: func(o *DecodeOptions, budget int) {
+		if o.Recent == 0 {
+			o.Sinks = min(4, budget/2)
+			o.Recent = max(1, budget-o.Sinks)
+		}
+	},
+	Cells: func(o DecodeOptions) int { return o.Sinks + o.Recent },
+	Chunk: func(o DecodeOptions) int { return o.Recent },
+	New: func(o DecodeOptions) (Evictor, error) {
+		every := o.EvictEvery
+		if every == 0 {
+			every = DefaultEvictEvery(o.Recent)
+		}
+		return &streamEvictor{sinks: o.Sinks, recent: o.Recent, every: every}, nil
+	},
+}
+
+// streamEvictor is StreamingLLM's cache as an Evictor. Its positions are
+// always 0 .. held-1: each eviction is the run after the sinks, which the
+// caller closes by shifting the later positions down.
+type streamEvictor struct {
+	sinks, recent, every, held int
+}
+
+func (e *streamEvictor) Start(positions []int, _ []float32) ([]int, error) {
+	if len(positions) > 0 && positions[len(positions)-1] != len(positions)-1 {
+		return nil, fmt.Errorf("streaming: start from positions 0..%d, not up to %d (close the gaps first)", len(positions)-1, positions[len(positions)-1])
+	}
+	e.held = len(positions)
+	return nil, nil
+}
+
+// Room evicts the oldest positions after the sinks so that coming more
+// tokens fit in sinks + recent, every of them at least (all it can when
+// coming alone is more than the window).
+func (e *streamEvictor) Room(coming int) []int {
+	over := e.held + coming - (e.sinks + e.recent)
+	if over <= 0 {
+		return nil
+	}
+	k := min(max(over, e.every), e.held-e.sinks)
+	if k <= 0 {
+		return nil
+	}
+	e.held -= k
+	return positions(e.sinks, e.sinks+k)
+}
+
+func (e *streamEvictor) Step(pos int, _ []float32) ([]int, error) {
+	if pos != e.held {
+		return nil, fmt.Errorf("streaming: step at position %d, the cache holds 0..%d", pos, e.held-1)
+	}
+	e.held++
+	return nil, nil
+}
+
+func (e *streamEvictor) Kept() []int { return positions(0, e.held) }

@@ -76,33 +76,18 @@ func (c evalConfig) check(n int, b evalBudget) error {
 }
 
 // at is the configuration's compression at budget b for a prompt of n
-// tokens. The budget (cells, or a ratio of n) is split as the papers do where the
-// policy counts in parts: StreamingLLM keeps 4 sinks and the rest recent,
-// H2O as a decode policy half heavy hitters and half recent. Counts given
-// on the command line are kept.
+// tokens. Where a decode-time policy counts in parts and none are given,
+// the budget (cells, or a ratio of n) is split as its paper does
+// (Compression.Fit): StreamingLLM keeps 4 sinks and the rest recent, H2O
+// half heavy hitters and half recent. Counts given on the command line
+// are kept.
 func (c evalConfig) at(n int, b evalBudget) kvtrim.Compression {
 	comp := c.comp
 	if comp.Policy == kvtrim.PolicyNone {
 		return comp
 	}
 	comp.Budget, comp.Ratio = b.cells, b.ratio
-	budget := b.cellsFor(n)
-	switch {
-	case comp.Policy == kvtrim.PolicyStreaming || comp.DecodePolicy == kvtrim.PolicyStreaming:
-		if comp.Recent == 0 {
-			comp.Sinks = min(4, budget/2)
-			comp.Recent = max(1, budget-comp.Sinks)
-		}
-		if comp.EvictEvery == 0 {
-			comp.EvictEvery = kvtrim.DefaultEvictEvery(comp.Recent)
-		}
-		if comp.Policy == kvtrim.PolicyStreaming {
-			comp.Budget, comp.Ratio = 0, 0
-		}
-	case comp.DecodePolicy == kvtrim.PolicyH2O && comp.Recent == 0:
-		comp.Heavy, comp.Recent = budget/2, max(1, budget-budget/2)
-	}
-	return comp
+	return comp.Fit(b.cellsFor(n))
 }
 
 // evalBudget is one budget of an eval's list: cells, or a ratio of each

@@ -51,7 +51,7 @@ func parsePPLConfig(item string) (pplConfig, error) {
 		if err != nil {
 			return c, err
 		}
-		c.comp = kvtrim.Compression{Policy: kvtrim.PolicyStreaming, Sinks: s, Recent: r}
+		c.comp = kvtrim.Compression{Policy: "streaming", Sinks: s, Recent: r}
 		if kind == "ctxshift" {
 			c.comp.EvictEvery = max(1, r/2)
 		}
@@ -60,7 +60,7 @@ func parsePPLConfig(item string) (pplConfig, error) {
 		if err != nil || r < 1 {
 			return c, usageErrorf("--configs %q: want window:R", item)
 		}
-		c.comp = kvtrim.Compression{Policy: kvtrim.PolicyStreaming, Recent: r}
+		c.comp = kvtrim.Compression{Policy: "streaming", Recent: r}
 	case "dense":
 		w, s, err := pair("/")
 		if err != nil {
@@ -205,8 +205,8 @@ func scoreConfig(ctx context.Context, model *kvtrim.Model, cfg *pplConfig, token
 	opt := kvtrim.SessionOptions{NCtx: g.nCtx, NBatch: g.nBatch, NUbatch: g.nUbat, Threads: threads, FlashAttn: g.flashAttn, Compression: cfg.comp}
 	if cfg.denseW > 0 {
 		opt.NCtx = cfg.denseW
-	} else if opt.NCtx == 0 && cfg.comp.Policy == kvtrim.PolicyStreaming {
-		opt.NCtx = cfg.comp.Sinks + cfg.comp.Recent + 16
+	} else if opt.NCtx == 0 && cfg.comp.AnyPromptLength() {
+		opt.NCtx = cfg.comp.DecodeCells() + 16
 	} else if opt.NCtx == 0 {
 		opt.NCtx = len(tokens)
 	}

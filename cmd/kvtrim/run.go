@@ -62,8 +62,8 @@ func (g *genFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&g.ignoreEOS, "ignore-eos", false, "keep generating after end-of-text")
 	fs.BoolVar(&g.chat, "chat", false, "wrap the prompt in the model's chat template")
 	fs.StringVar(&g.statsJSON, "stats-json", "", "write timings and token counts to this JSON file")
-	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; streaming (sinks + recent window) and h2o (heavy hitters + recent window) evict while generating, the others once, after the prompt")
-	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (snapkv)")
+	fs.StringVar(&g.comp.Policy, "policy", "none", "KV compression: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; "+strings.Join(kvtrim.DecodePolicyNames(), ", ")+" evict while generating, the others once, after the prompt (docs/ARCHITECTURE.md)")
+	fs.IntVar(&g.comp.Budget, "budget", 0, "cells to keep, the window included (prompt-time policies, tova)")
 	fs.Float64Var(&g.comp.Ratio, "ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	g.registerPolicyOptions(fs)
 }
@@ -86,11 +86,11 @@ func (g *genFlags) registerPolicyOptions(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Lookahead, "lookahead", kvtrim.DefaultLookahead, "snapkv: tokens generated greedily on the full cache whose attention votes with the window's, then dropped (0: none, the paper's SnapKV)")
 	fs.IntVar(&g.comp.Kernel, "kernel", kvtrim.DefaultKernel, "odd width of the 1-D pooling of the votes")
 	fs.StringVar(&g.comp.Pool, "pool", kvtrim.DefaultPool, "pooling of the votes: avg or max")
-	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after --policy snapkv|recent: streaming (--sinks + --recent) or h2o (--heavy + --recent) keeps the total bounded while generating")
+	fs.StringVar(&g.comp.DecodePolicy, "decode-policy", "", "after a prompt-time --policy: "+strings.Join(kvtrim.DecodePolicyNames(), ", ")+" keeps the total bounded while generating (streaming: --sinks + --recent; h2o: --heavy + --recent; tova: the budget)")
 	fs.IntVar(&g.comp.Sinks, "sinks", kvtrim.DefaultSinks, "streaming: attention-sink positions kept at the start")
 	fs.IntVar(&g.comp.Recent, "recent", 0, "streaming, h2o: recent positions kept")
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
-	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o: positions evicted at once (default: 16 for streaming, 1 for h2o; docs/H2O-STREAMING.md)")
+	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o, tova: positions evicted at once (default: a quarter of --recent up to 16 for streaming, 1 for the others; docs/H2O-STREAMING.md)")
 	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: max, quota, normsum, votes or kvsum (docs/SNAPKV.md)")
 }
 

@@ -68,11 +68,11 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noWebUI, "no-webui", false, "accepted for llama-server's sake; kvtrim has no web UI")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
 	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: "+strings.Join(kvtrim.PolicyNames(), ", "))
-	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (snapkv, recent)")
+	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (prompt-time policies, tova)")
 	fs.Float64Var(&g.comp.Ratio, "kv-ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
 	g.registerPolicyOptions(fs)
 	fs.IntVar(&g.comp.Window, "kv-window", 0, "observation window (same as --window)")
-	fs.StringVar(&g.comp.DecodePolicy, "kv-decode-policy", "", "after snapkv or recent: streaming or h2o while generating (same as --decode-policy)")
+	fs.StringVar(&g.comp.DecodePolicy, "kv-decode-policy", "", "after a prompt-time policy: "+strings.Join(kvtrim.DecodePolicyNames(), ", ")+" while generating (same as --decode-policy)")
 }
 
 // llamaVar is an environment variable llama-server reads for a flag the

@@ -86,7 +86,7 @@ func (s *Server) handleSetProps(w http.ResponseWriter, r *http.Request, e *engin
 		var c kvtrim.Compression
 		if c, err = s.compression.Load().Patch(*props.Kvtrim); err != nil {
 			err = badRequest(`"kvtrim": %v`, err)
-		} else if err = fitsStreaming(c, e.slotCtx); err == nil {
+		} else if err = fitsShifting(c, e.slotCtx); err == nil {
 			s.compression.Store(&c)
 			s.log.Info().Str("kv_policy", c.Policy).Msg("default compression changed (POST /props)")
 		}

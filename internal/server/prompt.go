@@ -110,7 +110,7 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 	if c.Evicts() && e.evictable != nil {
 		return badRequest("kv policy %s: %v", c.Policy, e.evictable)
 	}
-	if err := fitsStreaming(c, e.slotCtx); err != nil {
+	if err := fitsShifting(c, e.slotCtx); err != nil {
 		return err
 	}
 	limit := e.slotCtx
@@ -126,12 +126,13 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 	return nil
 }
 
-// fitsStreaming refuses a StreamingLLM window larger than a slot's
-// context: checked before a request is queued (and at start-up for the
-// server's default), where NewSession would refuse it only on a slot.
-func fitsStreaming(c kvtrim.Compression, nCtx int) error {
-	if c.Streams() && c.Sinks+c.Recent > nCtx {
-		return badRequest("streaming: sinks %d + recent %d do not fit in a slot's context of %d cells (-c is split over -np slots)", c.Sinks, c.Recent, nCtx)
+// fitsShifting refuses a shifting policy (StreamingLLM) that keeps more
+// cells than a slot's context has: checked before a request is queued
+// (and at start-up for the server's default), where NewSession would
+// refuse it only on a slot.
+func fitsShifting(c kvtrim.Compression, nCtx int) error {
+	if c.Shifts() && c.DecodeCells() > nCtx {
+		return badRequest("%s: the %d cells it keeps (sinks %d + recent %d) do not fit in a slot's context of %d cells (-c is split over -np slots)", c.PolicyName(), c.DecodeCells(), c.Sinks, c.Recent, nCtx)
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if slotCtx < 1 {
 		return fmt.Errorf("context of %d cells split over %d slots leaves none per slot: raise -c or lower -np", total, s.cfg.Parallel)
 	}
-	if err := fitsStreaming(s.cfg.Compression, slotCtx); err != nil {
+	if err := fitsShifting(s.cfg.Compression, slotCtx); err != nil {
 		return fmt.Errorf("kv compression: %s", err.Error())
 	}
 	tmpl, err := s.chatTemplate(model)
