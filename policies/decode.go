@@ -89,7 +89,7 @@ type DecodePolicy struct {
 
 // decodePolicies are the decode-time policies, in the order --help lists
 // them.
-var decodePolicies = []DecodePolicy{streamingPolicy, h2oPolicy}
+var decodePolicies = []DecodePolicy{streamingPolicy, h2oPolicy, tovaPolicy}
 
 // LookupDecode returns the decode-time policy called name.
 func LookupDecode(name string) (DecodePolicy, bool) {

@@ -13,7 +13,8 @@
 // keep the cache bounded while tokens are decoded: StreamingLLM
 // (streaming.go), attention sinks plus a recent window with positions
 // shifted; H2O (h2o.go, h2o_mask.go), accumulated attention per cached
-// entry, with real eviction and the paper's mask simulation.
+// entry, with real eviction and the paper's mask simulation; TOVA
+// (tova.go), the positions the current query attends to most.
 //
 // The kernels (kernels.go, topk.go, f16.go) each have a plain reference
 // implementation in the tests that they are checked against; golden_test.go
