@@ -39,10 +39,15 @@ func newObserver(m *Model, fa bindings.FlashAttn) *hooks.Observer {
 	}, src)
 }
 
-// openObserving makes the temporary context for a prompt of n tokens.
-func (s *Session) openObserving(n int) (*observing, error) {
+// openObserving makes the temporary context for a prompt of n tokens;
+// with queries its observer reads the queries whatever flash attention
+// does (Qcur exists either way).
+func (s *Session) openObserving(n int, queries bool) (*observing, error) {
 	m := s.model
 	obs := newObserver(m, s.copt.FlashAttn)
+	if queries {
+		obs = newObserver(m, bindings.FlashAttnEnabled)
+	}
 	copt := s.copt
 	copt.NCtx = uint32(n)
 	var release func()
@@ -73,32 +78,41 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.NCtx())
 	}
 	lookahead := comp.lookaheadTokens()
-	o, err := s.openObserving(n + lookahead)
+	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
+	o, err := s.openObserving(n+lookahead, pol.Observes == policies.ObservesQueries)
 	if err != nil {
 		return err
 	}
 	defer o.close()
-	// The window rides in the prompt's last decode call (or last two, so
-	// that they hold at least window tokens): the observer keeps the last
-	// window rows it sees while armed.
+	// The rows the policy reads (the window's, or its last queries) ride in
+	// the prompt's last decode call (or last two, so that they hold that
+	// many tokens): the observer keeps the last rows it sees while armed.
 	window := cfg.Window
+	rows := 0
+	switch pol.Observes {
+	case policies.ObservesWindow:
+		rows = window
+	case policies.ObservesQueries:
+		rows = min(pol.QueryRows, n)
+	}
 	nb := min(o.ctx.NBatch(), s.batch.Cap())
 	last := n % nb
 	if last == 0 {
 		last = nb
 	}
-	if last < window {
+	if last < rows {
 		last += nb
 	}
 	last = min(last, n)
 	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
 		return err
 	}
-	// The lookahead tokens' rows join the window's. Only a policy that
-	// reads the window's attention has the observer read it.
-	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
-	if pol.Observes == policies.ObservesWindow {
+	// The lookahead tokens' rows join the window's.
+	switch pol.Observes {
+	case policies.ObservesWindow:
 		o.obs.Arm(window + lookahead)
+	case policies.ObservesQueries:
+		o.obs.Arm(rows)
 	}
 	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
 	t0 := time.Now() // observing: the lookahead and the scores
@@ -125,9 +139,19 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 			att[i] = att[i].FirstCols(n)
 		}
 		in.Attention = att
-	case policies.ObservesKeys:
-		if in.Keys, err = s.promptKeys(o.ctx, n); err != nil {
+	case policies.ObservesKeys, policies.ObservesQueries:
+		kv, err := s.promptState(o.ctx, n)
+		if err != nil {
 			return err
+		}
+		in.Keys, in.Values = kv.Keys, kv.Values
+		if pol.Observes == policies.ObservesQueries {
+			in.Heads, in.Queries = s.model.NHead(), o.obs.Queries
+			r, ok := s.model.Rope()
+			if !ok {
+				return fmt.Errorf("%s: model %s (architecture %s) rotates positions in a way kvtrim does not model (multi-section or vision RoPE); use another policy", pol.Name, s.model.Path, s.model.Arch())
+			}
+			in.Rope = policies.Rope(r)
 		}
 	}
 	t1 := time.Now()
@@ -191,23 +215,24 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	return nil
 }
 
-// promptKeys reads the keys of the n-token prompt an observing context
-// holds from its sequence's state, which carries them whatever eval
-// callback the context has (or none): what key-only policies score.
-func (s *Session) promptKeys(c *bindings.Context, n int) (func(layer int) (policies.Keys, error), error) {
+// promptState reads the keys and values of the n-token prompt an
+// observing context holds from its sequence's state, which carries them
+// whatever eval callback the context has (or none): what key-only policies
+// score.
+func (s *Session) promptState(c *bindings.Context, n int) (*hooks.StateKV, error) {
 	state, err := c.SeqState(0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
 	}
 	m := s.model
-	layers, keys, err := hooks.StateKeys(state, 0, m.NHeadKV(), m.NEmbd()/m.NHead())
+	kv, err := hooks.ReadStateKV(state, 0, m.NHeadKV(), m.NEmbd()/m.NHead())
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
-	case layers != m.NLayer():
-		return nil, fmt.Errorf("read the prompt's keys: the state holds %d layers, the model has %d", layers, m.NLayer())
+	case kv.Layers != m.NLayer():
+		return nil, fmt.Errorf("read the prompt's keys: the state holds %d layers, the model has %d", kv.Layers, m.NLayer())
 	}
-	return keys, nil
+	return kv, nil
 }
 
 // lookahead greedily generates k tokens after the prompt in the observing

@@ -42,6 +42,8 @@ type functions struct {
 	llamaModelNLayer       func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_layer"`
 	llamaModelNHead        func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_head"`
 	llamaModelNSWA         func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_swa"`
+	llamaModelRopeType     func(m uintptr) int32                                                                       `sym:"llama:llama_model_rope_type"`
+	llamaModelRopeScale    func(m uintptr) float32                                                                     `sym:"llama:llama_model_rope_freq_scale_train"`
 	llamaModelIsRecurrent  func(m uintptr) bool                                                                        `sym:"llama:llama_model_is_recurrent"`
 	llamaModelIsHybrid     func(m uintptr) bool                                                                        `sym:"llama:llama_model_is_hybrid"`
 	llamaModelNHeadKV      func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_head_kv"`

@@ -56,6 +56,11 @@ func TestModelMetadata(t *testing.T) {
 	if m.Arch() != "llama" {
 		t.Errorf("arch %q", m.Arch())
 	}
+	// llama's RoPE: adjacent pairs over the whole head (8 values), base
+	// 10000, no scaling.
+	if r, ok := m.Rope(); !ok || r != (bindings.Rope{Neox: false, Dims: 8, Base: 10000, Scale: 1}) {
+		t.Errorf("rope %+v, %v", r, ok)
+	}
 	if m.ChatTemplate() != "" {
 		t.Errorf("stories260K has no chat template, got %q", m.ChatTemplate())
 	}

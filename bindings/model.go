@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
 )
 
 // ModelOptions are the load settings kvtrim exposes.
@@ -79,6 +80,43 @@ func (m *Model) NHeadKV() int { return int(m.lib.fn.llamaModelNHeadKV(m.ptr)) }
 
 // NSWA is the sliding-window attention size (0: the model has none).
 func (m *Model) NSWA() int { return int(m.lib.fn.llamaModelNSWA(m.ptr)) }
+
+// Rope is how a model rotates its queries and keys by position: the
+// rotation applies to pairs of the first Dims values of each head, pair i
+// turned by position x Scale x Base^(-2i/Dims); Neox pairs value i with
+// i + Dims/2, the other layout (llama's) adjacent values.
+type Rope struct {
+	Neox        bool
+	Dims        int
+	Base, Scale float64
+}
+
+// Rope reports the model's rotary position embedding (Dims 0 when it has
+// none), or false for one kvtrim does not model (multi-section and vision
+// RoPE).
+// YaRN's and LongRoPE's corrections to the angles are not part of it.
+func (m *Model) Rope() (Rope, bool) {
+	typ := m.lib.fn.llamaModelRopeType(m.ptr)
+	switch typ {
+	case -1: // LLAMA_ROPE_TYPE_NONE: positions rotate nothing
+		return Rope{}, true
+	case 0, 2: // LLAMA_ROPE_TYPE_NORM, LLAMA_ROPE_TYPE_NEOX
+	default:
+		return Rope{}, false
+	}
+	arch := m.Arch()
+	r := Rope{Neox: typ == 2, Dims: m.NEmbd() / max(1, m.NHead()), Base: 10000, Scale: float64(m.lib.fn.llamaModelRopeScale(m.ptr))}
+	if v, err := strconv.Atoi(m.Meta(arch + ".rope.dimension_count")); err == nil && v > 0 {
+		r.Dims = v
+	}
+	if v, err := strconv.ParseFloat(m.Meta(arch+".rope.freq_base"), 64); err == nil && v > 0 {
+		r.Base = v
+	}
+	if r.Scale <= 0 {
+		r.Scale = 1
+	}
+	return r, true
+}
 
 // IsRecurrent reports a recurrent model (Mamba, RWKV): its memory is a
 // state, not one cell per position.

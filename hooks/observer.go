@@ -337,6 +337,27 @@ func positionsUpTo(n int) []int32 {
 	return out
 }
 
+// Queries is layer il's query rows (after RoPE) the armed decodes read,
+// oldest first: the last window rows of the prompt, each heads x head_dim
+// values. The observer must read queries (FromQK, or AlsoQK).
+func (o *Observer) Queries(il int) ([][]float32, error) {
+	switch {
+	case o.err != nil:
+		return nil, fmt.Errorf("observe queries: %w", o.err)
+	case o.source != FromQK && !o.AlsoQK:
+		return nil, fmt.Errorf("observe queries: this observer did not read them")
+	case il < 0 || il >= len(o.q):
+		return nil, fmt.Errorf("observe queries: layer %d of %d", il, len(o.q))
+	case len(o.q[il]) == 0:
+		return nil, fmt.Errorf("observe queries: layer %d: no rows read (was the observer armed?)", il)
+	}
+	rows := make([][]float32, len(o.q[il]))
+	for i, r := range o.q[il] {
+		rows[i] = r.data
+	}
+	return rows, nil
+}
+
 // attention computes the window rows' attention over positions from src;
 // with votes, each head's rows summed into one.
 func (o *Observer) attention(src Source, positions []int32, votes bool) ([]policies.WindowAttention, error) {

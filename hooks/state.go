@@ -95,78 +95,146 @@ const (
 	ggmlF16 = 1
 )
 
-// StateKeys reads the keys from a one-stream sequence state (as
-// StatePositions reads its positions): after the cells, a u32 (V
-// transposed) and the u32 layer count, then per layer an i32 ggml type, a
-// u64 row size and one row per cell, in cell order. It returns the cells'
-// positions and, per layer, the keys in position order (positions must be
-// 0..n-1, as a prompt just decoded holds them), for an F16 or F32 cache of
-// kvHeads x headDim values per row. Layers are converted one at a time,
-// when asked.
-func StateKeys(state []byte, seq int32, kvHeads, headDim int) (layers int, keys func(layer int) (policies.Keys, error), err error) {
+// StateKV is the keys and values of a one-stream sequence state (as
+// StatePositions reads its positions), by position: after the cells, a
+// u32 (V transposed) and the u32 layer count, then per layer an i32 ggml
+// type, a u64 row size and one key row per cell, in cell order; then the
+// values, per layer either the same way (an i32 type, a u64 row size, a
+// row per cell) or transposed (an i32 type, a u32 element size, the u32
+// row length, then per value dimension one element per cell). Positions
+// must be 0..n-1, as a prompt just decoded holds them; the cache F16 or
+// F32, of KVHeads x HeadDim values per row. Layers are converted one at a
+// time, when asked.
+type StateKV struct {
+	Layers, KVHeads, HeadDim int
+	state                    []byte
+	cellOf                   []int // position -> index in the state's cell order
+	vTrans                   bool
+	keys, values             []stateLayer
+}
+
+// stateLayer is where one layer's rows start in the state, and their type.
+type stateLayer struct {
+	typ uint32
+	off int
+}
+
+// ReadStateKV parses a sequence state for its keys and values.
+func ReadStateKV(state []byte, seq int32, kvHeads, headDim int) (*StateKV, error) {
 	pos, r, err := readCells(state, seq)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	cellOf := make([]int, len(pos)) // position -> index in the state's cell order
+	kv := &StateKV{KVHeads: kvHeads, HeadDim: headDim, state: state, cellOf: make([]int, len(pos))}
 	for i, p := range pos {
 		if p < 0 || int(p) >= len(pos) {
-			return 0, nil, fmt.Errorf("sequence state: cell %d holds position %d, outside 0..%d", i, p, len(pos)-1)
+			return nil, fmt.Errorf("sequence state: cell %d holds position %d, outside 0..%d", i, p, len(pos)-1)
 		}
-		cellOf[p] = i
+		kv.cellOf[p] = i
 	}
-	r.u32() // V transposed
-	nLayer := int(r.u32())
+	kv.vTrans = r.u32() != 0
+	kv.Layers = int(r.u32())
 	rowLen := kvHeads * headDim
-	type layerRows struct {
-		typ uint32
-		off int
-	}
-	rows := make([]layerRows, nLayer)
-	for il := range rows {
-		typ := r.u32()
-		size := uint64(r.u32()) | uint64(r.u32())<<32
-		want := uint64(rowLen) * 4
-		if typ == ggmlF16 {
-			want = uint64(rowLen) * 2
-		}
-		switch {
-		case r.err != nil:
-			return 0, nil, fmt.Errorf("sequence state: layer %d: %w", il, r.err)
-		case typ != ggmlF32 && typ != ggmlF16:
-			return 0, nil, fmt.Errorf("sequence state: layer %d keys of ggml type %d; kvtrim reads F16 and F32 caches", il, typ)
-		case size != want:
-			return 0, nil, fmt.Errorf("sequence state: layer %d key rows of %d bytes, want %d (%d heads x %d)", il, size, want, kvHeads, headDim)
-		case r.off+int(size)*len(pos) > len(state):
-			return 0, nil, fmt.Errorf("sequence state: layer %d keys truncated", il)
-		}
-		rows[il] = layerRows{typ: typ, off: r.off}
-		r.off += int(size) * len(pos)
-	}
-	keys = func(il int) (policies.Keys, error) {
-		if il < 0 || il >= nLayer {
-			return policies.Keys{}, fmt.Errorf("sequence state: layer %d of %d", il, nLayer)
-		}
-		k := policies.Keys{KVHeads: kvHeads, HeadDim: headDim, Rows: make([]float32, len(pos)*rowLen)}
-		lr := rows[il]
-		var half []uint16
-		if lr.typ == ggmlF16 {
-			half = make([]uint16, rowLen)
-		}
-		for p, cell := range cellOf {
-			dst := k.Rows[p*rowLen:][:rowLen]
-			var err error
-			if half != nil {
-				_, err = binary.Decode(state[lr.off+cell*rowLen*2:], binary.LittleEndian, half)
-				policies.F16ToF32(dst, half)
+	n := len(pos)
+	layers := func(what string, transposed bool) ([]stateLayer, error) {
+		out := make([]stateLayer, kv.Layers)
+		for il := range out {
+			typ := r.u32()
+			elem := uint64(4)
+			if typ == ggmlF16 {
+				elem = 2
+			}
+			var size uint64 // of the layer's data
+			if transposed {
+				el, dims := r.u32(), r.u32()
+				if r.err == nil && (uint64(el) != elem || int(dims) != rowLen) {
+					return nil, fmt.Errorf("sequence state: layer %d %s of %d-byte elements in rows of %d, want %d and %d (%d heads x %d)", il, what, el, dims, elem, rowLen, kvHeads, headDim)
+				}
+				size = elem * uint64(rowLen) * uint64(n)
 			} else {
-				_, err = binary.Decode(state[lr.off+cell*rowLen*4:], binary.LittleEndian, dst)
+				row := uint64(r.u32()) | uint64(r.u32())<<32
+				if r.err == nil && row != elem*uint64(rowLen) {
+					return nil, fmt.Errorf("sequence state: layer %d %s rows of %d bytes, want %d (%d heads x %d)", il, what, row, elem*uint64(rowLen), kvHeads, headDim)
+				}
+				size = row * uint64(n)
 			}
-			if err != nil {
-				return policies.Keys{}, fmt.Errorf("sequence state: layer %d, cell %d: %w", il, cell, err)
+			switch {
+			case r.err != nil:
+				return nil, fmt.Errorf("sequence state: layer %d %s: %w", il, what, r.err)
+			case typ != ggmlF32 && typ != ggmlF16:
+				return nil, fmt.Errorf("sequence state: layer %d %s of ggml type %d; kvtrim reads F16 and F32 caches", il, what, typ)
+			case uint64(r.off)+size > uint64(len(state)):
+				return nil, fmt.Errorf("sequence state: layer %d %s truncated", il, what)
+			}
+			out[il] = stateLayer{typ: typ, off: r.off}
+			r.off += int(size)
+		}
+		return out, nil
+	}
+	if kv.keys, err = layers("keys", false); err != nil {
+		return nil, err
+	}
+	if kv.values, err = layers("values", kv.vTrans); err != nil {
+		return nil, err
+	}
+	return kv, nil
+}
+
+// Keys is one layer's keys in position order.
+func (kv *StateKV) Keys(il int) (policies.Keys, error) {
+	rows, err := kv.rows(kv.keys, il, false)
+	return policies.Keys{KVHeads: kv.KVHeads, HeadDim: kv.HeadDim, Rows: rows}, err
+}
+
+// Values is one layer's values in position order, laid out as Keys.
+func (kv *StateKV) Values(il int) (policies.Keys, error) {
+	rows, err := kv.rows(kv.values, il, kv.vTrans)
+	return policies.Keys{KVHeads: kv.KVHeads, HeadDim: kv.HeadDim, Rows: rows}, err
+}
+
+// rows converts one layer's rows to float32 in position order, reading a
+// transposed layer one value dimension at a time.
+func (kv *StateKV) rows(layers []stateLayer, il int, transposed bool) ([]float32, error) {
+	if il < 0 || il >= kv.Layers {
+		return nil, fmt.Errorf("sequence state: layer %d of %d", il, kv.Layers)
+	}
+	rowLen, n := kv.KVHeads*kv.HeadDim, len(kv.cellOf)
+	lr := layers[il]
+	elem := 4
+	if lr.typ == ggmlF16 {
+		elem = 2
+	}
+	out := make([]float32, n*rowLen)
+	if transposed {
+		col := make([]float32, n) // one value dimension, in cell order
+		for j := range rowLen {
+			if err := kv.decode(col, lr.off+j*n*elem, lr.typ); err != nil {
+				return nil, fmt.Errorf("sequence state: layer %d, value dimension %d: %w", il, j, err)
+			}
+			for p, cell := range kv.cellOf {
+				out[p*rowLen+j] = col[cell]
 			}
 		}
-		return k, nil
+		return out, nil
 	}
-	return nLayer, keys, nil
+	for p, cell := range kv.cellOf {
+		if err := kv.decode(out[p*rowLen:][:rowLen], lr.off+cell*rowLen*elem, lr.typ); err != nil {
+			return nil, fmt.Errorf("sequence state: layer %d, cell %d: %w", il, cell, err)
+		}
+	}
+	return out, nil
+}
+
+// decode reads len(dst) F16 or F32 values at off.
+func (kv *StateKV) decode(dst []float32, off int, typ uint32) error {
+	if typ == ggmlF16 {
+		half := make([]uint16, len(dst))
+		if _, err := binary.Decode(kv.state[off:], binary.LittleEndian, half); err != nil {
+			return err
+		}
+		policies.F16ToF32(dst, half)
+		return nil
+	}
+	_, err := binary.Decode(kv.state[off:], binary.LittleEndian, dst)
+	return err
 }

@@ -10,7 +10,7 @@ import (
 // summed over layers and heads (and, at the start, the prompt's rows
 // DecodePolicy.PromptRows says). The decoding context carries the eval
 // callback, so such a policy needs a context of its own.
-const ObservesSteps Observes = ObservesKeys + 1
+const ObservesSteps Observes = ObservesQueries + 1
 
 // DecodeOptions are a decode-time policy's settings for one sequence, as
 // kvtrim's Compression carries them; each policy reads the ones it needs.

@@ -121,6 +121,9 @@ func LogSumExp(x []float32) float64 {
 	return hi + math.Log(sum)
 }
 
+// Norm is the L2 norm of x.
+func Norm(x []float32) float32 { return float32(math.Sqrt(float64(Dot(x, x)))) }
+
 // Add adds src to dst element by element; len(src) must be at least
 // len(dst).
 func Add(dst, src []float32) {

@@ -21,6 +21,9 @@ const (
 	// (Prompt.Keys), which a sequence's saved state carries, so no eval
 	// callback is needed.
 	ObservesKeys
+	// ObservesQueries: the last QueryRows queries of the prompt
+	// (Prompt.Queries, after RoPE) as well as the keys and values.
+	ObservesQueries
 )
 
 // Prompt is what a prompt-time policy is given to choose from: a prompt of
@@ -34,8 +37,15 @@ type Prompt struct {
 	// prompt's positions (ObservesWindow).
 	Attention []WindowAttention
 	// Keys returns one layer's keys (ObservesKeys), one layer at a time so
-	// that only one is in memory.
-	Keys func(layer int) (Keys, error)
+	// that only one is in memory; Values its values, laid out as keys.
+	Keys, Values func(layer int) (Keys, error)
+	// Heads is the model's query heads. Queries returns one layer's last
+	// query rows of the prompt (ObservesQueries), oldest first, at
+	// positions Len-len(rows) .. Len-1, each Heads x HeadDim values after
+	// RoPE, which Rope describes.
+	Heads   int
+	Queries func(layer int) ([][]float32, error)
+	Rope    Rope
 	// Kernel, Pool and Agg are how per-head scores become one selection
 	// (SnapKVConfig); Seed draws random choices.
 	Kernel int
@@ -71,7 +81,10 @@ type Policy struct {
 	// KeepsWindow says the policy always keeps the last Window positions,
 	// so its budget must exceed the window.
 	KeepsWindow bool
-	Select      Selector
+	// QueryRows is how many of the prompt's last queries a policy that
+	// ObservesQueries reads.
+	QueryRows int
+	Select    Selector
 }
 
 // promptPolicies are the prompt-time policies, in the order --help lists
@@ -142,6 +155,15 @@ func selectRandom(p Prompt) ([]int, error) {
 // dst[h*n+i] for KV head h and position i < n = Len-Window; they must be
 // >= 0, higher kept first.
 func selectByHeadScores(p Prompt, score func(k Keys, n int, dst []float32)) ([]int, error) {
+	return selectByLayerScores(p, func(_ int, k Keys, n int, dst []float32) error {
+		score(k, n, dst)
+		return nil
+	})
+}
+
+// selectByLayerScores is selectByHeadScores for a score that also reads
+// other things of layer il than its keys (Prompt.Values, Prompt.Queries).
+func selectByLayerScores(p Prompt, score func(il int, k Keys, n int, dst []float32) error) ([]int, error) {
 	if err := p.check(true); err != nil {
 		return nil, err
 	}
@@ -159,7 +181,9 @@ func selectByHeadScores(p Prompt, score func(k Keys, n int, dst []float32)) ([]i
 		// window's columns score 0 (it is kept anyway).
 		att := WindowAttention{Heads: k.KVHeads, Rows: 1, Cols: p.Len, Data: make([]float32, k.KVHeads*p.Len)}
 		heads := make([]float32, k.KVHeads*n)
-		score(k, n, heads)
+		if err := score(il, k, n, heads); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", il, err)
+		}
 		for h := range k.KVHeads {
 			copy(att.Data[h*p.Len:][:n], heads[h*n:][:n])
 		}
