@@ -42,14 +42,14 @@ step() {
 # The benchmarks first, while the machine is otherwise idle.
 step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 -c 4200 --ratio 0.1 --policy snapkv,recent \
 	-n 64 --reps "$reps" --png "$out/bench-125m" -t 2
-step bench-policies bench -m "$tmp/random-125m.gguf" --prompt-tokens 2000 -c 2200 --ratio 0.1 --policy snapkv,recent,random,knorm,keydiff,tova \
+step bench-policies bench -m "$tmp/random-125m.gguf" --prompt-tokens 2000 -c 2200 --ratio 0.1 --policy snapkv,recent,random,knorm,keydiff,expected-attention,tova \
 	-n 64 --reps "$reps" -t 2
 step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
 	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
 step passkey eval passkey -m "$retrieval" --lengths 256,512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
-	--ratio 0.05,0.1,0.2,0.5 --policy none,recent,random,snapkv,knorm,keydiff,h2o,tova,streaming,snapkv+h2o,snapkv+tova --png "$out/passkey" -t 2
+	--ratio 0.05,0.1,0.2,0.5 --policy none,recent,random,snapkv,knorm,keydiff,expected-attention,h2o,tova,streaming,snapkv+h2o,snapkv+tova --png "$out/passkey" -t 2
 step recall eval recall -m "$recall" --ratio 0.05,0.1,0.2,0.5 \
-	--policy none,recent,random,snapkv,knorm,keydiff,h2o,tova,streaming,snapkv+h2o,snapkv+tova --png "$out/recall" -t 2
+	--policy none,recent,random,snapkv,knorm,keydiff,expected-attention,h2o,tova,streaming,snapkv+h2o,snapkv+tova --png "$out/recall" -t 2
 step lines eval lines -m "$retrieval" --lengths 512,1000 --depths 0.1,0.5,0.9 --trials "$trials" --window 8 \
 	--ratio 0.1,0.2 --policy none,recent,snapkv,h2o --png "$out/lines" -t 2
 step ppl eval ppl -m testdata/stories260K.gguf -f testdata/moby-dick-ch1-35.txt --tokens 20000 --segment 4000 \

@@ -8,7 +8,9 @@
 // positions vote with their attention for the earlier ones (the votes
 // pooled, heads and layers aggregated into one selection, because a
 // llama.cpp cell serves every head and layer); the recent and random
-// baselines; Knorm (knorm.go) and KeyDiff (keydiff.go), from keys alone.
+// baselines; Knorm (knorm.go) and KeyDiff (keydiff.go), from keys alone;
+// Expected Attention (expected_attention.go), from the recent queries'
+// statistics moved to future positions (rope.go).
 // Decode-time policies (decode.go: DecodePolicy, Evictor, LookupDecode)
 // keep the cache bounded while tokens are decoded: StreamingLLM
 // (streaming.go), attention sinks plus a recent window with positions

@@ -95,6 +95,7 @@ var promptPolicies = []Policy{
 	{Name: "random", Summary: "the window and Budget-Window positions drawn at random (baseline)", KeepsWindow: true, Select: selectRandom},
 	knorm,
 	keyDiff,
+	expectedAttention,
 }
 
 // LookupPrompt returns the prompt-time policy called name.
