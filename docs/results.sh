@@ -21,18 +21,20 @@ rm -rf "$out" && mkdir -p "$out"
 retrieval=../shared/models/kvtrim-retrieval-1m.gguf
 recall=../shared/models/kvtrim-recall-0.5m.gguf # its public prompts: recall/public.jsonl beside it
 
-# Each step: a name, then the command; its markdown lands in $out/NAME.md.
+# Each step: a name, then the command; its markdown lands in $out/NAME.md
+# and, with the command, in the section $section (the body by default).
+section=body
 step() {
 	name=$1
 	shift
 	echo "== $name: kvtrim $*" >&2
 	"$k" "$@" --md "$out/$name.md" --json "$out/$name.json" >/dev/null
-	printf '\n## %s\n\n```sh\nkvtrim %s\n```\n\n' "$name" "$(echo "$*" | sed "s#$tmp/##g")" >>"$tmp/body.md"
-	cat "$out/$name.md" >>"$tmp/body.md"
+	printf '\n## %s\n\n```sh\nkvtrim %s\n```\n\n' "$name" "$(echo "$*" | sed "s#$tmp/##g")" >>"$tmp/$section.md"
+	cat "$out/$name.md" >>"$tmp/$section.md"
 	if [ -d "$out/$name" ]; then
-		echo >>"$tmp/body.md"
+		echo >>"$tmp/$section.md"
 		for png in "$out/$name"/*.png; do
-			printf '![%s](results/%s/%s)\n' "$(basename "$png" .png)" "$name" "$(basename "$png")" >>"$tmp/body.md"
+			printf '![%s](results/%s/%s)\n' "$(basename "$png" .png)" "$name" "$(basename "$png")" >>"$tmp/$section.md"
 		done
 	fi
 }
@@ -42,7 +44,7 @@ step() {
 # The benchmarks first, while the machine is otherwise idle.
 step bench-125m bench -m "$tmp/random-125m.gguf" --prompt-tokens 1000,2000,4000 -c 4200 --ratio 0.1 --policy snapkv,recent \
 	-n 64 --reps "$reps" --png "$out/bench-125m" -t 2
-step bench-policies bench -m "$tmp/random-125m.gguf" --prompt-tokens 2000 -c 2200 --ratio 0.1 --policy snapkv,recent,random,knorm,keydiff,expected-attention,tova \
+step bench-policies bench -m "$tmp/random-125m.gguf" --prompt-tokens 2000 -c 2200 --ratio 0.1 --policy snapkv,recent,random,knorm,keydiff,expected-attention,h2o,tova,streaming,snapkv+h2o,snapkv+tova \
 	-n 64 --reps "$reps" -t 2
 step bench-stories260K bench -m testdata/stories260K.gguf --prompt-tokens 500,1000,1900 -c 2048 --ratio 0.1 --policy snapkv \
 	-n 64 --reps "$reps" --png "$out/bench-stories260K" -t 2
@@ -55,6 +57,10 @@ step lines eval lines -m "$retrieval" --lengths 512,1000 --depths 0.1,0.5,0.9 --
 step ppl eval ppl -m testdata/stories260K.gguf -f testdata/moby-dick-ch1-35.txt --tokens 20000 --segment 4000 \
 	--configs streaming:4+508,window:512,ctxshift:4+508,dense:512/64 --png "$out/ppl" -t 2
 
+# The leaderboard of every policy, from the reports above, goes first.
+section=top
+step leaderboard eval leaderboard "$out/passkey.json" "$out/recall.json" --bench "$out/bench-policies.json"
+
 {
 	echo "# Results"
 	echo
@@ -63,6 +69,6 @@ step ppl eval ppl -m testdata/stories260K.gguf -f testdata/moby-dick-ch1-35.txt 
 	echo "(\`kvtrim random-model --shape 125m --type q8_0\`): its speed is real, its outputs mean nothing."
 	echo "Budgets are shares of each prompt; \`none\` is the full cache. docs/SNAPKV.md and docs/H2O-STREAMING.md"
 	echo "explain the policies and their settings."
-	cat "$tmp/body.md"
+	cat "$tmp/top.md" "$tmp/body.md"
 } >docs/RESULTS.md
 echo "wrote docs/RESULTS.md" >&2

@@ -240,8 +240,11 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(args) > 0 && args[0] == "ppl" {
 		return cmdEvalPPL(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "leaderboard" {
+		return cmdLeaderboard(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "passkey" && args[0] != "lines" && args[0] != "recall") {
-		return usageErrorf("eval needs a task: passkey, lines, recall or ppl")
+		return usageErrorf("eval needs a task: passkey, lines, recall or ppl (or leaderboard, of their reports)")
 	}
 	task := args[0]
 	fs := newFlagSet("eval "+task, "eval passkey|lines|recall -m MODEL [--policy LIST] [--ratio LIST | --budget LIST] [flags]")

@@ -28,7 +28,7 @@ commands:
   demo      generate with the bundled tiny model (fetches libllama if needed)
   run       generate text: kvtrim run -m MODEL -p TEXT -n N
   bench     speed of the full cache and a policy side by side: kvtrim bench -m MODEL --prompt-tokens N
-  eval      accuracy of policies on retrieval tasks: kvtrim eval passkey|lines -m MODEL
+  eval      accuracy of policies on retrieval tasks: kvtrim eval passkey|lines|recall -m MODEL; eval leaderboard of their reports
   serve     llama-server-compatible HTTP server: kvtrim serve -m MODEL --port 8080 [-np N] [--kv-policy snapkv]
   lib       show which libllama kvtrim would use; 'lib fetch', 'lib build'
   version   print kvtrim's version and the libllama it would use

@@ -214,6 +214,7 @@ func percent(n, of int) string {
 	return fmt.Sprintf("%.0f%%", 100*float64(n)/float64(of))
 }
 
+// budgetLabel is a budget as a column heading: a percentage or cells.
 func budgetLabel(v float64, unit string) string {
 	if unit == "cells" {
 		return fmt.Sprintf("%g cells", v)
