@@ -22,7 +22,8 @@ import (
 // serveFlags are kvtrim serve's flags, spelled as llama-server spells them,
 // plus kvtrim's --kv-* compression flags.
 type serveFlags struct {
-	g            genFlags // model, context, sampling defaults and compression
+	g            genFlags       // model, context, sampling defaults and compression
+	accepted     *acceptedFlags // llama-server's flags kvtrim serve does not implement
 	parallel     int
 	host         string
 	port         int
@@ -81,7 +82,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 type llamaVar struct {
 	name string
 	// flag is the flag's long name (no dashes) as kvtrim serve registers
-	// it, or as unsupportedLlamaFlag refuses it.
+	// it (llamaFlags' included).
 	flag string
 	// neg is the flag's negative (--no-slots for --slots), if it has one.
 	// The value is then a boolean, and, as in llama.cpp, the variable's
@@ -108,16 +109,16 @@ func (v llamaVar) get(lookup func(string) (string, bool)) (name, value string, o
 	return v.name, value, ok
 }
 
-// hfToken is the one variable kvtrim serve neither reads nor refuses: it
-// is only a download's credential, kvtrim refuses every way to download a
-// model (-hf, -mu, -dr, ...), and it is often set for other programs.
+// hfToken is the one variable kvtrim serve does not read: it is only a
+// download's credential, kvtrim downloads no model (-hf, -mu, -dr, ...
+// are not applied), and it is often set for other programs.
 const hfToken = "HF_TOKEN"
 
 // llamaEnv lists llama-server 0.5.0's environment variables: those of the
-// flags kvtrim serve supports, which fill the flag when the command line
-// does not give it, then those of flags it refuses, which are refused as
-// the flags are. Two more of kvtrim's own come last, read as before:
-// LLAMA_ARG_API_KEY and LLAMA_ARG_NO_WEBUI.
+// flags kvtrim serve implements, then those of the flags it takes without
+// implementing them (llamaFlags); each fills its flag when the command
+// line does not give it. Two more of kvtrim's own come last, read as
+// before: LLAMA_ARG_API_KEY and LLAMA_ARG_NO_WEBUI.
 func llamaEnv() []llamaVar {
 	return []llamaVar{
 		// supported
@@ -146,7 +147,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_UI", flag: "webui", neg: "no-webui"}, // false only: kvtrim has no web UI
 		{name: "LLAMA_ARG_CHAT_TEMPLATE", flag: "chat-template"},
 		{name: "LLAMA_ARG_LOG_FILE", flag: "log-file"},
-		// refused: context, cache and memory
+		// taken, not implemented (llamaFlags): context, cache and memory
 		{name: "LLAMA_ARG_SWA_FULL", flag: "swa-full"},
 		{name: "LLAMA_ARG_PERF", flag: "perf", neg: "no-perf"},
 		{name: "LLAMA_ARG_ROPE_SCALING_TYPE", flag: "rope-scaling"},
@@ -174,7 +175,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_CONT_BATCHING", flag: "cont-batching", neg: "no-cont-batching"},
 		{name: "LLAMA_ARG_CACHE_PROMPT", flag: "cache-prompt", neg: "no-cache-prompt"},
 		{name: "LLAMA_ARG_CACHE_REUSE", flag: "cache-reuse"},
-		// refused: model sources, loading and devices
+		// taken, not implemented (llamaFlags): model sources, loading and devices
 		{name: "LLAMA_ARG_LOAD_MODE", flag: "load-mode"},
 		{name: "LLAMA_ARG_LAZY_MODE", flag: "lazy-mode"},
 		{name: "LLAMA_ARG_NUMA", flag: "numa"},
@@ -193,24 +194,24 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_DOCKER_REPO", flag: "docker-repo"},
 		{name: "LLAMA_ARG_HF_REPO", flag: "hf-repo"},
 		{name: "LLAMA_ARG_HF_FILE", flag: "hf-file"},
-		{name: hfToken, flag: "hf-token"}, // neither read nor refused: see hfToken
+		{name: hfToken, flag: "hf-token"}, // not read: see hfToken
 		{name: "LLAMA_ARG_OFFLINE", flag: "offline", void: true},
 		{name: "LLAMA_ARG_MODELS_DIR", flag: "models-dir"},
 		{name: "LLAMA_ARG_MODELS_PRESET", flag: "models-preset"},
 		{name: "LLAMA_ARG_MODELS_MAX", flag: "models-max"},
 		{name: "LLAMA_ARG_MODELS_AUTOLOAD", flag: "models-autoload", neg: "no-models-autoload"},
-		// refused: llama.cpp's logging
+		// taken, not implemented (llamaFlags): llama.cpp's logging
 		{name: "LLAMA_ARG_LOG_JSONL", flag: "log-jsonl", neg: "no-log-jsonl"},
 		{name: "LLAMA_ARG_LOG_COLORS", flag: "log-colors"},
 		{name: "LLAMA_ARG_LOG_VERBOSITY", flag: "log-verbosity"},
 		{name: "LLAMA_ARG_LOG_PREFIX", flag: "log-prefix", neg: "no-log-prefix"},
 		{name: "LLAMA_ARG_LOG_TIMESTAMPS", flag: "log-timestamps", neg: "no-log-timestamps"},
-		// refused: samplers kvtrim does not build
+		// taken, not implemented (llamaFlags): samplers kvtrim does not build
 		{name: "LLAMA_ARG_REPEAT_PENALTY", flag: "repeat-penalty"},
 		{name: "LLAMA_ARG_PRESENCE_PENALTY", flag: "presence-penalty"},
 		{name: "LLAMA_ARG_FREQUENCY_PENALTY", flag: "frequency-penalty"},
 		{name: "LLAMA_ARG_BACKEND_SAMPLING", flag: "backend-sampling", void: true},
-		// refused: speculative decoding
+		// taken, not implemented (llamaFlags): speculative decoding
 		{name: "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_K", flag: "spec-draft-type-k"},
 		{name: "LLAMA_ARG_SPEC_DRAFT_CACHE_TYPE_V", flag: "spec-draft-type-v"},
 		{name: "LLAMA_ARG_SPEC_DRAFT_HF_REPO", flag: "spec-draft-hf"},
@@ -228,7 +229,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_SPEC_TYPE", flag: "spec-type"},
 		{name: "LLAMA_ARG_DRAFT_MAX", flag: "draft-max"},
 		{name: "LLAMA_ARG_DRAFT_MIN", flag: "draft-min"},
-		// refused: embeddings, multimodal
+		// taken, not implemented (llamaFlags): embeddings, multimodal
 		{name: "LLAMA_ARG_POOLING", flag: "pooling"},
 		{name: "LLAMA_ARG_EMBEDDINGS", flag: "embedding", void: true},
 		{name: "LLAMA_ARG_RERANKING", flag: "reranking", void: true},
@@ -243,7 +244,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_VIDEO_FPS", flag: "video-fps"},
 		{name: "LLAMA_ARG_VIDEO_TIMESTAMP_INTERVAL", flag: "video-timestamp-interval"},
 		{name: "LLAMA_ARG_VIDEO_FFMPEG_DIR", flag: "video-ffmpeg-dir"},
-		// refused: HTTP, web UI and tools
+		// taken, not implemented (llamaFlags): HTTP, web UI and tools
 		{name: "LLAMA_ARG_TAGS", flag: "tags"},
 		{name: "LLAMA_ARG_REUSE_PORT", flag: "reuse-port", void: true},
 		{name: "LLAMA_ARG_STATIC_PATH", flag: "path"},
@@ -264,7 +265,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_SSL_CERT_FILE", flag: "ssl-cert-file"},
 		{name: "LLAMA_ARG_SSE_PING_INTERVAL", flag: "sse-ping-interval"},
 		{name: "LLAMA_ARG_THREADS_HTTP", flag: "threads-http"},
-		// refused: templates and reasoning
+		// taken, not implemented (llamaFlags): templates and reasoning
 		{name: "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", flag: "chat-template-kwargs"},
 		{name: "LLAMA_ARG_CHAT_TEMPLATE_FILE", flag: "chat-template-file"},
 		{name: "LLAMA_ARG_JINJA", flag: "jinja", neg: "no-jinja"},
@@ -283,8 +284,8 @@ func llamaEnv() []llamaVar {
 }
 
 // fromEnv fills the flags the command line left unset from llama-server's
-// environment variables, and refuses those of the flags kvtrim serve
-// refuses, whatever their value.
+// environment variables, and refuses a variable whose flag kvtrim serve
+// does not know.
 func fromEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 	for _, e := range llamaEnv() {
 		name, value, ok := e.get(lookup)
@@ -355,95 +356,10 @@ func llamaBool(v string) (bool, error) {
 	return false, errors.New("invalid boolean value: use on, enabled, true or 1; off, disabled, false or 0")
 }
 
-// unsupportedFlag returns the first llama-server flag in args that kvtrim
-// serve does not support, as the user spelled it, or "".
-func unsupportedFlag(args []string) string {
-	for _, a := range args {
-		if a == "--" {
-			return ""
-		}
-		if len(a) < 2 || a[0] != '-' {
-			continue
-		}
-		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if unsupportedLlamaFlag(name) {
-			return strings.SplitN(a, "=", 2)[0]
-		}
-	}
-	return ""
-}
-
-// unsupportedLlamaFlag reports whether name (without dashes) is one of
-// llama-server's flags that kvtrim serve refuses rather than ignore.
-func unsupportedLlamaFlag(name string) bool {
-	switch name {
-	// adapters, multimodal, RoPE and context extension
-	case "lora", "lora-scaled", "lora-init-without-apply", "control-vector", "control-vector-scaled",
-		"control-vector-layer-range", "mmproj", "mmproj-url", "mmproj-auto", "no-mmproj", "no-mmproj-offload",
-		"rope-scaling", "rope-scale", "rope-freq-base", "rope-freq-scale", "yarn-orig-ctx", "yarn-ext-factor",
-		"yarn-attn-factor", "yarn-beta-slow", "yarn-beta-fast", "context-shift", "no-context-shift", "keep",
-		// grammars, templates, reasoning, tools
-		"grammar", "grammar-file", "json-schema", "json-schema-file", "j", "jf", "jinja", "no-jinja",
-		"chat-template-file", "chat-template-kwargs", "reasoning-format", "reasoning-budget", "tools",
-		"system-prompt-file",
-		// batching, cache types and placement, prompt caching
-		"cont-batching", "cb", "no-cont-batching", "nocb", "cache-type-k", "ctk", "cache-type-v", "ctv",
-		"cache-type-k-draft", "ctkd", "cache-type-v-draft", "ctvd", "cache-reuse",
-		"slot-save-path", "swa-full", "kv-unified", "kvu", "no-kv-offload", "nkvo",
-		"defrag-thold", "dt",
-		// embeddings and reranking
-		"embedding", "embeddings", "reranking", "rerank", "pooling",
-		// speculative decoding
-		"draft", "draft-max", "draft-n", "draft-min", "draft-p-min", "model-draft", "md", "ctx-size-draft", "cd",
-		"device-draft", "devd", "gpu-layers-draft", "n-gpu-layers-draft", "ngld", "threads-draft", "td",
-		"threads-batch-draft", "tbd", "spec-replace",
-		// model sources and devices
-		"hf-repo", "hf", "hfr", "hf-file", "hff", "hf-token", "hft", "hf-repo-draft", "hfd", "model-url", "mu",
-		"docker-repo", "dr", "split-mode", "sm", "tensor-split", "ts", "main-gpu", "mg", "override-tensor", "ot",
-		"cpu-moe", "cmoe", "n-cpu-moe", "ncmoe", "mlock", "no-mmap", "numa", "device", "dev", "rpc", "override-kv",
-		"offline", "check-tensors",
-		// threads beyond -t
-		"threads-batch", "tb", "threads-http", "cpu-mask", "C", "cpu-range", "Cr", "cpu-strict", "prio", "poll",
-		// HTTP extras
-		"path", "api-prefix", "ssl-key-file", "ssl-cert-file", "webui", "webui-config", "webui-config-file",
-		"metrics-port",
-		// samplers kvtrim does not build
-		"samplers", "sampling-seq", "dynatemp-range", "dynatemp-exp", "mirostat", "mirostat-lr", "mirostat-ent",
-		"repeat-penalty", "repeat-last-n", "presence-penalty", "frequency-penalty", "dry-multiplier", "dry-base",
-		"dry-allowed-length", "dry-penalty-last-n", "dry-sequence-breaker", "typical", "top-nsigma",
-		"xtc-probability", "xtc-threshold", "logit-bias", "l", "ignore-eos", "n-probs", "special", "sp", "escape",
-		"e", "no-escape", "spm-infill", "lookup-cache-static", "lcs", "lookup-cache-dynamic", "lcd",
-		// the rest of llama-server 0.5.0's flags with an environment variable
-		"perf", "no-perf", "kvo", "kv-offload", "repack", "nr", "no-repack", "no-host", "lm", "load-mode", "lzm",
-		"lazy-mode", "ncffn", "n-cpu-ffn", "fit", "fitt", "fit-target", "fitc", "fit-ctx", "log-jsonl", "no-log-jsonl",
-		"log-colors", "lv", "verbosity", "log-verbosity", "log-prefix", "no-log-prefix", "log-timestamps",
-		"no-log-timestamps", "spec-draft-type-k", "spec-draft-type-v", "bs", "backend-sampling", "spec-draft-hf", "hfrd",
-		"spec-draft-cpu-moe", "cmoed", "cpu-moe-draft", "spec-draft-n-cpu-moe", "spec-draft-ncmoe", "ncmoed",
-		"n-cpu-moe-draft", "spec-draft-n-max", "spec-draft-n-min", "spec-synth-len", "spec-synth-rates",
-		"spec-draft-p-split", "draft-p-split", "spec-draft-p-min", "spec-draft-backend-sampling",
-		"no-spec-draft-backend-sampling", "spec-draft-ngl", "spec-draft-model", "spec-type", "draft-n-min",
-		"kv-unified-per-slot", "ctxcp", "ctx-checkpoints", "swa-checkpoints", "cms", "checkpoint-min-step", "no-kvu",
-		"no-kv-unified", "cache-idle-slots", "no-cache-idle-slots", "mm", "mmu", "no-mmproj-auto", "mmproj-offload",
-		"mmdev", "mmproj-device", "image-min-tokens", "image-max-tokens", "mtmd-batch-max-tokens", "video-fps",
-		"video-timestamp-interval", "video-ffmpeg-dir", "tags", "reuse-port", "cors-origins", "cors-methods",
-		"cors-headers", "cors-credentials", "no-cors-credentials", "ui", "ui-config", "ui-config-file", "ui-mcp-proxy",
-		"webui-mcp-proxy", "no-ui-mcp-proxy", "no-webui-mcp-proxy", "tools-runtime", "mcp-servers-config",
-		"mcp-servers-json", "ag", "agent", "no-ag", "no-agent", "sse-ping-interval", "cache-prompt", "no-cache-prompt",
-		"models-dir", "models-preset", "models-max", "models-autoload", "no-models-autoload", "rea", "reasoning",
-		"reasoning-effort", "reasoning-budget-message", "reasoning-preserve", "no-reasoning-preserve",
-		"skip-chat-parsing", "no-skip-chat-parsing", "prefill-assistant", "no-prefill-assistant":
-		return true
-	}
-	return false
-}
-
 // parseServe parses serve's command line, then the environment, and
 // checks everything that can be checked before loading anything.
 func parseServe(args []string, lookup func(string) (string, bool), stderr io.Writer) (*serveFlags, *common, server.Config, error) {
 	fs, f, c := serveFlagSet()
-	if name := unsupportedFlag(args); name != "" {
-		return nil, nil, server.Config{}, usageErrorf("kvtrim serve does not support llama-server's %s", name)
-	}
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return nil, nil, server.Config{}, err
 	}
@@ -452,6 +368,12 @@ func parseServe(args []string, lookup func(string) (string, bool), stderr io.Wri
 	}
 	if err := fromEnv(fs, lookup); err != nil {
 		return nil, nil, server.Config{}, err
+	}
+	if err := f.accepted.unsafeFlag(); err != nil {
+		return nil, nil, server.Config{}, err
+	}
+	if f.action() != nil {
+		return f, c, server.Config{}, nil // answered without a model
 	}
 	cfg, err := f.config()
 	return f, c, cfg, err
@@ -464,6 +386,7 @@ func serveFlagSet() (*pflag.FlagSet, *serveFlags, *common) {
 	var c common
 	f.register(fs)
 	c.register(fs)
+	f.accepted = registerLlamaFlags(fs)
 	return fs, &f, &c
 }
 
@@ -543,15 +466,25 @@ func (f *serveFlags) apiKeys() ([]string, error) {
 // cmdServe runs the HTTP server until SIGINT or SIGTERM, then stops taking
 // requests, lets the running ones finish within --timeout (or until a
 // second SIGINT or SIGTERM, which cancels them), and exits.
-func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f, c, cfg, err := parseServe(args, os.LookupEnv, stderr)
 	if err != nil {
 		return err
+	}
+	if l := f.action(); l != nil {
+		return serveAction(ctx, *l, c, stdout, stderr)
 	}
 	log, lib, err := c.open(ctx, nil, stderr, false)
 	defer c.close()
 	if err != nil {
 		return err
+	}
+	for _, l := range f.accepted.given() {
+		if l.effect == inert {
+			log.Info().Str("flag", l.flagName()).Msg("accepted, changes nothing: " + l.why)
+		} else {
+			log.Warn().Str("flag", l.flagName()).Msg("not applied: " + l.why)
+		}
 	}
 	srv, err := server.New(cfg, log)
 	if err != nil {

@@ -80,7 +80,7 @@ func TestServeEnvironmentList(t *testing.T) {
 		documented[v.name] = true
 		e, ok := table[v.name]
 		if !ok {
-			t.Errorf("%s (%s) is neither read nor refused by kvtrim serve", v.name, strings.Join(v.flags, ", "))
+			t.Errorf("%s (%s) is not read by kvtrim serve", v.name, strings.Join(v.flags, ", "))
 			continue
 		}
 		if !slices.Contains(v.flags, "--"+e.flag) || e.neg != "" && !slices.Contains(v.flags, "--"+e.neg) {
@@ -92,22 +92,11 @@ func TestServeEnvironmentList(t *testing.T) {
 		if hasNeg != (e.neg != "") {
 			t.Errorf("%s: negative flag %q in llamaEnv, llama-server has %s", v.name, e.neg, strings.Join(v.flags, ", "))
 		}
-		// Each of the flag and its negative is kvtrim's, filled, or refused
-		// (LLAMA_ARG_UI: --webui is refused, --no-webui kvtrim's).
+		// Each of the flag and its negative is a flag of kvtrim serve: its
+		// own, or one it takes without implementing (llamaFlags).
 		for _, flag := range []string{e.flag, e.neg} {
-			if flag == "" || v.name == hfToken { // a download's credential, every download refused
-				continue
-			}
-			if filled, refused := fs.Lookup(flag) != nil, unsupportedLlamaFlag(flag); filled == refused {
-				t.Errorf("%s (--%s): filled %v, refused %v: want one", v.name, flag, filled, refused)
-			}
-		}
-		if fs.Lookup(e.flag) == nil && fs.Lookup(e.neg) == nil && v.name != hfToken {
-			// Refused: so is every spelling of the flag on the command line.
-			for _, f := range v.flags {
-				if name := strings.TrimLeft(f, "-"); !unsupportedLlamaFlag(name) || fs.Lookup(name) != nil {
-					t.Errorf("%s is refused, but not its flag %s on the command line", v.name, f)
-				}
+			if flag != "" && fs.Lookup(flag) == nil {
+				t.Errorf("%s (--%s): kvtrim serve has no such flag", v.name, flag)
 			}
 		}
 		checkEnvBehaviour(t, v.name, e)
@@ -125,7 +114,7 @@ func isNegFlag(f string) bool {
 }
 
 // checkEnvBehaviour sets name (and its LLAMA_ARG_NO_ twin) alone and
-// checks that it fills e's flag or is refused by name.
+// checks that it fills e's flag (HF_TOKEN aside: it is not read).
 func checkEnvBehaviour(t *testing.T, name string, e llamaVar) {
 	t.Helper()
 	try := func(env map[string]string) (changed []string, err error) {
@@ -135,22 +124,14 @@ func checkEnvBehaviour(t *testing.T, name string, e llamaVar) {
 		return changed, err
 	}
 	fs, _, _ := serveFlagSet()
-	filled := fs.Lookup(e.flag) != nil || fs.Lookup(e.neg) != nil
 	changed, err := try(map[string]string{name: "1"})
 	switch {
 	case name == hfToken:
 		if err != nil || len(changed) > 0 {
 			t.Errorf("%s=1: %v, changed %v: want it ignored", name, err, changed)
 		}
-	case !filled || name == "LLAMA_ARG_UI": // LLAMA_ARG_UI=1 asks for the web UI kvtrim refuses
-		if err == nil || !strings.Contains(err.Error(), "does not support llama-server's "+name+" (--"+e.flag+")") {
-			t.Errorf("%s=1: %v, want it refused by name", name, err)
-		}
 	default:
-		want := e.flag
-		if fs.Lookup(e.flag) == nil {
-			want = e.neg
-		}
+		want := fs.Lookup(e.flag).Name // as normalised: --webui is --ui
 		if err != nil || !slices.Contains(changed, want) {
 			t.Errorf("%s=1: %v, changed %v: want --%s", name, err, changed, want)
 		}
@@ -160,13 +141,8 @@ func checkEnvBehaviour(t *testing.T, name string, e llamaVar) {
 	}
 	twin := e.noName()
 	changed, err = try(map[string]string{twin: "", name: "1"}) // set, even empty, the twin wins
-	switch {
-	case !filled:
-		if err == nil || !strings.Contains(err.Error(), "does not support llama-server's "+twin+" (--"+e.neg+")") {
-			t.Errorf("%s: %v, want it refused by name", twin, err)
-		}
-	case err != nil || len(changed) != 1:
-		t.Errorf("%s: %v, changed %v", twin, err, changed)
+	if want := fs.Lookup(e.neg).Name; err != nil || !slices.Equal(changed, []string{want}) {
+		t.Errorf("%s: %v, changed %v, want --%s", twin, err, changed, want)
 	}
 }
 
@@ -200,6 +176,7 @@ func TestServeEnvironmentBooleans(t *testing.T) {
 	type want struct {
 		metrics, slots, noWebUI bool
 		err                     string
+		given                   string // the one llamaFlags flag given
 	}
 	for _, c := range []struct {
 		env  map[string]string
@@ -223,13 +200,13 @@ func TestServeEnvironmentBooleans(t *testing.T) {
 		{map[string]string{"LLAMA_ARG_ENDPOINT_SLOTS": "1"}, []string{"--no-slots"}, want{}},
 		{map[string]string{"LLAMA_ARG_UI": "off"}, nil, want{slots: true, noWebUI: true}},
 		{map[string]string{"LLAMA_ARG_NO_UI": "1"}, nil, want{slots: true, noWebUI: true}},
-		{map[string]string{"LLAMA_ARG_UI": "on"}, nil, want{err: "does not support llama-server's LLAMA_ARG_UI (--webui)"}},
+		{map[string]string{"LLAMA_ARG_UI": "on"}, nil, want{slots: true, given: "--ui"}},
 		{map[string]string{"LLAMA_ARG_UI": "on"}, []string{"--no-webui"}, want{slots: true, noWebUI: true}},
-		{map[string]string{"LLAMA_ARG_CONT_BATCHING": "1"}, nil, want{err: "does not support llama-server's LLAMA_ARG_CONT_BATCHING (--cont-batching)"}},
-		{map[string]string{"LLAMA_ARG_CONT_BATCHING": "0"}, nil, want{err: "does not support llama-server's LLAMA_ARG_CONT_BATCHING (--cont-batching)"}},
-		{map[string]string{"LLAMA_ARG_NO_CONT_BATCHING": "1"}, nil, want{err: "does not support llama-server's LLAMA_ARG_NO_CONT_BATCHING (--no-cont-batching)"}},
-		{map[string]string{"LLAMA_ARG_EMBEDDINGS": "1"}, nil, want{err: "does not support llama-server's LLAMA_ARG_EMBEDDINGS (--embedding)"}},
-		{map[string]string{"LLAMA_ARG_NO_HOST": "1"}, nil, want{err: "does not support llama-server's LLAMA_ARG_NO_HOST (--no-host)"}},
+		{map[string]string{"LLAMA_ARG_CONT_BATCHING": "1"}, nil, want{slots: true, given: "--cont-batching"}},
+		{map[string]string{"LLAMA_ARG_CONT_BATCHING": "0"}, nil, want{slots: true, given: "--no-cont-batching"}},
+		{map[string]string{"LLAMA_ARG_NO_CONT_BATCHING": "1"}, nil, want{slots: true, given: "--no-cont-batching"}},
+		{map[string]string{"LLAMA_ARG_EMBEDDINGS": "1"}, nil, want{slots: true, given: "--embedding"}},
+		{map[string]string{"LLAMA_ARG_NO_HOST": "1"}, nil, want{slots: true, given: "--no-host"}},
 		{map[string]string{"HF_TOKEN": "hf_x"}, nil, want{slots: true}},
 	} {
 		env := map[string]string{"LLAMA_ARG_MODEL": "m.gguf"}
@@ -246,6 +223,14 @@ func TestServeEnvironmentBooleans(t *testing.T) {
 			t.Errorf("%v %v: %v", c.env, c.args, err)
 		case cfg.Metrics != c.want.metrics || cfg.Slots != c.want.slots || f.noWebUI != c.want.noWebUI:
 			t.Errorf("%v %v: metrics %v slots %v no-webui %v, want %+v", c.env, c.args, cfg.Metrics, cfg.Slots, f.noWebUI, c.want)
+		default:
+			var given []string
+			for _, l := range f.accepted.given() {
+				given = append(given, l.flagName())
+			}
+			if want := slices.DeleteFunc([]string{c.want.given}, func(s string) bool { return s == "" }); !slices.Equal(given, want) {
+				t.Errorf("%v %v: given %v, want %v", c.env, c.args, given, want)
+			}
 		}
 	}
 	// The sampling defaults, read now.
@@ -257,16 +242,26 @@ func TestServeEnvironmentBooleans(t *testing.T) {
 	}
 }
 
-// TestServeRefusesLlamaServerEnvironment: the binary refuses a variable of
-// a flag it refuses before loading anything, in one line naming it.
-func TestServeRefusesLlamaServerEnvironment(t *testing.T) {
-	for _, v := range []string{"LLAMA_ARG_CONT_BATCHING=1", "LLAMA_ARG_NO_CONTEXT_SHIFT=1", "LLAMA_ARG_MMPROJ=mm.gguf"} {
-		r := runKvtrim(t, append(os.Environ(), v), "serve", "-m", "/no/such/model.gguf")
-		name, _, _ := strings.Cut(v, "=")
-		wantOneLineError(t, r, "kvtrim serve does not support llama-server's "+name)
-		if r.code != exitUsage {
-			t.Errorf("%s: exit %d, want %d", v, r.code, exitUsage)
+// TestServeTakesLlamaServerEnvironment: a variable of a flag kvtrim serve
+// does not implement is taken as the flag is, and the server logs that it
+// is not applied; TLS's is refused in one line, before anything loads.
+func TestServeTakesLlamaServerEnvironment(t *testing.T) {
+	for _, c := range []struct{ env, log string }{
+		{"LLAMA_ARG_CONT_BATCHING=1", "INF accepted, changes nothing: kvtrim serve always batches"},
+		{"LLAMA_ARG_NO_CONTEXT_SHIFT=1", "INF accepted, changes nothing: kvtrim serve does not shift the context"},
+		{"LLAMA_ARG_MMPROJ=mm.gguf", "WRN not applied: kvtrim serve takes text only"},
+	} {
+		r := runKvtrim(t, append(os.Environ(), c.env), "serve", "-m", "/no/such/model.gguf")
+		// It logs the flag and gets as far as the model.
+		if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); r.code == 0 || !strings.Contains(lines[0], c.log) ||
+			!strings.Contains(lines[len(lines)-1], "load model /no/such/model.gguf") {
+			t.Errorf("%s: exit %d, stderr:\n%s", c.env, r.code, r.stderr)
 		}
+	}
+	r := runKvtrim(t, append(os.Environ(), "LLAMA_ARG_SSL_CERT_FILE=c.pem"), "serve", "-m", "/no/such/model.gguf")
+	wantOneLineError(t, r, "--ssl-cert-file: kvtrim serve has no TLS")
+	if r.code != exitUsage {
+		t.Errorf("TLS: exit %d, want %d", r.code, exitUsage)
 	}
 }
 

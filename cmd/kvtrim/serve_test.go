@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,19 +17,91 @@ import (
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
-func TestServeRefusesLlamaServerFlags(t *testing.T) {
-	for _, flag := range [][]string{
-		{"--lora", "a.gguf"}, {"--mmproj=m.gguf"}, {"-ctk", "q8_0"}, {"--jinja"}, {"--cont-batching"},
-		{"--embedding"}, {"--reranking"}, {"--draft", "8"}, {"--rope-scaling", "yarn"}, {"--grammar-file", "g.gbnf"},
-	} {
-		args := append([]string{"serve", "-m", "model.gguf"}, flag...)
-		r := runKvtrim(t, nil, args...)
-		name := strings.SplitN(flag[0], "=", 2)[0]
-		wantOneLineError(t, r, "kvtrim serve does not support llama-server's "+name)
-		if r.code != exitUsage {
-			t.Errorf("%v: exit %d, want %d", flag, r.code, exitUsage)
+// flagList is the committed list of llama-server's flags.
+const flagList = "../../testdata/serve/llama-server-flags.txt"
+
+// TestServeTakesEveryLlamaFlag: every spelling of every flag llama-server
+// 0.5.0 documents parses in kvtrim serve, with a value where it takes one:
+// kvtrim's own flags do what they do, the others are taken and listed as
+// given (the server logs them); the TLS flags stop it with a reason. With
+// KVTRIM_LLAMA_BIN naming a folder holding llama-server, the committed
+// list is checked against its --help.
+func TestServeTakesEveryLlamaFlag(t *testing.T) {
+	b, err := os.ReadFile(flagList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("live", func(t *testing.T) {
+		bin := os.Getenv("KVTRIM_LLAMA_BIN")
+		if bin == "" {
+			t.Skip("KVTRIM_LLAMA_BIN is not set: not comparing with llama-server --help")
+		}
+		out, err := exec.Command("sh", "../../testdata/serve/record-flags.sh", bin).Output()
+		if err != nil {
+			t.Fatalf("record-flags.sh %s: %v", bin, err)
+		}
+		if string(out) != string(b) {
+			t.Errorf("llama-server in %s documents other flags than %s (regenerate it with testdata/serve/record-flags.sh):\n%s",
+				bin, flagList, diffLines(string(b), string(out)))
+		}
+	})
+	keyFile := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(keyFile, []byte("k1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Values kvtrim's own flags accept; the others take any.
+	values := map[string]string{
+		"flash-attn": "on", "host": "127.0.0.1", "api-key-file": keyFile, "chat-template": "chatml",
+		"temp": "0.5", "top-p": "0.9", "min-p": "0.05", "slot-prompt-similarity": "0.5", "log-file": filepath.Join(t.TempDir(), "log"),
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	if len(lines) < 200 {
+		t.Fatalf("%s lists %d flags: too few to be llama-server's", flagList, len(lines))
+	}
+	taken := 0
+	for _, line := range lines {
+		spellings, kind, ok := strings.Cut(line, " ")
+		if !ok || (kind != "value" && kind != "switch") {
+			t.Fatalf("%s: %q is not SPELLINGS value|switch", flagList, line)
+		}
+		for _, sp := range strings.Split(spellings, ",") {
+			if sp == "-h" || sp == "--help" || sp == "--usage" {
+				continue
+			}
+			fs, _, _ := serveFlagSet()
+			name := strings.TrimLeft(sp, "-")
+			if len(name) == 1 {
+				if f := fs.ShorthandLookup(name); f != nil {
+					name = f.Name
+				}
+			} else if f := fs.Lookup(name); f != nil {
+				name = f.Name
+			}
+			args := []string{"-m", "model.gguf", sp}
+			if kind == "value" {
+				v, ok := values[name]
+				if !ok {
+					v = "1"
+				}
+				args = append(args, v)
+			}
+			f, _, _, err := parseServe(args, envLookup(nil), io.Discard)
+			switch {
+			case name == "ssl-key-file" || name == "ssl-cert-file":
+				if err == nil || !strings.Contains(err.Error(), "no TLS") {
+					t.Errorf("%v: %v, want TLS refused", args, err)
+				}
+			case err != nil:
+				t.Errorf("%v: %v", args, err)
+			case slices.ContainsFunc(f.accepted.flags, func(l llamaFlag) bool { long, _ := l.spellings(); return long[0] == name }):
+				if given := f.accepted.given(); len(given) != 1 || given[0].flagName() != "--"+name {
+					t.Errorf("%v: given %v, want --%s", args, given, name)
+				}
+				taken++
+			}
 		}
 	}
+	t.Logf("%d llama-server flag spellings taken without being implemented", taken)
 }
 
 func TestServeChecksFlagsBeforeLoading(t *testing.T) {
