@@ -63,5 +63,7 @@
 // logits, before sampling; post_sampling_probs is refused.
 //
 // What it does NOT do yet: multiple prompts per request, grammars, tools,
-// embeddings, infill, images and slot save/restore.
+// the samplers beyond temperature, top-k, top-p and min-p, embeddings,
+// infill, images and slot save/restore. A request field for one of them is
+// refused with a 400 unless it is at its neutral value (unbuilt.go).
 package server

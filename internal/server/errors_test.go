@@ -57,6 +57,18 @@ func TestBadRequests(t *testing.T) {
 		{"oversized body", "/completion", `{"prompt":"` + strings.Repeat("a", 5000) + `"}`, 413, typeInvalidRequest, "larger than"},
 		{"wrong method", "/completion", "", 404, typeNotFound, "GET /completion"},
 		{"POST /props without --props", "/props", `{}`, 501, typeNotSupported, "--props"},
+		// llama-server's fields kvtrim serve does not build yet: refused
+		// unless at their neutral value (TestUnbuiltFieldsAtNeutral).
+		{"repeat penalty", "/completion", `{"prompt":"x","repeat_penalty":1.1}`, 400, typeInvalidRequest, `"repeat_penalty": kvtrim serve does not build this sampler yet`},
+		{"presence penalty", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"presence_penalty":0.5}`, 400, typeInvalidRequest, `"presence_penalty"`},
+		{"logit bias", "/v1/completions", `{"prompt":"x","logit_bias":{"15":-100}}`, 400, typeInvalidRequest, `"logit_bias"`},
+		{"grammar", "/completion", `{"prompt":"x","grammar":"root ::= \"a\""}`, 400, typeInvalidRequest, `"grammar": kvtrim serve has no grammars`},
+		{"json schema", "/completion", `{"prompt":"x","json_schema":{"type":"object"}}`, 400, typeInvalidRequest, `"json_schema"`},
+		{"response format", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`, 400, typeInvalidRequest, `"response_format"`},
+		{"several choices", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"n":2}`, 400, typeInvalidRequest, `"n": kvtrim serve answers one choice`},
+		{"tools", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, typeInvalidRequest, `"tools"`},
+		{"mirostat", "/completion", `{"prompt":"x","mirostat":2}`, 400, typeInvalidRequest, `"mirostat"`},
+		{"penalty of the wrong type", "/completion", `{"prompt":"x","repeat_penalty":"high"}`, 400, typeInvalidRequest, `"repeat_penalty"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -64,6 +64,9 @@ type samplingFields struct {
 	Logprobs          json.RawMessage `json:"logprobs"`
 	TopLogprobs       *int            `json:"top_logprobs"`
 	PostSamplingProbs *bool           `json:"post_sampling_probs"`
+	// llama-server's fields kvtrim serve takes only at their neutral
+	// values.
+	unbuiltFields
 }
 
 // completionProbs is the number of top tokens a completion request asks
@@ -210,6 +213,9 @@ func parseMessages(in []chatMessage) ([]bindings.ChatMessage, error) {
 
 // request resolves the shared fields over the defaults and validates them.
 func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Request, error) {
+	if err := f.unbuiltFields.check(); err != nil {
+		return nil, err
+	}
 	s := def
 	switch {
 	case f.NPredict != nil:

@@ -1,0 +1,167 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// unbuiltFields are request fields llama-server honours that kvtrim serve
+// does not yet. Each is taken at its neutral value, the one that leaves
+// the feature off (llama-server's default), so clients that send the
+// defaults work; any other value is refused with a 400 naming the field,
+// never answered as if it had been applied.
+type unbuiltFields struct {
+	TopNSigma        json.RawMessage `json:"top_n_sigma"`
+	XTCProbability   json.RawMessage `json:"xtc_probability"`
+	TypicalP         json.RawMessage `json:"typical_p"`
+	DynatempRange    json.RawMessage `json:"dynatemp_range"`
+	RepeatPenalty    json.RawMessage `json:"repeat_penalty"`
+	FrequencyPenalty json.RawMessage `json:"frequency_penalty"`
+	PresencePenalty  json.RawMessage `json:"presence_penalty"`
+	DRYMultiplier    json.RawMessage `json:"dry_multiplier"`
+	Mirostat         json.RawMessage `json:"mirostat"`
+	AdaptiveTarget   json.RawMessage `json:"adaptive_target"`
+	MinKeep          json.RawMessage `json:"min_keep"`
+	LogitBias        json.RawMessage `json:"logit_bias"`
+	Samplers         json.RawMessage `json:"samplers"`
+	Grammar          json.RawMessage `json:"grammar"`
+	GrammarLazy      json.RawMessage `json:"grammar_lazy"`
+	GrammarTriggers  json.RawMessage `json:"grammar_triggers"`
+	PreservedTokens  json.RawMessage `json:"preserved_tokens"`
+	JSONSchema       json.RawMessage `json:"json_schema"`
+	ResponseFormat   json.RawMessage `json:"response_format"`
+	N                json.RawMessage `json:"n"`
+	NCmpl            json.RawMessage `json:"n_cmpl"`
+	NIndent          json.RawMessage `json:"n_indent"`
+	TMaxPredictMs    json.RawMessage `json:"t_max_predict_ms"`
+	TMaxPromptMs     json.RawMessage `json:"t_max_prompt_ms"`
+	Lora             json.RawMessage `json:"lora"`
+	Echo             json.RawMessage `json:"echo"`
+	ReturnProgress   json.RawMessage `json:"return_progress"`
+	TimingsPerToken  json.RawMessage `json:"timings_per_token"`
+	ResponseFields   json.RawMessage `json:"response_fields"`
+	Verbose          json.RawMessage `json:"__verbose"`
+	Tools            json.RawMessage `json:"tools"`
+	ToolChoice       json.RawMessage `json:"tool_choice"`
+	TemplateKwargs   json.RawMessage `json:"chat_template_kwargs"`
+	ContinueFinal    json.RawMessage `json:"continue_final_message"`
+}
+
+// Why kvtrim serve refuses a group of fields.
+const (
+	whySampler = "kvtrim serve does not build this sampler yet: it samples with temperature, top_k, top_p and min_p"
+	whyGrammar = "kvtrim serve has no grammars, JSON schemas or structured output yet"
+	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
+	whyShape   = "kvtrim serve does not add this to its responses yet"
+)
+
+// check refuses the first field given with a value other than its
+// neutral one.
+func (u *unbuiltFields) check() error {
+	for _, f := range []struct {
+		name    string
+		raw     json.RawMessage
+		neutral func(json.RawMessage) bool
+		why     string
+	}{
+		{"top_n_sigma", u.TopNSigma, below(0), whySampler},
+		{"xtc_probability", u.XTCProbability, equals(0), whySampler},
+		{"typical_p", u.TypicalP, atLeast(1), whySampler},
+		{"dynatemp_range", u.DynatempRange, equals(0), whySampler},
+		{"repeat_penalty", u.RepeatPenalty, equals(1), whySampler},
+		{"frequency_penalty", u.FrequencyPenalty, equals(0), whySampler},
+		{"presence_penalty", u.PresencePenalty, equals(0), whySampler},
+		{"dry_multiplier", u.DRYMultiplier, equals(0), whySampler},
+		{"mirostat", u.Mirostat, equals(0), whySampler},
+		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
+		{"min_keep", u.MinKeep, equals(0), whySampler},
+		{"logit_bias", u.LogitBias, empty, whySampler},
+		{"samplers", u.Samplers, empty, "kvtrim serve runs its own sampler chain (top_k, top_p, min_p, temperature) and cannot reorder it yet"},
+		{"grammar", u.Grammar, empty, whyGrammar},
+		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
+		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},
+		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
+		{"json_schema", u.JSONSchema, empty, whyGrammar},
+		{"response_format", u.ResponseFormat, textFormat, whyGrammar},
+		{"n", u.N, equals(1), "kvtrim serve answers one choice per request yet"},
+		{"n_cmpl", u.NCmpl, equals(1), "kvtrim serve answers one choice per request yet"},
+		{"n_indent", u.NIndent, equals(0), "kvtrim serve does not stop on indentation yet"},
+		{"t_max_predict_ms", u.TMaxPredictMs, atMost(0), "kvtrim serve has no time limit on generation yet"},
+		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},
+		{"lora", u.Lora, empty, "kvtrim serve loads no LoRA adapters"},
+		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
+		{"return_progress", u.ReturnProgress, isFalse, whyShape},
+		{"timings_per_token", u.TimingsPerToken, isFalse, whyShape},
+		{"response_fields", u.ResponseFields, empty, whyShape},
+		{"__verbose", u.Verbose, isFalse, whyShape},
+		{"tools", u.Tools, empty, whyTools},
+		{"tool_choice", u.ToolChoice, noTools, whyTools},
+		{"chat_template_kwargs", u.TemplateKwargs, empty, whyTools},
+		{"continue_final_message", u.ContinueFinal, isFalse, whyTools},
+	} {
+		if isSet(f.raw) && !f.neutral(f.raw) {
+			return badRequest("%q: %s; leave it out (or send its default) for now", f.name, f.why)
+		}
+	}
+	return nil
+}
+
+// number reads a JSON number; ok is false for anything else.
+func number(raw json.RawMessage) (v float64, ok bool) {
+	return v, json.Unmarshal(raw, &v) == nil
+}
+
+func equals(want float64) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool { v, ok := number(raw); return ok && v == want }
+}
+
+func below(limit float64) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool { v, ok := number(raw); return ok && v < limit }
+}
+
+func atLeast(limit float64) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool { v, ok := number(raw); return ok && v >= limit }
+}
+
+func atMost(limit float64) func(json.RawMessage) bool {
+	return func(raw json.RawMessage) bool { v, ok := number(raw); return ok && v <= limit }
+}
+
+// isFalse is a JSON false.
+func isFalse(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("false")) }
+
+// empty is an empty string, array or object.
+func empty(raw json.RawMessage) bool {
+	switch string(bytes.TrimSpace(raw)) {
+	case `""`, `[]`, `{}`:
+		return true
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return false
+	}
+	switch v := v.(type) {
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
+}
+
+// textFormat is a response_format asking for plain text.
+func textFormat(raw json.RawMessage) bool {
+	var f struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(raw, &f) == nil && f.Type == "text"
+}
+
+// noTools is a tool_choice that calls no tool: "none", or "auto" (no
+// tools are given, or "tools" is refused first).
+func noTools(raw json.RawMessage) bool {
+	var s string
+	return json.Unmarshal(raw, &s) == nil && (s == "none" || s == "auto")
+}
