@@ -68,9 +68,16 @@ func (sl *slot) serve(j *job) (*result, error) {
 		vocab := sl.model.Vocab()
 		opt.Sampled = func(t kvtrim.Token, logits []float32) { res.probs = append(res.probs, probsOf(vocab, t, logits, n)) }
 	}
-	t1 := time.Now()
+	// As llama-server counts: the prompt's time runs until the first token
+	// is sampled (from the prompt's logits), the generation's from then to
+	// the last one.
+	var first, last time.Time
 	genErr := sess.Generate(j.ctx, sampler, opt,
 		func(t kvtrim.Token, piece string) error {
+			last = time.Now()
+			if first.IsZero() {
+				first = last
+			}
 			res.tokens = append(res.tokens, t)
 			delta, stopped := m.add(piece)
 			if j.req.Stream && delta != "" {
@@ -88,7 +95,10 @@ func (sl *slot) serve(j *job) (*result, error) {
 			}
 			return nil
 		})
-	res.predictedMs = msSince(t1)
+	if !first.IsZero() {
+		res.promptMs = msBetween(t0, first)
+		res.predictedMs = max(0.001, msBetween(first, last)) // llama-server's 1 us floor
+	}
 	res.predictedN = len(res.tokens)
 	after := sess.Stats()
 	switch {
@@ -190,3 +200,5 @@ func classify(err error) error {
 }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Nanoseconds()) / 1e6 }
+
+func msBetween(a, b time.Time) float64 { return float64(b.Sub(a).Nanoseconds()) / 1e6 }

@@ -26,9 +26,11 @@ func timingsOf(r *result) *Timings {
 		t.PromptPerTokenMs = r.promptMs / float64(t.PromptN)
 		t.PromptPerSecond = 1000 * float64(t.PromptN) / r.promptMs
 	}
-	if r.predictedN > 0 && r.predictedMs > 0 {
-		t.PredictedPerTokenMs = r.predictedMs / float64(r.predictedN)
-		t.PredictedPerSecond = 1000 * float64(r.predictedN) / r.predictedMs
+	// The first token costs no decode (it comes from the prompt's logits),
+	// so the speed is over the decode steps, as llama-server's.
+	if steps := r.predictedN - 1; steps > 0 && r.predictedMs > 0 {
+		t.PredictedPerTokenMs = r.predictedMs / float64(steps)
+		t.PredictedPerSecond = 1000 * float64(steps) / r.predictedMs
 	}
 	return t
 }
