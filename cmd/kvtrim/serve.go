@@ -490,9 +490,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(f.host, strconv.Itoa(f.port)))
+	lns, err := listen(f.host, f.port)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	// Requests' contexts derive from reqCtx, cancelled when shutdown cannot
 	// wait any longer.
@@ -506,9 +506,13 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		IdleTimeout:       timeout,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("listening; loading the model")
+	served := make(chan error, len(lns))
+	addrs := make([]string, len(lns))
+	for i, ln := range lns {
+		go func() { served <- hs.Serve(ln) }()
+		addrs[i] = ln.Addr().String()
+	}
+	log.Info().Strs("addr", addrs).Msg("listening; loading the model")
 
 	model, err := kvtrim.LoadModel(lib, f.g.model, kvtrim.ModelOptions{GPULayers: int32(f.g.gpuLayers)}, log)
 	if err == nil {
@@ -520,13 +524,35 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer srv.Close()
-	log.Info().Str("url", "http://"+ln.Addr().String()).Str("model", f.g.model).Msg("server is ready")
+	log.Info().Str("url", "http://"+addrs[0]).Str("model", f.g.model).Msg("server is ready")
 	select {
 	case <-ctx.Done():
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
 	return shutdown(forced(ctx), hs, srv, cancelRequests, timeout, log)
+}
+
+// listen opens a TCP listener on port for each of host's comma-separated
+// addresses, as llama-server's --host takes them; the port of the first
+// (chosen by the system when port is 0) is used for the others.
+func listen(host string, port int) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, h := range strings.Split(host, ",") {
+		h = strings.Trim(strings.TrimSpace(h), "[]")
+		ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("listen on %s: %w", h, err)
+		}
+		if port == 0 {
+			port = ln.Addr().(*net.TCPAddr).Port
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
 }
 
 // shutdown stops taking requests and waits for the running ones up to

@@ -408,6 +408,7 @@ func registerLlamaFlags(fs *pflag.FlagSet) *acceptedFlags {
 		a.flags = append(a.flags, l)
 	}
 	fs.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		name = strings.ReplaceAll(name, "_", "-") // llama.cpp takes --backend_sampling too
 		if to, ok := alias[name]; ok {
 			return pflag.NormalizedName(to)
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -319,4 +320,35 @@ func TestServeDrainsOnSIGINT(t *testing.T) {
 		t.Errorf("the stream in flight at SIGINT ended with %+v, want all 1500 tokens", last)
 	}
 	s.wait(t)
+}
+
+// TestServeListensOnEveryHost: --host takes a comma-separated list, as
+// llama-server's does, and every address gets the same port.
+func TestServeListensOnEveryHost(t *testing.T) {
+	hosts := "127.0.0.1,[::1]"
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		hosts = "127.0.0.1,localhost" // no IPv6 loopback here
+	} else {
+		ln.Close()
+	}
+	lns, err := listen(hosts, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	if len(lns) != 2 || lns[0].Addr().(*net.TCPAddr).Port != lns[1].Addr().(*net.TCPAddr).Port {
+		t.Errorf("listeners %v", lns)
+	}
+	if _, err := listen("127.0.0.1,no.such.host.invalid", 0); err == nil || !strings.Contains(err.Error(), "no.such.host.invalid") {
+		t.Errorf("a bad address: %v", err)
+	}
+	// llama.cpp's underscores name the same flags.
+	f, _, _, err := parseServe([]string{"-m", "m.gguf", "--backend_sampling", "--n_predict", "7"}, envLookup(nil), io.Discard)
+	if err != nil || f.g.nPredict != 7 || len(f.accepted.given()) != 1 {
+		t.Errorf("underscored flags: %v, n-predict %d", err, f.g.nPredict)
+	}
 }
