@@ -22,25 +22,29 @@ import (
 // serveFlags are kvtrim serve's flags, spelled as llama-server spells them,
 // plus kvtrim's --kv-* compression flags.
 type serveFlags struct {
-	g            genFlags       // model, context, sampling defaults and compression
-	accepted     *acceptedFlags // llama-server's flags kvtrim serve does not implement
-	parallel     int
-	host         string
-	port         int
-	apiKey       string
-	apiKeyFile   string
-	alias        string
-	timeout      int
-	queue        int
-	cacheRAM     int
-	similarity   float64
-	seed         int64
-	metrics      bool
-	slots        bool
-	noSlots      bool
-	props        bool
-	noWebUI      bool
-	chatTemplate string
+	g        genFlags       // model, context, sampling defaults and compression
+	accepted *acceptedFlags // llama-server's flags kvtrim serve does not implement
+	cors     server.CORS
+	// corsCredentials and noCorsCredentials are --cors-credentials and
+	// its negative; the negative wins.
+	corsCredentials, noCorsCredentials bool
+	parallel                           int
+	host                               string
+	port                               int
+	apiKey                             string
+	apiKeyFile                         string
+	alias                              string
+	timeout                            int
+	queue                              int
+	cacheRAM                           int
+	similarity                         float64
+	seed                               int64
+	metrics                            bool
+	slots                              bool
+	noSlots                            bool
+	props                              bool
+	noWebUI                            bool
+	chatTemplate                       string
 }
 
 func (f *serveFlags) register(fs *pflag.FlagSet) {
@@ -67,6 +71,11 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
 	fs.BoolVar(&f.noWebUI, "no-webui", false, "accepted for llama-server's sake; kvtrim has no web UI")
+	fs.StringVar(&f.cors.Origins, "cors-origins", "*", `Access-Control-Allow-Origin: "*" (every origin, echoed with credentials), "localhost" (only origins on this machine), or a value to send`)
+	fs.StringVar(&f.cors.Methods, "cors-methods", "GET, POST, DELETE, OPTIONS", "methods a CORS preflight allows")
+	fs.StringVar(&f.cors.Headers, "cors-headers", "*", "headers a CORS preflight allows")
+	fs.BoolVar(&f.corsCredentials, "cors-credentials", true, "allow credentials in CORS requests")
+	fs.BoolVar(&f.noCorsCredentials, "no-cors-credentials", false, "do not allow credentials in CORS requests")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
 	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: "+strings.Join(kvtrim.PolicyNames(), ", "))
 	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (prompt-time policies, tova)")
@@ -420,11 +429,12 @@ func (f *serveFlags) config() (server.Config, error) {
 	if threads < 0 {
 		threads = 0
 	}
+	f.cors.NoCredentials = !f.corsCredentials || f.noCorsCredentials
 	cfg := server.Config{
 		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
-		ChatTemplate: f.chatTemplate, Compression: g.comp,
+		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors,
 		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed},
 	}
 	if err := cfg.Validate(); err != nil {
@@ -512,7 +522,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { served <- hs.Serve(ln) }()
 		addrs[i] = ln.Addr().String()
 	}
-	log.Info().Strs("addr", addrs).Msg("listening; loading the model")
+	log.Info().Str("addr", strings.Join(addrs, ",")).Msg("listening; loading the model")
 
 	model, err := kvtrim.LoadModel(lib, f.g.model, kvtrim.ModelOptions{GPULayers: int32(f.g.gpuLayers)}, log)
 	if err == nil {

@@ -68,6 +68,9 @@ type Config struct {
 	// request goes to, and the prompt cache (DefaultPromptReuse is
 	// llama-server's; the zero value turns both off).
 	PromptReuse PromptReuse
+	// CORS is how browsers' cross-origin requests are answered (the zero
+	// value is llama-server's default: every origin, with credentials).
+	CORS CORS
 	// MaxBodyBytes bounds request bodies (0: 16 MiB).
 	MaxBodyBytes int64
 	// WriteTimeout bounds each write of a response, as llama-server's

@@ -37,7 +37,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Code: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})
-	return s.logRequests(s.authorize(s.limitBody(mux)))
+	return s.logRequests(s.cors(s.authorize(s.limitBody(mux))))
 }
 
 // ready passes requests to h once the model is loaded, and answers 503
