@@ -16,6 +16,8 @@ const (
 	typeServer         = "server_error"
 	typeUnavailable    = "unavailable_error"
 	typeNotSupported   = "not_supported_error"
+	// typeExceedContext is a prompt larger than a slot's context.
+	typeExceedContext = "exceed_context_size_error"
 )
 
 // APIError is an error with the HTTP status and llama-server error type it
@@ -26,6 +28,9 @@ type APIError struct {
 	Message string
 	// RetryAfter, when > 0, is sent as the Retry-After header (seconds).
 	RetryAfter int
+	// NPromptTokens and NCtx, for exceed_context_size_error, are the
+	// prompt's tokens and the slot's context, as llama-server reports them.
+	NPromptTokens, NCtx int
 }
 
 // Error returns the message.
@@ -49,9 +54,11 @@ type errorBody struct {
 }
 
 type errorDetail struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-	Type    string `json:"type"`
+	Code          int    `json:"code"`
+	Message       string `json:"message"`
+	Type          string `json:"type"`
+	NPromptTokens int    `json:"n_prompt_tokens,omitempty"`
+	NCtx          int    `json:"n_ctx,omitempty"`
 }
 
 // asAPIError turns err into an APIError: itself if it is one, else a 500.
@@ -69,7 +76,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if ae.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(ae.RetryAfter))
 	}
-	writeJSON(w, ae.Code, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+	writeJSON(w, ae.Code, errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type, NPromptTokens: ae.NPromptTokens, NCtx: ae.NCtx}})
 }
 
 // writeJSON answers v as JSON with status code.

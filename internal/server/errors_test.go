@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func TestBadRequests(t *testing.T) {
 		{"empty prompt", "/completion", `{"prompt":""}`, 400, typeInvalidRequest, "empty prompt"},
 		{"empty token prompt", "/v1/completions", `{"prompt":[]}`, 400, typeInvalidRequest, "empty prompt"},
 		{"token out of vocabulary", "/completion", `{"prompt":[1,999999]}`, 400, typeInvalidRequest, "outside the vocabulary"},
-		{"prompt too long", "/completion", `{"prompt":` + long + `}`, 400, typeInvalidRequest, "more than the 256"},
+		{"prompt too long", "/completion", `{"prompt":` + long + `}`, 400, typeExceedContext, "exceeds the available context size (256 tokens)"},
 		{"bad n_predict", "/completion", `{"prompt":"x","n_predict":-5}`, 400, typeInvalidRequest, "n_predict"},
 		{"bad top_p", "/v1/completions", `{"prompt":"x","top_p":1.5}`, 400, typeInvalidRequest, "top_p"},
 		{"bad seed", "/completion", `{"prompt":"x","seed":-7}`, 400, typeInvalidRequest, "seed"},
@@ -88,7 +89,17 @@ func TestBadRequests(t *testing.T) {
 	}
 	// A streamed request that fails before any output gets a plain error.
 	code, body := ts.do(t.Context(), "POST", "/completion", `{"prompt":`+long+`,"stream":true}`)
-	wantError(t, code, body, 400, typeInvalidRequest, "more than the 256")
+	wantError(t, code, body, 400, typeExceedContext, "exceeds the available context size (256 tokens)")
+	// As llama-server's, the error says the prompt's size and the slot's.
+	var e struct {
+		Error struct {
+			NPromptTokens int `json:"n_prompt_tokens"`
+			NCtx          int `json:"n_ctx"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.NPromptTokens <= 256 || e.Error.NCtx != 256 {
+		t.Errorf("exceed_context_size_error %s: %v", body, err)
+	}
 }
 
 func TestAPIKey(t *testing.T) {

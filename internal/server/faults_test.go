@@ -95,7 +95,7 @@ func TestHugePromptRefusedEarly(t *testing.T) {
 	prompt := strings.Repeat("Once upon a time, there was a little dog. ", 200000) // 8.4 MB
 	for _, path := range []string{"/completion", "/v1/completions"} {
 		code, b := ts.do(t.Context(), http.MethodPost, path, `{"prompt":`+jsonString(prompt)+`,"n_predict":4}`)
-		wantError(t, code, b, 400, typeInvalidRequest, "more than the 1024 tokens a slot can take: its first")
+		wantError(t, code, b, 400, typeExceedContext, "exceeds the 1024 tokens a slot can take: the prompt's first")
 	}
 	// A prompt just over the limit is counted whole.
 	near := strings.Repeat("dog ", 1100)
@@ -104,5 +104,5 @@ func TestHugePromptRefusedEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, b := ts.do(t.Context(), http.MethodPost, "/completion", `{"prompt":`+jsonString(near)+`,"n_predict":4}`)
-	wantError(t, code, b, 400, typeInvalidRequest, fmt.Sprintf("the prompt has %d tokens", len(toks)))
+	wantError(t, code, b, 400, typeExceedContext, fmt.Sprintf("request (%d tokens) exceeds the available context size (1024 tokens)", len(toks)))
 }

@@ -196,7 +196,7 @@ func (o *oaiResponder) object(chunk bool) string {
 func (o *oaiResponder) response(chunk bool, choice oaiChoice) oaiResponse {
 	return oaiResponse{
 		ID: o.id, Object: o.object(chunk), Created: o.created, Model: o.e.name,
-		SystemFingerprint: "kvtrim-" + kvtrim.Version, Choices: []oaiChoice{choice},
+		SystemFingerprint: o.e.fingerprint, Choices: []oaiChoice{choice},
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -63,8 +64,8 @@ func (e *engine) tokenizeWithin(text string, limit int) ([]kvtrim.Token, error) 
 				return nil, badRequest("%v", err)
 			}
 			if len(part) > limit {
-				return nil, badRequest("the prompt has more than the %d tokens a slot can take: its first %d of %d bytes already hold %d (a slot's context holds %d cells; -c is split over -np slots)",
-					limit, cut, len(text), len(part), e.slotCtx)
+				return nil, exceedsContext(len(part), e.slotCtx, fmt.Sprintf("request exceeds the %d tokens a slot can take: the prompt's first %d of %d bytes already hold %d (a slot's context holds %d cells; -c is split over -np slots)",
+					limit, cut, len(text), len(part), e.slotCtx))
 			}
 		}
 	}
@@ -113,17 +114,23 @@ func (e *engine) checkFits(c kvtrim.Compression, n int) error {
 	if err := fitsShifting(c, e.slotCtx); err != nil {
 		return err
 	}
-	limit := e.slotCtx
 	switch {
 	case c.AnyPromptLength():
 		return nil
 	case c.PrefillsAside(n):
-		limit = max(limit, e.model.NCtxTrain())
-	}
-	if n > limit {
-		return badRequest("the prompt has %d tokens, more than the %d a slot can take (its context holds %d cells; -c is split over -np slots)", n, limit, e.slotCtx)
+		if limit := max(e.slotCtx, e.model.NCtxTrain()); n > limit {
+			return exceedsContext(n, e.slotCtx, fmt.Sprintf("request (%d tokens) exceeds the %d tokens a compressed prompt can have here (the larger of a slot's context, %d cells, and the model's training context)", n, limit, e.slotCtx))
+		}
+	case n >= e.slotCtx:
+		// As llama-server: a prompt must leave a slot room for a token.
+		return exceedsContext(n, e.slotCtx, fmt.Sprintf("request (%d tokens) exceeds the available context size (%d tokens), try increasing it (-c is split over -np slots) or compressing the prompt", n, e.slotCtx))
 	}
 	return nil
+}
+
+// exceedsContext is llama-server's error for a prompt a slot cannot hold.
+func exceedsContext(n, nCtx int, msg string) *APIError {
+	return &APIError{Code: http.StatusBadRequest, Type: typeExceedContext, Message: msg, NPromptTokens: n, NCtx: nCtx}
 }
 
 // fitsShifting refuses a shifting policy (StreamingLLM) that keeps more

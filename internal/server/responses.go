@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"strings"
 
 	"github.com/kvtrim/kvtrim"
 )
@@ -75,7 +76,7 @@ type completionResponse struct {
 	TokensEvaluated int            `json:"tokens_evaluated"`
 	Settings        *settings      `json:"generation_settings,omitempty"`
 	Prompt          *string        `json:"prompt,omitempty"`
-	HasNewLine      bool           `json:"has_new_line,omitempty"`
+	HasNewLine      *bool          `json:"has_new_line,omitempty"`
 	Truncated       *bool          `json:"truncated,omitempty"`
 	StopType        string         `json:"stop_type,omitempty"`
 	StoppingWord    *string        `json:"stopping_word,omitempty"`
@@ -98,6 +99,10 @@ type settings struct {
 	IgnoreEOS   bool     `json:"ignore_eos"`
 	Stream      bool     `json:"stream"`
 	KVPolicy    string   `json:"kv_policy"`
+	// The adaptive-p sampler's settings, which kvtrim does not build:
+	// llama-server's defaults (off), as it echoes them.
+	AdaptiveTarget float32 `json:"adaptive_target"`
+	AdaptiveDecay  float32 `json:"adaptive_decay"`
 }
 
 func settingsOf(req *Request, nCtx int) *settings {
@@ -109,6 +114,7 @@ func settingsOf(req *Request, nCtx int) *settings {
 	return &settings{
 		NCtx: nCtx, NPredict: s.NPredict, Temperature: s.Temp, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: req.Compression.PolicyName(),
+		AdaptiveTarget: -1, AdaptiveDecay: 0.9,
 	}
 }
 
@@ -117,6 +123,7 @@ func settingsOf(req *Request, nCtx int) *settings {
 func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, content string) completionResponse {
 	f := false
 	zero := 0
+	newLine := strings.Contains(r.content, "\n") // over the whole generation, streamed or not
 	tokens := []kvtrim.Token{}
 	if req.ReturnTokens && !req.Stream {
 		tokens = r.tokens
@@ -126,17 +133,8 @@ func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, co
 		TokensPredicted: r.predictedN, TokensEvaluated: r.promptN, Settings: settingsOf(req, nCtx),
 		Prompt: &prompt, Truncated: &f, StopType: r.stopType, StoppingWord: &r.stoppingWord,
 		TokensCached: &zero, Timings: timingsOf(r), Kvtrim: kvStatsOf(r.stats),
-		HasNewLine: containsNewline(content),
+		HasNewLine: &newLine,
 	}
-}
-
-func containsNewline(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return true
-		}
-	}
-	return false
 }
 
 // OpenAI shapes.

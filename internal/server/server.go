@@ -36,6 +36,11 @@ type engine struct {
 	slotCtx   int    // cells of each slot's context
 	evictable error  // why this model cannot be compressed, or nil
 	created   int64  // when the model was loaded, Unix seconds
+	// fingerprint is the OpenAI responses' system_fingerprint:
+	// llama-server's form, "b" then the build (here the loaded libllama's
+	// version, since libllama carries no build number or commit), then
+	// kvtrim's version.
+	fingerprint string
 }
 
 // New checks cfg and returns a server that is still loading.
@@ -92,6 +97,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	e := &engine{
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
+		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).

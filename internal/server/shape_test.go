@@ -1,0 +1,36 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestResponseShapes: fields llama-server's answers carry that clients
+// and its test suite read: has_new_line and the adaptive sampler's
+// settings in /completion's answer, and a system_fingerprint of
+// llama-server's form ("b" then the build) in the OpenAI ones.
+func TestResponseShapes(t *testing.T) {
+	ts := startServer(t, testConfig())
+	code, b := ts.do(t.Context(), http.MethodPost, "/completion", `{"prompt":"Once upon a time","n_predict":24,"temperature":0}`)
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); code != 200 || err != nil {
+		t.Fatalf("/completion: %d %s %v", code, b, err)
+	}
+	nl, ok := c["has_new_line"].(bool)
+	if !ok || nl != strings.Contains(c["content"].(string), "\n") {
+		t.Errorf("has_new_line %v for content %q", c["has_new_line"], c["content"])
+	}
+	gs, _ := c["generation_settings"].(map[string]any)
+	if gs["adaptive_target"] != -1.0 || gs["adaptive_decay"] == nil {
+		t.Errorf("generation_settings %v", gs)
+	}
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}`)
+	var chat struct {
+		SystemFingerprint string `json:"system_fingerprint"`
+	}
+	if err := json.Unmarshal(b, &chat); code != 200 || err != nil || !strings.HasPrefix(chat.SystemFingerprint, "b0.") {
+		t.Errorf("chat: %d %v, system_fingerprint %q", code, err, chat.SystemFingerprint)
+	}
+}
