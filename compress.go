@@ -295,10 +295,18 @@ func (c Compression) Check() error {
 	case c.Budget > 0 && c.Budget <= c.WindowFor(c.Budget):
 		return fmt.Errorf("budget %d must be larger than the window %d: the window is always kept, and the budget counts it", c.Budget, c.WindowFor(c.Budget))
 	}
-	if _, err := c.snapKV(c.Budget); err != nil {
-		return err
+	if p, _ := c.promptPolicy(); p.Check != nil {
+		if err := p.Check(c.promptOptions()); err != nil {
+			return fmt.Errorf("%s: %w", p.Name, err)
+		}
 	}
 	return nil
+}
+
+// promptOptions is the prompt-time policy's settings, defaults filled.
+func (c Compression) promptOptions() policies.PromptOptions {
+	c = c.withDefaults()
+	return policies.PromptOptions{Window: c.Window, Kernel: c.Kernel, Lookahead: c.Lookahead, Pool: c.Pool, Aggregate: c.Aggregate, Seed: c.Seed}
 }
 
 // snapKV builds the policy configuration for a budget.

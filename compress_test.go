@@ -118,6 +118,12 @@ func TestCompressionBadInput(t *testing.T) {
 		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Kernel: -3}, "kernel -3"},
 		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Pool: "median"}, "median"},
 		{kvtrim.Compression{Policy: "snapkv", Budget: 40, Aggregate: "mean-ish"}, "mean-ish"},
+		// Each policy checks the settings it reads (its registry entry).
+		{kvtrim.Compression{Policy: "knorm", Budget: 40, Aggregate: "mean-ish"}, "knorm: "},
+		{kvtrim.Compression{Policy: "expected-attention", Budget: 40, Aggregate: "mean-ish"}, "expected-attention: "},
+		{kvtrim.Compression{Policy: "tova", Budget: 40, Ratio: 0.5}, "not both"},
+		{kvtrim.Compression{Policy: "tova"}, "tova needs --budget"},
+		{kvtrim.Compression{Policy: "snapkv", Budget: 40, DecodePolicy: "toba"}, "streaming, h2o, tova"},
 		{kvtrim.Compression{Policy: "h3o", Budget: 40}, "unknown policy"},
 		{kvtrim.Compression{Policy: "snapkv"}, "--budget"},
 		{kvtrim.Compression{Policy: "snapkv", Ratio: 1.5}, "--ratio"},

@@ -27,6 +27,8 @@ var expectedAttention = Policy{
 	Summary:     "the attention future queries are expected to give each key, from the recent queries' mean and covariance (Expected Attention)",
 	Observes:    ObservesQueries,
 	KeepsWindow: true,
+	Options:     []string{"window", "aggregate"},
+	Check:       checkAggregation,
 	QueryRows:   64,
 	Select: func(p Prompt) ([]int, error) {
 		if p.Queries == nil || p.Values == nil || p.Heads < 1 {

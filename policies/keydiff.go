@@ -16,6 +16,8 @@ var keyDiff = Policy{
 	Summary:     "the keys least similar to the mean key (KeyDiff)",
 	Observes:    ObservesKeys,
 	KeepsWindow: true,
+	Options:     []string{"window", "aggregate"},
+	Check:       checkAggregation,
 	Select:      func(p Prompt) ([]int, error) { return selectByHeadScores(p, keyDiffScores) },
 }
 

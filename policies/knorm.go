@@ -12,6 +12,8 @@ var knorm = Policy{
 	Summary:     "the keys with the lowest L2 norm (Knorm)",
 	Observes:    ObservesKeys,
 	KeepsWindow: true,
+	Options:     []string{"window", "aggregate"},
+	Check:       checkAggregation,
 	Select:      func(p Prompt) ([]int, error) { return selectByHeadScores(p, knormScores) },
 }
 

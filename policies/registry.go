@@ -67,6 +67,32 @@ func (k Keys) Row(p, h int) []float32 {
 	return k.Rows[(p*k.KVHeads+h)*k.HeadDim:][:k.HeadDim]
 }
 
+// PromptOptions are a prompt-time policy's settings besides its budget, as
+// kvtrim's Compression carries them (their JSON names in Policy.Options).
+type PromptOptions struct {
+	Window, Kernel, Lookahead int
+	Pool, Aggregate           string
+	Seed                      uint64
+}
+
+// checkAggregation is the Check of a policy whose scores per head are
+// combined as SnapKV's votes (selectByHeadScores).
+func checkAggregation(o PromptOptions) error {
+	_, err := ParseAggregation(o.Aggregate)
+	return err
+}
+
+// checkSnapKV checks SnapKV's pooling and aggregation.
+func checkSnapKV(o PromptOptions) error {
+	if o.Kernel < 1 || o.Kernel%2 == 0 {
+		return fmt.Errorf("kernel %d: give an odd width >= 1", o.Kernel)
+	}
+	if _, err := ParsePooling(o.Pool); err != nil {
+		return err
+	}
+	return checkAggregation(o)
+}
+
 // Selector chooses the positions of a prompt that keep their cells:
 // Budget of them, ascending, the last Window included.
 type Selector func(p Prompt) ([]int, error)
@@ -84,15 +110,21 @@ type Policy struct {
 	// QueryRows is how many of the prompt's last queries a policy that
 	// ObservesQueries reads.
 	QueryRows int
-	Select    Selector
+	// Options are the settings it reads (PromptOptions, by their JSON
+	// names), and Check validates them (nil: nothing to check).
+	Options []string
+	Check   func(o PromptOptions) error
+	Select  Selector
 }
 
 // promptPolicies are the prompt-time policies, in the order --help lists
 // them.
 var promptPolicies = []Policy{
-	{Name: "snapkv", Summary: "the observation window's attention votes, pooled (SnapKV)", Observes: ObservesWindow, KeepsWindow: true, Select: selectSnapKV},
+	{Name: "snapkv", Summary: "the observation window's attention votes, pooled (SnapKV)", Observes: ObservesWindow, KeepsWindow: true,
+		Options: []string{"window", "lookahead", "kernel", "pool", "aggregate"}, Check: checkSnapKV, Select: selectSnapKV},
 	{Name: "recent", Summary: "the last Budget positions (baseline)", Select: selectRecent},
-	{Name: "random", Summary: "the window and Budget-Window positions drawn at random (baseline)", KeepsWindow: true, Select: selectRandom},
+	{Name: "random", Summary: "the window and Budget-Window positions drawn at random (baseline)", KeepsWindow: true,
+		Options: []string{"window", "seed"}, Select: selectRandom},
 	knorm,
 	keyDiff,
 	expectedAttention,
