@@ -11,7 +11,7 @@ import (
 // chunks of a stream.
 type responder interface {
 	whole(r *result) any
-	delta(ev event) any
+	delta(ev event) []any
 	final(r *result) []any
 	// done is whether the stream ends with "data: [DONE]" (OpenAI's).
 	done() bool
@@ -95,7 +95,7 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 			stream.fail(unavailable("the server is shutting down"))
 			return
 		case ev := <-j.events:
-			if stream.send(resp.delta(ev)) != nil {
+			if sendAll(stream, resp.delta(ev)) != nil {
 				return // a write failed or timed out: the slot stops at its next token
 			}
 		case ev := <-j.done:
@@ -112,7 +112,7 @@ drain:
 	for {
 		select {
 		case d := <-j.events:
-			if stream.send(resp.delta(d)) != nil {
+			if sendAll(stream, resp.delta(d)) != nil {
 				return
 			}
 		default:
@@ -128,10 +128,8 @@ drain:
 	case !req.Stream:
 		stream.whole(resp.whole(ev.res))
 	default:
-		for _, c := range resp.final(ev.res) {
-			if stream.send(c) != nil {
-				return
-			}
+		if sendAll(stream, resp.final(ev.res)) != nil {
+			return
 		}
 		if resp.done() {
 			stream.raw([]byte("[DONE]"))
@@ -151,12 +149,12 @@ func (n *nativeResponder) whole(r *result) any {
 	return c
 }
 
-func (n *nativeResponder) delta(ev event) any {
+func (n *nativeResponder) delta(ev event) []any {
 	c := completionResponse{Content: ev.delta, Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Probs: ev.probs}
 	if n.req.ReturnTokens {
 		c.Tokens = ev.tokens
 	}
-	return c
+	return []any{c}
 }
 
 func (n *nativeResponder) final(r *result) []any {
@@ -216,37 +214,51 @@ func (o *oaiResponder) whole(r *result) any {
 	return resp
 }
 
-func (o *oaiResponder) delta(ev event) any {
+func (o *oaiResponder) delta(ev event) []any {
 	text := ev.delta
 	var logprobs any
 	if len(ev.probs) > 0 {
 		logprobs = logprobsObject{Content: ev.probs}
 	}
 	if !o.chat {
-		return o.response(true, oaiChoice{Text: &text, Logprobs: logprobs})
+		return []any{o.response(true, oaiChoice{Text: &text, Logprobs: logprobs})}
 	}
-	d := &oaiMessage{Content: &text}
-	if o.first {
-		o.first = false
-		d.Role = "assistant"
+	return append(o.roleChunk(), o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs}))
+}
+
+// roleChunk is a chat stream's first chunk, once: the assistant's role
+// with a null content, as llama-server sends it before any text.
+func (o *oaiResponder) roleChunk() []any {
+	if !o.first {
+		return nil
 	}
-	return o.response(true, oaiChoice{Delta: d, Logprobs: logprobs})
+	o.first = false
+	return []any{o.response(true, oaiChoice{Delta: roleDelta{Role: "assistant"}})}
 }
 
 func (o *oaiResponder) final(r *result) []any {
 	empty := ""
 	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
+	var role []any
 	if o.chat {
 		choice.Delta = &oaiMessage{}
-		if o.first { // nothing was generated: the role still goes out
-			choice.Delta = &oaiMessage{Role: "assistant", Content: &empty}
-		}
+		role = o.roleChunk() // nothing was generated: the role still goes out
 	} else {
 		choice.Text = &empty
 	}
 	last := o.response(true, choice)
 	last.Usage, last.Timings, last.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
-	return []any{last}
+	return append(role, last)
 }
 
 func (o *oaiResponder) done() bool { return true }
+
+// sendAll sends chunks in order, stopping at the first failed write.
+func sendAll(stream *sse, chunks []any) error {
+	for _, c := range chunks {
+		if err := stream.send(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

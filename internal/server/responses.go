@@ -155,7 +155,7 @@ type oaiChoice struct {
 	Index        int         `json:"index"`
 	Text         *string     `json:"text,omitempty"`
 	Message      *oaiMessage `json:"message,omitempty"`
-	Delta        *oaiMessage `json:"delta,omitempty"`
+	Delta        any         `json:"delta,omitempty"` // *oaiMessage, or roleDelta
 	Logprobs     any         `json:"logprobs"`
 	FinishReason *string     `json:"finish_reason"`
 }
@@ -163,6 +163,13 @@ type oaiChoice struct {
 type oaiMessage struct {
 	Role    string  `json:"role,omitempty"`
 	Content *string `json:"content,omitempty"`
+}
+
+// roleDelta is the first chunk's delta of a chat stream: the role, and a
+// content that is null, not absent, as llama-server sends it.
+type roleDelta struct {
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
 }
 
 type oaiUsage struct {

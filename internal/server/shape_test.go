@@ -34,3 +34,43 @@ func TestResponseShapes(t *testing.T) {
 		t.Errorf("chat: %d %v, system_fingerprint %q", code, err, chat.SystemFingerprint)
 	}
 }
+
+// TestChatStreamStartsWithRole: a chat stream's first chunk is the
+// assistant's role with a null content, and no later chunk repeats the
+// role, as llama-server streams (and its suite checks).
+func TestChatStreamStartsWithRole(t *testing.T) {
+	ts := startServer(t, testConfig())
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"stream":true}`)
+	if code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	var deltas []map[string]any
+	for _, line := range strings.Split(string(b), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta map[string]any `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+			t.Fatalf("%q: %v", data, err)
+		}
+		if len(chunk.Choices) > 0 {
+			deltas = append(deltas, chunk.Choices[0].Delta)
+		}
+	}
+	if len(deltas) < 2 {
+		t.Fatalf("chunks %v", deltas)
+	}
+	if c, ok := deltas[0]["content"]; deltas[0]["role"] != "assistant" || !ok || c != nil {
+		t.Errorf("first delta %v, want role assistant and content null", deltas[0])
+	}
+	for _, d := range deltas[1:] {
+		if _, ok := d["role"]; ok {
+			t.Errorf("a later delta repeats the role: %v", d)
+		}
+	}
+}
