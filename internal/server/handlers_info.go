@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -131,6 +132,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, _ *http.Request, e *engine
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	w.Header().Set("Process-Start-Time-Unix", strconv.FormatInt(e.created, 10)) // llama-server's: when the slots started
 	if err := s.metrics.write(w, int(e.pool.busy.Load()), e.pool.deferred(), e.pool.decodeStats()); err != nil {
 		s.log.Debug().Err(err).Msg("write metrics")
 	}

@@ -173,13 +173,21 @@ type roleDelta struct {
 }
 
 type oaiUsage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int                `json:"prompt_tokens"`
+	CompletionTokens    int                `json:"completion_tokens"`
+	TotalTokens         int                `json:"total_tokens"`
+	PromptTokensDetails promptTokenDetails `json:"prompt_tokens_details"`
+}
+
+// promptTokenDetails says how many prompt tokens the slot's cache held
+// already (llama-server's cached_tokens).
+type promptTokenDetails struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 func usageOf(r *result) *oaiUsage {
-	return &oaiUsage{PromptTokens: r.promptN, CompletionTokens: r.predictedN, TotalTokens: r.promptN + r.predictedN}
+	return &oaiUsage{PromptTokens: r.promptN, CompletionTokens: r.predictedN, TotalTokens: r.promptN + r.predictedN,
+		PromptTokensDetails: promptTokenDetails{CachedTokens: r.cacheN}}
 }
 
 // finishReason is OpenAI's name for a stop type.

@@ -12,7 +12,9 @@ import (
 // settings in /completion's answer, and a system_fingerprint of
 // llama-server's form ("b" then the build) in the OpenAI ones.
 func TestResponseShapes(t *testing.T) {
-	ts := startServer(t, testConfig())
+	cfg := testConfig()
+	cfg.Metrics = true
+	ts := startServer(t, cfg)
 	code, b := ts.do(t.Context(), http.MethodPost, "/completion", `{"prompt":"Once upon a time","n_predict":24,"temperature":0}`)
 	var c map[string]any
 	if err := json.Unmarshal(b, &c); code != 200 || err != nil {
@@ -32,6 +34,28 @@ func TestResponseShapes(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &chat); code != 200 || err != nil || !strings.HasPrefix(chat.SystemFingerprint, "b0.") {
 		t.Errorf("chat: %d %v, system_fingerprint %q", code, err, chat.SystemFingerprint)
+	}
+	// The same chat again: the slot's cache holds all of the prompt but
+	// its last token, which usage says as llama-server does.
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}`)
+	var usage struct {
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+			Details      struct {
+				CachedTokens *int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+		} `json:"usage"`
+	}
+	if err := json.Unmarshal(b, &usage); code != 200 || err != nil || usage.Usage.Details.CachedTokens == nil || *usage.Usage.Details.CachedTokens != usage.Usage.PromptTokens-1 {
+		t.Errorf("usage of a repeated chat: %d %v %s", code, err, b)
+	}
+	resp, err := http.Get(ts.http.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Process-Start-Time-Unix") == "" {
+		t.Errorf("/metrics headers %v: no Process-Start-Time-Unix", resp.Header)
 	}
 }
 
