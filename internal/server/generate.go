@@ -81,7 +81,7 @@ func (sl *slot) serve(j *job) (*result, error) {
 			res.tokens = append(res.tokens, t)
 			delta, stopped := m.add(piece)
 			if j.req.Stream && delta != "" {
-				ev := event{slot: sl.id, delta: delta, tokens: slices.Clone(res.tokens[sentTokens:])}
+				ev := event{slot: sl.id, promptN: res.promptN, cacheN: res.cacheN, delta: delta, tokens: slices.Clone(res.tokens[sentTokens:])}
 				if res.probs != nil {
 					ev.probs = slices.Clone(res.probs[sentTokens:])
 				}

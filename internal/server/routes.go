@@ -31,6 +31,8 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"POST /chat/completions", "POST /v1/chat/completions"} {
 		mux.HandleFunc(p, s.ready(s.handleChat))
 	}
+	mux.HandleFunc("POST /v1/messages", s.ready(s.handleAnthropic))
+	mux.HandleFunc("POST /v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
 	mux.HandleFunc("POST /tokenize", s.ready(s.handleTokenize))
 	mux.HandleFunc("POST /detokenize", s.ready(s.handleDetokenize))
 	mux.HandleFunc("POST /apply-template", s.ready(s.handleApplyTemplate))

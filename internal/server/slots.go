@@ -322,12 +322,15 @@ type job struct {
 
 // event is a piece of streamed text, or the end of the job.
 type event struct {
-	slot   int
-	delta  string
-	tokens []kvtrim.Token
-	probs  []tokenProb // the tokens' probabilities, when the request asks
-	res    *result
-	err    error
+	slot int
+	// promptN and cacheN are the request's prompt tokens and how many of
+	// them the slot's cache held (a stream's first event says them).
+	promptN, cacheN int
+	delta           string
+	tokens          []kvtrim.Token
+	probs           []tokenProb // the tokens' probabilities, when the request asks
+	res             *result
+	err             error
 }
 
 func newJob(ctx context.Context, req *Request, tokens []kvtrim.Token) *job {

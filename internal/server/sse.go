@@ -47,19 +47,36 @@ func (s *sse) start() {
 	s.w.WriteHeader(http.StatusOK)
 }
 
-// send writes v as one event.
+// namedEvent is an event with a name ("event: NAME" before its data), as
+// Anthropic's streams send them.
+type namedEvent struct {
+	name string
+	data any
+}
+
+// send writes v as one event (a namedEvent with its name).
 func (s *sse) send(v any) error {
+	name := ""
+	if e, ok := v.(namedEvent); ok {
+		name, v = e.name, e.data
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.raw(b)
+	return s.event(name, b)
 }
 
 // raw writes one event of already encoded data.
-func (s *sse) raw(data []byte) error {
+func (s *sse) raw(data []byte) error { return s.event("", data) }
+
+// event writes one event, named when name is not "".
+func (s *sse) event(name string, data []byte) error {
 	s.start()
-	buf := make([]byte, 0, len(data)+8)
+	buf := make([]byte, 0, len(name)+len(data)+16)
+	if name != "" {
+		buf = append(append(append(buf, "event: "...), name...), '\n')
+	}
 	buf = append(append(append(buf, "data: "...), data...), "\n\n"...)
 	s.deadline()
 	if _, err := s.w.Write(buf); err != nil {
