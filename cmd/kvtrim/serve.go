@@ -25,6 +25,7 @@ type serveFlags struct {
 	g        genFlags       // model, context, sampling defaults and compression
 	accepted *acceptedFlags // llama-server's flags kvtrim serve does not implement
 	cors     server.CORS
+	tags     string // --tags
 	// corsCredentials and noCorsCredentials are --cors-credentials and
 	// its negative; the negative wins.
 	corsCredentials, noCorsCredentials bool
@@ -55,7 +56,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.port, "port", 8080, "port to listen on (0: any free one)")
 	fs.StringVar(&f.apiKey, "api-key", "", "API key(s), comma-separated, required on every endpoint but /health")
 	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "file with one API key per line; lines starting with # are comments")
-	fs.StringVarP(&f.alias, "alias", "a", "", "model name in responses (default: the model's path)")
+	fs.StringVarP(&f.alias, "alias", "a", "", "model names, comma-separated: the first in sorted order names it in responses (default: the model's path)")
+	fs.StringVar(&f.tags, "tags", "", "model tags, comma-separated (informational: /v1/models lists them)")
 	fs.IntVar(&f.timeout, "timeout", 600, "seconds to read a request, to write each piece of an answer (a client that stops reading loses its slot), and to let running requests finish on shutdown")
 	fs.IntVar(&f.queue, "queue", 0, "requests that may wait for a slot; past them a request gets 503 with Retry-After (0: no bound, as llama-server)")
 	fs.IntVar(&f.cacheRAM, "cache-ram", server.DefaultPromptReuse().CacheMiB, "MiB of host memory for prompts slots gave up, which later requests continuing them load instead of decoding (-cram; 0: off, -1: no limit)")
@@ -433,7 +435,7 @@ func (f *serveFlags) config() (server.Config, error) {
 	cfg := server.Config{
 		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
-		FlashAttn: g.flashAttn, Alias: f.alias, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
+		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors,
 		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed},
 	}

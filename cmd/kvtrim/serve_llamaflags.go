@@ -273,7 +273,6 @@ var llamaFlags = []llamaFlag{
 	{"--video-ffmpeg-dir", true, pending, whyMedia},
 	{"--media-path", true, pending, whyMedia},
 
-	{"--tags", true, pending, "kvtrim serve does not report tags yet"},
 	{"--reuse-port", false, pending, "kvtrim serve listens without SO_REUSEPORT"},
 	{"--path", true, pending, whyUI},
 	{"--api-prefix", true, pending, "kvtrim serve answers at the root path only"},

@@ -45,8 +45,11 @@ type Config struct {
 	Threads int
 	// FlashAttn is "on", "off" or "auto".
 	FlashAttn string
-	// Alias is the model's name in responses (-a); "" is the model's path.
-	Alias string
+	// Alias is the model's names (-a), comma-separated: the first in
+	// sorted order names it in responses; "" is the model's path. Tags
+	// are informational names (--tags), comma-separated. /v1/models
+	// lists both.
+	Alias, Tags string
 	// APIKeys, when any, are required on every endpoint but /health,
 	// /v1/health and / (and OPTIONS requests), as in llama-server.
 	APIKeys []string

@@ -23,7 +23,7 @@ type slotInfo struct {
 	NCtx         int       `json:"n_ctx"`
 	Speculative  bool      `json:"speculative"`
 	IsProcessing bool      `json:"is_processing"`
-	Params       *settings `json:"params"`
+	Params       *settings `json:"params,omitempty"`
 	Kvtrim       *KVStats  `json:"kvtrim,omitempty"`
 }
 
@@ -32,11 +32,24 @@ func (s *Server) defaultSettings(e *engine) *settings {
 	return settingsOf(&Request{Sampling: s.cfg.Sampling, Compression: *s.compression.Load()}, e.slotCtx)
 }
 
+// slotInfo is a slot as /slots shows it: its last request's settings as
+// params, none before its first request (as llama-server's).
 func (s *Server) slotInfo(e *engine, sl *slot) slotInfo {
-	info := slotInfo{ID: sl.id, NCtx: sl.nCtx, IsProcessing: sl.busy.Load(), Params: s.defaultSettings(e)}
+	info := slotInfo{ID: sl.id, NCtx: sl.nCtx, IsProcessing: sl.busy.Load()}
+	if req := sl.lastReq.Load(); req != nil {
+		info.Params = settingsOf(req, sl.nCtx)
+	}
 	if st := sl.last.Load(); st != nil {
 		info.Kvtrim = kvStatsOf(*st)
 	}
+	return info
+}
+
+// defaultGenerationSettings is /props' view of a slot: the first one,
+// with the server's default settings as params.
+func (s *Server) defaultGenerationSettings(e *engine) slotInfo {
+	info := s.slotInfo(e, e.pool.slots[0])
+	info.Params = s.defaultSettings(e)
 	return info
 }
 
@@ -50,7 +63,7 @@ func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
 	vocab := e.model.Vocab()
 	lib := e.model.Library()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"default_generation_settings": s.slotInfo(e, e.pool.slots[0]),
+		"default_generation_settings": s.defaultGenerationSettings(e),
 		"total_slots":                 len(e.pool.slots),
 		"model_alias":                 e.name,
 		"model_path":                  e.model.Path,
@@ -59,6 +72,7 @@ func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
 		"eos_token":                   vocab.Piece(vocab.EOS(), true),
 		"build_info":                  "kvtrim " + kvtrim.Version + " (libllama " + lib.Version + ")",
 		"modalities":                  map[string]bool{"vision": false, "audio": false},
+		"is_sleeping":                 false, // kvtrim serve keeps the model loaded
 		"kvtrim": map[string]any{
 			"version":     kvtrim.Version,
 			"compression": compressionJSON(*s.compression.Load()),
@@ -103,7 +117,7 @@ func (s *Server) handleSetProps(w http.ResponseWriter, r *http.Request, e *engin
 func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request, e *engine) {
 	m := e.model
 	model := map[string]any{
-		"id": e.name, "object": "model", "created": e.created, "owned_by": "llamacpp",
+		"id": e.name, "aliases": e.aliases, "tags": e.tags, "object": "model", "created": e.created, "owned_by": "llamacpp",
 		"meta": map[string]any{
 			"n_vocab": m.Vocab().NTokens(), "n_ctx_train": m.NCtxTrain(), "n_embd": m.NEmbd(),
 			"n_params": m.NParams(), "size": m.Size(),

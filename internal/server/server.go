@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,6 +43,21 @@ type engine struct {
 	// version, since libllama carries no build number or commit), then
 	// kvtrim's version.
 	fingerprint string
+	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
+	aliases, tags []string
+}
+
+// nameSet is a comma-separated list's names, trimmed, without empty ones
+// or repeats, sorted: llama-server's --alias and --tags.
+func nameSet(list string) []string {
+	out := []string{}
+	for _, n := range strings.Split(list, ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // New checks cfg and returns a server that is still loading.
@@ -90,14 +107,16 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if err != nil {
 		return err
 	}
-	name := s.cfg.Alias
-	if name == "" {
-		name = model.Path
+	aliases, tags := nameSet(s.cfg.Alias), nameSet(s.cfg.Tags)
+	name := model.Path
+	if len(aliases) > 0 {
+		name = aliases[0] // as llama-server: the first alias, in sorted order
 	}
 	e := &engine{
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
+		aliases:     aliases, tags: tags,
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).

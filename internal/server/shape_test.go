@@ -98,3 +98,30 @@ func TestChatStreamStartsWithRole(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotsShowLastRequest: /slots shows no params for a slot that has
+// served nothing, then its last request's settings, as llama-server's;
+// /props keeps the server's defaults and says it is not sleeping.
+func TestSlotsShowLastRequest(t *testing.T) {
+	cfg := testConfig()
+	cfg.Slots = true
+	ts := startServer(t, cfg)
+	var slots []map[string]any
+	ts.get("/slots", 200, &slots)
+	if _, ok := slots[0]["params"]; ok {
+		t.Errorf("an unused slot has params: %v", slots[0])
+	}
+	ts.post("/completion", `{"prompt":"Once","n_predict":3}`, 200, nil)
+	ts.get("/slots", 200, &slots)
+	params, _ := slots[0]["params"].(map[string]any)
+	if params["n_predict"] != 3.0 {
+		t.Errorf("after a request of n_predict 3: %v", slots[0])
+	}
+	var props map[string]any
+	ts.get("/props", 200, &props)
+	dgs, _ := props["default_generation_settings"].(map[string]any)
+	p, _ := dgs["params"].(map[string]any)
+	if p["n_predict"] != -1.0 || props["is_sleeping"] != false {
+		t.Errorf("/props %v", props)
+	}
+}

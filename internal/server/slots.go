@@ -72,6 +72,9 @@ type slot struct {
 
 	busy atomic.Bool
 	last atomic.Pointer[kvtrim.Stats] // the last request's compression stats
+	// lastReq is the last request the slot took (its settings are /slots'
+	// params), nil before the first.
+	lastReq atomic.Pointer[Request]
 }
 
 // newPool makes n slots with a session each, members of a group of n
@@ -228,6 +231,7 @@ func (p *pool) work(sl *slot) {
 			return
 		case j := <-sl.jobs:
 			start := time.Now()
+			sl.lastReq.Store(j.req)
 			res, err := sl.serve(j)
 			if res != nil {
 				p.metrics.record(res)
