@@ -47,9 +47,10 @@ type anthropicBlock struct {
 }
 
 // anthropicText is a content field's text: a string, or its text blocks
-// joined. Other blocks (images, tool use and results, thinking) need
-// features kvtrim serve does not have yet, and are refused.
-func anthropicText(raw json.RawMessage, where string) (string, error) {
+// joined with sep (llama-server joins a message's with newlines, the
+// system's with nothing). Other blocks (images, tool use and results,
+// thinking) need features kvtrim serve does not have yet, and are refused.
+func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
 	if !isSet(raw) {
 		return "", nil
 	}
@@ -65,6 +66,9 @@ func anthropicText(raw json.RawMessage, where string) (string, error) {
 	for i, b := range blocks {
 		if b.Type != "text" {
 			return "", badRequest("%s[%d]: %q blocks are not supported by kvtrim serve yet (it takes text; tools, images and thinking come later)", where, i, b.Type)
+		}
+		if text != "" {
+			text += sep
 		}
 		text += b.Text
 	}
@@ -85,14 +89,14 @@ func (b *anthropicBody) chatBodyOf() ([]byte, error) {
 	}
 	var msgs []message
 	if isSet(b.System) {
-		system, err := anthropicText(b.System, "system")
+		system, err := anthropicText(b.System, "system", "")
 		if err != nil {
 			return nil, err
 		}
 		msgs = append(msgs, message{"system", system})
 	}
 	for i, m := range *b.Messages {
-		text, err := anthropicText(m.Content, fmt.Sprintf("messages[%d].content", i))
+		text, err := anthropicText(m.Content, fmt.Sprintf("messages[%d].content", i), "\n")
 		if err != nil {
 			return nil, err
 		}

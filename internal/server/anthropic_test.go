@@ -28,7 +28,7 @@ func TestAnthropicMessages(t *testing.T) {
 		t.Fatalf("%d %s %v", code, b, err)
 	}
 	code, cb := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions",
-		`{"max_tokens":12,"temperature":0,"messages":[{"role":"system","content":"You tell stories."},{"role":"user","content":"Once upon a time"}]}`)
+		`{"max_tokens":12,"temperature":0,"messages":[{"role":"system","content":"You tell stories."},{"role":"user","content":"Once upon\n a time"}]}`)
 	var chat struct {
 		Choices []struct {
 			Message struct{ Content string }

@@ -118,6 +118,9 @@ func (c *contentField) UnmarshalJSON(b []byte) error {
 		if p.Type != "text" {
 			return fmt.Errorf("content[%d]: parts of type %q are not supported, only text", i, p.Type)
 		}
+		if i > 0 && sb.Len() > 0 {
+			sb.WriteByte('\n') // as llama.cpp's chat layer joins text parts
+		}
 		sb.WriteString(p.Text)
 	}
 	*c = contentField(sb.String())

@@ -125,3 +125,12 @@ func TestSlotsShowLastRequest(t *testing.T) {
 		t.Errorf("/props %v", props)
 	}
 }
+
+// TestContentPartsJoin: text parts of a chat message are joined with
+// newlines, as llama.cpp's chat layer joins them.
+func TestContentPartsJoin(t *testing.T) {
+	var c contentField
+	if err := json.Unmarshal([]byte(`[{"type":"text","text":"What is"},{"type":"text","text":"the best book"}]`), &c); err != nil || c != "What is\nthe best book" {
+		t.Errorf("%q, %v", c, err)
+	}
+}
