@@ -161,10 +161,21 @@ func (s *Server) handleAnthropic(w http.ResponseWriter, r *http.Request, e *engi
 // handleAnthropicCountTokens answers POST /v1/messages/count_tokens: the
 // prompt's tokens once rendered with the chat template.
 func (s *Server) handleAnthropicCountTokens(w http.ResponseWriter, r *http.Request, e *engine) {
-	req, ok := s.parseAnthropic(w, r)
-	if !ok {
-		return
+	if req, ok := s.parseAnthropic(w, r); ok {
+		countInputTokens(w, e, req)
 	}
+}
+
+// handleChatInputTokens answers POST /v1/chat/completions/input_tokens:
+// a chat request's prompt tokens, as llama-server counts them.
+func (s *Server) handleChatInputTokens(w http.ResponseWriter, r *http.Request, e *engine) {
+	if req, ok := s.parse(w, r, ParseChatRequest); ok {
+		countInputTokens(w, e, req)
+	}
+}
+
+// countInputTokens answers {"input_tokens": n} for a chat request.
+func countInputTokens(w http.ResponseWriter, e *engine, req *Request) {
 	prompt, err := e.render(req.Messages)
 	if err == nil {
 		req.Prompt = prompt

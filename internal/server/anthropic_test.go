@@ -67,6 +67,11 @@ func TestAnthropicMessages(t *testing.T) {
 		t.Errorf("count_tokens: %d %s, want %d", code, b, chat.Usage.PromptTokens)
 	}
 
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions/input_tokens",
+		`{"messages":[{"role":"system","content":"You tell stories."},{"role":"user","content":"Once upon\n a time"}]}`)
+	if err := json.Unmarshal(b, &count); code != 200 || err != nil || count["input_tokens"] != chat.Usage.PromptTokens {
+		t.Errorf("chat input_tokens: %d %s, want %d", code, b, chat.Usage.PromptTokens)
+	}
 	if code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"max_tokens":4,"messages":[]}`); code != 200 {
 		t.Errorf("empty messages: %d %s", code, b)
 	}

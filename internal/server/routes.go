@@ -31,6 +31,9 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"POST /chat/completions", "POST /v1/chat/completions"} {
 		mux.HandleFunc(p, s.ready(s.handleChat))
 	}
+	for _, p := range []string{"POST /chat/completions/input_tokens", "POST /v1/chat/completions/input_tokens"} {
+		mux.HandleFunc(p, s.ready(s.handleChatInputTokens))
+	}
 	mux.HandleFunc("POST /v1/messages", s.ready(s.handleAnthropic))
 	mux.HandleFunc("POST /v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
 	mux.HandleFunc("POST /tokenize", s.ready(s.handleTokenize))
