@@ -70,9 +70,17 @@ func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.Gr
 		{"llamacpp:prompt_seconds_total", "counter", "Prompt process time.", c.promptMs / 1000},
 		{"llamacpp:tokens_predicted_total", "counter", "Number of generation tokens processed.", float64(c.predictedTokens)},
 		{"llamacpp:tokens_predicted_seconds_total", "counter", "Predict process time.", c.predictedMs / 1000},
+		{"llamacpp:n_decode_total", "counter", "Total number of llama_decode() calls of the slots' shared context.", float64(batches.Rounds)},
 		{"llamacpp:n_tokens_max", "counter", "Largest observed sequence length (prompt + generation).", float64(c.tokensMax)},
+		// kvtrim serve has no speculative decoding: these stay 0.
+		{"llamacpp:spec_decode_num_draft_tokens_total", "counter", "Speculative: Total draft tokens generated.", 0},
+		{"llamacpp:spec_decode_num_accepted_tokens_total", "counter", "Speculative: Total draft tokens accepted by the target model.", 0},
+		{"llamacpp:spec_decode_num_drafts_total", "counter", "Speculative: Total speculative decoding verification steps.", 0},
+		{"llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.", perSecond(c.promptTokens, c.promptMs)},
+		{"llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", perSecond(c.predictedTokens, c.predictedMs)},
 		{"llamacpp:requests_processing", "gauge", "Number of requests processing.", float64(processing)},
 		{"llamacpp:requests_deferred", "gauge", "Number of requests deferred.", float64(deferred)},
+		{"llamacpp:n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call.", float64(batches.Parts) / max(float64(batches.Rounds), 1)},
 		{"kvtrim_requests_total", "counter", "Generation requests finished.", float64(c.requests)},
 		{"kvtrim_cells_kept_total", "counter", "KV cells kept after prompt compression.", float64(c.cellsKept)},
 		{"kvtrim_cells_evicted_total", "counter", "KV cells evicted by compression.", float64(c.cellsEvicted)},
@@ -93,4 +101,12 @@ func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.Gr
 		}
 	}
 	return nil
+}
+
+// perSecond is n tokens over ms milliseconds, per second (0 without time).
+func perSecond(n int64, ms float64) float64 {
+	if ms <= 0 {
+		return 0
+	}
+	return 1000 * float64(n) / ms
 }

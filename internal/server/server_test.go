@@ -83,6 +83,9 @@ func TestInfoEndpoints(t *testing.T) {
 		"llamacpp:requests_deferred 0", "kvtrim_cells_kept_total 5", "kvtrim_cells_evicted_total 0",
 		"kvtrim_kv_bytes_saved_total 0", "kvtrim_observe_seconds_total", "kvtrim_score_seconds_total",
 		"kvtrim_evict_seconds_total", "kvtrim_compact_seconds_total", "# TYPE llamacpp:prompt_tokens_total counter",
+		// llama-server's other metrics: the prompt and 3 generated tokens took 4 decodes of one slot each.
+		"llamacpp:n_decode_total 4", "llamacpp:n_busy_slots_per_decode 1", "llamacpp:spec_decode_num_drafts_total 0",
+		"# TYPE llamacpp:prompt_tokens_seconds gauge", "# TYPE llamacpp:predicted_tokens_seconds gauge",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
