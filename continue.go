@@ -14,6 +14,10 @@ import (
 // ones included.
 func (s *Session) Position() int { return int(s.nextPos) }
 
+// Held is the number of cells the sequence holds: Position less what
+// compression evicted.
+func (s *Session) Held() int { return s.used }
+
 // Truncate forgets the positions from n on, so that the next Append
 // continues after the first n tokens: a new prompt that shares a prefix
 // with what the session holds needs only its rest decoded. Only a session

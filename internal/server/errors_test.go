@@ -52,6 +52,7 @@ func TestBadRequests(t *testing.T) {
 		{"post-sampling probabilities", "/completion", `{"prompt":"x","n_probs":2,"post_sampling_probs":true}`, 400, typeInvalidRequest, "post_sampling_probs"},
 		{"chat without messages", "/v1/chat/completions", `{"max_tokens":3}`, 400, typeInvalidRequest, `"messages"`},
 		{"chat without role", "/v1/chat/completions", `{"messages":[{"content":"hi"}]}`, 400, typeInvalidRequest, "role"},
+		{"two assistant messages last", "/v1/chat/completions", `{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"assistant","content":"c"}]}`, 400, typeInvalidRequest, "2 or more assistant messages"},
 		{"chat image part", "/v1/chat/completions", `{"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, typeInvalidRequest, "image_url"},
 		{"apply-template without messages", "/apply-template", `{}`, 400, typeInvalidRequest, `"messages"`},
 		{"tokenize without content", "/tokenize", `{}`, 400, typeInvalidRequest, `"content"`},

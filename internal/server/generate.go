@@ -27,6 +27,7 @@ type result struct {
 	predictedN   int
 	stopType     string
 	stoppingWord string
+	truncated    bool // generation stopped at a full context
 	// probs are the generated tokens' probabilities (Request.NProbs), less
 	// a stop string's tokens.
 	probs       []tokenProb
@@ -64,6 +65,18 @@ func (sl *slot) serve(j *job) (*result, error) {
 	m := newStopMatcher(j.req.Stop)
 	sentTokens := 0 // tokens already sent with a delta
 	opt := kvtrim.GenerateOptions{MaxTokens: j.req.Sampling.NPredict, IgnoreEOS: j.req.IgnoreEOS}
+	// As llama-server without context shift: generation stops when the
+	// prompt and the answer fill the slot's context, and the answer says
+	// it was truncated. A policy that evicts while decoding never fills it.
+	room := -1
+	if !j.req.Compression.EvictsWhileDecoding() {
+		room = max(0, sess.NCtx()-sess.Held())
+		if opt.MaxTokens < 0 || opt.MaxTokens > room {
+			opt.MaxTokens = room
+		} else {
+			room = -1 // n_predict ends it first
+		}
+	}
 	if n := j.req.NProbs; n > 0 {
 		vocab := sl.model.Vocab()
 		opt.Sampled = func(t kvtrim.Token, logits []float32) { res.probs = append(res.probs, probsOf(vocab, t, logits, n)) }
@@ -100,6 +113,7 @@ func (sl *slot) serve(j *job) (*result, error) {
 		res.predictedMs = max(0.001, msBetween(first, last)) // llama-server's 1 us floor
 	}
 	res.predictedN = len(res.tokens)
+	res.truncated = room >= 0 && res.predictedN >= room
 	after := sess.Stats()
 	switch {
 	case errors.Is(genErr, errStopWord):

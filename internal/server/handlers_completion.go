@@ -150,11 +150,12 @@ func (n *nativeResponder) whole(r *result) any {
 }
 
 func (n *nativeResponder) delta(ev event) []any {
-	c := completionResponse{Content: ev.delta, Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Probs: ev.probs}
-	if n.req.ReturnTokens {
-		c.Tokens = ev.tokens
+	// A stream's chunks always carry their tokens, as llama-server's.
+	tokens := ev.tokens
+	if tokens == nil {
+		tokens = []kvtrim.Token{}
 	}
-	return []any{c}
+	return []any{completionResponse{Content: ev.delta, Tokens: tokens, IDSlot: ev.slot, Probs: ev.probs}}
 }
 
 func (n *nativeResponder) final(r *result) []any {

@@ -208,6 +208,9 @@ func parseMessages(in []chatMessage) ([]bindings.ChatMessage, error) {
 		}
 		out[i] = bindings.ChatMessage{Role: *m.Role, Content: string(m.Content)}
 	}
+	if n := len(out); n >= 2 && out[n-1].Role == "assistant" && out[n-2].Role == "assistant" {
+		return nil, badRequest("Cannot have 2 or more assistant messages at the end of the list.")
+	}
 	return out, nil
 }
 

@@ -121,7 +121,7 @@ func settingsOf(req *Request, nCtx int) *settings {
 // finalCompletion is the full /completion answer (or the last stream
 // chunk, whose content is empty).
 func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, content string) completionResponse {
-	f := false
+	truncated := r.truncated
 	zero := 0
 	newLine := strings.Contains(r.content, "\n") // over the whole generation, streamed or not
 	tokens := []kvtrim.Token{}
@@ -131,7 +131,7 @@ func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, co
 	return completionResponse{
 		Content: content, Tokens: tokens, IDSlot: r.slot, Stop: true, Model: model,
 		TokensPredicted: r.predictedN, TokensEvaluated: r.promptN, Settings: settingsOf(req, nCtx),
-		Prompt: &prompt, Truncated: &f, StopType: r.stopType, StoppingWord: &r.stoppingWord,
+		Prompt: &prompt, Truncated: &truncated, StopType: r.stopType, StoppingWord: &r.stoppingWord,
 		TokensCached: &zero, Timings: timingsOf(r), Kvtrim: kvStatsOf(r.stats),
 		HasNewLine: &newLine,
 	}

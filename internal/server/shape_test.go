@@ -134,3 +134,46 @@ func TestContentPartsJoin(t *testing.T) {
 		t.Errorf("%q, %v", c, err)
 	}
 }
+
+// TestFullContextTruncates: as llama-server without context shift, a
+// generation stops when the prompt and the answer fill the slot's context
+// and says it was truncated; a limit reached first does not. Stream
+// chunks carry their tokens.
+func TestFullContextTruncates(t *testing.T) {
+	cfg := testConfig()
+	cfg.CtxSize = 256
+	ts := startServer(t, cfg)
+	var got struct {
+		TokensPredicted int    `json:"tokens_predicted"`
+		TokensEvaluated int    `json:"tokens_evaluated"`
+		Truncated       bool   `json:"truncated"`
+		StopType        string `json:"stop_type"`
+	}
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":-1,"ignore_eos":true}`, 200, &got)
+	if got.TokensEvaluated+got.TokensPredicted != 256 || !got.Truncated || got.StopType != "limit" {
+		t.Errorf("a full context: %+v", got)
+	}
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":10,"ignore_eos":true}`, 200, &got)
+	if got.TokensPredicted != 10 || got.Truncated {
+		t.Errorf("n_predict 10: %+v", got)
+	}
+	code, b := ts.do(t.Context(), http.MethodPost, "/completion", `{"prompt":"Once upon a time","n_predict":4,"stream":true}`)
+	chunks := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var c struct {
+			Stop   bool
+			Tokens []int
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil || !c.Stop && len(c.Tokens) == 0 {
+			t.Errorf("stream chunk %s: %v", data, err)
+		}
+		chunks++
+	}
+	if code != 200 || chunks < 2 {
+		t.Errorf("stream: %d %s", code, b)
+	}
+}
