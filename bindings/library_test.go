@@ -437,3 +437,31 @@ func TestConcurrentLoadErrors(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSamplerLogitBias: llama.cpp's logit-bias sampler runs before the
+// others, greedy included: banning the best token picks the next best, and
+// a bias can lift another over it.
+func TestSamplerLogitBias(t *testing.T) {
+	lib, _ := loadStories(t)
+	logits := []float32{0.1, 3, 2, 0.5}
+	sample := func(o bindings.SamplerOptions) bindings.Token {
+		s := lib.NewSampler(o)
+		defer s.Close()
+		tok, err := s.SampleLogits(logits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if got := sample(bindings.SamplerOptions{}); got != 1 {
+		t.Fatalf("greedy without bias picked %d", got)
+	}
+	ban := []bindings.LogitBias{{Token: 1, Bias: float32(math.Inf(-1))}}
+	if got := sample(bindings.SamplerOptions{LogitBias: ban, NVocab: 4}); got != 2 {
+		t.Errorf("greedy with token 1 banned picked %d, want 2", got)
+	}
+	lift := []bindings.LogitBias{{Token: 3, Bias: 5}}
+	if got := sample(bindings.SamplerOptions{Temp: 0.8, TopK: 1, LogitBias: lift, NVocab: 4, Seed: 1}); got != 3 {
+		t.Errorf("top-k 1 with token 3 lifted picked %d, want 3", got)
+	}
+}

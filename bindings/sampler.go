@@ -14,6 +14,17 @@ type SamplerOptions struct {
 	TopP float32 // 1: off
 	MinP float32 // 0: off
 	Seed uint32
+	// LogitBias is added to the logits before anything else (greedy
+	// included): llama.cpp's logit-bias sampler, for a vocabulary of
+	// NVocab tokens. A bias of -Inf bans a token.
+	LogitBias []LogitBias
+	NVocab    int32
+}
+
+// LogitBias is llama_logit_bias: a bias added to one token's logit.
+type LogitBias struct {
+	Token Token
+	Bias  float32
 }
 
 // Sampler is a llama.cpp sampler chain.
@@ -28,6 +39,10 @@ type Sampler struct {
 func (l *Library) NewSampler(o SamplerOptions) *Sampler {
 	f := l.fn
 	chain := f.llamaSamplerChainInit(f.llamaSamplerChainDefaultParams())
+	if len(o.LogitBias) > 0 {
+		// llama.cpp copies the biases.
+		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitLogitBias(o.NVocab, int32(len(o.LogitBias)), &o.LogitBias[0]))
+	}
 	if o.Temp <= 0 {
 		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitGreedy())
 		return &Sampler{lib: l, ptr: chain}

@@ -63,7 +63,10 @@ func TestBadRequests(t *testing.T) {
 		// unless at their neutral value (TestUnbuiltFieldsAtNeutral).
 		{"repeat penalty", "/completion", `{"prompt":"x","repeat_penalty":1.1}`, 400, typeInvalidRequest, `"repeat_penalty": kvtrim serve does not build this sampler yet`},
 		{"presence penalty", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"presence_penalty":0.5}`, 400, typeInvalidRequest, `"presence_penalty"`},
-		{"logit bias", "/v1/completions", `{"prompt":"x","logit_bias":{"15":-100}}`, 400, typeInvalidRequest, `"logit_bias"`},
+		{"logit bias not a list", "/v1/completions", `{"prompt":"x","logit_bias":7}`, 400, typeInvalidRequest, "logit_bias: give an array"},
+		{"logit bias not a pair", "/completion", `{"prompt":"x","logit_bias":[[15]]}`, 400, typeInvalidRequest, "logit_bias[0]: give a [token, bias] pair"},
+		{"logit bias out of vocabulary", "/completion", `{"prompt":"x","logit_bias":[[999999,-1]]}`, 400, typeInvalidRequest, "outside the vocabulary"},
+		{"logit bias true", "/completion", `{"prompt":"x","logit_bias":{"15":true}}`, 400, typeInvalidRequest, "false to ban"},
 		{"grammar", "/completion", `{"prompt":"x","grammar":"root ::= \"a\""}`, 400, typeInvalidRequest, `"grammar": kvtrim serve has no grammars`},
 		{"json schema", "/completion", `{"prompt":"x","json_schema":{"type":"object"}}`, 400, typeInvalidRequest, `"json_schema"`},
 		{"response format", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}`, 400, typeInvalidRequest, `"response_format"`},

@@ -60,7 +60,9 @@ func (sl *slot) serve(j *job) (*result, error) {
 		// What the cache now holds, however generation ended.
 		sl.history = append(append(sl.history[:0], j.tokens...), res.tokens...)[:sess.Position()]
 	}()
-	sampler := sl.model.Library().NewSampler(j.req.Sampling.samplerOptions())
+	so := j.req.Sampling.samplerOptions()
+	so.LogitBias, so.NVocab = j.req.LogitBias, int32(sl.model.Vocab().NTokens())
+	sampler := sl.model.Library().NewSampler(so)
 	defer sampler.Close()
 	m := newStopMatcher(j.req.Stop)
 	sentTokens := 0 // tokens already sent with a delta

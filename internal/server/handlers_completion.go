@@ -73,6 +73,9 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 	if err == nil {
 		err = e.checkFits(req.Compression, len(tokens))
 	}
+	if err == nil {
+		err = e.resolveLogitBias(req)
+	}
 	if err == nil && req.Slot >= len(e.pool.slots) {
 		err = badRequest("id_slot %d: the server has slots 0 to %d (-np)", req.Slot, len(e.pool.slots)-1)
 	}

@@ -37,6 +37,12 @@ type Request struct {
 	// NProbs asks for each generated token's log-probability and the
 	// NProbs most likely tokens' (n_probs, logprobs, top_logprobs).
 	NProbs int
+	// LogitBiasJSON is the request's logit_bias, as given; the engine
+	// resolves it (strings are tokenized) into LogitBias, to which
+	// IgnoreEOS adds the end-of-generation tokens, banned, as llama-server
+	// does.
+	LogitBiasJSON json.RawMessage
+	LogitBias     []bindings.LogitBias
 }
 
 // samplingFields are the generation settings every kind of request
@@ -64,6 +70,7 @@ type samplingFields struct {
 	Logprobs          json.RawMessage `json:"logprobs"`
 	TopLogprobs       *int            `json:"top_logprobs"`
 	PostSamplingProbs *bool           `json:"post_sampling_probs"`
+	LogitBias         json.RawMessage `json:"logit_bias"`
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -261,7 +268,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	}
 	r := &Request{
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
-		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1,
+		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1, LogitBiasJSON: f.LogitBias,
 	}
 	if f.IDSlot != nil {
 		if *f.IDSlot < -1 {

@@ -103,6 +103,8 @@ type settings struct {
 	// llama-server's defaults (off), as it echoes them.
 	AdaptiveTarget float32 `json:"adaptive_target"`
 	AdaptiveDecay  float32 `json:"adaptive_decay"`
+	// LogitBias is the biases in use (ignore_eos' included).
+	LogitBias []logitBiasJSON `json:"logit_bias"`
 }
 
 func settingsOf(req *Request, nCtx int) *settings {
@@ -114,7 +116,7 @@ func settingsOf(req *Request, nCtx int) *settings {
 	return &settings{
 		NCtx: nCtx, NPredict: s.NPredict, Temperature: s.Temp, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: req.Compression.PolicyName(),
-		AdaptiveTarget: -1, AdaptiveDecay: 0.9,
+		AdaptiveTarget: -1, AdaptiveDecay: 0.9, LogitBias: logitBiasesJSON(req.LogitBias),
 	}
 }
 

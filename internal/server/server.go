@@ -45,6 +45,21 @@ type engine struct {
 	fingerprint string
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
+	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
+	// bans (logit_bias).
+	eog []kvtrim.Token
+}
+
+// eogTokens lists the vocabulary's end-of-generation tokens.
+func eogTokens(m *kvtrim.Model) []kvtrim.Token {
+	v := m.Vocab()
+	var out []kvtrim.Token
+	for t := range v.NTokens() {
+		if v.IsEOG(kvtrim.Token(t)) {
+			out = append(out, kvtrim.Token(t))
+		}
+	}
+	return out
 }
 
 // nameSet is a comma-separated list's names, trimmed, without empty ones
@@ -116,7 +131,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		aliases:     aliases, tags: tags,
+		aliases:     aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).

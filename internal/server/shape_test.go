@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -175,5 +176,38 @@ func TestFullContextTruncates(t *testing.T) {
 	}
 	if code != 200 || chunks < 2 {
 		t.Errorf("stream: %d %s", code, b)
+	}
+}
+
+// TestLogitBias: logit_bias as llama-server reads it (pairs or an object,
+// token ids or strings, false bans) changes what greedy decoding picks,
+// and generation_settings echoes the biases, ignore_eos' banned
+// end-of-generation tokens (null: -Inf) among them.
+func TestLogitBias(t *testing.T) {
+	ts := startServer(t, testConfig())
+	type answer struct {
+		Content  string
+		Tokens   []int
+		Settings struct {
+			LogitBias []struct {
+				Bias  *float64
+				Token int
+			} `json:"logit_bias"`
+		} `json:"generation_settings"`
+	}
+	var plain answer
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":6,"temperature":0,"return_tokens":true}`, 200, &plain)
+	first := plain.Tokens[0]
+	for _, bias := range []string{fmt.Sprintf(`[[%d,false]]`, first), fmt.Sprintf(`{"%d":-100}`, first)} {
+		var got answer
+		ts.post("/completion", `{"prompt":"Once upon a time","n_predict":6,"temperature":0,"return_tokens":true,"logit_bias":`+bias+`}`, 200, &got)
+		if got.Tokens[0] == first || len(got.Settings.LogitBias) != 1 || got.Settings.LogitBias[0].Token != first {
+			t.Errorf("banning token %d with %s: %v, settings %+v", first, bias, got.Tokens, got.Settings)
+		}
+	}
+	var eos answer
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":4,"ignore_eos":true}`, 200, &eos)
+	if len(eos.Settings.LogitBias) == 0 || eos.Settings.LogitBias[0].Bias != nil {
+		t.Errorf("ignore_eos: logit_bias %+v", eos.Settings.LogitBias)
 	}
 }

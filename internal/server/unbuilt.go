@@ -22,7 +22,6 @@ type unbuiltFields struct {
 	Mirostat         json.RawMessage `json:"mirostat"`
 	AdaptiveTarget   json.RawMessage `json:"adaptive_target"`
 	MinKeep          json.RawMessage `json:"min_keep"`
-	LogitBias        json.RawMessage `json:"logit_bias"`
 	Samplers         json.RawMessage `json:"samplers"`
 	Grammar          json.RawMessage `json:"grammar"`
 	GrammarLazy      json.RawMessage `json:"grammar_lazy"`
@@ -75,7 +74,6 @@ func (u *unbuiltFields) check() error {
 		{"mirostat", u.Mirostat, equals(0), whySampler},
 		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
 		{"min_keep", u.MinKeep, equals(0), whySampler},
-		{"logit_bias", u.LogitBias, empty, whySampler},
 		{"samplers", u.Samplers, empty, "kvtrim serve runs its own sampler chain (top_k, top_p, min_p, temperature) and cannot reorder it yet"},
 		{"grammar", u.Grammar, empty, whyGrammar},
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},

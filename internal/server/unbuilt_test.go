@@ -14,9 +14,9 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 	for _, body := range []string{
 		`{"prompt":"x","repeat_penalty":1,"frequency_penalty":0,"presence_penalty":0.0,"repeat_last_n":64}`,
 		`{"prompt":"x","top_n_sigma":-1,"xtc_probability":0,"typical_p":1,"dynatemp_range":0,"dry_multiplier":0,"mirostat":0,"min_keep":0}`,
-		`{"prompt":"x","logit_bias":[],"grammar":"","json_schema":{},"response_format":{"type":"text"},"n":1,"lora":[]}`,
+		`{"prompt":"x","grammar":"","json_schema":{},"response_format":{"type":"text"},"n":1,"lora":[]}`,
 		`{"prompt":"x","tools":[],"tool_choice":"auto","echo":false,"return_progress":false,"timings_per_token":false,"adaptive_target":-1}`,
-		`{"prompt":"x","logit_bias":null,"grammar":null,"samplers":null}`,
+		`{"prompt":"x","grammar":null,"samplers":null}`,
 	} {
 		if _, err := ParseCompletionRequest([]byte(body), testConfig().Sampling, kvtrim.Compression{}); err != nil {
 			t.Errorf("%s: %v", body, err)
@@ -26,7 +26,6 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 		`{"prompt":"x","repeat_penalty":1.01}`,
 		`{"prompt":"x","top_n_sigma":0}`,
 		`{"prompt":"x","typical_p":0.9}`,
-		`{"prompt":"x","logit_bias":[[15,-100]]}`,
 		`{"prompt":"x","samplers":["top_k"]}`,
 		`{"prompt":"x","response_format":{"type":"json_schema"}}`,
 		`{"prompt":"x","n_cmpl":3}`,
