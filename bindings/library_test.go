@@ -465,3 +465,23 @@ func TestSamplerLogitBias(t *testing.T) {
 		t.Errorf("top-k 1 with token 3 lifted picked %d, want 3", got)
 	}
 }
+
+// TestSamplerPenalties: llama.cpp's penalties sampler, greedy included:
+// once the best token was accepted, a presence penalty larger than its
+// lead makes the next best win; without the penalty it wins again.
+func TestSamplerPenalties(t *testing.T) {
+	lib, _ := loadStories(t)
+	logits := []float32{0.1, 3, 2, 0.5}
+	for _, c := range []struct {
+		presence float32
+		want     bindings.Token
+	}{{0, 1}, {2, 2}} {
+		s := lib.NewSampler(bindings.SamplerOptions{NVocab: 4, PenaltyLastN: 64, PresencePenalty: c.presence})
+		s.Accept(1)
+		got, err := s.SampleLogits(logits)
+		s.Close()
+		if err != nil || got != c.want {
+			t.Errorf("presence penalty %g after token 1: picked %d (%v), want %d", c.presence, got, err, c.want)
+		}
+	}
+}

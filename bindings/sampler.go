@@ -19,6 +19,18 @@ type SamplerOptions struct {
 	// NVocab tokens. A bias of -Inf bans a token.
 	LogitBias []LogitBias
 	NVocab    int32
+	// Penalties over the last PenaltyLastN accepted tokens (llama.cpp's
+	// penalties sampler, after the biases): RepeatPenalty divides (1:
+	// off; 0 counts as 1), FrequencyPenalty and PresencePenalty subtract
+	// (0: off). Accept the prompt's tokens first for them to count, as
+	// llama-server does.
+	PenaltyLastN                                     int32
+	RepeatPenalty, FrequencyPenalty, PresencePenalty float32
+}
+
+// penalizes reports whether the options ask for any penalty.
+func (o SamplerOptions) penalizes() bool {
+	return o.PenaltyLastN != 0 && (o.RepeatPenalty != 0 && o.RepeatPenalty != 1 || o.FrequencyPenalty != 0 || o.PresencePenalty != 0)
 }
 
 // LogitBias is llama_logit_bias: a bias added to one token's logit.
@@ -42,6 +54,13 @@ func (l *Library) NewSampler(o SamplerOptions) *Sampler {
 	if len(o.LogitBias) > 0 {
 		// llama.cpp copies the biases.
 		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitLogitBias(o.NVocab, int32(len(o.LogitBias)), &o.LogitBias[0]))
+	}
+	if o.penalizes() {
+		repeat := o.RepeatPenalty
+		if repeat == 0 {
+			repeat = 1
+		}
+		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitPenalties(o.NVocab, o.PenaltyLastN, repeat, o.FrequencyPenalty, o.PresencePenalty))
 	}
 	if o.Temp <= 0 {
 		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitGreedy())

@@ -117,7 +117,11 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	rep := capacityReport{Model: g.model, Machine: describeMachine(lib), CtxSize: g.nCtx, PromptTokens: *promptTokens, Generated: g.nPredict, Ratio: *ratio}
-	margin := g.nPredict + 16
+	// A slot holds the prompt, the few tokens its conversation adds (its
+	// first sentence, the first answer, " And then") and the answer, with
+	// a cell to spare: as llama-server, kvtrim serve stops a generation
+	// that would fill the slot's last cell.
+	margin := g.nPredict + 32
 	snap := g.comp
 	snap.Policy, snap.Ratio, snap.Budget = kvtrim.PolicySnapKV, *ratio, 0
 	for _, cfg := range []struct {

@@ -26,6 +26,9 @@ type serveFlags struct {
 	accepted *acceptedFlags // llama-server's flags kvtrim serve does not implement
 	cors     server.CORS
 	tags     string // --tags
+	// Penalties' defaults (--repeat-last-n, --repeat-penalty, ...).
+	repeatLastN                                      int
+	repeatPenalty, presencePenalty, frequencyPenalty float32
 	// corsCredentials and noCorsCredentials are --cors-credentials and
 	// its negative; the negative wins.
 	corsCredentials, noCorsCredentials bool
@@ -68,6 +71,10 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&g.topK, "top-k", 40, "default top-k (0: off)")
 	fs.Float32Var(&g.topP, "top-p", 0.95, "default top-p (1: off)")
 	fs.Float32Var(&g.minP, "min-p", 0.05, "default min-p (0: off)")
+	fs.IntVar(&f.repeatLastN, "repeat-last-n", 64, "default: last tokens the penalties look at, the prompt's included (0: off, -1: the slot's context)")
+	fs.Float32Var(&f.repeatPenalty, "repeat-penalty", 1, "default repetition penalty (1: off)")
+	fs.Float32Var(&f.presencePenalty, "presence-penalty", 0, "default presence penalty (0: off)")
+	fs.Float32Var(&f.frequencyPenalty, "frequency-penalty", 0, "default frequency penalty (0: off)")
 	fs.BoolVar(&f.metrics, "metrics", false, "enable GET /metrics (Prometheus)")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
@@ -437,7 +444,8 @@ func (f *serveFlags) config() (server.Config, error) {
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors,
-		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed},
+		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
+			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err}

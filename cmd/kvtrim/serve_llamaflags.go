@@ -49,7 +49,7 @@ const (
 	whyPlacement = "kvtrim loads the model with llama.cpp's default placement and offload; only -ngl applies"
 	whyRope      = "kvtrim keeps the model's own RoPE and context length"
 	whyDownload  = "kvtrim serve does not download models; give -m FILE"
-	whySampler   = "kvtrim serve does not build this sampler yet; generation samples with temperature, top-k, top-p and min-p only"
+	whySampler   = "kvtrim serve does not build this sampler yet; generation samples with logit biases, penalties, top-k, top-p, min-p and temperature only"
 	whyGrammar   = "kvtrim serve has no grammars or JSON schemas yet; output is not constrained"
 	whySpec      = "kvtrim serve has no speculative decoding; it decodes with the model alone"
 	whyMedia     = "kvtrim serve takes text only: no multimodal projector"
@@ -178,10 +178,6 @@ var llamaFlags = []llamaFlag{
 	{"--xtc-probability", true, pending, whySampler},
 	{"--xtc-threshold", true, pending, whySampler},
 	{"--typical --typical-p", true, pending, whySampler},
-	{"--repeat-last-n", true, pending, whySampler},
-	{"--repeat-penalty", true, pending, whySampler},
-	{"--presence-penalty", true, pending, whySampler},
-	{"--frequency-penalty", true, pending, whySampler},
 	{"--dry-multiplier", true, pending, whySampler},
 	{"--dry-base", true, pending, whySampler},
 	{"--dry-allowed-length", true, pending, whySampler},

@@ -22,11 +22,16 @@ type Sampling struct {
 	TopP     float32 // 1: off
 	MinP     float32 // 0: off
 	Seed     uint32  // RandomSeed: a random one per request
+	// Penalties over the last RepeatLastN tokens, the prompt's included
+	// (-1: the slot's context; 0: off): RepeatPenalty divides (1: off; 0
+	// counts as 1), FrequencyPenalty and PresencePenalty subtract (0: off).
+	RepeatLastN                                      int
+	RepeatPenalty, FrequencyPenalty, PresencePenalty float32
 }
 
 // DefaultSampling are llama-server's defaults.
 func DefaultSampling() Sampling {
-	return Sampling{NPredict: -1, Temp: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: RandomSeed}
+	return Sampling{NPredict: -1, Temp: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: RandomSeed, RepeatLastN: 64, RepeatPenalty: 1}
 }
 
 // Config is what the server serves and how.
@@ -155,6 +160,13 @@ func (s Sampling) validate() error {
 		return fmt.Errorf("top_p %g: give a value in [0, 1]", s.TopP)
 	case s.MinP < 0 || s.MinP > 1:
 		return fmt.Errorf("min_p %g: give a value in [0, 1]", s.MinP)
+	case isNaN32(s.RepeatPenalty) || isNaN32(s.FrequencyPenalty) || isNaN32(s.PresencePenalty) ||
+		math.IsInf(float64(s.FrequencyPenalty), 0) || math.IsInf(float64(s.PresencePenalty), 0) || math.IsInf(float64(s.RepeatPenalty), 0):
+		return errors.New("penalties must be finite numbers")
+	case s.RepeatPenalty < 0:
+		return fmt.Errorf("repeat_penalty %g: give a value > 0 (1: off)", s.RepeatPenalty)
+	case s.RepeatLastN < -1:
+		return fmt.Errorf("repeat_last_n %d: give a count of tokens, 0 for off or -1 for the context", s.RepeatLastN)
 	}
 	return nil
 }

@@ -61,8 +61,9 @@ func TestBadRequests(t *testing.T) {
 		{"POST /props without --props", "/props", `{}`, 501, typeNotSupported, "--props"},
 		// llama-server's fields kvtrim serve does not build yet: refused
 		// unless at their neutral value (TestUnbuiltFieldsAtNeutral).
-		{"repeat penalty", "/completion", `{"prompt":"x","repeat_penalty":1.1}`, 400, typeInvalidRequest, `"repeat_penalty": kvtrim serve does not build this sampler yet`},
-		{"presence penalty", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"presence_penalty":0.5}`, 400, typeInvalidRequest, `"presence_penalty"`},
+		{"negative repeat penalty", "/completion", `{"prompt":"x","repeat_penalty":-1}`, 400, typeInvalidRequest, "repeat_penalty -1"},
+		{"bad repeat_last_n", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"repeat_last_n":-2}`, 400, typeInvalidRequest, "repeat_last_n -2"},
+		{"typical", "/completion", `{"prompt":"x","typical_p":0.5}`, 400, typeInvalidRequest, `"typical_p": kvtrim serve does not build this sampler yet`},
 		{"logit bias not a list", "/v1/completions", `{"prompt":"x","logit_bias":7}`, 400, typeInvalidRequest, "logit_bias: give an array"},
 		{"logit bias not a pair", "/completion", `{"prompt":"x","logit_bias":[[15]]}`, 400, typeInvalidRequest, "logit_bias[0]: give a [token, bias] pair"},
 		{"logit bias out of vocabulary", "/completion", `{"prompt":"x","logit_bias":[[999999,-1]]}`, 400, typeInvalidRequest, "outside the vocabulary"},
@@ -74,6 +75,7 @@ func TestBadRequests(t *testing.T) {
 		{"tools", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, typeInvalidRequest, `"tools"`},
 		{"mirostat", "/completion", `{"prompt":"x","mirostat":2}`, 400, typeInvalidRequest, `"mirostat"`},
 		{"penalty of the wrong type", "/completion", `{"prompt":"x","repeat_penalty":"high"}`, 400, typeInvalidRequest, `"repeat_penalty"`},
+		{"sampler of the wrong type", "/completion", `{"prompt":"x","mirostat":"two"}`, 400, typeInvalidRequest, `"mirostat"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -62,8 +62,17 @@ func (sl *slot) serve(j *job) (*result, error) {
 	}()
 	so := j.req.Sampling.samplerOptions()
 	so.LogitBias, so.NVocab = j.req.LogitBias, int32(sl.model.Vocab().NTokens())
+	if so.PenaltyLastN < 0 {
+		so.PenaltyLastN = int32(sl.nCtx)
+	}
 	sampler := sl.model.Library().NewSampler(so)
 	defer sampler.Close()
+	if so.PenaltyLastN > 0 {
+		// As llama-server, the penalties count the prompt's tokens too.
+		for _, t := range j.tokens[max(0, len(j.tokens)-int(so.PenaltyLastN)):] {
+			sampler.Accept(t)
+		}
+	}
 	m := newStopMatcher(j.req.Stop)
 	sentTokens := 0 // tokens already sent with a delta
 	opt := kvtrim.GenerateOptions{MaxTokens: j.req.Sampling.NPredict, IgnoreEOS: j.req.IgnoreEOS}

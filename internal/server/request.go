@@ -55,6 +55,10 @@ type samplingFields struct {
 	TopK                *int                     `json:"top_k"`
 	TopP                *float64                 `json:"top_p"`
 	MinP                *float64                 `json:"min_p"`
+	RepeatLastN         *int                     `json:"repeat_last_n"`
+	RepeatPenalty       *float64                 `json:"repeat_penalty"`
+	FrequencyPenalty    *float64                 `json:"frequency_penalty"`
+	PresencePenalty     *float64                 `json:"presence_penalty"`
 	Seed                *int64                   `json:"seed"`
 	Stop                stopField                `json:"stop"`
 	Stream              bool                     `json:"stream"`
@@ -247,6 +251,17 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	if f.MinP != nil {
 		s.MinP = float32(*f.MinP)
 	}
+	if f.RepeatLastN != nil {
+		s.RepeatLastN = *f.RepeatLastN
+	}
+	for _, p := range []struct {
+		dst *float32
+		v   *float64
+	}{{&s.RepeatPenalty, f.RepeatPenalty}, {&s.FrequencyPenalty, f.FrequencyPenalty}, {&s.PresencePenalty, f.PresencePenalty}} {
+		if p.v != nil {
+			*p.dst = float32(*p.v)
+		}
+	}
 	if f.Seed != nil {
 		switch v := *f.Seed; {
 		case v == -1:
@@ -285,5 +300,8 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 // samplerOptions are llama.cpp's sampler settings for s: greedy at a
 // temperature <= 0.
 func (s Sampling) samplerOptions() bindings.SamplerOptions {
-	return bindings.SamplerOptions{Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed}
+	return bindings.SamplerOptions{
+		Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed,
+		PenaltyLastN: int32(s.RepeatLastN), RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+	}
 }

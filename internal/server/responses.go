@@ -101,8 +101,12 @@ type settings struct {
 	KVPolicy    string   `json:"kv_policy"`
 	// The adaptive-p sampler's settings, which kvtrim does not build:
 	// llama-server's defaults (off), as it echoes them.
-	AdaptiveTarget float32 `json:"adaptive_target"`
-	AdaptiveDecay  float32 `json:"adaptive_decay"`
+	AdaptiveTarget   float32 `json:"adaptive_target"`
+	AdaptiveDecay    float32 `json:"adaptive_decay"`
+	RepeatLastN      int     `json:"repeat_last_n"`
+	RepeatPenalty    float32 `json:"repeat_penalty"`
+	FrequencyPenalty float32 `json:"frequency_penalty"`
+	PresencePenalty  float32 `json:"presence_penalty"`
 	// LogitBias is the biases in use (ignore_eos' included).
 	LogitBias []logitBiasJSON `json:"logit_bias"`
 }
@@ -117,6 +121,7 @@ func settingsOf(req *Request, nCtx int) *settings {
 		NCtx: nCtx, NPredict: s.NPredict, Temperature: s.Temp, TopK: s.TopK, TopP: s.TopP, MinP: s.MinP,
 		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: req.Compression.PolicyName(),
 		AdaptiveTarget: -1, AdaptiveDecay: 0.9, LogitBias: logitBiasesJSON(req.LogitBias),
+		RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
 	}
 }
 

@@ -211,3 +211,24 @@ func TestLogitBias(t *testing.T) {
 		t.Errorf("ignore_eos: logit_bias %+v", eos.Settings.LogitBias)
 	}
 }
+
+// TestPenalties: the repeat, frequency and presence penalties go through
+// libllama's penalties sampler (greedy included): a strong one changes a
+// greedy answer that repeats words, and generation_settings echoes them.
+func TestPenalties(t *testing.T) {
+	ts := startServer(t, testConfig())
+	type answer struct {
+		Content  string
+		Settings map[string]any `json:"generation_settings"`
+	}
+	var plain, penalized answer
+	const prompt = `"prompt":"Once upon a time, there was a little girl. The little girl","n_predict":32,"temperature":0`
+	ts.post("/completion", `{`+prompt+`}`, 200, &plain)
+	ts.post("/completion", `{`+prompt+`,"repeat_penalty":1.8,"presence_penalty":1,"repeat_last_n":-1}`, 200, &penalized)
+	if plain.Content == penalized.Content {
+		t.Errorf("penalties changed nothing: %q", plain.Content)
+	}
+	if s := penalized.Settings; s["repeat_penalty"] != 1.8 || s["presence_penalty"] != 1.0 || s["repeat_last_n"] != -1.0 {
+		t.Errorf("settings %v", s)
+	}
+}

@@ -11,44 +11,41 @@ import (
 // defaults work; any other value is refused with a 400 naming the field,
 // never answered as if it had been applied.
 type unbuiltFields struct {
-	TopNSigma        json.RawMessage `json:"top_n_sigma"`
-	XTCProbability   json.RawMessage `json:"xtc_probability"`
-	TypicalP         json.RawMessage `json:"typical_p"`
-	DynatempRange    json.RawMessage `json:"dynatemp_range"`
-	RepeatPenalty    json.RawMessage `json:"repeat_penalty"`
-	FrequencyPenalty json.RawMessage `json:"frequency_penalty"`
-	PresencePenalty  json.RawMessage `json:"presence_penalty"`
-	DRYMultiplier    json.RawMessage `json:"dry_multiplier"`
-	Mirostat         json.RawMessage `json:"mirostat"`
-	AdaptiveTarget   json.RawMessage `json:"adaptive_target"`
-	MinKeep          json.RawMessage `json:"min_keep"`
-	Samplers         json.RawMessage `json:"samplers"`
-	Grammar          json.RawMessage `json:"grammar"`
-	GrammarLazy      json.RawMessage `json:"grammar_lazy"`
-	GrammarTriggers  json.RawMessage `json:"grammar_triggers"`
-	PreservedTokens  json.RawMessage `json:"preserved_tokens"`
-	JSONSchema       json.RawMessage `json:"json_schema"`
-	ResponseFormat   json.RawMessage `json:"response_format"`
-	N                json.RawMessage `json:"n"`
-	NCmpl            json.RawMessage `json:"n_cmpl"`
-	NIndent          json.RawMessage `json:"n_indent"`
-	TMaxPredictMs    json.RawMessage `json:"t_max_predict_ms"`
-	TMaxPromptMs     json.RawMessage `json:"t_max_prompt_ms"`
-	Lora             json.RawMessage `json:"lora"`
-	Echo             json.RawMessage `json:"echo"`
-	ReturnProgress   json.RawMessage `json:"return_progress"`
-	TimingsPerToken  json.RawMessage `json:"timings_per_token"`
-	ResponseFields   json.RawMessage `json:"response_fields"`
-	Verbose          json.RawMessage `json:"__verbose"`
-	Tools            json.RawMessage `json:"tools"`
-	ToolChoice       json.RawMessage `json:"tool_choice"`
-	TemplateKwargs   json.RawMessage `json:"chat_template_kwargs"`
-	ContinueFinal    json.RawMessage `json:"continue_final_message"`
+	TopNSigma       json.RawMessage `json:"top_n_sigma"`
+	XTCProbability  json.RawMessage `json:"xtc_probability"`
+	TypicalP        json.RawMessage `json:"typical_p"`
+	DynatempRange   json.RawMessage `json:"dynatemp_range"`
+	DRYMultiplier   json.RawMessage `json:"dry_multiplier"`
+	Mirostat        json.RawMessage `json:"mirostat"`
+	AdaptiveTarget  json.RawMessage `json:"adaptive_target"`
+	MinKeep         json.RawMessage `json:"min_keep"`
+	Samplers        json.RawMessage `json:"samplers"`
+	Grammar         json.RawMessage `json:"grammar"`
+	GrammarLazy     json.RawMessage `json:"grammar_lazy"`
+	GrammarTriggers json.RawMessage `json:"grammar_triggers"`
+	PreservedTokens json.RawMessage `json:"preserved_tokens"`
+	JSONSchema      json.RawMessage `json:"json_schema"`
+	ResponseFormat  json.RawMessage `json:"response_format"`
+	N               json.RawMessage `json:"n"`
+	NCmpl           json.RawMessage `json:"n_cmpl"`
+	NIndent         json.RawMessage `json:"n_indent"`
+	TMaxPredictMs   json.RawMessage `json:"t_max_predict_ms"`
+	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
+	Lora            json.RawMessage `json:"lora"`
+	Echo            json.RawMessage `json:"echo"`
+	ReturnProgress  json.RawMessage `json:"return_progress"`
+	TimingsPerToken json.RawMessage `json:"timings_per_token"`
+	ResponseFields  json.RawMessage `json:"response_fields"`
+	Verbose         json.RawMessage `json:"__verbose"`
+	Tools           json.RawMessage `json:"tools"`
+	ToolChoice      json.RawMessage `json:"tool_choice"`
+	TemplateKwargs  json.RawMessage `json:"chat_template_kwargs"`
+	ContinueFinal   json.RawMessage `json:"continue_final_message"`
 }
 
 // Why kvtrim serve refuses a group of fields.
 const (
-	whySampler = "kvtrim serve does not build this sampler yet: it samples with temperature, top_k, top_p and min_p"
+	whySampler = "kvtrim serve does not build this sampler yet: it samples with logit_bias, the repeat, frequency and presence penalties, top_k, top_p, min_p and temperature"
 	whyGrammar = "kvtrim serve has no grammars, JSON schemas or structured output yet"
 	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
 	whyShape   = "kvtrim serve does not add this to its responses yet"
@@ -67,14 +64,11 @@ func (u *unbuiltFields) check() error {
 		{"xtc_probability", u.XTCProbability, equals(0), whySampler},
 		{"typical_p", u.TypicalP, atLeast(1), whySampler},
 		{"dynatemp_range", u.DynatempRange, equals(0), whySampler},
-		{"repeat_penalty", u.RepeatPenalty, equals(1), whySampler},
-		{"frequency_penalty", u.FrequencyPenalty, equals(0), whySampler},
-		{"presence_penalty", u.PresencePenalty, equals(0), whySampler},
 		{"dry_multiplier", u.DRYMultiplier, equals(0), whySampler},
 		{"mirostat", u.Mirostat, equals(0), whySampler},
 		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
 		{"min_keep", u.MinKeep, equals(0), whySampler},
-		{"samplers", u.Samplers, empty, "kvtrim serve runs its own sampler chain (top_k, top_p, min_p, temperature) and cannot reorder it yet"},
+		{"samplers", u.Samplers, empty, "kvtrim serve runs llama-server's default sampler order and cannot reorder it yet"},
 		{"grammar", u.Grammar, empty, whyGrammar},
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
 		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},

@@ -23,7 +23,7 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 		}
 	}
 	for _, body := range []string{
-		`{"prompt":"x","repeat_penalty":1.01}`,
+		`{"prompt":"x","dry_multiplier":0.8}`,
 		`{"prompt":"x","top_n_sigma":0}`,
 		`{"prompt":"x","typical_p":0.9}`,
 		`{"prompt":"x","samplers":["top_k"]}`,
