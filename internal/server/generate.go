@@ -106,6 +106,12 @@ func (sl *slot) serve(j *job) (*result, error) {
 			delta, stopped := m.add(piece)
 			if j.req.Stream && delta != "" {
 				ev := event{slot: sl.id, promptN: res.promptN, cacheN: res.cacheN, delta: delta, tokens: slices.Clone(res.tokens[sentTokens:])}
+				if j.req.TimingsPerToken {
+					sofar := *res
+					sofar.promptMs, sofar.predictedN = msBetween(t0, first), len(res.tokens)
+					sofar.predictedMs = max(0.001, msBetween(first, last))
+					ev.timings = timingsOf(&sofar)
+				}
 				if res.probs != nil {
 					ev.probs = slices.Clone(res.probs[sentTokens:])
 				}

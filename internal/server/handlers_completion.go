@@ -158,7 +158,7 @@ func (n *nativeResponder) delta(ev event) []any {
 	if tokens == nil {
 		tokens = []kvtrim.Token{}
 	}
-	return []any{completionResponse{Content: ev.delta, Tokens: tokens, IDSlot: ev.slot, Probs: ev.probs}}
+	return []any{completionResponse{Content: ev.delta, Tokens: tokens, IDSlot: ev.slot, Probs: ev.probs, Timings: ev.timings}}
 }
 
 func (n *nativeResponder) final(r *result) []any {
@@ -225,9 +225,13 @@ func (o *oaiResponder) delta(ev event) []any {
 		logprobs = logprobsObject{Content: ev.probs}
 	}
 	if !o.chat {
-		return []any{o.response(true, oaiChoice{Text: &text, Logprobs: logprobs})}
+		c := o.response(true, oaiChoice{Text: &text, Logprobs: logprobs})
+		c.Timings = ev.timings
+		return []any{c}
 	}
-	return append(o.roleChunk(), o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs}))
+	c := o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs})
+	c.Timings = ev.timings
+	return append(o.roleChunk(), c)
 }
 
 // roleChunk is a chat stream's first chunk, once: the assistant's role
@@ -243,16 +247,26 @@ func (o *oaiResponder) roleChunk() []any {
 func (o *oaiResponder) final(r *result) []any {
 	empty := ""
 	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
-	var role []any
-	if o.chat {
-		choice.Delta = &oaiMessage{}
-		role = o.roleChunk() // nothing was generated: the role still goes out
-	} else {
+	if !o.chat {
 		choice.Text = &empty
+		last := o.response(true, choice)
+		last.Usage, last.Timings, last.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
+		return []any{last}
 	}
-	last := o.response(true, choice)
-	last.Usage, last.Timings, last.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
-	return append(role, last)
+	// As llama-server's chat streams: the finish chunk, then with
+	// stream_options.include_usage a chunk of no choices with the usage;
+	// the timings (and kvtrim's stats) ride on the last.
+	choice.Delta = &oaiMessage{}
+	out := append(o.roleChunk(), o.response(true, choice)) // the role goes out even when nothing was generated
+	if o.req.IncludeUsage {
+		usage := o.response(true, oaiChoice{})
+		usage.Choices, usage.Usage = []oaiChoice{}, usageOf(r)
+		out = append(out, usage)
+	}
+	last := out[len(out)-1].(oaiResponse)
+	last.Timings, last.Kvtrim = timingsOf(r), kvStatsOf(r.stats)
+	out[len(out)-1] = last
+	return out
 }
 
 func (o *oaiResponder) done() bool { return true }

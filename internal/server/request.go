@@ -24,9 +24,10 @@ type Request struct {
 	Stop []string
 	// Stream answers with server-sent events.
 	Stream bool
-	// IncludeUsage asks for a usage chunk at the end of an OpenAI stream.
-	IncludeUsage bool
-	IgnoreEOS    bool
+	// IncludeUsage asks for a usage chunk at the end of an OpenAI stream;
+	// TimingsPerToken for the timings so far with every streamed chunk.
+	IncludeUsage, TimingsPerToken bool
+	IgnoreEOS                     bool
 	// ReturnTokens adds the generated token ids to /completion responses.
 	ReturnTokens bool
 	// Compression is the server's, with the request's "kvtrim" overrides.
@@ -75,6 +76,7 @@ type samplingFields struct {
 	TopLogprobs       *int            `json:"top_logprobs"`
 	PostSamplingProbs *bool           `json:"post_sampling_probs"`
 	LogitBias         json.RawMessage `json:"logit_bias"`
+	TimingsPerToken   bool            `json:"timings_per_token"`
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -284,6 +286,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	r := &Request{
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
 		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1, LogitBiasJSON: f.LogitBias,
+		TimingsPerToken: f.TimingsPerToken,
 	}
 	if f.IDSlot != nil {
 		if *f.IDSlot < -1 {

@@ -232,3 +232,80 @@ func TestPenalties(t *testing.T) {
 		t.Errorf("settings %v", s)
 	}
 }
+
+// TestChatStreamUsage: a chat stream ends as llama-server's: the finish
+// chunk, then, with stream_options.include_usage, a chunk of no choices
+// carrying the usage; the timings ride on the last chunk.
+func TestChatStreamUsage(t *testing.T) {
+	ts := startServer(t, testConfig())
+	type chunk struct {
+		Choices []json.RawMessage
+		Usage   *struct {
+			CompletionTokens int `json:"completion_tokens"`
+		}
+		Timings *Timings
+	}
+	read := func(body string) []chunk {
+		code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", body)
+		if code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		var out []chunk
+		for _, line := range strings.Split(string(b), "\n") {
+			if data, ok := strings.CutPrefix(line, "data: "); ok && data != "[DONE]" {
+				var c chunk
+				if err := json.Unmarshal([]byte(data), &c); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	const msgs = `"messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true`
+	with := read(`{` + msgs + `,"stream_options":{"include_usage":true}}`)
+	last := with[len(with)-1]
+	if len(last.Choices) != 0 || last.Usage == nil || last.Usage.CompletionTokens != 3 || last.Timings == nil || with[len(with)-2].Usage != nil {
+		t.Errorf("with include_usage, the last chunks: %+v, %+v", with[len(with)-2], last)
+	}
+	without := read(`{` + msgs + `}`)
+	for _, c := range without {
+		if c.Usage != nil {
+			t.Errorf("a usage without include_usage: %+v", c)
+		}
+	}
+	if last := without[len(without)-1]; len(last.Choices) != 1 || last.Timings == nil {
+		t.Errorf("without include_usage, the last chunk: %+v", last)
+	}
+}
+
+// TestTimingsPerToken: with timings_per_token every streamed text chunk
+// carries the timings so far (not the role chunk), as llama-server's.
+func TestTimingsPerToken(t *testing.T) {
+	ts := startServer(t, testConfig())
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":4,"stream":true,"timings_per_token":true}`)
+	if code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	n := 0
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n\n") {
+		data, _ := strings.CutPrefix(line, "data: ")
+		if data == "[DONE]" {
+			continue
+		}
+		var c struct{ Timings *Timings }
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case i == 0 && c.Timings != nil:
+			t.Errorf("the role chunk has timings: %s", data)
+		case i > 0 && (c.Timings == nil || c.Timings.PredictedN < 1):
+			t.Errorf("chunk %d without timings: %s", i, data)
+		}
+		n++
+	}
+	if n < 3 {
+		t.Errorf("%d chunks: %s", n, b)
+	}
+}

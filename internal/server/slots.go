@@ -331,6 +331,7 @@ type event struct {
 	// them the slot's cache held (a stream's first event says them).
 	promptN, cacheN int
 	delta           string
+	timings         *Timings // so far, when the request asks for them per token
 	tokens          []kvtrim.Token
 	probs           []tokenProb // the tokens' probabilities, when the request asks
 	res             *result

@@ -34,7 +34,6 @@ type unbuiltFields struct {
 	Lora            json.RawMessage `json:"lora"`
 	Echo            json.RawMessage `json:"echo"`
 	ReturnProgress  json.RawMessage `json:"return_progress"`
-	TimingsPerToken json.RawMessage `json:"timings_per_token"`
 	ResponseFields  json.RawMessage `json:"response_fields"`
 	Verbose         json.RawMessage `json:"__verbose"`
 	Tools           json.RawMessage `json:"tools"`
@@ -83,7 +82,6 @@ func (u *unbuiltFields) check() error {
 		{"lora", u.Lora, empty, "kvtrim serve loads no LoRA adapters"},
 		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
 		{"return_progress", u.ReturnProgress, isFalse, whyShape},
-		{"timings_per_token", u.TimingsPerToken, isFalse, whyShape},
 		{"response_fields", u.ResponseFields, empty, whyShape},
 		{"__verbose", u.Verbose, isFalse, whyShape},
 		{"tools", u.Tools, empty, whyTools},
