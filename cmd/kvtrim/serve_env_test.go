@@ -35,6 +35,33 @@ func readEnvList(t *testing.T, text string) []llamaServerVar {
 	return vars
 }
 
+// readRecorded reads a list recorded from llama-server's --help by a
+// script of testdata/serve, and, with KVTRIM_LLAMA_BIN naming a folder
+// holding llama-server, checks it against that binary's --help (a "live"
+// subtest).
+func readRecorded(t *testing.T, list, script string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("live", func(t *testing.T) {
+		bin := os.Getenv("KVTRIM_LLAMA_BIN")
+		if bin == "" {
+			t.Skip("KVTRIM_LLAMA_BIN is not set: not comparing with llama-server --help")
+		}
+		out, err := exec.Command("sh", "../../testdata/serve/"+script, bin).Output()
+		if err != nil {
+			t.Fatalf("%s %s: %v", script, bin, err)
+		}
+		if string(out) != string(b) {
+			t.Errorf("llama-server in %s documents another list than %s (regenerate it with testdata/serve/%s):\n%s",
+				bin, list, script, diffLines(string(b), string(out)))
+		}
+	})
+	return b
+}
+
 // envLookup looks names up in m.
 func envLookup(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
@@ -45,24 +72,7 @@ func envLookup(m map[string]string) func(string) (string, bool) {
 // the flag is on the command line. With KVTRIM_LLAMA_BIN naming a folder
 // holding llama-server, the committed list is checked against its --help.
 func TestServeEnvironmentList(t *testing.T) {
-	b, err := os.ReadFile(envList)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Run("live", func(t *testing.T) {
-		bin := os.Getenv("KVTRIM_LLAMA_BIN")
-		if bin == "" {
-			t.Skip("KVTRIM_LLAMA_BIN is not set: not comparing with llama-server --help")
-		}
-		out, err := exec.Command("sh", "../../testdata/serve/record-env.sh", bin).Output()
-		if err != nil {
-			t.Fatalf("record-env.sh %s: %v", bin, err)
-		}
-		if string(out) != string(b) {
-			t.Errorf("llama-server in %s documents other variables than %s (regenerate it with testdata/serve/record-env.sh):\n%s",
-				bin, envList, diffLines(string(b), string(out)))
-		}
-	})
+	b := readRecorded(t, envList, "record-env.sh")
 	vars := readEnvList(t, string(b))
 	if len(vars) < 100 {
 		t.Fatalf("%s lists %d variables: too few to be llama-server's", envList, len(vars))

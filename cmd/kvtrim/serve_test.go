@@ -28,24 +28,7 @@ const flagList = "../../testdata/serve/llama-server-flags.txt"
 // KVTRIM_LLAMA_BIN naming a folder holding llama-server, the committed
 // list is checked against its --help.
 func TestServeTakesEveryLlamaFlag(t *testing.T) {
-	b, err := os.ReadFile(flagList)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Run("live", func(t *testing.T) {
-		bin := os.Getenv("KVTRIM_LLAMA_BIN")
-		if bin == "" {
-			t.Skip("KVTRIM_LLAMA_BIN is not set: not comparing with llama-server --help")
-		}
-		out, err := exec.Command("sh", "../../testdata/serve/record-flags.sh", bin).Output()
-		if err != nil {
-			t.Fatalf("record-flags.sh %s: %v", bin, err)
-		}
-		if string(out) != string(b) {
-			t.Errorf("llama-server in %s documents other flags than %s (regenerate it with testdata/serve/record-flags.sh):\n%s",
-				bin, flagList, diffLines(string(b), string(out)))
-		}
-	})
+	b := readRecorded(t, flagList, "record-flags.sh")
 	keyFile := filepath.Join(t.TempDir(), "keys")
 	if err := os.WriteFile(keyFile, []byte("k1\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -145,17 +145,9 @@ func (s *Server) parseAnthropic(w http.ResponseWriter, r *http.Request) (*Reques
 
 // handleAnthropic answers POST /v1/messages.
 func (s *Server) handleAnthropic(w http.ResponseWriter, r *http.Request, e *engine) {
-	req, ok := s.parseAnthropic(w, r)
-	if !ok {
-		return
+	if req, ok := s.parseAnthropic(w, r); ok {
+		s.generateChat(w, r, e, req, &anthropicResponder{e: e, id: newID("msg_"), created: time.Now().Unix()})
 	}
-	prompt, err := e.render(req.Messages)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	req.Prompt = prompt
-	s.generate(w, r, e, req, &anthropicResponder{e: e, id: newID("msg_"), created: time.Now().Unix()})
 }
 
 // handleAnthropicCountTokens answers POST /v1/messages/count_tokens: the

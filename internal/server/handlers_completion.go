@@ -38,17 +38,21 @@ func (s *Server) handleOAICompletion(w http.ResponseWriter, r *http.Request, e *
 // handleChat answers OpenAI's POST /v1/chat/completions with the chat
 // template applied to the messages.
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, e *engine) {
-	req, ok := s.parse(w, r, ParseChatRequest)
-	if !ok {
-		return
+	if req, ok := s.parse(w, r, ParseChatRequest); ok {
+		s.generateChat(w, r, e, req, newOAIResponder(req, e, true))
 	}
+}
+
+// generateChat renders a chat request's messages with the chat template
+// into its prompt, then generates.
+func (s *Server) generateChat(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
 	prompt, err := e.render(req.Messages)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	req.Prompt = prompt
-	s.generate(w, r, e, req, newOAIResponder(req, e, true))
+	s.generate(w, r, e, req, resp)
 }
 
 type parseFunc func(body []byte, def Sampling, comp kvtrim.Compression) (*Request, error)
