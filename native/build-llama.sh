@@ -10,7 +10,6 @@
 # Needs: npm, git, cmake, a C/C++ compiler (Debian: npm git cmake build-essential).
 set -euo pipefail
 
-pkg="node-llama-cpp@3.22.1"
 cuda=0
 jobs=$(nproc 2>/dev/null || echo 2)
 work="${TMPDIR:-/tmp}/kvtrim-llama-build"
@@ -36,14 +35,7 @@ need c++ build-essential
 
 mkdir -p "$work" "$out"
 out=$(cd "$out" && pwd)
-src="$work/llama.cpp"
-if [ ! -f "$src/include/llama.h" ]; then
-  echo "build-llama: fetching $pkg source bundle" >&2
-  (cd "$work" && npm pack --silent "$pkg" >/dev/null)
-  tar xzf "$work"/node-llama-cpp-3.22.1.tgz -C "$work" package/llama/gitRelease.bundle
-  rm -rf "$src"
-  git clone -q "$work/package/llama/gitRelease.bundle" "$src"
-fi
+src=$("$(dirname "$0")/llama-source.sh" "$work")
 
 flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DCMAKE_INSTALL_RPATH='$ORIGIN'
