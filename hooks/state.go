@@ -89,7 +89,7 @@ func Restream(state []byte, nStream int) ([]byte, error) {
 	return out, nil // the added streams' cell counts are the zeros at the end
 }
 
-// ggml types a K cache may have that StateKeys reads.
+// ggml types a K or V cache may have that ReadStateKV reads.
 const (
 	ggmlF32 = 0
 	ggmlF16 = 1
