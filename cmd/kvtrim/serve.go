@@ -26,6 +26,8 @@ type serveFlags struct {
 	accepted *acceptedFlags // llama-server's flags kvtrim serve does not implement
 	cors     server.CORS
 	tags     string // --tags
+	// slotSavePath is --slot-save-path.
+	slotSavePath string
 	// Penalties' defaults (--repeat-last-n, --repeat-penalty, ...).
 	repeatLastN                                      int
 	repeatPenalty, presencePenalty, frequencyPenalty float32
@@ -61,6 +63,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "file with one API key per line; lines starting with # are comments")
 	fs.StringVarP(&f.alias, "alias", "a", "", "model names, comma-separated: the first in sorted order names it in responses (default: the model's path)")
 	fs.StringVar(&f.tags, "tags", "", "model tags, comma-separated (informational: /v1/models lists them)")
+	fs.StringVar(&f.slotSavePath, "slot-save-path", "", "folder for POST /slots/{id}?action=save|restore|erase (a compressed slot is saved as it is); empty: off")
 	fs.IntVar(&f.timeout, "timeout", 600, "seconds to read a request, to write each piece of an answer (a client that stops reading loses its slot), and to let running requests finish on shutdown")
 	fs.IntVar(&f.queue, "queue", 0, "requests that may wait for a slot; past them a request gets 503 with Retry-After (0: no bound, as llama-server)")
 	fs.IntVar(&f.cacheRAM, "cache-ram", server.DefaultPromptReuse().CacheMiB, "MiB of host memory for prompts slots gave up, which later requests continuing them load instead of decoding (-cram; 0: off, -1: no limit)")
@@ -443,7 +446,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
-		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors,
+		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
 	}

@@ -79,6 +79,9 @@ type Config struct {
 	// CORS is how browsers' cross-origin requests are answered (the zero
 	// value is llama-server's default: every origin, with credentials).
 	CORS CORS
+	// SlotSavePath is the folder slot save and restore use
+	// (--slot-save-path); "" turns the actions off.
+	SlotSavePath string
 	// MaxBodyBytes bounds request bodies (0: 16 MiB).
 	MaxBodyBytes int64
 	// WriteTimeout bounds each write of a response, as llama-server's

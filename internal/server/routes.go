@@ -23,6 +23,7 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc(p, s.ready(s.handleModels))
 	}
 	mux.HandleFunc("GET /slots", s.ready(s.handleSlots))
+	mux.HandleFunc("POST /slots/{id}", s.ready(s.handleSlotAction))
 	mux.HandleFunc("GET /metrics", s.ready(s.handleMetrics))
 	for _, p := range []string{"POST /completion", "POST /completions"} {
 		mux.HandleFunc(p, s.ready(s.handleCompletion))

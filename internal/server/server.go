@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -80,6 +81,11 @@ func New(cfg Config, log zerolog.Logger) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.SlotSavePath != "" {
+		if err := os.MkdirAll(cfg.SlotSavePath, 0o755); err != nil {
+			return nil, fmt.Errorf("slot save path: %w", err)
+		}
 	}
 	s := &Server{cfg: cfg, log: log, metrics: &metrics{}}
 	s.compression.Store(&cfg.Compression)

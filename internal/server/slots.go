@@ -231,15 +231,23 @@ func (p *pool) work(sl *slot) {
 			return
 		case j := <-sl.jobs:
 			start := time.Now()
-			sl.lastReq.Store(j.req)
-			res, err := sl.serve(j)
+			var res *result
+			var err error
+			if j.action != nil {
+				j.actionResult, err = j.action(sl)
+			} else {
+				sl.lastReq.Store(j.req)
+				res, err = sl.serve(j)
+			}
 			if res != nil {
 				p.metrics.record(res)
 				sl.last.Store(&res.stats)
 			}
 			took := time.Since(start)
 			p.mu.Lock()
-			p.meanJob += (took - p.meanJob) / 8
+			if j.action == nil {
+				p.meanJob += (took - p.meanJob) / 8
+			}
 			sl.busy.Store(false)
 			p.busy.Add(-1)
 			p.free = append(p.free, sl) // the most recently used, last
@@ -322,6 +330,10 @@ type job struct {
 	// its next request however slowly its last client reads.
 	events chan event
 	done   chan event
+	// action, when set, is run on the slot instead of a generation (slot
+	// save, restore, erase), and its answer is actionResult.
+	action       func(sl *slot) (any, error)
+	actionResult any
 }
 
 // event is a piece of streamed text, or the end of the job.
