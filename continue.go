@@ -38,7 +38,7 @@ func (s *Session) Truncate(n int) error {
 	if !removed {
 		return fmt.Errorf("truncate to %d tokens: llama.cpp refused to remove positions %d and later", n, n)
 	}
-	s.nextPos, s.used = int32(n), n
+	s.nextPos, s.used, s.haveLogits = int32(n), n, false
 	return nil
 }
 

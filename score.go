@@ -85,6 +85,7 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 			}
 		}
 	}
+	s.haveLogits = true // the last chunk's
 	return nll, nil
 }
 
@@ -92,7 +93,7 @@ func (s *Session) Score(ctx context.Context, tokens []Token, chunk int) ([]float
 // stats, so that it can take another prompt as a new session would.
 func (s *Session) Reset() {
 	s.withCtx(func() { s.ctx.Memory().SeqRm(s.seq, -1, -1) })
-	s.nextPos, s.used = 0, 0
+	s.nextPos, s.used, s.haveLogits = 0, 0, false
 	if s.evict != nil {
 		s.evict.reset()
 	}

@@ -76,6 +76,10 @@ type Session struct {
 	// logits, which the member samples from).
 	be     backend
 	logits []float32
+	// haveLogits says the last decode left the logits of the sequence's
+	// last token, which Generate samples from: not after Reset, Restore
+	// or Truncate, which decode nothing.
+	haveLogits bool
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
@@ -371,6 +375,7 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 // session's own) the decodes run here and o records the cells each wrote.
 func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
+	s.haveLogits = false // until the last chunk is in
 	observed := o != nil || into != s.ctx
 	nb := s.be.chunk()
 	if observed {
@@ -412,6 +417,7 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		}
 		s.advance(len(chunk), total)
 	}
+	s.haveLogits = into == s.ctx // the last chunk asked for its last token's
 	s.stats.PromptTokens += len(tokens)
 	s.stats.PrefillMs += msSince(start)
 	if s.stats.PrefillMs > 0 {
@@ -447,8 +453,11 @@ type GenerateOptions struct {
 // each token's text to emit. It stops at MaxTokens, at an end-of-generation
 // token, when the cache is full, when ctx is cancelled, or when emit fails.
 func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt GenerateOptions, emit func(t Token, piece string) error) error {
-	if s.used == 0 {
+	switch {
+	case s.used == 0:
 		return errors.New("generate: prefill a prompt first")
+	case !s.haveLogits:
+		return errors.New("generate: the cache was restored or truncated, so no logits follow it; append at least one token first")
 	}
 	if s.be.ownThread() { // see Prefill and memberBackend.ownThread
 		runtime.LockOSThread()
@@ -554,6 +563,7 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 		s.evict.obs.Arm(1)
 	}
 	err := st.pending.wait()
+	s.haveLogits = err == nil
 	if obs {
 		s.evict.obs.Disarm()
 	}
@@ -576,7 +586,9 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 // decodeToken decodes one token at pos in the session's context, asking for
 // its logits.
 func (s *Session) decodeToken(t Token, pos int32) error {
-	return s.be.start([]Token{t}, pos, true).wait()
+	err := s.be.start([]Token{t}, pos, true).wait()
+	s.haveLogits = err == nil
+	return err
 }
 
 // edgeSpeeds is the tokens/s of the first and the last tenth of steps (at
