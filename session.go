@@ -80,6 +80,8 @@ type Session struct {
 	// last token, which Generate samples from: not after Reset, Restore
 	// or Truncate, which decode nothing.
 	haveLogits bool
+	// progress, when set, replaces opt.Progress (SetProgress).
+	progress func(done, total int)
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
@@ -431,10 +433,19 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 func (s *Session) advance(n, total int) {
 	s.nextPos += int32(n)
 	s.used += n
-	if s.opt.Progress != nil {
+	switch {
+	case s.progress != nil:
+		s.progress(int(s.nextPos), total)
+	case s.opt.Progress != nil:
 		s.opt.Progress(int(s.nextPos), total)
 	}
 }
+
+// SetProgress replaces the session's progress callback (SessionOptions'
+// Progress) until it is set again: f is called after each prefill batch
+// with the position reached and the tokens of the call. nil restores the
+// options' one.
+func (s *Session) SetProgress(f func(done, total int)) { s.progress = f }
 
 // GenerateOptions bound a generation.
 type GenerateOptions struct {

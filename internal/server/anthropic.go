@@ -252,6 +252,9 @@ func (a *anthropicResponder) begin(promptN, cacheN int) []any {
 
 func (a *anthropicResponder) delta(ev event) []any {
 	out := a.begin(ev.promptN, ev.cacheN)
+	if ev.progress != nil {
+		return out // Anthropic's stream has no progress events
+	}
 	if ev.delta == "" {
 		return out
 	}

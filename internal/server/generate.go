@@ -51,7 +51,15 @@ func (sl *slot) serve(j *job) (*result, error) {
 	if j.refresh && sl.cache != nil {
 		sl.swapCached(j.req.Compression, j.tokens)
 	}
-	sess, cached, err := sl.prefill(j.ctx, j.req.Compression, j.tokens)
+	var progress func(processed, cached int)
+	if j.req.Stream && j.req.ReturnProgress {
+		progress = func(processed, cached int) {
+			j.send(event{slot: sl.id, promptN: len(j.tokens), cacheN: cached, progress: &promptProgress{
+				Total: len(j.tokens), Cache: cached, Processed: min(processed, len(j.tokens)), TimeMs: int64(msSince(t0)),
+			}})
+		}
+	}
+	sess, cached, err := sl.prefill(j.ctx, j.req.Compression, j.tokens, progress)
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -174,10 +182,21 @@ func (sl *slot) serve(j *job) (*result, error) {
 // decoded (Session.Truncate, Append); otherwise the session is reset, or
 // made anew, and the whole prompt is prefilled (and compressed). The rule
 // for a compressed cache is in doc.go.
-func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtrim.Token) (*kvtrim.Session, int, error) {
+func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtrim.Token, progress func(processed, cached int)) (*kvtrim.Session, int, error) {
+	// progress, when set, hears of the tokens in the cache before the
+	// prompt is decoded and after each batch (return_progress).
+	watch := func(sess *kvtrim.Session, cached int) func() {
+		if progress == nil {
+			return func() {}
+		}
+		progress(cached, cached)
+		sess.SetProgress(func(done, _ int) { progress(done, cached) })
+		return func() { sess.SetProgress(nil) }
+	}
 	if keep := sl.reusable(c, prompt); keep > 0 {
 		if err := sl.sess.Truncate(keep); err == nil {
 			sl.sess.ResetStats()
+			defer watch(sl.sess, keep)()
 			if err := sl.sess.Append(ctx, prompt[keep:]); err != nil {
 				sl.history = sl.history[:0] // what the cache holds is unknown: start over next time
 				return nil, 0, fmt.Errorf("decode %d new prompt tokens after %d cached: %w", len(prompt)-keep, keep, err)
@@ -202,6 +221,7 @@ func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtr
 			return nil, 0, ctx.Err()
 		}
 	}
+	defer watch(sess, 0)()
 	if err := sess.Prefill(ctx, prompt); err != nil {
 		return nil, 0, fmt.Errorf("prefill %d prompt tokens: %w", len(prompt), err)
 	}

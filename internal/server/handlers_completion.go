@@ -157,6 +157,9 @@ func (n *nativeResponder) whole(r *result) any {
 }
 
 func (n *nativeResponder) delta(ev event) []any {
+	if ev.progress != nil {
+		return []any{completionResponse{Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Progress: ev.progress}}
+	}
 	// A stream's chunks always carry their tokens, as llama-server's.
 	tokens := ev.tokens
 	if tokens == nil {
@@ -223,6 +226,18 @@ func (o *oaiResponder) whole(r *result) any {
 }
 
 func (o *oaiResponder) delta(ev event) []any {
+	if ev.progress != nil {
+		// As llama-server: a progress chunk of a chat is a role chunk.
+		var c oaiResponse
+		if o.chat {
+			c = o.response(true, oaiChoice{Delta: roleDelta{Role: "assistant"}})
+		} else {
+			empty := ""
+			c = o.response(true, oaiChoice{Text: &empty})
+		}
+		c.Progress = ev.progress
+		return []any{c}
+	}
 	text := ev.delta
 	var logprobs any
 	if len(ev.probs) > 0 {

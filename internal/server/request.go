@@ -27,7 +27,10 @@ type Request struct {
 	// IncludeUsage asks for a usage chunk at the end of an OpenAI stream;
 	// TimingsPerToken for the timings so far with every streamed chunk.
 	IncludeUsage, TimingsPerToken bool
-	IgnoreEOS                     bool
+	// ReturnProgress asks a stream for the prompt's progress as it is
+	// decoded (prompt_progress chunks).
+	ReturnProgress bool
+	IgnoreEOS      bool
 	// ReturnTokens adds the generated token ids to /completion responses.
 	ReturnTokens bool
 	// Compression is the server's, with the request's "kvtrim" overrides.
@@ -77,6 +80,7 @@ type samplingFields struct {
 	PostSamplingProbs *bool           `json:"post_sampling_probs"`
 	LogitBias         json.RawMessage `json:"logit_bias"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
+	ReturnProgress    bool            `json:"return_progress"`
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -286,7 +290,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	r := &Request{
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
 		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1, LogitBiasJSON: f.LogitBias,
-		TimingsPerToken: f.TimingsPerToken,
+		TimingsPerToken: f.TimingsPerToken, ReturnProgress: f.ReturnProgress,
 	}
 	if f.IDSlot != nil {
 		if *f.IDSlot < -1 {

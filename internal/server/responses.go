@@ -36,6 +36,16 @@ func timingsOf(r *result) *Timings {
 	return t
 }
 
+// promptProgress is llama-server's prompt_progress: the prompt's tokens,
+// those the slot's cache held, those in the cache now, and the time since
+// the request started.
+type promptProgress struct {
+	Total     int   `json:"total"`
+	Cache     int   `json:"cache"`
+	Processed int   `json:"processed"`
+	TimeMs    int64 `json:"time_ms"`
+}
+
 // KVStats is the "kvtrim" object of a response: what compression did to
 // this request's cache.
 type KVStats struct {
@@ -66,24 +76,25 @@ func kvStatsOf(st kvtrim.Stats) *KVStats {
 // completionResponse is POST /completion's answer, and each of its stream
 // chunks (which leave the settings, timings and stats to the last one).
 type completionResponse struct {
-	Index           int            `json:"index"`
-	Content         string         `json:"content"`
-	Tokens          []kvtrim.Token `json:"tokens"`
-	IDSlot          int            `json:"id_slot"`
-	Stop            bool           `json:"stop"`
-	Model           string         `json:"model,omitempty"`
-	TokensPredicted int            `json:"tokens_predicted"`
-	TokensEvaluated int            `json:"tokens_evaluated"`
-	Settings        *settings      `json:"generation_settings,omitempty"`
-	Prompt          *string        `json:"prompt,omitempty"`
-	HasNewLine      *bool          `json:"has_new_line,omitempty"`
-	Truncated       *bool          `json:"truncated,omitempty"`
-	StopType        string         `json:"stop_type,omitempty"`
-	StoppingWord    *string        `json:"stopping_word,omitempty"`
-	TokensCached    *int           `json:"tokens_cached,omitempty"`
-	Timings         *Timings       `json:"timings,omitempty"`
-	Kvtrim          *KVStats       `json:"kvtrim,omitempty"`
-	Probs           []tokenProb    `json:"completion_probabilities,omitempty"`
+	Index           int             `json:"index"`
+	Content         string          `json:"content"`
+	Tokens          []kvtrim.Token  `json:"tokens"`
+	IDSlot          int             `json:"id_slot"`
+	Stop            bool            `json:"stop"`
+	Model           string          `json:"model,omitempty"`
+	TokensPredicted int             `json:"tokens_predicted"`
+	TokensEvaluated int             `json:"tokens_evaluated"`
+	Settings        *settings       `json:"generation_settings,omitempty"`
+	Prompt          *string         `json:"prompt,omitempty"`
+	HasNewLine      *bool           `json:"has_new_line,omitempty"`
+	Truncated       *bool           `json:"truncated,omitempty"`
+	StopType        string          `json:"stop_type,omitempty"`
+	StoppingWord    *string         `json:"stopping_word,omitempty"`
+	TokensCached    *int            `json:"tokens_cached,omitempty"`
+	Timings         *Timings        `json:"timings,omitempty"`
+	Kvtrim          *KVStats        `json:"kvtrim,omitempty"`
+	Probs           []tokenProb     `json:"completion_probabilities,omitempty"`
+	Progress        *promptProgress `json:"prompt_progress,omitempty"`
 }
 
 // settings are a request's generation settings as llama-server echoes them.
@@ -147,15 +158,16 @@ func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, co
 // OpenAI shapes.
 
 type oaiResponse struct {
-	ID                string      `json:"id"`
-	Object            string      `json:"object"`
-	Created           int64       `json:"created"`
-	Model             string      `json:"model"`
-	SystemFingerprint string      `json:"system_fingerprint"`
-	Choices           []oaiChoice `json:"choices"`
-	Usage             *oaiUsage   `json:"usage,omitempty"`
-	Timings           *Timings    `json:"timings,omitempty"`
-	Kvtrim            *KVStats    `json:"kvtrim,omitempty"`
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	SystemFingerprint string          `json:"system_fingerprint"`
+	Choices           []oaiChoice     `json:"choices"`
+	Usage             *oaiUsage       `json:"usage,omitempty"`
+	Timings           *Timings        `json:"timings,omitempty"`
+	Kvtrim            *KVStats        `json:"kvtrim,omitempty"`
+	Progress          *promptProgress `json:"prompt_progress,omitempty"`
 }
 
 type oaiChoice struct {

@@ -309,3 +309,50 @@ func TestTimingsPerToken(t *testing.T) {
 		t.Errorf("%d chunks: %s", n, b)
 	}
 }
+
+// TestReturnProgress: a stream with return_progress reports the prompt's
+// decode as llama-server does: first the cached tokens, then after each
+// batch, up to the whole prompt; a prompt that continues the slot's cache
+// starts from what it held.
+func TestReturnProgress(t *testing.T) {
+	cfg := testConfig()
+	cfg.Batch, cfg.UBatch = 64, 64
+	ts := startServer(t, cfg)
+	progress := func(body string) []promptProgress {
+		code, b := ts.do(t.Context(), http.MethodPost, "/completion", body)
+		if code != 200 {
+			t.Fatalf("%d %s", code, b)
+		}
+		var out []promptProgress
+		for _, line := range strings.Split(string(b), "\n") {
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok {
+				continue
+			}
+			var c struct {
+				Progress *promptProgress `json:"prompt_progress"`
+			}
+			if err := json.Unmarshal([]byte(data), &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Progress != nil {
+				out = append(out, *c.Progress)
+			}
+		}
+		return out
+	}
+	prompt := strings.Repeat("This is a test. ", 40)
+	first := progress(`{"prompt":"` + prompt + `","n_predict":2,"stream":true,"return_progress":true}`)
+	if len(first) < 3 || first[0].Cache != 0 || first[0].Processed != 0 || first[len(first)-1].Processed != first[0].Total {
+		t.Fatalf("progress %+v", first)
+	}
+	for i := 1; i < len(first); i++ {
+		if first[i].Processed <= first[i-1].Processed || first[i].Processed-first[i-1].Processed > 64 || first[i].Total != first[0].Total {
+			t.Errorf("progress %+v", first)
+		}
+	}
+	again := progress(`{"prompt":"` + prompt + `And more.","n_predict":2,"stream":true,"return_progress":true}`)
+	if len(again) != 2 || again[0].Cache == 0 || again[0].Processed != again[0].Cache || again[1].Processed != again[1].Total {
+		t.Errorf("progress after the cache: %+v", again)
+	}
+}

@@ -344,10 +344,13 @@ type event struct {
 	promptN, cacheN int
 	delta           string
 	timings         *Timings // so far, when the request asks for them per token
-	tokens          []kvtrim.Token
-	probs           []tokenProb // the tokens' probabilities, when the request asks
-	res             *result
-	err             error
+	// progress, in an event of its own, is how far the prompt's decode is
+	// (return_progress).
+	progress *promptProgress
+	tokens   []kvtrim.Token
+	probs    []tokenProb // the tokens' probabilities, when the request asks
+	res      *result
+	err      error
 }
 
 func newJob(ctx context.Context, req *Request, tokens []kvtrim.Token) *job {

@@ -33,7 +33,6 @@ type unbuiltFields struct {
 	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
 	Lora            json.RawMessage `json:"lora"`
 	Echo            json.RawMessage `json:"echo"`
-	ReturnProgress  json.RawMessage `json:"return_progress"`
 	ResponseFields  json.RawMessage `json:"response_fields"`
 	Verbose         json.RawMessage `json:"__verbose"`
 	Tools           json.RawMessage `json:"tools"`
@@ -81,7 +80,6 @@ func (u *unbuiltFields) check() error {
 		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},
 		{"lora", u.Lora, empty, "kvtrim serve loads no LoRA adapters"},
 		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
-		{"return_progress", u.ReturnProgress, isFalse, whyShape},
 		{"response_fields", u.ResponseFields, empty, whyShape},
 		{"__verbose", u.Verbose, isFalse, whyShape},
 		{"tools", u.Tools, empty, whyTools},
