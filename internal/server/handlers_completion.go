@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -88,6 +89,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 		return
 	}
 	ctx := r.Context()
+	if req.Choices > 1 {
+		s.generateChoices(ctx, w, e, req, tokens, resp)
+		return
+	}
 	j := newJob(ctx, req, tokens)
 	if err := e.pool.submit(j); err != nil {
 		writeError(w, err)
@@ -298,4 +303,69 @@ func sendAll(stream *sse, chunks []any) error {
 		}
 	}
 	return nil
+}
+
+// choicesResponder shapes one answer of several choices (OpenAI's n).
+type choicesResponder interface {
+	wholeChoices(rs []*result) any
+}
+
+// generateChoices answers a request for several choices (not streamed):
+// one job each, queued together (they may run on several slots at once),
+// a fixed seed moved by one for each so that sampled answers differ.
+func (s *Server) generateChoices(ctx context.Context, w http.ResponseWriter, e *engine, req *Request, tokens []kvtrim.Token, resp responder) {
+	cr, ok := resp.(choicesResponder)
+	if !ok {
+		writeError(w, badRequest("n %d: this endpoint answers one choice", req.Choices))
+		return
+	}
+	jobs := make([]*job, req.Choices)
+	for i := range jobs {
+		ri := *req
+		if ri.Sampling.Seed != RandomSeed {
+			ri.Sampling.Seed += uint32(i)
+		}
+		jobs[i] = newJob(ctx, &ri, tokens)
+		if err := e.pool.submit(jobs[i]); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	results := make([]*result, len(jobs))
+	var failed error
+	for i, j := range jobs {
+		select {
+		case ev := <-j.done:
+			if ev.err != nil && failed == nil {
+				failed = ev.err
+			}
+			results[i] = ev.res
+		case <-ctx.Done():
+			return // the client went away; the slots see the same context
+		}
+	}
+	if failed != nil {
+		writeError(w, failed)
+		return
+	}
+	newSSE(w, s.cfg.WriteTimeout).whole(cr.wholeChoices(results))
+}
+
+// wholeChoices is the whole answer with one choice per result, the usage
+// summed over them (the prompt counted once), as llama-server answers n.
+func (o *oaiResponder) wholeChoices(rs []*result) any {
+	resp := o.whole(rs[0]).(oaiResponse)
+	resp.Choices = resp.Choices[:0]
+	usage := *usageOf(rs[0])
+	for i, r := range rs {
+		c := o.whole(r).(oaiResponse).Choices[0]
+		c.Index = i
+		resp.Choices = append(resp.Choices, c)
+		if i > 0 {
+			usage.CompletionTokens += r.predictedN
+		}
+	}
+	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+	resp.Usage = &usage
+	return resp
 }

@@ -30,7 +30,9 @@ type Request struct {
 	// ReturnProgress asks a stream for the prompt's progress as it is
 	// decoded (prompt_progress chunks).
 	ReturnProgress bool
-	IgnoreEOS      bool
+	// Choices is OpenAI's n: how many answers to generate (1 when absent).
+	Choices   int
+	IgnoreEOS bool
 	// ReturnTokens adds the generated token ids to /completion responses.
 	ReturnTokens bool
 	// Compression is the server's, with the request's "kvtrim" overrides.
@@ -48,6 +50,9 @@ type Request struct {
 	LogitBiasJSON json.RawMessage
 	LogitBias     []bindings.LogitBias
 }
+
+// maxChoices bounds n, the answers one request may ask for.
+const maxChoices = 16
 
 // samplingFields are the generation settings every kind of request
 // shares, each a pointer so that an absent field keeps the default.
@@ -81,6 +86,7 @@ type samplingFields struct {
 	LogitBias         json.RawMessage `json:"logit_bias"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
 	ReturnProgress    bool            `json:"return_progress"`
+	N                 *int            `json:"n"`
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -291,6 +297,17 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
 		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1, LogitBiasJSON: f.LogitBias,
 		TimingsPerToken: f.TimingsPerToken, ReturnProgress: f.ReturnProgress,
+	}
+	r.Choices = 1
+	if f.N != nil {
+		switch n := *f.N; {
+		case n < 1 || n > maxChoices:
+			return nil, badRequest("n %d: give between 1 and %d choices", n, maxChoices)
+		case n > 1 && f.Stream:
+			return nil, badRequest(`"n" %d with "stream": kvtrim serve streams one choice per request yet`, n)
+		default:
+			r.Choices = n
+		}
 	}
 	if f.IDSlot != nil {
 		if *f.IDSlot < -1 {

@@ -356,3 +356,34 @@ func TestReturnProgress(t *testing.T) {
 		t.Errorf("progress after the cache: %+v", again)
 	}
 }
+
+// TestSeveralChoices: OpenAI's n answers n choices, indexed, each as a
+// request alone would (greedy: the same text), the usage summing the
+// completions and counting the prompt once; a fixed slot queues them.
+func TestSeveralChoices(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 2
+	ts := startServer(t, cfg)
+	var one, three struct {
+		Choices []struct {
+			Index        int
+			Message      struct{ Content string }
+			FinishReason string `json:"finish_reason"`
+		}
+		Usage struct {
+			PromptTokens     int `json:"prompt_tokens"`
+			CompletionTokens int `json:"completion_tokens"`
+		}
+	}
+	const chat = `"messages":[{"role":"user","content":"What is the best book"}],"max_tokens":8,"temperature":0`
+	ts.post("/v1/chat/completions", `{`+chat+`}`, 200, &one)
+	ts.post("/v1/chat/completions", `{`+chat+`,"n":3,"id_slot":0}`, 200, &three)
+	if len(three.Choices) != 3 || three.Usage.PromptTokens != one.Usage.PromptTokens || three.Usage.CompletionTokens != 3*one.Usage.CompletionTokens {
+		t.Fatalf("n 3: %+v", three)
+	}
+	for i, c := range three.Choices {
+		if c.Index != i || c.Message.Content != one.Choices[0].Message.Content || c.FinishReason != "length" {
+			t.Errorf("choice %d: %+v, alone %+v", i, c, one.Choices[0])
+		}
+	}
+}

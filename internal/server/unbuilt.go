@@ -26,7 +26,6 @@ type unbuiltFields struct {
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
 	JSONSchema      json.RawMessage `json:"json_schema"`
 	ResponseFormat  json.RawMessage `json:"response_format"`
-	N               json.RawMessage `json:"n"`
 	NCmpl           json.RawMessage `json:"n_cmpl"`
 	NIndent         json.RawMessage `json:"n_indent"`
 	TMaxPredictMs   json.RawMessage `json:"t_max_predict_ms"`
@@ -73,7 +72,6 @@ func (u *unbuiltFields) check() error {
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
 		{"json_schema", u.JSONSchema, empty, whyGrammar},
 		{"response_format", u.ResponseFormat, textFormat, whyGrammar},
-		{"n", u.N, equals(1), "kvtrim serve answers one choice per request yet"},
 		{"n_cmpl", u.NCmpl, equals(1), "kvtrim serve answers one choice per request yet"},
 		{"n_indent", u.NIndent, equals(0), "kvtrim serve does not stop on indentation yet"},
 		{"t_max_predict_ms", u.TMaxPredictMs, atMost(0), "kvtrim serve has no time limit on generation yet"},
