@@ -1,7 +1,6 @@
 package policies
 
 import (
-	"fmt"
 	"slices"
 )
 
@@ -107,14 +106,6 @@ func DecodeNames() []string {
 		names[i] = p.Name
 	}
 	return names
-}
-
-// checkCount refuses a count below lo, naming the flag that sets it.
-func checkCount(policy, flag string, v, lo int) error {
-	if v < lo {
-		return fmt.Errorf("%s needs --%s >= %d (got %d)", policy, flag, lo, v)
-	}
-	return nil
 }
 
 // batched holds the positions an evictor drops until every of them are
