@@ -81,7 +81,12 @@ func TestGroupMatchesSessions(t *testing.T) {
 	}
 	gs := g.Stats()
 	t.Logf("%d rounds, %d requests, %d tokens", gs.Rounds, gs.Parts, gs.Tokens)
-	if per := float64(gs.Parts) / float64(gs.Rounds); per < 2 {
+	// Four members alone would make one request per decode. How many
+	// share one depends on the machine's load (a member that waits for a
+	// CPU past the decoder's gather wait misses a round): 3.5-3.9 alone
+	// on 2 cores, 1.8 once in CI with every package's tests at once. At
+	// least 1.5 shows batching without timing the scheduler.
+	if per := float64(gs.Parts) / float64(gs.Rounds); per < 1.5 {
 		t.Errorf("%.2f members' requests per decode: the group did not batch (%+v)", per, gs)
 	}
 }
