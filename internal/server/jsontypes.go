@@ -19,7 +19,9 @@ type promptField struct {
 	isToks bool
 }
 
-// UnmarshalJSON accepts "text", [1, 2, 3], ["text"] or [[1, 2, 3]].
+// UnmarshalJSON accepts "text", [1, 2, 3], ["text"], [[1, 2, 3]] or
+// llama-server's object form {"prompt_string": "text"} (its
+// "multimodal_data" is refused: kvtrim serve takes text only).
 func (p *promptField) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	if string(b) == "null" {
@@ -28,6 +30,20 @@ func (p *promptField) UnmarshalJSON(b []byte) error {
 	p.set = true
 	if len(b) > 0 && b[0] == '"' {
 		return json.Unmarshal(b, &p.text)
+	}
+	if len(b) > 0 && b[0] == '{' {
+		var o struct {
+			PromptString *string         `json:"prompt_string"`
+			Multimodal   json.RawMessage `json:"multimodal_data"`
+		}
+		switch err := json.Unmarshal(b, &o); {
+		case err != nil || o.PromptString == nil:
+			return errors.New(`prompt: an object prompt gives its text as "prompt_string"`)
+		case isSet(o.Multimodal):
+			return errors.New(`prompt: "multimodal_data" is not supported: kvtrim serve takes text only (no multimodal projector)`)
+		}
+		p.text = *o.PromptString
+		return nil
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(b, &items); err != nil {

@@ -387,3 +387,15 @@ func TestSeveralChoices(t *testing.T) {
 		}
 	}
 }
+
+// TestObjectPrompt: llama-server's {"prompt_string": ...} prompt answers as
+// the plain string does.
+func TestObjectPrompt(t *testing.T) {
+	ts := startServer(t, testConfig())
+	var plain, object struct{ Content string }
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":8,"temperature":0}`, 200, &plain)
+	ts.post("/completion", `{"prompt":{"prompt_string":"Once upon a time"},"n_predict":8,"temperature":0}`, 200, &object)
+	if plain.Content != object.Content || plain.Content == "" {
+		t.Errorf("object prompt %q, string prompt %q", object.Content, plain.Content)
+	}
+}
