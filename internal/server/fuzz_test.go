@@ -18,7 +18,7 @@ var fuzzSeeds = []string{
 	`{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}`,
 	`{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true}}`,
 	`{"prompt":"x","n_predict":"ten"}`,
-	`{"prompt":`, `[]`, `null`, `{}`, `{"prompt":[[1,2]]}`, `{"prompt":[1,"a"]}`, `{"seed":-2,"prompt":"x"}`,
+	`{"prompt":`, `[]`, `null`, `{}`, `{"prompt":[[1,2]]}`, `{"prompt":[1,"a"]}`, `{"prompt":[[1,2],"a",{"prompt_string":"b"}]}`, `{"prompt":[["a"],[]]}`, `{"seed":-2,"prompt":"x"}`,
 	`{"prompt":"x","kvtrim":{"policy":"snapkv","budget":1e300}}`, `{"prompt":"x","temperature":1e400}`,
 	// The cases of the load and fault probes (issue 12): a short prompt
 	// compressed then handed to H2O, a stream that would never end, a
@@ -39,8 +39,17 @@ func FuzzParseCompletionRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := ParseCompletionRequest(body, DefaultSampling(), kvtrim.Compression{})
 		checkParsed(t, r, err)
-		if err == nil && !r.HasTokens && r.Prompt == "" {
-			t.Fatalf("accepted an empty prompt: %q", body)
+		if err != nil {
+			return
+		}
+		prompts := r.Batch
+		if prompts == nil {
+			prompts = []*Request{r}
+		}
+		for _, p := range prompts {
+			if !p.HasTokens && p.Prompt == "" && len(p.PromptPieces) == 0 || p.Batch != nil {
+				t.Fatalf("accepted an empty or nested prompt: %q", body)
+			}
 		}
 	})
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -74,16 +75,11 @@ func (s *Server) parse(w http.ResponseWriter, r *http.Request, parse parseFunc) 
 // generate tokenizes and checks the prompt, queues the request for a slot
 // and answers with its result, whole or streamed.
 func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
-	tokens, err := e.promptTokens(req)
-	if err == nil {
-		err = e.checkFits(req.Compression, len(tokens))
+	if len(req.Batch) > 0 {
+		s.generateBatch(r.Context(), w, e, req, resp)
+		return
 	}
-	if err == nil {
-		err = e.resolveLogitBias(req)
-	}
-	if err == nil && req.Slot >= len(e.pool.slots) {
-		err = badRequest("id_slot %d: the server has slots 0 to %d (-np)", req.Slot, len(e.pool.slots)-1)
-	}
+	tokens, err := e.prepare(req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -305,6 +301,110 @@ func sendAll(stream *sse, chunks []any) error {
 	return nil
 }
 
+// prepare tokenizes and checks a request's prompt, as generate does.
+func (e *engine) prepare(req *Request) ([]kvtrim.Token, error) {
+	tokens, err := e.promptTokens(req)
+	if err == nil {
+		err = e.checkFits(req.Compression, len(tokens))
+	}
+	if err == nil {
+		err = e.resolveLogitBias(req)
+	}
+	if err == nil && req.Slot >= len(e.pool.slots) {
+		err = badRequest("id_slot %d: the server has slots 0 to %d (-np)", req.Slot, len(e.pool.slots)-1)
+	}
+	return tokens, err
+}
+
+// batchResponder shapes the answer to several prompts in one request.
+type batchResponder interface {
+	wholeBatch(reqs []*Request, rs []*result) any
+}
+
+// generateBatch answers several prompts in one request (not streamed), as
+// llama-server does: a job each, queued together, the answers in order.
+func (s *Server) generateBatch(ctx context.Context, w http.ResponseWriter, e *engine, req *Request, resp responder) {
+	br, ok := resp.(batchResponder)
+	if !ok {
+		writeError(w, badRequest("this endpoint answers one prompt per request"))
+		return
+	}
+	jobs := make([]*job, len(req.Batch))
+	for i, sub := range req.Batch {
+		tokens, err := e.prepare(sub)
+		if err != nil {
+			ae := *asAPIError(err) // its type and status, the prompt named
+			ae.Message = fmt.Sprintf("prompt[%d]: %s", i, ae.Message)
+			writeError(w, &ae)
+			return
+		}
+		jobs[i] = newJob(ctx, sub, tokens)
+	}
+	results, err := s.runJobs(ctx, e, jobs)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if results != nil {
+		newSSE(w, s.cfg.WriteTimeout).whole(br.wholeBatch(req.Batch, results))
+	}
+}
+
+// runJobs submits jobs and waits for them all; results is nil when the
+// client went away.
+func (s *Server) runJobs(ctx context.Context, e *engine, jobs []*job) ([]*result, error) {
+	for _, j := range jobs {
+		if err := e.pool.submit(j); err != nil {
+			return nil, err
+		}
+	}
+	results := make([]*result, len(jobs))
+	var failed error
+	for i, j := range jobs {
+		select {
+		case ev := <-j.done:
+			if ev.err != nil && failed == nil {
+				failed = ev.err
+			}
+			results[i] = ev.res
+		case <-ctx.Done():
+			return nil, nil // the slots see the same context
+		}
+	}
+	return results, failed
+}
+
+// wholeBatch is /completion's answer to several prompts: a list of
+// answers, each with its index.
+func (n *nativeResponder) wholeBatch(reqs []*Request, rs []*result) any {
+	out := make([]completionResponse, len(rs))
+	for i, r := range rs {
+		c := finalCompletion(reqs[i], r, n.e.name, reqs[i].Prompt, n.e.slotCtx, r.content)
+		c.Index, c.Probs = i, r.probs
+		out[i] = c
+	}
+	return out
+}
+
+// wholeBatch is an OpenAI completion's answer to several prompts: a choice
+// each, the usage summed over them.
+func (o *oaiResponder) wholeBatch(_ []*Request, rs []*result) any {
+	resp := o.whole(rs[0]).(oaiResponse)
+	resp.Choices = resp.Choices[:0]
+	var usage oaiUsage
+	for i, r := range rs {
+		c := o.whole(r).(oaiResponse).Choices[0]
+		c.Index = i
+		resp.Choices = append(resp.Choices, c)
+		usage.PromptTokens += r.promptN
+		usage.CompletionTokens += r.predictedN
+		usage.PromptTokensDetails.CachedTokens += r.cacheN
+	}
+	usage.TotalTokens = usage.PromptTokens + usage.CompletionTokens
+	resp.Usage = &usage
+	return resp
+}
+
 // choicesResponder shapes one answer of several choices (OpenAI's n).
 type choicesResponder interface {
 	wholeChoices(rs []*result) any
@@ -326,29 +426,15 @@ func (s *Server) generateChoices(ctx context.Context, w http.ResponseWriter, e *
 			ri.Sampling.Seed += uint32(i)
 		}
 		jobs[i] = newJob(ctx, &ri, tokens)
-		if err := e.pool.submit(jobs[i]); err != nil {
-			writeError(w, err)
-			return
-		}
 	}
-	results := make([]*result, len(jobs))
-	var failed error
-	for i, j := range jobs {
-		select {
-		case ev := <-j.done:
-			if ev.err != nil && failed == nil {
-				failed = ev.err
-			}
-			results[i] = ev.res
-		case <-ctx.Done():
-			return // the client went away; the slots see the same context
-		}
-	}
-	if failed != nil {
-		writeError(w, failed)
+	results, err := s.runJobs(ctx, e, jobs)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
-	newSSE(w, s.cfg.WriteTimeout).whole(cr.wholeChoices(results))
+	if results != nil {
+		newSSE(w, s.cfg.WriteTimeout).whole(cr.wholeChoices(results))
+	}
 }
 
 // wholeChoices is the whole answer with one choice per result, the usage

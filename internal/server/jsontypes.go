@@ -17,6 +17,19 @@ type promptField struct {
 	text   string
 	tokens []int
 	isToks bool
+	// pieces is one prompt that mixes token ids and strings
+	// ([1, 2, "text", 3]); batch is several prompts in one request
+	// ([[1, 2], "text", {"prompt_string": ...}]).
+	pieces []PromptPiece
+	batch  []promptField
+}
+
+// PromptPiece is part of a prompt that mixes token ids and strings: a
+// string (IsText) or token ids.
+type PromptPiece struct {
+	IsText bool
+	Text   string
+	Tokens []int
 }
 
 // UnmarshalJSON accepts "text", [1, 2, 3], ["text"], [[1, 2, 3]] or
@@ -53,12 +66,30 @@ func (p *promptField) UnmarshalJSON(b []byte) error {
 		p.isToks = true
 		return nil
 	}
-	first := bytes.TrimSpace(items[0])
-	if len(first) > 0 && (first[0] == '"' || first[0] == '[') {
-		if len(items) > 1 {
-			return errors.New("prompt: several prompts in one request are not supported; send one request per prompt")
+	numbers := 0
+	for _, it := range items {
+		if it = bytes.TrimSpace(it); len(it) > 0 && (it[0] == '-' || it[0] >= '0' && it[0] <= '9') {
+			numbers++
 		}
-		return p.UnmarshalJSON(first)
+	}
+	switch {
+	case numbers > 0 && numbers < len(items):
+		return p.mixed(items)
+	case numbers == 0 && len(items) == 1:
+		return p.UnmarshalJSON(items[0])
+	case numbers == 0:
+		// Several prompts, each a string, token ids, a mixed list or an
+		// object; one request answers them all.
+		p.batch = make([]promptField, len(items))
+		for i, it := range items {
+			if err := p.batch[i].UnmarshalJSON(it); err != nil {
+				return fmt.Errorf("prompt[%d]: %w", i, err)
+			}
+			if p.batch[i].batch != nil {
+				return fmt.Errorf("prompt[%d]: a prompt of a batch is itself a batch", i)
+			}
+		}
+		return nil
 	}
 	p.isToks = true
 	p.tokens = make([]int, 0, len(items))
@@ -68,6 +99,27 @@ func (p *promptField) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("prompt[%d]: give token ids as integers", i)
 		}
 		p.tokens = append(p.tokens, t)
+	}
+	return nil
+}
+
+// mixed reads one prompt of token ids and strings, in order.
+func (p *promptField) mixed(items []json.RawMessage) error {
+	for i, it := range items {
+		var t int
+		var text string
+		switch {
+		case json.Unmarshal(it, &t) == nil:
+			if n := len(p.pieces); n > 0 && !p.pieces[n-1].IsText {
+				p.pieces[n-1].Tokens = append(p.pieces[n-1].Tokens, t)
+			} else {
+				p.pieces = append(p.pieces, PromptPiece{Tokens: []int{t}})
+			}
+		case json.Unmarshal(it, &text) == nil:
+			p.pieces = append(p.pieces, PromptPiece{IsText: true, Text: text})
+		default:
+			return fmt.Errorf("prompt[%d]: a prompt mixing token ids and strings holds only those", i)
+		}
 	}
 	return nil
 }

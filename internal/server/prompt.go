@@ -27,6 +27,9 @@ func (e *engine) render(msgs []bindings.ChatMessage) (string, error) {
 // whole (tokenizeWithin).
 func (e *engine) promptTokens(req *Request) ([]kvtrim.Token, error) {
 	vocab := e.model.Vocab()
+	if len(req.PromptPieces) > 0 {
+		return e.mixedTokens(req.PromptPieces)
+	}
 	if req.HasTokens {
 		return checkTokens(req.PromptTokens, vocab.NTokens())
 	}
@@ -88,6 +91,33 @@ func (e *engine) promptLimit(c kvtrim.Compression) int {
 		return max(e.slotCtx, e.model.NCtxTrain())
 	}
 	return e.slotCtx
+}
+
+// mixedTokens is a prompt of token ids and strings, as llama-server
+// tokenizes one: each string alone, the first with the model's BOS when it
+// leads the prompt.
+func (e *engine) mixedTokens(pieces []PromptPiece) ([]kvtrim.Token, error) {
+	vocab := e.model.Vocab()
+	var out []kvtrim.Token
+	for i, p := range pieces {
+		if !p.IsText {
+			toks, err := checkTokens(p.Tokens, vocab.NTokens())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, toks...)
+			continue
+		}
+		toks, err := vocab.Tokenize(p.Text, i == 0, true)
+		if err != nil {
+			return nil, badRequest("%v", err)
+		}
+		out = append(out, toks...)
+	}
+	if len(out) == 0 {
+		return nil, badRequest("empty prompt: it holds no tokens")
+	}
+	return out, nil // checkFits bounds it, as any prompt
 }
 
 // checkTokens converts token ids, refusing ones outside the vocabulary.

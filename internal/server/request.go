@@ -17,6 +17,11 @@ type Request struct {
 	Prompt       string
 	PromptTokens []int
 	HasTokens    bool
+	// PromptPieces, when set, is a prompt mixing token ids and strings;
+	// Batch, when set, is several prompts in one request, each a request
+	// of its own with this one's settings.
+	PromptPieces []PromptPiece
+	Batch        []*Request
 	Messages     []bindings.ChatMessage
 	// Sampling is the server's defaults with the request's overrides.
 	Sampling Sampling
@@ -181,20 +186,55 @@ func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) 
 	if r.NProbs, err = b.completionProbs(); err != nil {
 		return nil, err
 	}
-	r.Prompt, r.PromptTokens, r.HasTokens = b.Prompt.text, b.Prompt.tokens, b.Prompt.isToks
-	if r.HasTokens {
-		if len(r.PromptTokens) == 0 {
-			return nil, badRequest("empty prompt: give some text or token ids")
+	if b.Prompt.batch == nil {
+		return r, r.setPrompt(&b.Prompt)
+	}
+	switch {
+	case r.Stream:
+		return nil, badRequest("several prompts with \"stream\": kvtrim serve streams one prompt per request yet")
+	case r.Choices > 1:
+		return nil, badRequest("several prompts with \"n\" %d: give one or the other", r.Choices)
+	}
+	for i := range b.Prompt.batch {
+		sub := *r
+		sub.Batch = nil
+		if err := sub.setPrompt(&b.Prompt.batch[i]); err != nil {
+			return nil, badRequest("prompt[%d]: %v", i, err)
 		}
-		for i, t := range r.PromptTokens {
-			if t < 0 || t > math.MaxInt32 {
-				return nil, badRequest("prompt[%d]: token id %d is out of range", i, t)
-			}
-		}
-	} else if r.Prompt == "" {
-		return nil, badRequest("empty prompt: give some text to complete")
+		r.Batch = append(r.Batch, &sub)
 	}
 	return r, nil
+}
+
+// setPrompt takes one prompt of the request's "prompt" field.
+func (r *Request) setPrompt(p *promptField) error {
+	r.Prompt, r.PromptTokens, r.HasTokens, r.PromptPieces = p.text, p.tokens, p.isToks, p.pieces
+	switch {
+	case len(r.PromptPieces) > 0:
+		for _, piece := range r.PromptPieces {
+			if err := checkIDs(piece.Tokens); err != nil {
+				return err
+			}
+		}
+	case r.HasTokens:
+		if len(r.PromptTokens) == 0 {
+			return badRequest("empty prompt: give some text or token ids")
+		}
+		return checkIDs(r.PromptTokens)
+	case r.Prompt == "":
+		return badRequest("empty prompt: give some text to complete")
+	}
+	return nil
+}
+
+// checkIDs refuses token ids no vocabulary holds.
+func checkIDs(ids []int) error {
+	for i, t := range ids {
+		if t < 0 || t > math.MaxInt32 {
+			return badRequest("prompt[%d]: token id %d is out of range", i, t)
+		}
+	}
+	return nil
 }
 
 // ParseChatRequest parses the body of a chat completion request over the

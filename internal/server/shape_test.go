@@ -399,3 +399,43 @@ func TestObjectPrompt(t *testing.T) {
 		t.Errorf("object prompt %q, string prompt %q", object.Content, plain.Content)
 	}
 }
+
+// TestSeveralPrompts: as llama-server, /completion answers several prompts
+// of one request with a list (token ids, strings and object prompts of the
+// same text answer alike); /v1/completions with a choice each; a prompt
+// may mix token ids and strings.
+func TestSeveralPrompts(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel = 2
+	cfg.Sampling.Temp = 0
+	ts := startServer(t, cfg)
+	var toks struct{ Tokens []int }
+	ts.post("/tokenize", `{"content":"Once upon a time","add_special":true}`, 200, &toks)
+	ids, _ := json.Marshal(toks.Tokens)
+	var list []struct {
+		Index   int
+		Content string
+	}
+	ts.post("/completion", `{"prompt":[`+string(ids)+`,"Once upon a time",{"prompt_string":"Once upon a time"}],"n_predict":6}`, 200, &list)
+	if len(list) != 3 || list[0].Content == "" || list[1].Content != list[0].Content || list[2].Content != list[0].Content || list[2].Index != 2 {
+		t.Errorf("three prompts: %+v", list)
+	}
+	var oai struct {
+		Choices []struct {
+			Index int
+			Text  string
+		}
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		}
+	}
+	ts.post("/v1/completions", `{"prompt":["Once upon a time","Once upon a time"],"max_tokens":6}`, 200, &oai)
+	if len(oai.Choices) != 2 || oai.Choices[1].Index != 1 || oai.Choices[0].Text != list[0].Content || oai.Usage.PromptTokens != 2*len(toks.Tokens) {
+		t.Errorf("two prompts: %+v", oai)
+	}
+	var mixed struct{ Content string }
+	ts.post("/completion", `{"prompt":[`+strings.Trim(string(ids), "[]")+`," there"],"n_predict":4}`, 200, &mixed)
+	if mixed.Content == "" {
+		t.Errorf("a mixed prompt: %+v", mixed)
+	}
+}
