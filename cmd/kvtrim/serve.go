@@ -509,11 +509,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			log.Warn().Str("flag", l.flagName()).Msg("not applied: " + l.why)
 		}
 	}
+	// Vertex AI's prediction protocol, as llama-server reads it from the
+	// environment: AIP_HTTP_PORT wins over --port.
+	gcp, gcpPort := server.GCPFromEnv(os.LookupEnv)
+	cfg.GCP = gcp
+	port := f.port
+	if gcpPort > 0 {
+		port = gcpPort
+	}
 	srv, err := server.New(cfg, log)
 	if err != nil {
 		return usageError{err}
 	}
-	lns, err := listen(f.host, f.port)
+	lns, err := listen(f.host, port)
 	if err != nil {
 		return err
 	}

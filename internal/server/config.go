@@ -79,6 +79,8 @@ type Config struct {
 	// CORS is how browsers' cross-origin requests are answered (the zero
 	// value is llama-server's default: every origin, with credentials).
 	CORS CORS
+	// GCP is Vertex AI's prediction route (AIP_MODE=PREDICTION).
+	GCP GCP
 	// SlotSavePath is the folder slot save and restore use
 	// (--slot-save-path); "" turns the actions off.
 	SlotSavePath string

@@ -14,32 +14,49 @@ import (
 // check, the body limit and the request log.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	var posts []string // the POST routes, which GCP's predict route dispatches to
+	post := func(path string, h http.HandlerFunc) {
+		mux.HandleFunc("POST "+path, h)
+		posts = append(posts, path)
+	}
 	for _, p := range []string{"GET /health", "GET /v1/health"} {
 		mux.HandleFunc(p, s.handleHealth)
 	}
 	mux.HandleFunc("GET /props", s.handleProps)
-	mux.HandleFunc("POST /props", s.ready(s.handleSetProps))
+	post("/props", s.ready(s.handleSetProps))
 	for _, p := range []string{"GET /models", "GET /v1/models"} {
 		mux.HandleFunc(p, s.ready(s.handleModels))
 	}
 	mux.HandleFunc("GET /slots", s.ready(s.handleSlots))
 	mux.HandleFunc("POST /slots/{id}", s.ready(s.handleSlotAction))
 	mux.HandleFunc("GET /metrics", s.ready(s.handleMetrics))
-	for _, p := range []string{"POST /completion", "POST /completions"} {
-		mux.HandleFunc(p, s.ready(s.handleCompletion))
+	// OpenAI's /v1 routes first: GCP's camelCase names mean them.
+	post("/v1/completions", s.ready(s.handleOAICompletion))
+	for _, p := range []string{"/v1/chat/completions", "/chat/completions"} {
+		post(p, s.ready(s.handleChat))
 	}
-	mux.HandleFunc("POST /v1/completions", s.ready(s.handleOAICompletion))
-	for _, p := range []string{"POST /chat/completions", "POST /v1/chat/completions"} {
-		mux.HandleFunc(p, s.ready(s.handleChat))
+	for _, p := range []string{"/completion", "/completions"} {
+		post(p, s.ready(s.handleCompletion))
 	}
-	for _, p := range []string{"POST /chat/completions/input_tokens", "POST /v1/chat/completions/input_tokens"} {
-		mux.HandleFunc(p, s.ready(s.handleChatInputTokens))
+	for _, p := range []string{"/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"} {
+		post(p, s.ready(s.handleChatInputTokens))
 	}
-	mux.HandleFunc("POST /v1/messages", s.ready(s.handleAnthropic))
-	mux.HandleFunc("POST /v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
-	mux.HandleFunc("POST /tokenize", s.ready(s.handleTokenize))
-	mux.HandleFunc("POST /detokenize", s.ready(s.handleDetokenize))
-	mux.HandleFunc("POST /apply-template", s.ready(s.handleApplyTemplate))
+	post("/v1/messages", s.ready(s.handleAnthropic))
+	post("/v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
+	post("/tokenize", s.ready(s.handleTokenize))
+	post("/detokenize", s.ready(s.handleDetokenize))
+	post("/apply-template", s.ready(s.handleApplyTemplate))
+	if g := s.cfg.GCP; g.Enabled {
+		route := g.PredictRoute
+		if route == "" {
+			route = "/predict"
+		}
+		predict := handlePredict(mux, posts)
+		mux.HandleFunc("POST "+route, s.ready(func(w http.ResponseWriter, r *http.Request, _ *engine) { predict(w, r) }))
+		if g.HealthRoute != "" {
+			mux.HandleFunc("GET "+g.HealthRoute, s.handleHealth)
+		}
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Code: http.StatusNotFound, Type: typeNotFound, Message: fmt.Sprintf("no endpoint %s %s", r.Method, r.URL.Path)})
 	})
