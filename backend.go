@@ -80,8 +80,11 @@ func (b ownBackend) start(tokens []Token, pos0 int32, logits bool) pendingDecode
 	return ownDecode{s: b.s, tokens: tokens, pos0: pos0, logits: logits}
 }
 
+// sample draws from the context's logits through SampleLogits, as
+// llama_sampler_sample would, so that the chain's candidates stay readable
+// (Sampler.Candidates).
 func (b ownBackend) sample(sampler *bindings.Sampler) (Token, error) {
-	return sampler.Sample(b.s.ctx, -1), nil
+	return sampler.SampleLogits(b.s.ctx.Logits(-1))
 }
 
 func (b ownBackend) close() {

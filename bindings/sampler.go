@@ -1,9 +1,11 @@
 package bindings
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"unsafe"
 )
 
@@ -44,6 +46,12 @@ type Sampler struct {
 	lib *Library
 	ptr uintptr
 	cur []TokenData // SampleLogits' candidates, reused
+	// last is the candidates the chain left at the last SampleLogits
+	// (within cur), and picked the one it selected; greedy says the
+	// chain ends in greedy, which sets no probabilities.
+	last   []TokenData
+	picked Token
+	greedy bool
 }
 
 // NewSampler builds a chain in llama.cpp's usual order: top-k, top-p, min-p,
@@ -64,7 +72,7 @@ func (l *Library) NewSampler(o SamplerOptions) *Sampler {
 	}
 	if o.Temp <= 0 {
 		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitGreedy())
-		return &Sampler{lib: l, ptr: chain}
+		return &Sampler{lib: l, ptr: chain, greedy: true}
 	}
 	if o.TopK > 0 {
 		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitTopK(o.TopK))
@@ -121,8 +129,31 @@ func (s *Sampler) SampleLogits(logits []float32) (Token, error) {
 	if arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
 		return 0, fmt.Errorf("sample: the sampler chain selected no token (index %d of %d)", arr.Selected, arr.Size)
 	}
-	t := unsafe.Slice(arr.Data, arr.Size)[arr.Selected].ID
+	s.last = unsafe.Slice(arr.Data, arr.Size)
+	t := s.last[arr.Selected].ID
+	s.picked = t
 	runtime.KeepAlive(cur)
 	s.lib.fn.llamaSamplerAccept(s.ptr, t)
 	return t, nil
+}
+
+// Candidates is what the chain left of the vocabulary at the last
+// SampleLogits, with the probabilities it drew from, most probable first
+// and without those of probability 0: llama-server's post-sampling
+// probabilities. A greedy chain sets none; its one candidate is the token
+// it picked, with probability 1, as a zero temperature gives in
+// llama-server. The slice is valid until the next SampleLogits.
+func (s *Sampler) Candidates() []TokenData {
+	if s.last == nil {
+		return nil
+	}
+	if s.greedy {
+		return []TokenData{{ID: s.picked, P: 1}}
+	}
+	slices.SortStableFunc(s.last, func(a, b TokenData) int { return cmp.Compare(b.P, a.P) })
+	n := 0
+	for n < len(s.last) && s.last[n].P > 0 {
+		n++
+	}
+	return s.last[:n]
 }

@@ -397,6 +397,7 @@ func parseServe(args []string, lookup func(string) (string, bool), stderr io.Wri
 		return f, c, server.Config{}, nil // answered without a model
 	}
 	cfg, err := f.config()
+	cfg.Verbose = c.verbose > 0 // -v: llama-server's __verbose in answers too
 	return f, c, cfg, err
 }
 

@@ -154,7 +154,7 @@ func (s *Server) handleAnthropic(w http.ResponseWriter, r *http.Request, e *engi
 // prompt's tokens once rendered with the chat template.
 func (s *Server) handleAnthropicCountTokens(w http.ResponseWriter, r *http.Request, e *engine) {
 	if req, ok := s.parseAnthropic(w, r); ok {
-		countInputTokens(w, e, req)
+		countInputTokens(w, e, req, "")
 	}
 }
 
@@ -162,18 +162,23 @@ func (s *Server) handleAnthropicCountTokens(w http.ResponseWriter, r *http.Reque
 // a chat request's prompt tokens, as llama-server counts them.
 func (s *Server) handleChatInputTokens(w http.ResponseWriter, r *http.Request, e *engine) {
 	if req, ok := s.parse(w, r, ParseChatRequest); ok {
-		countInputTokens(w, e, req)
+		countInputTokens(w, e, req, "response.input_tokens")
 	}
 }
 
-// countInputTokens answers {"input_tokens": n} for a chat request.
-func countInputTokens(w http.ResponseWriter, e *engine, req *Request) {
+// countInputTokens answers {"input_tokens": n} for a chat request, with
+// an "object" field when object is set (llama-server's OpenAI forms).
+func countInputTokens(w http.ResponseWriter, e *engine, req *Request, object string) {
 	prompt, err := e.render(req.Messages)
 	if err == nil {
 		req.Prompt = prompt
 		var tokens []kvtrim.Token
 		if tokens, err = e.promptTokens(req); err == nil {
-			writeJSON(w, http.StatusOK, map[string]int{"input_tokens": len(tokens)})
+			answer := map[string]any{"input_tokens": len(tokens)}
+			if object != "" {
+				answer["object"] = object
+			}
+			writeJSON(w, http.StatusOK, answer)
 			return
 		}
 	}

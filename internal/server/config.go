@@ -61,6 +61,10 @@ type Config struct {
 	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
 	// which changes the default compression of later requests.
 	Metrics, Slots, Props bool
+	// Verbose adds llama-server's __verbose object (the native answer) to
+	// every OpenAI-shaped answer unless a request says otherwise, as
+	// llama-server's --verbose does.
+	Verbose bool
 	// ChatTemplate is a llama.cpp template name or text; "" is the model's
 	// own, or chatml when it has none (as llama-server does).
 	ChatTemplate string

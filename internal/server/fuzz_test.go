@@ -27,6 +27,11 @@ var fuzzSeeds = []string{
 	`{"prompt":"Once upon a time, there was a small dog named Pip. Pip lived in a","n_predict":40,"temperature":0,"kvtrim":{"policy":"snapkv","ratio":0.2,"decode_policy":"h2o","heavy":32,"recent":32}}`,
 	`{"prompt":"Once upon a time","n_predict":-1,"ignore_eos":true,"stream":true}`,
 	`{"prompt":"x","id_slot":99}`,
+	// OpenAI's Responses API, and the fields of issue 14.
+	`{"input":"hi","instructions":"Book","max_output_tokens":8,"stream":true,"timings_per_token":true,"return_progress":true}`,
+	`{"input":[{"role":"user","content":[{"type":"input_text","text":"a"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"b"}]}]}`,
+	`{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}`, `{"input":7}`, `{"input":"x","previous_response_id":"r"}`,
+	`{"prompt":"x","n_probs":5,"post_sampling_probs":true,"response_fields":["content","generation_settings/n_predict"],"verbose":true}`,
 	`{"prompt":"` + strings.Repeat("Once upon a time, there was a little dog. ", 40) + `","n_predict":4}`,
 }
 
@@ -61,6 +66,26 @@ func FuzzParseChatRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := ParseChatRequest(body, DefaultSampling(), kvtrim.Compression{})
+		checkParsed(t, r, err)
+		if err == nil && len(r.Messages) == 0 {
+			t.Fatalf("accepted no messages: %q", body)
+		}
+	})
+}
+
+// FuzzParseResponsesRequest checks the Responses API's conversion and
+// parse: never a panic, a 400 for what it refuses, messages for what it
+// takes.
+func FuzzParseResponsesRequest(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		chat, err := chatBodyOfResponses(body)
+		var r *Request
+		if err == nil {
+			r, err = ParseChatRequest(chat, DefaultSampling(), kvtrim.Compression{})
+		}
 		checkParsed(t, r, err)
 		if err == nil && len(r.Messages) == 0 {
 			t.Fatalf("accepted no messages: %q", body)

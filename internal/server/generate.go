@@ -22,8 +22,9 @@ type result struct {
 	slot         int
 	content      string
 	tokens       []kvtrim.Token
-	promptN      int // the prompt's tokens
-	cacheN       int // of which the slot's cache held already
+	prompt       []kvtrim.Token // the request's, whole
+	promptN      int            // the prompt's tokens
+	cacheN       int            // of which the slot's cache held already
 	predictedN   int
 	stopType     string
 	stoppingWord string
@@ -54,16 +55,25 @@ func (sl *slot) serve(j *job) (*result, error) {
 	var progress func(processed, cached int)
 	if j.req.Stream && j.req.ReturnProgress {
 		progress = func(processed, cached int) {
-			j.send(event{slot: sl.id, promptN: len(j.tokens), cacheN: cached, progress: &promptProgress{
+			ev := event{slot: sl.id, promptN: len(j.tokens), cacheN: cached, progress: &promptProgress{
 				Total: len(j.tokens), Cache: cached, Processed: min(processed, len(j.tokens)), TimeMs: int64(msSince(t0)),
-			}})
+			}}
+			if j.req.TimingsPerToken {
+				// The prompt's timings so far: nothing before its first batch.
+				ms := 0.0
+				if processed > cached {
+					ms = msSince(t0)
+				}
+				ev.timings = timingsOf(&result{promptN: ev.progress.Processed, cacheN: cached, promptMs: ms})
+			}
+			j.send(ev)
 		}
 	}
 	sess, cached, err := sl.prefill(j.ctx, j.req.Compression, j.tokens, progress)
 	if err != nil {
 		return nil, classify(err)
 	}
-	res := &result{slot: sl.id, promptN: len(j.tokens), cacheN: cached, promptMs: msSince(t0), tokens: []kvtrim.Token{}}
+	res := &result{slot: sl.id, prompt: j.tokens, promptN: len(j.tokens), cacheN: cached, promptMs: msSince(t0), tokens: []kvtrim.Token{}}
 	defer func() {
 		// What the cache now holds, however generation ended.
 		sl.history = append(append(sl.history[:0], j.tokens...), res.tokens...)[:sess.Position()]
@@ -98,7 +108,13 @@ func (sl *slot) serve(j *job) (*result, error) {
 	}
 	if n := j.req.NProbs; n > 0 {
 		vocab := sl.model.Vocab()
-		opt.Sampled = func(t kvtrim.Token, logits []float32) { res.probs = append(res.probs, probsOf(vocab, t, logits, n)) }
+		opt.Sampled = func(t kvtrim.Token, logits []float32) {
+			if j.req.PostSamplingProbs {
+				res.probs = append(res.probs, postSamplingProbsOf(vocab, t, sampler.Candidates(), n))
+				return
+			}
+			res.probs = append(res.probs, probsOf(vocab, t, logits, n))
+		}
 	}
 	// As llama-server counts: the prompt's time runs until the first token
 	// is sampled (from the prompt's logits), the generation's from then to

@@ -152,14 +152,12 @@ type nativeResponder struct {
 }
 
 func (n *nativeResponder) whole(r *result) any {
-	c := finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, r.content)
-	c.Probs = r.probs
-	return c
+	return n.e.nativeAnswer(n.req, r, r.content, 0)
 }
 
 func (n *nativeResponder) delta(ev event) []any {
 	if ev.progress != nil {
-		return []any{completionResponse{Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Progress: ev.progress}}
+		return []any{completionResponse{Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Progress: ev.progress, Timings: ev.timings}}
 	}
 	// A stream's chunks always carry their tokens, as llama-server's.
 	tokens := ev.tokens
@@ -170,7 +168,7 @@ func (n *nativeResponder) delta(ev event) []any {
 }
 
 func (n *nativeResponder) final(r *result) []any {
-	return []any{finalCompletion(n.req, r, n.e.name, n.req.Prompt, n.e.slotCtx, "")}
+	return []any{n.e.nativeAnswer(n.req, r, "", 0)}
 }
 
 func (n *nativeResponder) done() bool { return false }
@@ -223,7 +221,16 @@ func (o *oaiResponder) whole(r *result) any {
 	}
 	resp := o.response(false, choice)
 	resp.Usage, resp.Timings, resp.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
+	resp.Verbose = o.verbose(r)
 	return resp
+}
+
+// verbose is the __verbose object of an answer to o's request, or nil.
+func (o *oaiResponder) verbose(r *result) any {
+	if !o.e.verbose(o.req) {
+		return nil
+	}
+	return o.e.nativeAnswer(o.req, r, r.content, 0)
 }
 
 func (o *oaiResponder) delta(ev event) []any {
@@ -236,7 +243,7 @@ func (o *oaiResponder) delta(ev event) []any {
 			empty := ""
 			c = o.response(true, oaiChoice{Text: &empty})
 		}
-		c.Progress = ev.progress
+		c.Progress, c.Timings = ev.progress, ev.timings
 		return []any{c}
 	}
 	text := ev.delta
@@ -271,13 +278,16 @@ func (o *oaiResponder) final(r *result) []any {
 		choice.Text = &empty
 		last := o.response(true, choice)
 		last.Usage, last.Timings, last.Kvtrim = usageOf(r), timingsOf(r), kvStatsOf(r.stats)
+		last.Verbose = o.verbose(r)
 		return []any{last}
 	}
 	// As llama-server's chat streams: the finish chunk, then with
 	// stream_options.include_usage a chunk of no choices with the usage;
 	// the timings (and kvtrim's stats) ride on the last.
 	choice.Delta = &oaiMessage{}
-	out := append(o.roleChunk(), o.response(true, choice)) // the role goes out even when nothing was generated
+	finish := o.response(true, choice)
+	finish.Verbose = o.verbose(r)        // on the first of the final chunks, as llama-server
+	out := append(o.roleChunk(), finish) // the role goes out even when nothing was generated
 	if o.req.IncludeUsage {
 		usage := o.response(true, oaiChoice{})
 		usage.Choices, usage.Usage = []oaiChoice{}, usageOf(r)
@@ -377,11 +387,9 @@ func (s *Server) runJobs(ctx context.Context, e *engine, jobs []*job) ([]*result
 // wholeBatch is /completion's answer to several prompts: a list of
 // answers, each with its index.
 func (n *nativeResponder) wholeBatch(reqs []*Request, rs []*result) any {
-	out := make([]completionResponse, len(rs))
+	out := make([]any, len(rs))
 	for i, r := range rs {
-		c := finalCompletion(reqs[i], r, n.e.name, reqs[i].Prompt, n.e.slotCtx, r.content)
-		c.Index, c.Probs = i, r.probs
-		out[i] = c
+		out[i] = n.e.nativeAnswer(reqs[i], r, r.content, i)
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"cmp"
+	"encoding/json"
 	"slices"
 	"unicode/utf8"
 
@@ -12,13 +13,16 @@ import (
 
 // tokenProb is one generated token's entry of llama-server's
 // completion_probabilities (and of OpenAI's logprobs.content): its
-// log-probability before sampling, and the n_probs most likely tokens'.
+// log-probability before sampling, and the n_probs most likely tokens';
+// or, with post_sampling_probs, their probabilities after the sampler
+// chain, under llama-server's other names (prob, top_probs).
 type tokenProb struct {
 	ID      kvtrim.Token `json:"id"`
 	Token   string       `json:"token"`
 	Bytes   []int        `json:"bytes"`
 	Logprob float64      `json:"logprob"`
 	Top     []topProb    `json:"top_logprobs"`
+	post    bool
 }
 
 // topProb is one of the most likely tokens at a step.
@@ -27,6 +31,37 @@ type topProb struct {
 	Token   string       `json:"token"`
 	Bytes   []int        `json:"bytes"`
 	Logprob float64      `json:"logprob"`
+}
+
+// postTokenProb and postTopProb are tokenProb and topProb as
+// post-sampling probabilities, with their Logprob fields holding
+// probabilities.
+type postTokenProb struct {
+	ID    kvtrim.Token  `json:"id"`
+	Token string        `json:"token"`
+	Bytes []int         `json:"bytes"`
+	Prob  float64       `json:"prob"`
+	Top   []postTopProb `json:"top_probs"`
+}
+
+type postTopProb struct {
+	ID    kvtrim.Token `json:"id"`
+	Token string       `json:"token"`
+	Bytes []int        `json:"bytes"`
+	Prob  float64      `json:"prob"`
+}
+
+// MarshalJSON writes p under llama-server's names for its kind.
+func (p tokenProb) MarshalJSON() ([]byte, error) {
+	if !p.post {
+		type plain tokenProb // without this method
+		return json.Marshal(plain(p))
+	}
+	out := postTokenProb{ID: p.ID, Token: p.Token, Bytes: p.Bytes, Prob: p.Logprob, Top: make([]postTopProb, len(p.Top))}
+	for i, t := range p.Top {
+		out.Top[i] = postTopProb{ID: t.ID, Token: t.Token, Bytes: t.Bytes, Prob: t.Logprob}
+	}
+	return json.Marshal(out)
 }
 
 // logprobsObject is OpenAI's choice.logprobs.
@@ -52,6 +87,27 @@ func probsOf(vocab *bindings.Vocab, t kvtrim.Token, logits []float32, n int) tok
 	}
 	if p.Top == nil {
 		p.Top = []topProb{}
+	}
+	return p
+}
+
+// postSamplingProbsOf is the entry of token t drawn from candidates (the
+// sampler chain's, most probable first, none of probability 0): t's
+// probability among them and the first n's, as llama-server computes
+// post-sampling probabilities. A token the chain dropped has probability
+// 1, llama-server's default.
+func postSamplingProbsOf(vocab *bindings.Vocab, t kvtrim.Token, candidates []bindings.TokenData, n int) tokenProb {
+	p := tokenProb{ID: t, Logprob: 1, post: true, Top: []topProb{}}
+	p.Token, p.Bytes = pieceOf(vocab, t)
+	for i, c := range candidates {
+		if c.ID == t {
+			p.Logprob = float64(c.P)
+		}
+		if i < n {
+			tp := topProb{ID: c.ID, Logprob: float64(c.P)}
+			tp.Token, tp.Bytes = pieceOf(vocab, c.ID)
+			p.Top = append(p.Top, tp)
+		}
 	}
 	return p
 }

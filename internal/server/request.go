@@ -46,8 +46,17 @@ type Request struct {
 	// picks one (see pool.pick).
 	Slot int
 	// NProbs asks for each generated token's log-probability and the
-	// NProbs most likely tokens' (n_probs, logprobs, top_logprobs).
-	NProbs int
+	// NProbs most likely tokens' (n_probs, logprobs, top_logprobs);
+	// PostSamplingProbs for their probabilities after the sampler chain
+	// instead (post_sampling_probs).
+	NProbs            int
+	PostSamplingProbs bool
+	// Verbose adds llama-server's __verbose object, the native answer,
+	// to OpenAI-shaped ones; nil takes the server's --verbose.
+	Verbose *bool
+	// ResponseFields, when set, keeps only these fields ("a/b" for a
+	// nested one) of a native answer (response_fields).
+	ResponseFields []string
 	// LogitBiasJSON is the request's logit_bias, as given; the engine
 	// resolves it (strings are tokenized) into LogitBias, to which
 	// IgnoreEOS adds the end-of-generation tokens, banned, as llama-server
@@ -87,8 +96,10 @@ type samplingFields struct {
 	NProbs            *int            `json:"n_probs"`
 	Logprobs          json.RawMessage `json:"logprobs"`
 	TopLogprobs       *int            `json:"top_logprobs"`
-	PostSamplingProbs *bool           `json:"post_sampling_probs"`
+	PostSamplingProbs bool            `json:"post_sampling_probs"`
 	LogitBias         json.RawMessage `json:"logit_bias"`
+	Verbose           *bool           `json:"verbose"`
+	ResponseFields    []string        `json:"response_fields"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
 	ReturnProgress    bool            `json:"return_progress"`
 	N                 *int            `json:"n"`
@@ -133,12 +144,8 @@ func (f *samplingFields) chatProbs() (int, error) {
 	return *f.TopLogprobs, f.checkProbs(*f.TopLogprobs, "top_logprobs")
 }
 
-// checkProbs validates a count of top tokens, and refuses post-sampling
-// probabilities, which kvtrim does not compute.
+// checkProbs validates a count of top tokens.
 func (f *samplingFields) checkProbs(n int, name string) error {
-	if f.PostSamplingProbs != nil && *f.PostSamplingProbs {
-		return badRequest(`"post_sampling_probs" is not supported by kvtrim serve: it returns the probabilities before sampling`)
-	}
 	if n < 0 || n > maxProbs {
 		return badRequest("%s %d: give between 0 and %d", name, n, maxProbs)
 	}
@@ -337,6 +344,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 		Sampling: s, Stop: f.Stop, Stream: f.Stream, IgnoreEOS: f.IgnoreEOS,
 		ReturnTokens: f.ReturnTokens, Compression: comp, Slot: -1, LogitBiasJSON: f.LogitBias,
 		TimingsPerToken: f.TimingsPerToken, ReturnProgress: f.ReturnProgress,
+		PostSamplingProbs: f.PostSamplingProbs, Verbose: f.Verbose, ResponseFields: f.ResponseFields,
 	}
 	r.Choices = 1
 	if f.N != nil {

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 
 	"github.com/kvtrim/kvtrim"
@@ -137,8 +139,9 @@ func settingsOf(req *Request, nCtx int) *settings {
 }
 
 // finalCompletion is the full /completion answer (or the last stream
-// chunk, whose content is empty).
-func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, content string) completionResponse {
+// chunk, whose content is empty). Its prompt is the prompt's tokens as
+// text, special ones included, as llama-server gives it.
+func (e *engine) finalCompletion(req *Request, r *result, content string) completionResponse {
 	truncated := r.truncated
 	zero := 0
 	newLine := strings.Contains(r.content, "\n") // over the whole generation, streamed or not
@@ -146,13 +149,67 @@ func finalCompletion(req *Request, r *result, model, prompt string, nCtx int, co
 	if req.ReturnTokens && !req.Stream {
 		tokens = r.tokens
 	}
+	prompt := e.model.Vocab().Detokenize(r.prompt, false, true)
 	return completionResponse{
-		Content: content, Tokens: tokens, IDSlot: r.slot, Stop: true, Model: model,
-		TokensPredicted: r.predictedN, TokensEvaluated: r.promptN, Settings: settingsOf(req, nCtx),
+		Content: content, Tokens: tokens, IDSlot: r.slot, Stop: true, Model: e.name,
+		TokensPredicted: r.predictedN, TokensEvaluated: r.promptN, Settings: settingsOf(req, e.slotCtx),
 		Prompt: &prompt, Truncated: &truncated, StopType: r.stopType, StoppingWord: &r.stoppingWord,
 		TokensCached: &zero, Timings: timingsOf(r), Kvtrim: kvStatsOf(r.stats),
 		HasNewLine: &newLine,
 	}
+}
+
+// nativeAnswer is the native answer to req: the final completion with
+// its probabilities, cut to the request's response_fields when it names
+// some. It is also what __verbose holds.
+func (e *engine) nativeAnswer(req *Request, r *result, content string, index int) any {
+	c := e.finalCompletion(req, r, content)
+	c.Index = index
+	if !req.Stream {
+		c.Probs = r.probs
+	}
+	if len(req.ResponseFields) == 0 {
+		return c
+	}
+	return pickFields(c, req.ResponseFields)
+}
+
+// pickFields is llama-server's response_fields: an object holding, for
+// each path ("a/b" for b inside a), the value v has there, under the
+// path as its key; a path v lacks is left out.
+func pickFields(v any, paths []string) map[string]any {
+	out := map[string]any{}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return out
+	}
+	var whole map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&whole) != nil {
+		return out
+	}
+	for _, path := range paths {
+		cur, found := any(whole), true
+		for _, k := range strings.Split(path, "/") {
+			obj, _ := cur.(map[string]any) // nil, which holds nothing, when cur is no object
+			if cur, found = obj[k]; !found {
+				break
+			}
+		}
+		if found {
+			out[path] = cur
+		}
+	}
+	return out
+}
+
+// verbose reports whether req's OpenAI-shaped answer carries __verbose.
+func (e *engine) verbose(req *Request) bool {
+	if req.Verbose != nil {
+		return *req.Verbose
+	}
+	return e.verboseAll
 }
 
 // OpenAI shapes.
@@ -168,6 +225,9 @@ type oaiResponse struct {
 	Timings           *Timings        `json:"timings,omitempty"`
 	Kvtrim            *KVStats        `json:"kvtrim,omitempty"`
 	Progress          *promptProgress `json:"prompt_progress,omitempty"`
+	// Verbose is llama-server's __verbose: the native answer, when the
+	// request or the server asks for it.
+	Verbose any `json:"__verbose,omitempty"`
 }
 
 type oaiChoice struct {

@@ -41,6 +41,10 @@ func (s *Server) Handler() http.Handler {
 	for _, p := range []string{"/v1/chat/completions/input_tokens", "/chat/completions/input_tokens"} {
 		post(p, s.ready(s.handleChatInputTokens))
 	}
+	for _, p := range []string{"/v1/responses", "/responses"} {
+		post(p, s.ready(s.handleResponses))
+		post(p+"/input_tokens", s.ready(s.handleResponsesInputTokens))
+	}
 	post("/v1/messages", s.ready(s.handleAnthropic))
 	post("/v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
 	post("/tokenize", s.ready(s.handleTokenize))

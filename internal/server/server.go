@@ -44,6 +44,8 @@ type engine struct {
 	// version, since libllama carries no build number or commit), then
 	// kvtrim's version.
 	fingerprint string
+	// verboseAll is Config.Verbose.
+	verboseAll bool
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -137,6 +139,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
+		verboseAll:  s.cfg.Verbose,
 		aliases:     aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)

@@ -439,3 +439,155 @@ func TestSeveralPrompts(t *testing.T) {
 		t.Errorf("a mixed prompt: %+v", mixed)
 	}
 }
+
+// TestVerboseAndResponseFields: the native answer's prompt is the
+// prompt's tokens as text, special ones included; "verbose" (or the
+// server's --verbose) adds that answer to an OpenAI one as __verbose, and
+// response_fields cuts a native answer to the paths it names, as
+// llama-server does.
+func TestVerboseAndResponseFields(t *testing.T) {
+	cfg := testConfig()
+	ts := startServer(t, cfg)
+	const prompt = "I believe the meaning of life is"
+	var whole map[string]any
+	ts.post("/completion", `{"prompt":"`+prompt+`","n_predict":4,"temperature":0}`, 200, &whole)
+	tokens, err := ts.model.Vocab().Tokenize(prompt, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPrompt := ts.model.Vocab().Detokenize(tokens, false, true)
+	if whole["prompt"] != wantPrompt || !strings.HasSuffix(wantPrompt, prompt) {
+		t.Errorf("prompt %q, want the tokens' text %q", whole["prompt"], wantPrompt)
+	}
+
+	var cut map[string]any
+	ts.post("/completion", `{"prompt":"`+prompt+`","n_predict":4,"temperature":0,"response_fields":["content","generation_settings/n_predict","prompt","no/such"]}`, 200, &cut)
+	if len(cut) != 3 || cut["content"] != whole["content"] || cut["generation_settings/n_predict"] != 4.0 || cut["prompt"] != wantPrompt {
+		t.Errorf("response_fields answer %v", cut)
+	}
+
+	const chat = `"messages":[{"role":"system","content":"Book"},{"role":"user","content":"What is the best book"}],"max_tokens":2`
+	for _, tc := range []struct {
+		body    string
+		verbose bool
+	}{{`{` + chat + `}`, false}, {`{` + chat + `,"verbose":true}`, true}, {`{` + chat + `,"verbose":false}`, false}} {
+		var resp map[string]any
+		ts.post("/v1/chat/completions", tc.body, 200, &resp)
+		v, ok := resp["__verbose"].(map[string]any)
+		if ok != tc.verbose {
+			t.Fatalf("%s: __verbose %v", tc.body, resp["__verbose"])
+		}
+		if ok && (!strings.Contains(v["prompt"].(string), "Book") || v["content"] != resp["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]) {
+			t.Errorf("__verbose %v", v)
+		}
+	}
+	cfg.Verbose = true
+	verbose := startServer(t, cfg)
+	for _, tc := range []struct {
+		path, body string
+		verbose    bool
+	}{
+		{"/v1/chat/completions", `{` + chat + `}`, true},
+		{"/v1/completions", `{"prompt":"Once","max_tokens":2}`, true},
+		{"/v1/chat/completions", `{` + chat + `,"verbose":false}`, false},
+	} {
+		var resp map[string]any
+		verbose.post(tc.path, tc.body, 200, &resp)
+		if _, ok := resp["__verbose"]; ok != tc.verbose {
+			t.Errorf("--verbose, %s %s: __verbose %v", tc.path, tc.body, resp["__verbose"])
+		}
+	}
+}
+
+// TestPostSamplingProbs: with post_sampling_probs each generated token
+// carries its probability among what the sampler chain left, and the most
+// probable of those, under llama-server's names (prob, top_probs): none
+// of probability 0, most probable first, summing to at most 1, the drawn
+// token among them. At temperature 0 the chain leaves one token, of
+// probability 1.
+func TestPostSamplingProbs(t *testing.T) {
+	ts := startServer(t, testConfig())
+	type entry struct {
+		ID       int      `json:"id"`
+		Prob     *float64 `json:"prob"`
+		Logprob  *float64 `json:"logprob"`
+		TopProbs []struct {
+			ID   int     `json:"id"`
+			Prob float64 `json:"prob"`
+		} `json:"top_probs"`
+	}
+	var resp struct {
+		Probs []entry `json:"completion_probabilities"`
+	}
+	ts.post("/completion", `{"prompt":"Today was the day. Today I would finally become a","n_probs":10,"temperature":1,"n_predict":5,"seed":7,"post_sampling_probs":true}`, 200, &resp)
+	if len(resp.Probs) != 5 {
+		t.Fatalf("%d entries, want 5", len(resp.Probs))
+	}
+	for i, e := range resp.Probs {
+		if e.Prob == nil || e.Logprob != nil || *e.Prob <= 0 || *e.Prob > 1 || len(e.TopProbs) == 0 || len(e.TopProbs) > 10 {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+		sum, found := 0.0, false
+		for j, p := range e.TopProbs {
+			if p.Prob <= 0 || (j > 0 && p.Prob > e.TopProbs[j-1].Prob) {
+				t.Errorf("entry %d: top_probs %+v not positive and descending", i, e.TopProbs)
+			}
+			sum += p.Prob
+			if p.ID == e.ID {
+				found = p.Prob == *e.Prob
+			}
+		}
+		if sum > 1+1e-5 || (!found && len(e.TopProbs) < 10) {
+			t.Errorf("entry %d: top_probs %+v sum to %v; the drawn token %d (prob %v) found: %v", i, e.TopProbs, sum, e.ID, *e.Prob, found)
+		}
+	}
+	ts.post("/completion", `{"prompt":"Once upon a time","n_probs":3,"temperature":0,"n_predict":3,"post_sampling_probs":true}`, 200, &resp)
+	for i, e := range resp.Probs {
+		if e.Prob == nil || *e.Prob != 1 || len(e.TopProbs) != 1 || e.TopProbs[0].ID != e.ID || e.TopProbs[0].Prob != 1 {
+			t.Errorf("greedy entry %d: %+v", i, e)
+		}
+	}
+}
+
+// TestProgressTimings: with return_progress and timings_per_token every
+// progress chunk carries the prompt's timings so far, all zero before its
+// first batch, never going backwards.
+func TestProgressTimings(t *testing.T) {
+	cfg := testConfig()
+	cfg.Batch, cfg.UBatch = 32, 32
+	ts := startServer(t, cfg)
+	code, b := ts.do(t.Context(), http.MethodPost, "/completion", `{"prompt":`+jsonString(strings.Repeat("the quick brown fox jumps over the lazy dog ", 8))+`,"n_predict":4,"stream":true,"timings_per_token":true,"return_progress":true}`)
+	if code != 200 {
+		t.Fatalf("%d %s", code, b)
+	}
+	var progress []Timings
+	for _, data := range sseEvents(t, b) {
+		var c struct {
+			Progress *promptProgress `json:"prompt_progress"`
+			Timings  *Timings        `json:"timings"`
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.Progress != nil {
+			if c.Timings == nil {
+				t.Fatalf("progress chunk without timings: %s", data)
+			}
+			progress = append(progress, *c.Timings)
+		}
+	}
+	if len(progress) < 2 {
+		t.Fatalf("%d progress chunks, want several (batch of 32)", len(progress))
+	}
+	if first := progress[0]; first.PromptN != 0 || first.PromptMs != 0 || first.PredictedN != 0 {
+		t.Errorf("first progress timings %+v, want zeros", first)
+	}
+	for i := 1; i < len(progress); i++ {
+		if progress[i].PromptMs < progress[i-1].PromptMs || progress[i].PromptN < progress[i-1].PromptN {
+			t.Errorf("timings went backwards: %+v then %+v", progress[i-1], progress[i])
+		}
+	}
+	if last := progress[len(progress)-1]; last.PromptMs <= 0 || last.PromptN == 0 {
+		t.Errorf("last progress timings %+v", last)
+	}
+}

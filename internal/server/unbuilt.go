@@ -32,8 +32,6 @@ type unbuiltFields struct {
 	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
 	Lora            json.RawMessage `json:"lora"`
 	Echo            json.RawMessage `json:"echo"`
-	ResponseFields  json.RawMessage `json:"response_fields"`
-	Verbose         json.RawMessage `json:"__verbose"`
 	Tools           json.RawMessage `json:"tools"`
 	ToolChoice      json.RawMessage `json:"tool_choice"`
 	TemplateKwargs  json.RawMessage `json:"chat_template_kwargs"`
@@ -45,7 +43,6 @@ const (
 	whySampler = "kvtrim serve does not build this sampler yet: it samples with logit_bias, the repeat, frequency and presence penalties, top_k, top_p, min_p and temperature"
 	whyGrammar = "kvtrim serve has no grammars, JSON schemas or structured output yet"
 	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
-	whyShape   = "kvtrim serve does not add this to its responses yet"
 )
 
 // check refuses the first field given with a value other than its
@@ -78,8 +75,6 @@ func (u *unbuiltFields) check() error {
 		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},
 		{"lora", u.Lora, empty, "kvtrim serve loads no LoRA adapters"},
 		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
-		{"response_fields", u.ResponseFields, empty, whyShape},
-		{"__verbose", u.Verbose, isFalse, whyShape},
 		{"tools", u.Tools, empty, whyTools},
 		{"tool_choice", u.ToolChoice, noTools, whyTools},
 		{"chat_template_kwargs", u.TemplateKwargs, empty, whyTools},
