@@ -143,6 +143,9 @@ type Stats struct {
 	LlamaPromptMs float64 `json:"llama_prompt_ms"`
 	LlamaEvalMs   float64 `json:"llama_eval_ms"`
 	StopReason    string  `json:"stop_reason"`
+	// ContextShifts is how many times generation shifted the context
+	// (GenerateOptions.ContextShift).
+	ContextShifts int `json:"context_shifts,omitempty"`
 }
 
 // NewSession makes a context for one sequence.
@@ -454,6 +457,9 @@ type GenerateOptions struct {
 	MaxTokens int
 	// IgnoreEOS keeps generating past end-of-generation tokens.
 	IgnoreEOS bool
+	// ContextShift, if set, shifts the context when generation fills the
+	// cells, as llama-server's --context-shift, instead of stopping.
+	ContextShift *ContextShift
 	// Sampled, if set, is called for each generated token, before emit,
 	// with the logits it was sampled from (for its probabilities); the
 	// slice is only valid during the call.
@@ -510,6 +516,11 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		last, full := n == opt.MaxTokens-1, false
 		if !last {
 			if err := s.makeRoom(1); err != nil {
+				return err
+			}
+		}
+		if !last && opt.ContextShift != nil {
+			if _, err := s.shiftContext(*opt.ContextShift); err != nil {
 				return err
 			}
 		}

@@ -48,6 +48,8 @@ type serveFlags struct {
 	metrics                            bool
 	slots                              bool
 	noSlots                            bool
+	contextShift, noContextShift       bool
+	keep                               int
 	props                              bool
 	noWebUI                            bool
 	chatTemplate                       string
@@ -79,6 +81,9 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.Float32Var(&f.presencePenalty, "presence-penalty", 0, "default presence penalty (0: off)")
 	fs.Float32Var(&f.frequencyPenalty, "frequency-penalty", 0, "default frequency penalty (0: off)")
 	fs.BoolVar(&f.metrics, "metrics", false, "enable GET /metrics (Prometheus)")
+	fs.BoolVar(&f.contextShift, "context-shift", false, "when a generation fills its slot, drop half of what follows --keep and go on (llama-server's context shift), instead of stopping")
+	fs.BoolVar(&f.noContextShift, "no-context-shift", false, "stop a generation that fills its slot (the default)")
+	fs.IntVar(&f.keep, "keep", 0, "tokens of the prompt a context shift keeps (-1: all of it; requests' n_keep)")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
@@ -447,8 +452,9 @@ func (f *serveFlags) config() (server.Config, error) {
 		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
+		ContextShift: f.contextShift && !f.noContextShift,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
-		Sampling: server.Sampling{NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
+		Sampling: server.Sampling{Keep: f.keep, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
 	}
 	if err := cfg.Validate(); err != nil {

@@ -258,7 +258,7 @@ func TestServeEnvironmentBooleans(t *testing.T) {
 func TestServeTakesLlamaServerEnvironment(t *testing.T) {
 	for _, c := range []struct{ env, log string }{
 		{"LLAMA_ARG_CONT_BATCHING=1", "INF accepted, changes nothing: kvtrim serve always batches"},
-		{"LLAMA_ARG_NO_CONTEXT_SHIFT=1", "INF accepted, changes nothing: kvtrim serve does not shift the context"},
+		{"LLAMA_ARG_THREADS_HTTP=4", "INF accepted, changes nothing: Go's HTTP server takes every connection"},
 		{"LLAMA_ARG_MMPROJ=mm.gguf", "WRN not applied: kvtrim serve takes text only"},
 	} {
 		r := runKvtrim(t, append(os.Environ(), c.env), "serve", "-m", "/no/such/model.gguf")

@@ -85,9 +85,6 @@ var llamaFlags = []llamaFlag{
 	{"--poll-batch", true, pending, whyThreads},
 	{"--threads-http", true, inert, "Go's HTTP server takes every connection; there is no HTTP thread pool to size"},
 
-	{"--keep", true, pending, "kvtrim serve does not shift the context; a prompt larger than a slot is refused, or compressed with --kv-policy"},
-	{"--context-shift", false, pending, "kvtrim serve does not shift the context yet; a generation stops when the slot is full (or use --kv-decode-policy streaming)"},
-	{"--no-context-shift", false, inert, "kvtrim serve does not shift the context (llama-server's default)"},
 	{"--swa-full", false, pending, "kvtrim keeps llama.cpp's default sliding-window cache"},
 	{"--rope-scaling", true, pending, whyRope},
 	{"--rope-scale", true, pending, whyRope},

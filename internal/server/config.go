@@ -27,6 +27,9 @@ type Sampling struct {
 	// counts as 1), FrequencyPenalty and PresencePenalty subtract (0: off).
 	RepeatLastN                                      int
 	RepeatPenalty, FrequencyPenalty, PresencePenalty float32
+	// Keep is the prompt tokens a context shift keeps (n_keep, --keep; -1:
+	// all of them).
+	Keep int
 }
 
 // DefaultSampling are llama-server's defaults.
@@ -61,6 +64,11 @@ type Config struct {
 	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
 	// which changes the default compression of later requests.
 	Metrics, Slots, Props bool
+	// ContextShift shifts a slot's context when a generation fills it
+	// (llama-server's --context-shift): Sampling.Keep tokens of the prompt
+	// stay, half of the rest goes. A compressed cache, whose positions
+	// have gaps, stops at the full slot instead.
+	ContextShift bool
 	// Verbose adds llama-server's __verbose object (the native answer) to
 	// every OpenAI-shaped answer unless a request says otherwise, as
 	// llama-server's --verbose does.
@@ -176,6 +184,8 @@ func (s Sampling) validate() error {
 		return fmt.Errorf("repeat_penalty %g: give a value > 0 (1: off)", s.RepeatPenalty)
 	case s.RepeatLastN < -1:
 		return fmt.Errorf("repeat_last_n %d: give a count of tokens, 0 for off or -1 for the context", s.RepeatLastN)
+	case s.Keep < -1:
+		return fmt.Errorf("n_keep %d: give the prompt tokens a context shift keeps, or -1 for all of them", s.Keep)
 	}
 	return nil
 }

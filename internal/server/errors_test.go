@@ -57,6 +57,8 @@ func TestBadRequests(t *testing.T) {
 		{"post-sampling probabilities not a switch", "/completion", `{"prompt":"x","n_probs":2,"post_sampling_probs":3}`, 400, typeInvalidRequest, "post_sampling_probs"},
 		{"response_fields not a list", "/completion", `{"prompt":"x","response_fields":"content"}`, 400, typeInvalidRequest, "response_fields"},
 		{"verbose not a switch", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"verbose":"yes"}`, 400, typeInvalidRequest, "verbose"},
+		{"negative n_keep", "/completion", `{"prompt":"x","n_keep":-2}`, 400, typeInvalidRequest, "n_keep -2"},
+		{"negative n_discard", "/completion", `{"prompt":"x","n_discard":-1}`, 400, typeInvalidRequest, "n_discard -1"},
 		{"responses without input", "/v1/responses", `{"max_output_tokens":3}`, 400, typeInvalidRequest, "'input' is required"},
 		{"responses input a number", "/v1/responses", `{"input":7}`, 400, typeInvalidRequest, "'input' must be a string or array of objects"},
 		{"responses previous id", "/responses", `{"input":"hi","previous_response_id":"resp_1"}`, 400, typeInvalidRequest, "previous_response_id"},

@@ -74,9 +74,15 @@ func (sl *slot) serve(j *job) (*result, error) {
 		return nil, classify(err)
 	}
 	res := &result{slot: sl.id, prompt: j.tokens, promptN: len(j.tokens), cacheN: cached, promptMs: msSince(t0), tokens: []kvtrim.Token{}}
+	var shifts []struct{ keep, discard int } // the context shifts, in order
 	defer func() {
-		// What the cache now holds, however generation ended.
-		sl.history = append(append(sl.history[:0], j.tokens...), res.tokens...)[:sess.Position()]
+		// What the cache now holds, however generation ended, less what
+		// context shifts took out.
+		sl.history = append(append(sl.history[:0], j.tokens...), res.tokens...)
+		for _, c := range shifts {
+			sl.history = append(sl.history[:c.keep], sl.history[c.keep+c.discard:]...)
+		}
+		sl.history = sl.history[:sess.Position()]
 	}()
 	so := j.req.Sampling.samplerOptions()
 	so.LogitBias, so.NVocab = j.req.LogitBias, int32(sl.model.Vocab().NTokens())
@@ -98,7 +104,22 @@ func (sl *slot) serve(j *job) (*result, error) {
 	// prompt and the answer fill the slot's context, and the answer says
 	// it was truncated. A policy that evicts while decoding never fills it.
 	room := -1
-	if !j.req.Compression.EvictsWhileDecoding() {
+	switch {
+	case j.req.Compression.EvictsWhileDecoding():
+	case sl.shift:
+		// As llama-server with --context-shift: a full slot drops half of
+		// what follows the kept prompt tokens, and generation goes on.
+		keep := j.req.Sampling.Keep
+		if keep < 0 {
+			keep = len(j.tokens)
+		}
+		if sl.model.Vocab().AddBOS() {
+			keep++
+		}
+		opt.ContextShift = &kvtrim.ContextShift{Keep: keep, Discard: j.req.Discard, Shifted: func(keep, discard int) {
+			shifts = append(shifts, struct{ keep, discard int }{keep, discard})
+		}}
+	default:
 		room = max(0, sess.NCtx()-sess.Held())
 		if opt.MaxTokens < 0 || opt.MaxTokens > room {
 			opt.MaxTokens = room
@@ -154,8 +175,8 @@ func (sl *slot) serve(j *job) (*result, error) {
 		res.predictedMs = max(0.001, msBetween(first, last)) // llama-server's 1 us floor
 	}
 	res.predictedN = len(res.tokens)
-	res.truncated = room >= 0 && res.predictedN >= room
 	after := sess.Stats()
+	res.truncated = room >= 0 && res.predictedN >= room || after.ContextShifts > 0 || after.StopReason == "context_full"
 	switch {
 	case errors.Is(genErr, errStopWord):
 		res.stopType, res.stoppingWord = stopWord, m.word

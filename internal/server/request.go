@@ -54,6 +54,9 @@ type Request struct {
 	// Verbose adds llama-server's __verbose object, the native answer,
 	// to OpenAI-shaped ones; nil takes the server's --verbose.
 	Verbose *bool
+	// Discard is the cells a context shift drops (n_discard; 0: half of
+	// what follows Sampling.Keep).
+	Discard int
 	// ResponseFields, when set, keeps only these fields ("a/b" for a
 	// nested one) of a native answer (response_fields).
 	ResponseFields []string
@@ -99,6 +102,8 @@ type samplingFields struct {
 	PostSamplingProbs bool            `json:"post_sampling_probs"`
 	LogitBias         json.RawMessage `json:"logit_bias"`
 	Verbose           *bool           `json:"verbose"`
+	NKeep             *int            `json:"n_keep"`
+	NDiscard          *int            `json:"n_discard"`
 	ResponseFields    []string        `json:"response_fields"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
 	ReturnProgress    bool            `json:"return_progress"`
@@ -313,6 +318,9 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	if f.RepeatLastN != nil {
 		s.RepeatLastN = *f.RepeatLastN
 	}
+	if f.NKeep != nil {
+		s.Keep = *f.NKeep
+	}
 	for _, p := range []struct {
 		dst *float32
 		v   *float64
@@ -356,6 +364,12 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 		default:
 			r.Choices = n
 		}
+	}
+	if f.NDiscard != nil {
+		if *f.NDiscard < 0 {
+			return nil, badRequest("n_discard %d: give the cells a context shift drops, or 0 for half", *f.NDiscard)
+		}
+		r.Discard = *f.NDiscard
 	}
 	if f.IDSlot != nil {
 		if *f.IDSlot < -1 {

@@ -126,9 +126,15 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		NCtx: slotCtx, NBatch: s.cfg.Batch, NUbatch: s.cfg.UBatch, Threads: threads,
 		FlashAttn: s.cfg.FlashAttn, Compression: s.cfg.Compression,
 	}
-	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, s.cfg.PromptReuse, opt, s.metrics, s.log)
+	p, err := newPool(model, s.cfg.Parallel, s.cfg.QueueSize, s.cfg.PromptReuse, s.cfg.ContextShift, opt, s.metrics, s.log)
 	if err != nil {
 		return err
+	}
+	if s.cfg.ContextShift && !p.slots[0].sess.Context().Memory().CanShift() {
+		s.log.Warn().Msg("--context-shift: this model's cache cannot shift positions; generations stop when a slot is full (llama-server turns it off too)")
+		for _, sl := range p.slots {
+			sl.shift = false
+		}
 	}
 	aliases, tags := nameSet(s.cfg.Alias), nameSet(s.cfg.Tags)
 	name := model.Path

@@ -591,3 +591,47 @@ func TestProgressTimings(t *testing.T) {
 		t.Errorf("last progress timings %+v", last)
 	}
 }
+
+// TestContextShiftServer: with --context-shift a generation that fills
+// its slot goes on to n_predict and says it was truncated, as llama-server
+// answers; on both slots of a group, with n_keep and n_discard taken, and
+// without cells left behind. Without it the same request stops at the
+// full slot.
+func TestContextShiftServer(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel, cfg.CtxSize, cfg.Sampling.Temp = 2, 512, 0
+	prompt := jsonString(strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 9)) // about 200 tokens
+	type answer struct {
+		Content   string `json:"content"`
+		Truncated bool   `json:"truncated"`
+		Timings   struct {
+			PredictedN int `json:"predicted_n"`
+		} `json:"timings"`
+	}
+	var plain answer
+	startServer(t, cfg).post("/completion", `{"prompt":`+prompt+`,"n_predict":120}`, 200, &plain)
+	if !plain.Truncated || plain.Timings.PredictedN >= 120 {
+		t.Fatalf("without a context shift: %d tokens, truncated %v; want fewer than 120, truncated", plain.Timings.PredictedN, plain.Truncated)
+	}
+	cfg.ContextShift = true
+	ts := startServer(t, cfg)
+	for _, body := range []string{
+		`{"prompt":` + prompt + `,"n_predict":120}`,
+		`{"prompt":` + prompt + `,"n_predict":120,"n_keep":-1}`,
+		`{"prompt":` + prompt + `,"n_predict":200,"n_keep":8,"n_discard":16,"id_slot":1}`,
+	} {
+		var a answer
+		ts.post("/completion", body, 200, &a)
+		var want struct {
+			NPredict int `json:"n_predict"`
+		}
+		json.Unmarshal([]byte(body), &want)
+		if !a.Truncated || a.Timings.PredictedN != want.NPredict {
+			t.Errorf("%s: %d tokens, truncated %v; want %d, truncated", body, a.Timings.PredictedN, a.Truncated, want.NPredict)
+		}
+		if !strings.HasPrefix(a.Content, plain.Content) {
+			t.Errorf("%s: the answer does not begin with the one generated before the slot filled", body)
+		}
+	}
+	checkNoLeakedCells(t, ts.srv)
+}

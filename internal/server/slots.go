@@ -58,6 +58,9 @@ type slot struct {
 	log   zerolog.Logger
 	// cache is the pool's prompt cache (nil: --cache-ram 0).
 	cache *promptCache
+	// shift is whether generations shift the context when they fill
+	// the slot (Config.ContextShift).
+	shift bool
 
 	sess  *kvtrim.Session
 	comp  kvtrim.Compression // the compression sess was made with
@@ -80,7 +83,7 @@ type slot struct {
 // newPool makes n slots with a session each, members of a group of n
 // sequences of opt.NCtx cells each when n > 1, and starts their
 // goroutines.
-func newPool(model *kvtrim.Model, n, queueSize int, reuse PromptReuse, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
+func newPool(model *kvtrim.Model, n, queueSize int, reuse PromptReuse, shift bool, opt kvtrim.SessionOptions, m *metrics, log zerolog.Logger) (*pool, error) {
 	var g *kvtrim.Group
 	if n > 1 {
 		gopt := opt
@@ -95,7 +98,7 @@ func newPool(model *kvtrim.Model, n, queueSize int, reuse PromptReuse, opt kvtri
 	observing := make(chan struct{}, 1)
 	cache := newPromptCache(reuse.CacheMiB, opt.NCtx*n)
 	for i := range n {
-		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1), log: log, cache: cache}
+		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1), log: log, cache: cache, shift: shift}
 		if _, err := sl.session(opt.Compression); err != nil {
 			p.closeSessions()
 			return nil, fmt.Errorf("slot %d: %w", i, err)
