@@ -50,6 +50,7 @@ type serveFlags struct {
 	noSlots                            bool
 	contextShift, noContextShift       bool
 	keep                               int
+	sleepIdle                          int
 	props                              bool
 	noWebUI                            bool
 	chatTemplate                       string
@@ -84,6 +85,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.contextShift, "context-shift", false, "when a generation fills its slot, drop half of what follows --keep and go on (llama-server's context shift), instead of stopping")
 	fs.BoolVar(&f.noContextShift, "no-context-shift", false, "stop a generation that fills its slot (the default)")
 	fs.IntVar(&f.keep, "keep", 0, "tokens of the prompt a context shift keeps (-1: all of it; requests' n_keep)")
+	fs.IntVar(&f.sleepIdle, "sleep-idle-seconds", -1, "free the model and the slots after this many seconds without a request, and load them again on the next (-1: never)")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
@@ -431,6 +433,8 @@ func (f *serveFlags) config() (server.Config, error) {
 		return server.Config{}, usageErrorf("--seed %d: give a value in [0, %d], or -1 for random", f.seed, uint32(server.RandomSeed))
 	case f.host == "":
 		return server.Config{}, usageErrorf("--host: give an address to listen on")
+	case f.sleepIdle == 0 || f.sleepIdle < -1:
+		return server.Config{}, usageErrorf("--sleep-idle-seconds %d: give a number of seconds, or -1 for never", f.sleepIdle)
 	}
 	if err := g.validate(); err != nil {
 		return server.Config{}, err
@@ -452,7 +456,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		QueueSize: f.queue, PromptReuse: server.PromptReuse{Similarity: f.similarity, CacheMiB: f.cacheRAM}, WriteTimeout: time.Duration(f.timeout) * time.Second,
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
-		ContextShift: f.contextShift && !f.noContextShift,
+		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{Keep: f.keep, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
@@ -552,11 +556,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log.Info().Str("addr", strings.Join(addrs, ",")).Msg("listening; loading the model")
 
-	model, err := kvtrim.LoadModel(lib, f.g.model, kvtrim.ModelOptions{GPULayers: int32(f.g.gpuLayers)}, log)
-	if err == nil {
-		defer model.Close()
-		err = srv.Start(model)
-	}
+	// The server owns the model: with --sleep-idle-seconds it frees it when
+	// idle and loads it again.
+	err = srv.Run(func() (*kvtrim.Model, error) {
+		return kvtrim.LoadModel(lib, f.g.model, kvtrim.ModelOptions{GPULayers: int32(f.g.gpuLayers)}, log)
+	})
 	if err != nil {
 		hs.Close()
 		return err

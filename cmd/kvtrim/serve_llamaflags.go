@@ -283,7 +283,6 @@ var llamaFlags = []llamaFlag{
 	{"--ssl-key-file", true, unsafe, "kvtrim serve has no TLS: it would serve plain HTTP; put a TLS proxy in front of it instead"},
 	{"--ssl-cert-file", true, unsafe, "kvtrim serve has no TLS: it would serve plain HTTP; put a TLS proxy in front of it instead"},
 	{"--sse-ping-interval", true, pending, "kvtrim serve sends no SSE pings"},
-	{"--sleep-idle-seconds", true, pending, "kvtrim serve keeps the model loaded"},
 
 	{"--models-dir", true, pending, whyRouter},
 	{"--models-preset", true, pending, whyRouter},

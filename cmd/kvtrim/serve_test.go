@@ -104,6 +104,7 @@ func TestServeChecksFlagsBeforeLoading(t *testing.T) {
 		{[]string{"--timeout", "0"}, "--timeout 0"},
 		{[]string{"--top-p", "2"}, "--top-p"},
 		{[]string{"-fa", "maybe"}, "flash attention"},
+		{[]string{"--sleep-idle-seconds", "0"}, "--sleep-idle-seconds 0"},
 		{[]string{"--api-key-file", "/no/such/file"}, "--api-key-file"},
 	} {
 		r := runKvtrim(t, nil, append([]string{"serve", "-m", "/no/such/model.gguf"}, c.args...)...)

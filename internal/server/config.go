@@ -64,6 +64,10 @@ type Config struct {
 	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
 	// which changes the default compression of later requests.
 	Metrics, Slots, Props bool
+	// SleepIdle, when positive, frees the model and the slots after that
+	// long without a request and loads them again on the next one
+	// (llama-server's --sleep-idle-seconds); it needs Server.Run.
+	SleepIdle time.Duration
 	// ContextShift shifts a slot's context when a generation fills it
 	// (llama-server's --context-shift): Sampling.Keep tokens of the prompt
 	// stay, half of the rest goes. A compressed cache, whose positions

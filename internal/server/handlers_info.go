@@ -60,9 +60,14 @@ func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, unavailable("Loading model"))
 		return
 	}
+	writeJSON(w, http.StatusOK, s.props(e, false))
+}
+
+// props is GET /props' answer.
+func (s *Server) props(e *engine, sleeping bool) map[string]any {
 	vocab := e.model.Vocab()
 	lib := e.model.Library()
-	writeJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"default_generation_settings": s.defaultGenerationSettings(e),
 		"total_slots":                 len(e.pool.slots),
 		"model_alias":                 e.name,
@@ -72,13 +77,13 @@ func (s *Server) handleProps(w http.ResponseWriter, _ *http.Request) {
 		"eos_token":                   vocab.Piece(vocab.EOS(), true),
 		"build_info":                  "kvtrim " + kvtrim.Version + " (libllama " + lib.Version + ")",
 		"modalities":                  map[string]bool{"vision": false, "audio": false},
-		"is_sleeping":                 false, // kvtrim serve keeps the model loaded
+		"is_sleeping":                 sleeping, // --sleep-idle-seconds
 		"kvtrim": map[string]any{
 			"version":     kvtrim.Version,
 			"compression": compressionJSON(*s.compression.Load()),
 			"lib":         lib.LlamaPath,
 		},
-	})
+	}
 }
 
 // handleSetProps answers POST /props: with --props, a "kvtrim" object
@@ -115,6 +120,11 @@ func (s *Server) handleSetProps(w http.ResponseWriter, r *http.Request, e *engin
 
 // handleModels answers GET /v1/models: the one model, OpenAI's shape.
 func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request, e *engine) {
+	writeJSON(w, http.StatusOK, modelsList(e))
+}
+
+// modelsList is GET /v1/models' answer.
+func modelsList(e *engine) map[string]any {
 	m := e.model
 	model := map[string]any{
 		"id": e.name, "aliases": e.aliases, "tags": e.tags, "object": "model", "created": e.created, "owned_by": "llamacpp",
@@ -123,7 +133,7 @@ func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request, e *engine)
 			"n_params": m.NParams(), "size": m.Size(),
 		},
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{model}})
+	return map[string]any{"object": "list", "data": []any{model}}
 }
 
 // handleSlots answers GET /slots, unless disabled (--no-slots).

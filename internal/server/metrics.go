@@ -30,6 +30,13 @@ type counters struct {
 	scoreMs         float64
 	evictMs         float64
 	compactMs       float64
+	// The window since the last scrape, which the throughput gauges
+	// average over and a scrape empties, as llama-server's buckets: the
+	// prompt's decoded tokens and their time, the generation's decode
+	// steps (its first token comes from the prompt's logits) and theirs.
+	windowPrompt                   int64
+	windowSteps                    int64
+	windowPromptMs, windowDecodeMs float64
 }
 
 // record adds one finished request.
@@ -52,14 +59,32 @@ func (m *metrics) record(r *result) {
 	c.scoreMs += st.ScoreMs
 	c.evictMs += st.EvictMs
 	c.compactMs += st.CompactMs
+	c.windowPrompt += int64(r.promptN - r.cacheN)
+	c.windowPromptMs += r.promptMs
+	c.windowSteps += int64(max(0, r.predictedN-1))
+	c.windowDecodeMs += r.predictedMs
+}
+
+// snapshot returns the counters and, when scrape is set, empties the
+// throughput window (a scrape reports it once).
+func (m *metrics) snapshot(scrape bool) counters {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.v
+	if scrape {
+		m.v.windowPrompt, m.v.windowSteps, m.v.windowPromptMs, m.v.windowDecodeMs = 0, 0, 0, 0
+	}
+	return c
 }
 
 // write writes the counters in Prometheus' text format, with the gauges
 // of the slots and the queue and the slots' batched decodes.
 func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.GroupStats) error {
-	m.mu.Lock()
-	c := m.v
-	m.mu.Unlock()
+	return writeMetrics(w, m.snapshot(true), processing, deferred, batches)
+}
+
+// writeMetrics writes counters c, the gauges and the batches' counts.
+func writeMetrics(w io.Writer, c counters, processing, deferred int, batches kvtrim.GroupStats) error {
 	type metric struct {
 		name, kind, help string
 		value            float64
@@ -76,8 +101,8 @@ func (m *metrics) write(w io.Writer, processing, deferred int, batches kvtrim.Gr
 		{"llamacpp:spec_decode_num_draft_tokens_total", "counter", "Speculative: Total draft tokens generated.", 0},
 		{"llamacpp:spec_decode_num_accepted_tokens_total", "counter", "Speculative: Total draft tokens accepted by the target model.", 0},
 		{"llamacpp:spec_decode_num_drafts_total", "counter", "Speculative: Total speculative decoding verification steps.", 0},
-		{"llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.", perSecond(c.promptTokens, c.promptMs)},
-		{"llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", perSecond(c.predictedTokens, c.predictedMs)},
+		{"llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.", perSecond(c.windowPrompt, c.windowPromptMs)},
+		{"llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", perSecond(c.windowSteps, c.windowDecodeMs)},
 		{"llamacpp:requests_processing", "gauge", "Number of requests processing.", float64(processing)},
 		{"llamacpp:requests_deferred", "gauge", "Number of requests deferred.", float64(deferred)},
 		{"llamacpp:n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call.", float64(batches.Parts) / max(float64(batches.Rounds), 1)},

@@ -20,16 +20,16 @@ func (s *Server) Handler() http.Handler {
 		posts = append(posts, path)
 	}
 	for _, p := range []string{"GET /health", "GET /v1/health"} {
-		mux.HandleFunc(p, s.handleHealth)
+		mux.HandleFunc(p, s.upWhileAsleep(s.handleHealth))
 	}
-	mux.HandleFunc("GET /props", s.handleProps)
+	mux.HandleFunc("GET /props", s.upWhileAsleep(s.handleProps))
 	post("/props", s.ready(s.handleSetProps))
 	for _, p := range []string{"GET /models", "GET /v1/models"} {
-		mux.HandleFunc(p, s.ready(s.handleModels))
+		mux.HandleFunc(p, s.upWhileAsleep(s.ready(s.handleModels)))
 	}
 	mux.HandleFunc("GET /slots", s.ready(s.handleSlots))
 	mux.HandleFunc("POST /slots/{id}", s.ready(s.handleSlotAction))
-	mux.HandleFunc("GET /metrics", s.ready(s.handleMetrics))
+	mux.HandleFunc("GET /metrics", s.upWhileAsleep(s.ready(s.handleMetrics)))
 	// OpenAI's /v1 routes first: GCP's camelCase names mean them.
 	post("/v1/completions", s.ready(s.handleOAICompletion))
 	for _, p := range []string{"/v1/chat/completions", "/chat/completions"} {
@@ -71,12 +71,28 @@ func (s *Server) Handler() http.Handler {
 // before.
 func (s *Server) ready(h func(http.ResponseWriter, *http.Request, *engine)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		done, err := s.use()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		defer done()
 		e := s.eng.Load()
 		if e == nil {
 			writeError(w, unavailable("Loading model"))
 			return
 		}
 		h(w, r, e)
+	}
+}
+
+// upWhileAsleep is h, answered from what the server said on falling asleep
+// while it sleeps (sleeper).
+func (s *Server) upWhileAsleep(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.sleeping(w, r) {
+			h(w, r)
+		}
 	}
 }
 

@@ -28,6 +28,12 @@ type Server struct {
 	// compression is the default compression of requests: the
 	// configuration's, until POST /props changes it.
 	compression atomic.Pointer[kvtrim.Compression]
+	// load and owned are Run's: how to load the model, and the model the
+	// server loaded and frees (nil while asleep, or when Start was given
+	// the caller's).
+	load  func() (*kvtrim.Model, error)
+	owned *kvtrim.Model
+	sleep sleeper
 }
 
 // engine is what serving needs once the model is loaded.
@@ -176,7 +182,18 @@ func (s *Server) chatTemplate(model *kvtrim.Model) (string, error) {
 // first, through the requests' contexts, to stop them sooner), and frees
 // their contexts. The server answers 503 afterwards.
 func (s *Server) Close() {
+	if s.sleep.quit != nil {
+		close(s.sleep.quit)
+		<-s.sleep.done
+		s.sleep.quit = nil
+	}
+	s.sleep.mu.Lock()
+	defer s.sleep.mu.Unlock()
 	if e := s.eng.Load(); e != nil {
 		e.pool.close()
+	}
+	if s.owned != nil {
+		s.owned.Close()
+		s.owned = nil
 	}
 }
