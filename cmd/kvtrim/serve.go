@@ -51,6 +51,7 @@ type serveFlags struct {
 	contextShift, noContextShift       bool
 	keep                               int
 	sleepIdle                          int
+	mcpProxy, noMCPProxy               bool
 	props                              bool
 	noWebUI                            bool
 	chatTemplate                       string
@@ -86,6 +87,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noContextShift, "no-context-shift", false, "stop a generation that fills its slot (the default)")
 	fs.IntVar(&f.keep, "keep", 0, "tokens of the prompt a context shift keeps (-1: all of it; requests' n_keep)")
 	fs.IntVar(&f.sleepIdle, "sleep-idle-seconds", -1, "free the model and the slots after this many seconds without a request, and load them again on the next (-1: never)")
+	fs.BoolVar(&f.mcpProxy, "ui-mcp-proxy", false, "enable /cors-proxy?url=URL, which llama-server's web UI uses to reach MCP servers; it forwards only x-llama-server-proxy-header-* headers (--webui-mcp-proxy)")
+	fs.BoolVar(&f.noMCPProxy, "no-ui-mcp-proxy", false, "disable /cors-proxy (the default; --no-webui-mcp-proxy)")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
@@ -457,6 +460,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
+		CORSProxy: f.mcpProxy && !f.noMCPProxy,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{Keep: f.keep, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},

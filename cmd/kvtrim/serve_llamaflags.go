@@ -272,8 +272,6 @@ var llamaFlags = []llamaFlag{
 	{"--ui --webui", false, pending, whyUI},
 	{"--ui-config --webui-config", true, inert, whyUI},
 	{"--ui-config-file --webui-config-file", true, inert, whyUI},
-	{"--ui-mcp-proxy --webui-mcp-proxy", false, pending, whyTools},
-	{"--no-ui-mcp-proxy --no-webui-mcp-proxy", false, inert, whyTools},
 	{"--tools", true, pending, whyTools},
 	{"--tools-runtime", true, pending, whyTools},
 	{"--mcp-servers-config", true, pending, whyTools},
@@ -334,6 +332,9 @@ var llamaAliases = map[string]string{
 	"cram":        "cache-ram",
 	"sps":         "slot-prompt-similarity",
 	"no-ui":       "no-webui",
+	// The web UI's MCP proxy.
+	"webui-mcp-proxy":    "ui-mcp-proxy",
+	"no-webui-mcp-proxy": "no-ui-mcp-proxy",
 }
 
 // spellings are a llamaFlag's names without dashes: the long ones, those

@@ -64,6 +64,9 @@ type Config struct {
 	// Metrics enables GET /metrics; Slots GET /slots; Props POST /props,
 	// which changes the default compression of later requests.
 	Metrics, Slots, Props bool
+	// CORSProxy enables /cors-proxy (llama-server's --webui-mcp-proxy),
+	// which its web UI uses to reach MCP servers; off, it answers 403.
+	CORSProxy bool
 	// SleepIdle, when positive, frees the model and the slots after that
 	// long without a request and loads them again on the next one
 	// (llama-server's --sleep-idle-seconds); it needs Server.Run.

@@ -23,6 +23,8 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc(p, s.upWhileAsleep(s.handleHealth))
 	}
 	mux.HandleFunc("GET /props", s.upWhileAsleep(s.handleProps))
+	mux.HandleFunc("GET /cors-proxy", s.handleCORSProxy)
+	mux.HandleFunc("POST /cors-proxy", s.handleCORSProxy)
 	post("/props", s.ready(s.handleSetProps))
 	for _, p := range []string{"GET /models", "GET /v1/models"} {
 		mux.HandleFunc(p, s.upWhileAsleep(s.ready(s.handleModels)))
