@@ -111,6 +111,7 @@ type functions struct {
 	llamaSamplerInitLogitBias func(nVocab, n int32, biases *LogitBias) uintptr                 `sym:"llama:llama_sampler_init_logit_bias"`
 	llamaSamplerInitPenalties func(nVocab, lastN int32, repeat, freq, present float32) uintptr `sym:"llama:llama_sampler_init_penalties"`
 	llamaSamplerInitTemp      func(t float32) uintptr                                          `sym:"llama:llama_sampler_init_temp"`
+	llamaSamplerInitGrammar   func(vocab uintptr, grammar, root *byte) uintptr                 `sym:"llama:llama_sampler_init_grammar"`
 	llamaSamplerSample        func(s, ctx uintptr, idx int32) Token                            `sym:"llama:llama_sampler_sample"`
 	llamaSamplerAccept        func(s uintptr, t Token)                                         `sym:"llama:llama_sampler_accept"`
 	llamaSamplerApply         func(s uintptr, cur unsafe.Pointer)                              `sym:"llama:llama_sampler_apply"`

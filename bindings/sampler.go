@@ -28,6 +28,11 @@ type SamplerOptions struct {
 	// llama-server does.
 	PenaltyLastN                                     int32
 	RepeatPenalty, FrequencyPenalty, PresencePenalty float32
+	// Grammar, when set, is a GBNF grammar (start symbol root) for
+	// Vocab's tokens that constrains every draw before the chain, as
+	// llama-server's grammar field does.
+	Grammar string
+	Vocab   *Vocab
 }
 
 // penalizes reports whether the options ask for any penalty.
@@ -52,11 +57,41 @@ type Sampler struct {
 	last   []TokenData
 	picked Token
 	greedy bool
+	// grammar constrains the candidates before the chain, outside it, so
+	// that Accept (a prompt's tokens, for the penalties) does not advance
+	// it; 0 without one.
+	grammar uintptr
+}
+
+// ErrGrammar means a GBNF grammar did not parse.
+var ErrGrammar = errors.New("failed to parse grammar")
+
+// CheckGrammar parses a GBNF grammar (its start symbol named root) for
+// this vocabulary, as a sampler would, and frees it: a caller checks a
+// grammar before it queues the request that needs it. llama.cpp logs
+// where the grammar is wrong.
+func (v *Vocab) CheckGrammar(grammar string) error {
+	g := v.lib.fn.llamaSamplerInitGrammar(v.ptr, cString(grammar), cString("root"))
+	if g == 0 {
+		return ErrGrammar
+	}
+	v.lib.fn.llamaSamplerFree(g)
+	return nil
 }
 
 // NewSampler builds a chain in llama.cpp's usual order: top-k, top-p, min-p,
 // temperature, then a seeded draw; or greedy when Temp <= 0.
 func (l *Library) NewSampler(o SamplerOptions) *Sampler {
+	s := l.newChain(o)
+	if o.Grammar != "" && o.Vocab != nil {
+		// A grammar that does not parse gives none: check it first
+		// (Vocab.CheckGrammar).
+		s.grammar = l.fn.llamaSamplerInitGrammar(o.Vocab.ptr, cString(o.Grammar), cString("root"))
+	}
+	return s
+}
+
+func (l *Library) newChain(o SamplerOptions) *Sampler {
 	f := l.fn
 	chain := f.llamaSamplerChainInit(f.llamaSamplerChainDefaultParams())
 	if len(o.LogitBias) > 0 {
@@ -91,20 +126,32 @@ func (l *Library) NewSampler(o SamplerOptions) *Sampler {
 // Sample picks a token from output idx of ctx's last decode (-1: the last
 // output) and accepts it into the chain's state.
 func (s *Sampler) Sample(ctx *Context, idx int) Token {
+	if s.grammar != 0 {
+		t, err := s.SampleLogits(ctx.Logits(idx))
+		if err == nil {
+			return t
+		}
+	}
 	return s.lib.fn.llamaSamplerSample(s.ptr, ctx.ptr, int32(idx))
 }
 
-// Accept records a token chosen outside Sample.
+// Accept records a token chosen outside Sample into the chain (its
+// penalties), not into the grammar: llama-server accepts a prompt's tokens
+// so.
 func (s *Sampler) Accept(t Token) { s.lib.fn.llamaSamplerAccept(s.ptr, t) }
 
 // Reset clears the chain's state (and reseeds nothing).
 func (s *Sampler) Reset() { s.lib.fn.llamaSamplerReset(s.ptr) }
 
-// Close frees the chain and the samplers in it.
+// Close frees the chain and the samplers in it, and the grammar.
 func (s *Sampler) Close() {
 	if s.ptr != 0 {
 		s.lib.fn.llamaSamplerFree(s.ptr)
 		s.ptr = 0
+	}
+	if s.grammar != 0 {
+		s.lib.fn.llamaSamplerFree(s.grammar)
+		s.grammar = 0
 	}
 }
 
@@ -124,6 +171,9 @@ func (s *Sampler) SampleLogits(logits []float32) (Token, error) {
 		cur[i] = TokenData{ID: Token(i), Logit: l}
 	}
 	arr := tokenDataArray{Data: &cur[0], Size: uint64(len(cur)), Selected: -1}
+	if s.grammar != 0 {
+		s.lib.fn.llamaSamplerApply(s.grammar, unsafe.Pointer(&arr)) // what the grammar forbids gets -inf
+	}
 	s.lib.fn.llamaSamplerApply(s.ptr, unsafe.Pointer(&arr))
 	// The samplers may point Data elsewhere, but only within the array.
 	if arr.Selected < 0 || uint64(arr.Selected) >= arr.Size {
@@ -134,6 +184,9 @@ func (s *Sampler) SampleLogits(logits []float32) (Token, error) {
 	s.picked = t
 	runtime.KeepAlive(cur)
 	s.lib.fn.llamaSamplerAccept(s.ptr, t)
+	if s.grammar != 0 {
+		s.lib.fn.llamaSamplerAccept(s.grammar, t)
+	}
 	return t, nil
 }
 

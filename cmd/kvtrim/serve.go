@@ -51,6 +51,7 @@ type serveFlags struct {
 	contextShift, noContextShift       bool
 	keep                               int
 	sleepIdle                          int
+	grammar, grammarFile               string
 	mcpProxy, noMCPProxy               bool
 	props                              bool
 	noWebUI                            bool
@@ -89,6 +90,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.sleepIdle, "sleep-idle-seconds", -1, "free the model and the slots after this many seconds without a request, and load them again on the next (-1: never)")
 	fs.BoolVar(&f.mcpProxy, "ui-mcp-proxy", false, "enable /cors-proxy?url=URL, which llama-server's web UI uses to reach MCP servers; it forwards only x-llama-server-proxy-header-* headers (--webui-mcp-proxy)")
 	fs.BoolVar(&f.noMCPProxy, "no-ui-mcp-proxy", false, "disable /cors-proxy (the default; --no-webui-mcp-proxy)")
+	fs.StringVar(&f.grammar, "grammar", "", "default GBNF grammar every answer must follow (requests' grammar overrides it)")
+	fs.StringVar(&f.grammarFile, "grammar-file", "", "file holding the default GBNF grammar")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
 	fs.BoolVar(&f.noSlots, "no-slots", false, "disable GET /slots")
 	fs.BoolVar(&f.props, "props", false, `enable POST /props, whose "kvtrim" object changes the default compression`)
@@ -446,6 +449,13 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
+	if f.grammarFile != "" {
+		b, err := os.ReadFile(f.grammarFile)
+		if err != nil {
+			return server.Config{}, usageErrorf("--grammar-file: %v", err)
+		}
+		f.grammar = string(b)
+	}
 	seed := uint32(server.RandomSeed)
 	if f.seed >= 0 {
 		seed = uint32(f.seed)
@@ -460,9 +470,9 @@ func (f *serveFlags) config() (server.Config, error) {
 		Parallel: f.parallel, CtxSize: g.nCtx, Batch: g.nBatch, UBatch: g.nUbat, Threads: threads,
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
-		CORSProxy: f.mcpProxy && !f.noMCPProxy,
+		CORSProxy:    f.mcpProxy && !f.noMCPProxy,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
-		Sampling: server.Sampling{Keep: f.keep, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
+		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
 	}
 	if err := cfg.Validate(); err != nil {

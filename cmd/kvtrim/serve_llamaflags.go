@@ -50,7 +50,7 @@ const (
 	whyRope      = "kvtrim keeps the model's own RoPE and context length"
 	whyDownload  = "kvtrim serve does not download models; give -m FILE"
 	whySampler   = "kvtrim serve does not build this sampler yet; generation samples with logit biases, penalties, top-k, top-p, min-p and temperature only"
-	whyGrammar   = "kvtrim serve has no grammars or JSON schemas yet; output is not constrained"
+	whyGrammar   = "kvtrim serve has no JSON schemas yet; output is not constrained (--grammar works)"
 	whySpec      = "kvtrim serve has no speculative decoding; it decodes with the model alone"
 	whyMedia     = "kvtrim serve takes text only: no multimodal projector"
 	whyEmbed     = "kvtrim serve has no embeddings or reranking endpoints"
@@ -189,8 +189,6 @@ var llamaFlags = []llamaFlag{
 	{"--mirostat-ent", true, pending, whySampler},
 	{"-l --logit-bias", true, pending, whySampler},
 	{"-bs --backend-sampling", false, pending, "kvtrim samples on the CPU, in Go"},
-	{"--grammar", true, pending, whyGrammar},
-	{"--grammar-file", true, pending, whyGrammar},
 	{"-j --json-schema", true, pending, whyGrammar},
 	{"-jf --json-schema-file", true, pending, whyGrammar},
 	{"-r --reverse-prompt", true, pending, "kvtrim serve stops only at a request's stop strings"},

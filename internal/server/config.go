@@ -30,6 +30,9 @@ type Sampling struct {
 	// Keep is the prompt tokens a context shift keeps (n_keep, --keep; -1:
 	// all of them).
 	Keep int
+	// Grammar is a GBNF grammar every generated token must follow (start
+	// symbol root; grammar, --grammar), or empty.
+	Grammar string
 }
 
 // DefaultSampling are llama-server's defaults.

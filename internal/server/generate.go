@@ -86,6 +86,7 @@ func (sl *slot) serve(j *job) (*result, error) {
 	}()
 	so := j.req.Sampling.samplerOptions()
 	so.LogitBias, so.NVocab = j.req.LogitBias, int32(sl.model.Vocab().NTokens())
+	so.Vocab = sl.model.Vocab()
 	if so.PenaltyLastN < 0 {
 		so.PenaltyLastN = int32(sl.nCtx)
 	}

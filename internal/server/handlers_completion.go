@@ -320,6 +320,9 @@ func (e *engine) prepare(req *Request) ([]kvtrim.Token, error) {
 	if err == nil {
 		err = e.resolveLogitBias(req)
 	}
+	if g := req.Sampling.Grammar; err == nil && g != "" && g != e.grammarOK && e.model.Vocab().CheckGrammar(g) != nil {
+		err = badRequest("Failed to initialize samplers: failed to parse grammar")
+	}
 	if err == nil && req.Slot >= len(e.pool.slots) {
 		err = badRequest("id_slot %d: the server has slots 0 to %d (-np)", req.Slot, len(e.pool.slots)-1)
 	}

@@ -103,6 +103,7 @@ type samplingFields struct {
 	LogitBias         json.RawMessage `json:"logit_bias"`
 	Verbose           *bool           `json:"verbose"`
 	NKeep             *int            `json:"n_keep"`
+	Grammar           *string         `json:"grammar"`
 	NDiscard          *int            `json:"n_discard"`
 	ResponseFields    []string        `json:"response_fields"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
@@ -321,6 +322,9 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	if f.NKeep != nil {
 		s.Keep = *f.NKeep
 	}
+	if f.Grammar != nil {
+		s.Grammar = *f.Grammar
+	}
 	for _, p := range []struct {
 		dst *float32
 		v   *float64
@@ -354,6 +358,7 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 		TimingsPerToken: f.TimingsPerToken, ReturnProgress: f.ReturnProgress,
 		PostSamplingProbs: f.PostSamplingProbs, Verbose: f.Verbose, ResponseFields: f.ResponseFields,
 	}
+
 	r.Choices = 1
 	if f.N != nil {
 		switch n := *f.N; {
@@ -389,5 +394,6 @@ func (s Sampling) samplerOptions() bindings.SamplerOptions {
 	return bindings.SamplerOptions{
 		Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed,
 		PenaltyLastN: int32(s.RepeatLastN), RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+		Grammar: s.Grammar,
 	}
 }

@@ -52,6 +52,8 @@ type engine struct {
 	fingerprint string
 	// verboseAll is Config.Verbose.
 	verboseAll bool
+	// grammarOK is the server's default grammar, checked at the start.
+	grammarOK string
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -124,6 +126,11 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if err != nil {
 		return err
 	}
+	if g := s.cfg.Sampling.Grammar; g != "" {
+		if err := model.Vocab().CheckGrammar(g); err != nil {
+			return fmt.Errorf("--grammar: %w (llama.cpp's log above says where)", err)
+		}
+	}
 	threads := s.cfg.Threads
 	if threads <= 0 {
 		threads = runtime.NumCPU()
@@ -151,8 +158,8 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose,
-		aliases:     aliases, tags: tags, eog: eogTokens(model),
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar,
+		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 // TestResponseShapes: fields llama-server's answers carry that clients
@@ -634,4 +637,56 @@ func TestContextShiftServer(t *testing.T) {
 		}
 	}
 	checkNoLeakedCells(t, ts.srv)
+}
+
+// TestGrammar: a GBNF grammar constrains every generated token, through
+// libllama's grammar sampler, sampled or greedy, with the penalties on
+// (the prompt's tokens, which they count, must not advance the grammar),
+// on /completion and on chat.
+func TestGrammar(t *testing.T) {
+	ts := startServer(t, testConfig())
+	for _, c := range []struct{ path, body, want string }{
+		{"/completion", `{"prompt":"Once upon a time","n_predict":6,"grammar":"root ::= \"a\"{5,5}"}`, "^a{5}$"},
+		{"/completion", `{"prompt":"Once upon a time","n_predict":16,"temperature":0,"repeat_penalty":1.2,"grammar":"root ::= (\"yes\" | \"no\") \" \" [0-9]+"}`, "^(yes|no) [0-9]+$"},
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":6,"grammar":"root ::= \"b\"{3,3}"}`, "^b{3}$"},
+	} {
+		var resp struct {
+			Content string `json:"content"`
+			Choices []struct {
+				Message struct {
+					Content string `json:"content"`
+				} `json:"message"`
+			} `json:"choices"`
+		}
+		ts.post(c.path, c.body, 200, &resp)
+		got := resp.Content
+		if len(resp.Choices) > 0 {
+			got = resp.Choices[0].Message.Content
+		}
+		if !regexp.MustCompile(c.want).MatchString(got) {
+			t.Errorf("%s %s: %q does not match %s", c.path, c.body, got, c.want)
+		}
+	}
+	// --grammar: every request's default, which a request's grammar
+	// replaces; one that does not parse stops the start.
+	cfg := testConfig()
+	cfg.Sampling.Grammar = `root ::= "c"{2,2}`
+	def := startServer(t, cfg)
+	var a, b struct {
+		Content string `json:"content"`
+	}
+	def.post("/completion", `{"prompt":"Once","n_predict":4}`, 200, &a)
+	def.post("/completion", `{"prompt":"Once","n_predict":4,"grammar":"root ::= \"d\""}`, 200, &b)
+	if a.Content != "cc" || b.Content != "d" {
+		t.Errorf("default grammar: %q, overridden: %q", a.Content, b.Content)
+	}
+	cfg.Sampling.Grammar = "root ::= ("
+	srv, err := New(cfg, testenv.Logger())
+	if err == nil {
+		err = srv.Start(loadModel(t))
+		srv.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "--grammar") {
+		t.Errorf("a default grammar that does not parse: %v", err)
+	}
 }

@@ -20,7 +20,6 @@ type unbuiltFields struct {
 	AdaptiveTarget  json.RawMessage `json:"adaptive_target"`
 	MinKeep         json.RawMessage `json:"min_keep"`
 	Samplers        json.RawMessage `json:"samplers"`
-	Grammar         json.RawMessage `json:"grammar"`
 	GrammarLazy     json.RawMessage `json:"grammar_lazy"`
 	GrammarTriggers json.RawMessage `json:"grammar_triggers"`
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
@@ -41,7 +40,7 @@ type unbuiltFields struct {
 // Why kvtrim serve refuses a group of fields.
 const (
 	whySampler = "kvtrim serve does not build this sampler yet: it samples with logit_bias, the repeat, frequency and presence penalties, top_k, top_p, min_p and temperature"
-	whyGrammar = "kvtrim serve has no grammars, JSON schemas or structured output yet"
+	whyGrammar = "kvtrim serve has no JSON schemas, lazy grammars or structured output yet (a GBNF \"grammar\" works)"
 	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
 )
 
@@ -63,7 +62,6 @@ func (u *unbuiltFields) check() error {
 		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
 		{"min_keep", u.MinKeep, equals(0), whySampler},
 		{"samplers", u.Samplers, empty, "kvtrim serve runs llama-server's default sampler order and cannot reorder it yet"},
-		{"grammar", u.Grammar, empty, whyGrammar},
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
 		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
