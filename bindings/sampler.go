@@ -33,6 +33,25 @@ type SamplerOptions struct {
 	// llama-server's grammar field does.
 	Grammar string
 	Vocab   *Vocab
+	// The rest of llama-server's samplers, each left out at its neutral
+	// setting: top-n-sigma (<= 0), locally typical (<= 0 or >= 1), XTC
+	// (probability 0), dynamic temperature (range 0), DRY (multiplier 0;
+	// it needs Vocab) and Mirostat (0; 1 or 2 replace the chain after the
+	// biases). MinKeep is the candidates top-p, min-p, typical and XTC
+	// leave at least.
+	TopNSigma                       float32
+	TypicalP                        float32
+	XTCProbability, XTCThreshold    float32
+	DynatempRange, DynatempExponent float32
+	DRYMultiplier, DRYBase          float32
+	DRYAllowedLength                int32
+	DRYPenaltyLastN                 int32 // 0: off
+	DRYBreakers                     []string
+	Mirostat                        int
+	MirostatTau, MirostatEta        float32
+	MinKeep                         int
+	// Order is the order the samplers run in; nil is DefaultOrder.
+	Order []SamplerKind
 }
 
 // penalizes reports whether the options ask for any penalty.
@@ -79,48 +98,19 @@ func (v *Vocab) CheckGrammar(grammar string) error {
 	return nil
 }
 
-// NewSampler builds a chain in llama.cpp's usual order: top-k, top-p, min-p,
-// temperature, then a seeded draw; or greedy when Temp <= 0.
+// NewSampler builds a chain as llama-server's: the logit biases, then
+// the samplers in o.Order (DefaultOrder when nil), each left out at its
+// neutral setting, then a seeded draw, or greedy when Temp <= 0; or, with
+// Mirostat, the biases, the temperature and Mirostat alone. A grammar, if
+// any, constrains the candidates before all of them.
 func (l *Library) NewSampler(o SamplerOptions) *Sampler {
-	s := l.newChain(o)
+	s := &Sampler{lib: l, ptr: l.chain(o), greedy: o.Temp <= 0 && o.Mirostat == 0}
 	if o.Grammar != "" && o.Vocab != nil {
 		// A grammar that does not parse gives none: check it first
 		// (Vocab.CheckGrammar).
 		s.grammar = l.fn.llamaSamplerInitGrammar(o.Vocab.ptr, cString(o.Grammar), cString("root"))
 	}
 	return s
-}
-
-func (l *Library) newChain(o SamplerOptions) *Sampler {
-	f := l.fn
-	chain := f.llamaSamplerChainInit(f.llamaSamplerChainDefaultParams())
-	if len(o.LogitBias) > 0 {
-		// llama.cpp copies the biases.
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitLogitBias(o.NVocab, int32(len(o.LogitBias)), &o.LogitBias[0]))
-	}
-	if o.penalizes() {
-		repeat := o.RepeatPenalty
-		if repeat == 0 {
-			repeat = 1
-		}
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitPenalties(o.NVocab, o.PenaltyLastN, repeat, o.FrequencyPenalty, o.PresencePenalty))
-	}
-	if o.Temp <= 0 {
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitGreedy())
-		return &Sampler{lib: l, ptr: chain, greedy: true}
-	}
-	if o.TopK > 0 {
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitTopK(o.TopK))
-	}
-	if o.TopP > 0 && o.TopP < 1 {
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitTopP(o.TopP, 1))
-	}
-	if o.MinP > 0 {
-		f.llamaSamplerChainAdd(chain, f.llamaSamplerInitMinP(o.MinP, 1))
-	}
-	f.llamaSamplerChainAdd(chain, f.llamaSamplerInitTemp(o.Temp))
-	f.llamaSamplerChainAdd(chain, f.llamaSamplerInitDist(o.Seed))
-	return &Sampler{lib: l, ptr: chain}
 }
 
 // Sample picks a token from output idx of ctx's last decode (-1: the last

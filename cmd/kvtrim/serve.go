@@ -52,6 +52,7 @@ type serveFlags struct {
 	keep                               int
 	sleepIdle                          int
 	grammar, grammarFile               string
+	samplers                           sampling
 	mcpProxy, noMCPProxy               bool
 	props                              bool
 	noWebUI                            bool
@@ -90,6 +91,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.sleepIdle, "sleep-idle-seconds", -1, "free the model and the slots after this many seconds without a request, and load them again on the next (-1: never)")
 	fs.BoolVar(&f.mcpProxy, "ui-mcp-proxy", false, "enable /cors-proxy?url=URL, which llama-server's web UI uses to reach MCP servers; it forwards only x-llama-server-proxy-header-* headers (--webui-mcp-proxy)")
 	fs.BoolVar(&f.noMCPProxy, "no-ui-mcp-proxy", false, "disable /cors-proxy (the default; --no-webui-mcp-proxy)")
+	f.samplers.register(fs)
 	fs.StringVar(&f.grammar, "grammar", "", "default GBNF grammar every answer must follow (requests' grammar overrides it)")
 	fs.StringVar(&f.grammarFile, "grammar-file", "", "file holding the default GBNF grammar")
 	fs.BoolVar(&f.slots, "slots", true, "enable GET /slots")
@@ -449,6 +451,10 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
+	order, err := f.samplers.order()
+	if err != nil {
+		return server.Config{}, err
+	}
 	if f.grammarFile != "" {
 		b, err := os.ReadFile(f.grammarFile)
 		if err != nil {
@@ -472,7 +478,11 @@ func (f *serveFlags) config() (server.Config, error) {
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
 		CORSProxy:    f.mcpProxy && !f.noMCPProxy,
 		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
-		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
+		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar,
+			TopNSigma: f.samplers.topNSigma, TypicalP: f.samplers.typicalP, XTCProbability: f.samplers.xtcProbability, XTCThreshold: f.samplers.xtcThreshold,
+			DynatempRange: f.samplers.dynatempRange, DynatempExponent: f.samplers.dynatempExp, DRYMultiplier: f.samplers.dryMultiplier, DRYBase: f.samplers.dryBase,
+			DRYAllowedLength: f.samplers.dryAllowedLength, DRYPenaltyLastN: f.samplers.dryPenaltyLastN, DRYBreakers: f.samplers.breakers(),
+			Mirostat: f.samplers.mirostat, MirostatTau: f.samplers.mirostatEnt, MirostatEta: f.samplers.mirostatLR, Order: order, NPredict: g.nPredict, Temp: g.temp, TopK: g.topK, TopP: g.topP, MinP: g.minP, Seed: seed,
 			RepeatLastN: f.repeatLastN, RepeatPenalty: f.repeatPenalty, PresencePenalty: f.presencePenalty, FrequencyPenalty: f.frequencyPenalty},
 	}
 	if err := cfg.Validate(); err != nil {

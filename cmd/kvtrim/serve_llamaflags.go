@@ -49,7 +49,7 @@ const (
 	whyPlacement = "kvtrim loads the model with llama.cpp's default placement and offload; only -ngl applies"
 	whyRope      = "kvtrim keeps the model's own RoPE and context length"
 	whyDownload  = "kvtrim serve does not download models; give -m FILE"
-	whySampler   = "kvtrim serve does not build this sampler yet; generation samples with logit biases, penalties, top-k, top-p, min-p and temperature only"
+	whySampler   = "kvtrim serve does not build this sampler yet (adaptive-p), or takes no --logit-bias default; requests' logit_bias works"
 	whyGrammar   = "kvtrim serve has no JSON schemas yet; output is not constrained (--grammar works)"
 	whySpec      = "kvtrim serve has no speculative decoding; it decodes with the model alone"
 	whyMedia     = "kvtrim serve takes text only: no multimodal projector"
@@ -168,25 +168,9 @@ var llamaFlags = []llamaFlag{
 	{"--no-log-timestamps", false, inert, whyLog},
 	{"--log-prompts-dir", true, pending, "kvtrim serve does not write prompts to files"},
 
-	{"--samplers", true, pending, whySampler},
-	{"--sampler-seq --sampling-seq", true, pending, whySampler},
 	{"--ignore-eos", false, pending, "kvtrim serve stops at end-of-generation unless a request sets ignore_eos"},
-	{"--top-nsigma --top-n-sigma", true, pending, whySampler},
-	{"--xtc-probability", true, pending, whySampler},
-	{"--xtc-threshold", true, pending, whySampler},
-	{"--typical --typical-p", true, pending, whySampler},
-	{"--dry-multiplier", true, pending, whySampler},
-	{"--dry-base", true, pending, whySampler},
-	{"--dry-allowed-length", true, pending, whySampler},
-	{"--dry-penalty-last-n", true, pending, whySampler},
-	{"--dry-sequence-breaker", true, pending, whySampler},
 	{"--adaptive-target", true, pending, whySampler},
 	{"--adaptive-decay", true, pending, whySampler},
-	{"--dynatemp-range", true, pending, whySampler},
-	{"--dynatemp-exp", true, pending, whySampler},
-	{"--mirostat", true, pending, whySampler},
-	{"--mirostat-lr", true, pending, whySampler},
-	{"--mirostat-ent", true, pending, whySampler},
 	{"-l --logit-bias", true, pending, whySampler},
 	{"-bs --backend-sampling", false, pending, "kvtrim samples on the CPU, in Go"},
 	{"-j --json-schema", true, pending, whyGrammar},
@@ -330,6 +314,10 @@ var llamaAliases = map[string]string{
 	"cram":        "cache-ram",
 	"sps":         "slot-prompt-similarity",
 	"no-ui":       "no-webui",
+	// Samplers.
+	"top-nsigma":  "top-n-sigma",
+	"typical-p":   "typical",
+	"sampler-seq": "sampling-seq",
 	// The web UI's MCP proxy.
 	"webui-mcp-proxy":    "ui-mcp-proxy",
 	"no-webui-mcp-proxy": "no-ui-mcp-proxy",

@@ -36,6 +36,7 @@ func TestServeTakesEveryLlamaFlag(t *testing.T) {
 	// Values kvtrim's own flags accept; the others take any.
 	values := map[string]string{
 		"flash-attn": "on", "host": "127.0.0.1", "api-key-file": keyFile, "grammar-file": keyFile, "chat-template": "chatml",
+		"samplers": "top_k;temperature", "sampling-seq": "kt",
 		"temp": "0.5", "top-p": "0.9", "min-p": "0.05", "slot-prompt-similarity": "0.5", "log-file": filepath.Join(t.TempDir(), "log"),
 	}
 	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
@@ -105,6 +106,8 @@ func TestServeChecksFlagsBeforeLoading(t *testing.T) {
 		{[]string{"--top-p", "2"}, "--top-p"},
 		{[]string{"-fa", "maybe"}, "flash attention"},
 		{[]string{"--sleep-idle-seconds", "0"}, "--sleep-idle-seconds 0"},
+		{[]string{"--samplers", "top_k;infill"}, `"infill" is not a sampler`},
+		{[]string{"--mirostat", "3"}, "mirostat 3"},
 		{[]string{"--api-key-file", "/no/such/file"}, "--api-key-file"},
 	} {
 		r := runKvtrim(t, nil, append([]string{"serve", "-m", "/no/such/model.gguf"}, c.args...)...)
@@ -334,5 +337,21 @@ func TestServeListensOnEveryHost(t *testing.T) {
 	f, _, _, err := parseServe([]string{"-m", "m.gguf", "--backend_sampling", "--n_predict", "7"}, envLookup(nil), io.Discard)
 	if err != nil || f.g.nPredict != 7 || len(f.accepted.given()) != 1 {
 		t.Errorf("underscored flags: %v, n-predict %d", err, f.g.nPredict)
+	}
+}
+
+// TestServeSamplerFlags: llama-server's sampler flags set the requests'
+// defaults.
+func TestServeSamplerFlags(t *testing.T) {
+	_, _, cfg, err := parseServe([]string{"-m", "m.gguf", "--typical", "0.5", "--top-nsigma", "1.5", "--xtc-probability", "0.3", "--dry-multiplier", "0.8",
+		"--dry-sequence-breaker", "a", "--dry-sequence-breaker", "b", "--mirostat", "2", "--mirostat-ent", "3", "--sampling-seq", "kt", "--dynatemp-range", "0.2"}, envLookup(nil), io.Discard)
+	s := cfg.Sampling
+	if err != nil || s.TypicalP != 0.5 || s.TopNSigma != 1.5 || s.XTCProbability != 0.3 || s.DRYMultiplier != 0.8 || !slices.Equal(s.DRYBreakers, []string{"a", "b"}) ||
+		s.Mirostat != 2 || s.MirostatTau != 3 || len(s.Order) != 2 || s.Order[0] != "top_k" || s.DynatempRange != 0.2 {
+		t.Errorf("sampling %+v, %v", s, err)
+	}
+	_, _, cfg, err = parseServe([]string{"-m", "m.gguf", "--dry-sequence-breaker", "none"}, envLookup(nil), io.Discard)
+	if err != nil || cfg.Sampling.DRYBreakers == nil || len(cfg.Sampling.DRYBreakers) != 0 {
+		t.Errorf(`--dry-sequence-breaker none: %q, %v`, cfg.Sampling.DRYBreakers, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
 )
 
 // RandomSeed asks for a random sampling seed (llama.cpp's LLAMA_DEFAULT_SEED).
@@ -33,11 +34,28 @@ type Sampling struct {
 	// Grammar is a GBNF grammar every generated token must follow (start
 	// symbol root; grammar, --grammar), or empty.
 	Grammar string
+	// llama-server's other samplers, neutral by default (their meaning is
+	// bindings.SamplerOptions'; DRYPenaltyLastN -1 is the slot's context),
+	// and the order the samplers run in (nil: llama-server's).
+	TopNSigma, TypicalP, XTCProbability, XTCThreshold float32
+	DynatempRange, DynatempExponent                   float32
+	DRYMultiplier, DRYBase                            float32
+	DRYAllowedLength, DRYPenaltyLastN                 int
+	DRYBreakers                                       []string
+	Mirostat                                          int
+	MirostatTau, MirostatEta                          float32
+	MinKeep                                           int
+	Order                                             []bindings.SamplerKind
 }
 
 // DefaultSampling are llama-server's defaults.
 func DefaultSampling() Sampling {
-	return Sampling{NPredict: -1, Temp: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: RandomSeed, RepeatLastN: 64, RepeatPenalty: 1}
+	return Sampling{
+		NPredict: -1, Temp: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: RandomSeed, RepeatLastN: 64, RepeatPenalty: 1,
+		TopNSigma: -1, TypicalP: 1, XTCThreshold: 0.1, DynatempExponent: 1,
+		DRYBase: 1.75, DRYAllowedLength: 2, DRYPenaltyLastN: 64, DRYBreakers: []string{"\n", ":", "\"", "*"},
+		MirostatTau: 5, MirostatEta: 0.1,
+	}
 }
 
 // Config is what the server serves and how.
@@ -194,6 +212,15 @@ func (s Sampling) validate() error {
 		return fmt.Errorf("repeat_penalty %g: give a value > 0 (1: off)", s.RepeatPenalty)
 	case s.RepeatLastN < -1:
 		return fmt.Errorf("repeat_last_n %d: give a count of tokens, 0 for off or -1 for the context", s.RepeatLastN)
+	case s.Mirostat < 0 || s.Mirostat > 2:
+		return fmt.Errorf("mirostat %d: give 0 (off), 1 or 2", s.Mirostat)
+	case s.XTCProbability < 0 || s.XTCProbability > 1 || s.XTCThreshold < 0 || s.XTCThreshold > 1:
+		return fmt.Errorf("xtc_probability %g, xtc_threshold %g: give values in [0, 1]", s.XTCProbability, s.XTCThreshold)
+	case s.DRYAllowedLength < 0 || s.DRYPenaltyLastN < -1 || s.MinKeep < 0:
+		return fmt.Errorf("dry_allowed_length %d, dry_penalty_last_n %d, min_keep %d: give counts of tokens (dry_penalty_last_n -1: the context)", s.DRYAllowedLength, s.DRYPenaltyLastN, s.MinKeep)
+	case isNaN32(s.TopNSigma) || isNaN32(s.TypicalP) || isNaN32(s.XTCProbability) || isNaN32(s.XTCThreshold) || isNaN32(s.DynatempRange) ||
+		isNaN32(s.DynatempExponent) || isNaN32(s.DRYMultiplier) || isNaN32(s.DRYBase) || isNaN32(s.MirostatTau) || isNaN32(s.MirostatEta):
+		return errors.New("sampling settings must be finite numbers")
 	case s.Keep < -1:
 		return fmt.Errorf("n_keep %d: give the prompt tokens a context shift keeps, or -1 for all of them", s.Keep)
 	}

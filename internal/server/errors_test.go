@@ -81,7 +81,12 @@ func TestBadRequests(t *testing.T) {
 		// unless at their neutral value (TestUnbuiltFieldsAtNeutral).
 		{"negative repeat penalty", "/completion", `{"prompt":"x","repeat_penalty":-1}`, 400, typeInvalidRequest, "repeat_penalty -1"},
 		{"bad repeat_last_n", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"repeat_last_n":-2}`, 400, typeInvalidRequest, "repeat_last_n -2"},
-		{"typical", "/completion", `{"prompt":"x","typical_p":0.5}`, 400, typeInvalidRequest, `"typical_p": kvtrim serve does not build this sampler yet`},
+		{"typical not a number", "/completion", `{"prompt":"x","typical_p":"half"}`, 400, typeInvalidRequest, `typical_p`},
+		{"adaptive-p", "/completion", `{"prompt":"x","adaptive_target":0.5}`, 400, typeInvalidRequest, `"adaptive_target": kvtrim serve does not build the adaptive-p sampler yet`},
+		{"unknown sampler", "/completion", `{"prompt":"x","samplers":["top_k","infill"]}`, 400, typeInvalidRequest, `"infill" is not a sampler`},
+		{"samplers not a list", "/completion", `{"prompt":"x","samplers":7}`, 400, typeInvalidRequest, `"samplers"`},
+		{"no DRY breakers", "/completion", `{"prompt":"x","dry_sequence_breakers":[]}`, 400, typeInvalidRequest, "dry_sequence_breakers"},
+		{"XTC probability", "/completion", `{"prompt":"x","xtc_probability":2}`, 400, typeInvalidRequest, "xtc_probability 2"},
 		{"logit bias not a list", "/v1/completions", `{"prompt":"x","logit_bias":7}`, 400, typeInvalidRequest, "logit_bias: give an array"},
 		{"logit bias not a pair", "/completion", `{"prompt":"x","logit_bias":[[15]]}`, 400, typeInvalidRequest, "logit_bias[0]: give a [token, bias] pair"},
 		{"logit bias out of vocabulary", "/completion", `{"prompt":"x","logit_bias":[[999999,-1]]}`, 400, typeInvalidRequest, "outside the vocabulary"},
@@ -95,7 +100,7 @@ func TestBadRequests(t *testing.T) {
 		{"too many choices", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"n":99}`, 400, typeInvalidRequest, "n 99"},
 		{"several choices natively", "/completion", `{"prompt":"x","n":2}`, 400, typeInvalidRequest, "one choice"},
 		{"tools", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}`, 400, typeInvalidRequest, `"tools"`},
-		{"mirostat", "/completion", `{"prompt":"x","mirostat":2}`, 400, typeInvalidRequest, `"mirostat"`},
+		{"mirostat", "/completion", `{"prompt":"x","mirostat":3}`, 400, typeInvalidRequest, "mirostat 3"},
 		{"penalty of the wrong type", "/completion", `{"prompt":"x","repeat_penalty":"high"}`, 400, typeInvalidRequest, `"repeat_penalty"`},
 		{"sampler of the wrong type", "/completion", `{"prompt":"x","mirostat":"two"}`, 400, typeInvalidRequest, `"mirostat"`},
 	}

@@ -90,6 +90,9 @@ func (sl *slot) serve(j *job) (*result, error) {
 	if so.PenaltyLastN < 0 {
 		so.PenaltyLastN = int32(sl.nCtx)
 	}
+	if so.DRYPenaltyLastN < 0 {
+		so.DRYPenaltyLastN = int32(sl.nCtx)
+	}
 	sampler := sl.model.Library().NewSampler(so)
 	defer sampler.Close()
 	if so.PenaltyLastN > 0 {

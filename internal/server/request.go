@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
+	"strings"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -104,6 +106,22 @@ type samplingFields struct {
 	Verbose           *bool           `json:"verbose"`
 	NKeep             *int            `json:"n_keep"`
 	Grammar           *string         `json:"grammar"`
+	TopNSigma         *float32        `json:"top_n_sigma"`
+	TypicalP          *float32        `json:"typical_p"`
+	XTCProbability    *float32        `json:"xtc_probability"`
+	XTCThreshold      *float32        `json:"xtc_threshold"`
+	DynatempRange     *float32        `json:"dynatemp_range"`
+	DynatempExponent  *float32        `json:"dynatemp_exponent"`
+	DRYMultiplier     *float32        `json:"dry_multiplier"`
+	DRYBase           *float32        `json:"dry_base"`
+	DRYAllowedLength  *int            `json:"dry_allowed_length"`
+	DRYPenaltyLastN   *int            `json:"dry_penalty_last_n"`
+	DRYBreakers       []string        `json:"dry_sequence_breakers"`
+	Mirostat          *int            `json:"mirostat"`
+	MirostatTau       *float32        `json:"mirostat_tau"`
+	MirostatEta       *float32        `json:"mirostat_eta"`
+	MinKeep           *int            `json:"min_keep"`
+	Samplers          json.RawMessage `json:"samplers"`
 	NDiscard          *int            `json:"n_discard"`
 	ResponseFields    []string        `json:"response_fields"`
 	TimingsPerToken   bool            `json:"timings_per_token"`
@@ -325,6 +343,9 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	if f.Grammar != nil {
 		s.Grammar = *f.Grammar
 	}
+	if err := f.otherSamplers(&s); err != nil {
+		return nil, err
+	}
 	for _, p := range []struct {
 		dst *float32
 		v   *float64
@@ -388,12 +409,116 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	return r, nil
 }
 
+// otherSamplers lays the request's settings of llama-server's other
+// samplers, and their order, over s.
+func (f *samplingFields) otherSamplers(s *Sampling) error {
+	for _, p := range []struct {
+		dst *float32
+		v   *float32
+	}{
+		{&s.TopNSigma, f.TopNSigma}, {&s.TypicalP, f.TypicalP}, {&s.XTCProbability, f.XTCProbability}, {&s.XTCThreshold, f.XTCThreshold},
+		{&s.DynatempRange, f.DynatempRange}, {&s.DynatempExponent, f.DynatempExponent}, {&s.DRYMultiplier, f.DRYMultiplier},
+		{&s.MirostatTau, f.MirostatTau}, {&s.MirostatEta, f.MirostatEta},
+	} {
+		if p.v != nil {
+			*p.dst = *p.v
+		}
+	}
+	if f.DRYBase != nil && *f.DRYBase >= 1 { // as llama-server: a base below 1 keeps the default
+		s.DRYBase = *f.DRYBase
+	}
+	for _, p := range []struct {
+		dst *int
+		v   *int
+	}{{&s.DRYAllowedLength, f.DRYAllowedLength}, {&s.DRYPenaltyLastN, f.DRYPenaltyLastN}, {&s.Mirostat, f.Mirostat}, {&s.MinKeep, f.MinKeep}} {
+		if p.v != nil {
+			*p.dst = *p.v
+		}
+	}
+	if f.DRYBreakers != nil {
+		if len(f.DRYBreakers) == 0 {
+			return badRequest("dry_sequence_breakers must be a non-empty array of strings")
+		}
+		s.DRYBreakers = f.DRYBreakers
+	}
+	if isSet(f.Samplers) {
+		order, err := parseSamplers(f.Samplers)
+		if err != nil {
+			return err
+		}
+		s.Order = order
+	}
+	return nil
+}
+
+// samplerNames are llama-server's names of the samplers, and their
+// one-letter forms.
+var samplerNames = map[string]bindings.SamplerKind{
+	"penalties": bindings.SamplerPenalties, "e": bindings.SamplerPenalties,
+	"dry": bindings.SamplerDRY, "d": bindings.SamplerDRY,
+	"top_n_sigma": bindings.SamplerTopNSigma, "top-n-sigma": bindings.SamplerTopNSigma, "topnsigma": bindings.SamplerTopNSigma, "s": bindings.SamplerTopNSigma,
+	"top_k": bindings.SamplerTopK, "top-k": bindings.SamplerTopK, "topk": bindings.SamplerTopK, "k": bindings.SamplerTopK,
+	"typ_p": bindings.SamplerTypicalP, "typ-p": bindings.SamplerTypicalP, "typp": bindings.SamplerTypicalP, "typ": bindings.SamplerTypicalP, "y": bindings.SamplerTypicalP,
+	"top_p": bindings.SamplerTopP, "top-p": bindings.SamplerTopP, "topp": bindings.SamplerTopP, "nucleus": bindings.SamplerTopP, "p": bindings.SamplerTopP,
+	"min_p": bindings.SamplerMinP, "min-p": bindings.SamplerMinP, "minp": bindings.SamplerMinP, "m": bindings.SamplerMinP,
+	"xtc": bindings.SamplerXTC, "x": bindings.SamplerXTC,
+	"temperature": bindings.SamplerTemperature, "temp": bindings.SamplerTemperature, "t": bindings.SamplerTemperature,
+}
+
+// parseSamplers reads llama-server's "samplers": a list of names, or a
+// string of their letters ("edskypmxt"). A name kvtrim does not build
+// (infill, adaptive_p) or does not know is refused, not skipped.
+func parseSamplers(raw json.RawMessage) ([]bindings.SamplerKind, error) {
+	var names []string
+	var letters string
+	switch {
+	case json.Unmarshal(raw, &names) == nil:
+	case json.Unmarshal(raw, &letters) == nil:
+		names = SamplerLetters(letters)
+	default:
+		return nil, badRequest(`"samplers": give a list of sampler names, or a string of their letters`)
+	}
+	order, err := SamplerOrder(names)
+	if err != nil {
+		return nil, badRequest(`"samplers": %v`, err)
+	}
+	return order, nil
+}
+
+// SamplerLetters splits llama-server's one-letter sampler sequence
+// ("edskypmxt", --sampling-seq) into names SamplerOrder takes.
+func SamplerLetters(seq string) []string {
+	var names []string
+	for _, c := range seq {
+		names = append(names, string(c))
+	}
+	return names
+}
+
+// SamplerOrder is the samplers named, in order, by llama-server's names,
+// their aliases or their letters. A name kvtrim does not build (infill,
+// adaptive_p) or does not know is an error, not skipped.
+func SamplerOrder(names []string) ([]bindings.SamplerKind, error) {
+	order := []bindings.SamplerKind{}
+	for _, n := range names {
+		k, ok := samplerNames[strings.ToLower(strings.TrimSpace(n))]
+		if !ok {
+			return nil, fmt.Errorf("%q is not a sampler kvtrim serve builds (penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature)", n)
+		}
+		order = append(order, k)
+	}
+	return order, nil
+}
+
 // samplerOptions are llama.cpp's sampler settings for s: greedy at a
 // temperature <= 0.
 func (s Sampling) samplerOptions() bindings.SamplerOptions {
 	return bindings.SamplerOptions{
 		Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed,
 		PenaltyLastN: int32(s.RepeatLastN), RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
-		Grammar: s.Grammar,
+		Grammar: s.Grammar, TopNSigma: s.TopNSigma, TypicalP: s.TypicalP, XTCProbability: s.XTCProbability, XTCThreshold: s.XTCThreshold,
+		DynatempRange: s.DynatempRange, DynatempExponent: s.DynatempExponent, DRYMultiplier: s.DRYMultiplier, DRYBase: s.DRYBase,
+		DRYAllowedLength: int32(s.DRYAllowedLength), DRYPenaltyLastN: int32(s.DRYPenaltyLastN), DRYBreakers: s.DRYBreakers,
+		Mirostat: s.Mirostat, MirostatTau: s.MirostatTau, MirostatEta: s.MirostatEta, MinKeep: s.MinKeep, Order: s.Order,
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
 )
 
 // Timings are llama-server's per-request timings.
@@ -122,6 +123,29 @@ type settings struct {
 	PresencePenalty  float32 `json:"presence_penalty"`
 	// LogitBias is the biases in use (ignore_eos' included).
 	LogitBias []logitBiasJSON `json:"logit_bias"`
+	// llama-server's other samplers, their order, the context shift's
+	// and the grammar.
+	DynatempRange     float32  `json:"dynatemp_range"`
+	DynatempExponent  float32  `json:"dynatemp_exponent"`
+	TopNSigma         float32  `json:"top_n_sigma"`
+	XTCProbability    float32  `json:"xtc_probability"`
+	XTCThreshold      float32  `json:"xtc_threshold"`
+	TypicalP          float32  `json:"typical_p"`
+	DRYMultiplier     float32  `json:"dry_multiplier"`
+	DRYBase           float32  `json:"dry_base"`
+	DRYAllowedLength  int      `json:"dry_allowed_length"`
+	DRYPenaltyLastN   int      `json:"dry_penalty_last_n"`
+	DRYBreakers       []string `json:"dry_sequence_breakers"`
+	Mirostat          int      `json:"mirostat"`
+	MirostatTau       float32  `json:"mirostat_tau"`
+	MirostatEta       float32  `json:"mirostat_eta"`
+	MinKeep           int      `json:"min_keep"`
+	Samplers          []string `json:"samplers"`
+	NKeep             int      `json:"n_keep"`
+	NDiscard          int      `json:"n_discard"`
+	Grammar           string   `json:"grammar"`
+	PostSamplingProbs bool     `json:"post_sampling_probs"`
+	TimingsPerToken   bool     `json:"timings_per_token"`
 }
 
 func settingsOf(req *Request, nCtx int) *settings {
@@ -135,7 +159,26 @@ func settingsOf(req *Request, nCtx int) *settings {
 		Seed: s.Seed, Stop: stop, IgnoreEOS: req.IgnoreEOS, Stream: req.Stream, KVPolicy: req.Compression.PolicyName(),
 		AdaptiveTarget: -1, AdaptiveDecay: 0.9, LogitBias: logitBiasesJSON(req.LogitBias),
 		RepeatLastN: s.RepeatLastN, RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
+		DynatempRange: s.DynatempRange, DynatempExponent: s.DynatempExponent, TopNSigma: s.TopNSigma,
+		XTCProbability: s.XTCProbability, XTCThreshold: s.XTCThreshold, TypicalP: s.TypicalP,
+		DRYMultiplier: s.DRYMultiplier, DRYBase: s.DRYBase, DRYAllowedLength: s.DRYAllowedLength, DRYPenaltyLastN: s.DRYPenaltyLastN,
+		DRYBreakers: s.DRYBreakers, Mirostat: s.Mirostat, MirostatTau: s.MirostatTau, MirostatEta: s.MirostatEta, MinKeep: s.MinKeep,
+		Samplers: samplerOrder(s.Order), NKeep: s.Keep, NDiscard: req.Discard, Grammar: s.Grammar,
+		PostSamplingProbs: req.PostSamplingProbs, TimingsPerToken: req.TimingsPerToken,
 	}
+}
+
+// samplerOrder is the names of the samplers in the order they run, as
+// generation_settings shows them.
+func samplerOrder(order []bindings.SamplerKind) []string {
+	if order == nil {
+		order = bindings.DefaultOrder
+	}
+	out := make([]string, len(order))
+	for i, k := range order {
+		out[i] = string(k)
+	}
+	return out
 }
 
 // finalCompletion is the full /completion answer (or the last stream

@@ -690,3 +690,66 @@ func TestGrammar(t *testing.T) {
 		t.Errorf("a default grammar that does not parse: %v", err)
 	}
 }
+
+// TestSamplers: llama-server's other samplers run in libllama's chain and
+// act: seen through post_sampling_probs (what the chain leaves of the
+// vocabulary for the first token), typical-p, top-n-sigma and a chain of
+// the temperature alone change the candidates the default chain leaves,
+// XTC removes the most likely one, Mirostat draws, and DRY changes a
+// greedy answer to a repetitive prompt.
+func TestSamplers(t *testing.T) {
+	ts := startServer(t, testConfig())
+	const prompt = `"prompt":"Once upon a time, there was a","n_predict":1,"n_probs":100,"post_sampling_probs":true,"temperature":1,"seed":3`
+	candidates := func(extra string) []int {
+		var resp struct {
+			Probs []struct {
+				Top []struct {
+					ID int `json:"id"`
+				} `json:"top_probs"`
+			} `json:"completion_probabilities"`
+		}
+		ts.post("/completion", `{`+prompt+extra+`}`, 200, &resp)
+		var ids []int
+		for _, p := range resp.Probs[0].Top {
+			ids = append(ids, p.ID)
+		}
+		return ids
+	}
+	def, all := candidates(""), candidates(`,"samplers":["temperature"]`)
+	if len(def) < 3 || len(all) <= len(def) {
+		t.Fatalf("the default chain leaves %d candidates, the temperature alone %d; the prompt should leave several, and more without top-k, top-p and min-p", len(def), len(all))
+	}
+	if got := candidates(`,"samplers":"t"`); len(got) != len(all) {
+		t.Errorf(`"samplers":"t" leaves %d candidates, ["temperature"] %d`, len(got), len(all))
+	}
+	// Each sampler alone, before the temperature, leaves fewer than the
+	// temperature alone; XTC drops the most likely.
+	for _, extra := range []string{
+		`,"typical_p":0.2,"samplers":["typ_p","temperature"]`,
+		`,"top_n_sigma":0.5,"samplers":["top_n_sigma","temperature"]`,
+		`,"top_k":5,"samplers":["top_k","temperature"]`,
+	} {
+		if got := candidates(extra); len(got) >= len(all) {
+			t.Errorf("%s: %d candidates, the temperature alone %d", extra, len(got), len(all))
+		}
+	}
+	if got := candidates(`,"xtc_probability":1,"xtc_threshold":0.01`); len(got) == 0 || got[0] == def[0] {
+		t.Errorf("XTC: candidates %v, the default chain's %v", got, def)
+	}
+	var miro struct {
+		TokensPredicted int `json:"tokens_predicted"`
+	}
+	ts.post("/completion", `{"prompt":"Once upon a time","n_predict":8,"mirostat":2,"seed":1}`, 200, &miro)
+	if miro.TokensPredicted != 8 {
+		t.Errorf("mirostat 2: %d tokens", miro.TokensPredicted)
+	}
+	repetitive := jsonString(strings.Repeat("Tom had a red ball. ", 8))
+	var plain, dry struct {
+		Content string `json:"content"`
+	}
+	ts.post("/completion", `{"prompt":`+repetitive+`,"n_predict":24,"temperature":0}`, 200, &plain)
+	ts.post("/completion", `{"prompt":`+repetitive+`,"n_predict":24,"temperature":0,"dry_multiplier":4,"dry_allowed_length":1}`, 200, &dry)
+	if plain.Content == dry.Content {
+		t.Errorf("DRY changed nothing: %q", dry.Content)
+	}
+}

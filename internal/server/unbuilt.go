@@ -11,15 +11,7 @@ import (
 // defaults work; any other value is refused with a 400 naming the field,
 // never answered as if it had been applied.
 type unbuiltFields struct {
-	TopNSigma       json.RawMessage `json:"top_n_sigma"`
-	XTCProbability  json.RawMessage `json:"xtc_probability"`
-	TypicalP        json.RawMessage `json:"typical_p"`
-	DynatempRange   json.RawMessage `json:"dynatemp_range"`
-	DRYMultiplier   json.RawMessage `json:"dry_multiplier"`
-	Mirostat        json.RawMessage `json:"mirostat"`
 	AdaptiveTarget  json.RawMessage `json:"adaptive_target"`
-	MinKeep         json.RawMessage `json:"min_keep"`
-	Samplers        json.RawMessage `json:"samplers"`
 	GrammarLazy     json.RawMessage `json:"grammar_lazy"`
 	GrammarTriggers json.RawMessage `json:"grammar_triggers"`
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
@@ -39,7 +31,7 @@ type unbuiltFields struct {
 
 // Why kvtrim serve refuses a group of fields.
 const (
-	whySampler = "kvtrim serve does not build this sampler yet: it samples with logit_bias, the repeat, frequency and presence penalties, top_k, top_p, min_p and temperature"
+	whySampler = "kvtrim serve does not build the adaptive-p sampler yet"
 	whyGrammar = "kvtrim serve has no JSON schemas, lazy grammars or structured output yet (a GBNF \"grammar\" works)"
 	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
 )
@@ -53,15 +45,7 @@ func (u *unbuiltFields) check() error {
 		neutral func(json.RawMessage) bool
 		why     string
 	}{
-		{"top_n_sigma", u.TopNSigma, below(0), whySampler},
-		{"xtc_probability", u.XTCProbability, equals(0), whySampler},
-		{"typical_p", u.TypicalP, atLeast(1), whySampler},
-		{"dynatemp_range", u.DynatempRange, equals(0), whySampler},
-		{"dry_multiplier", u.DRYMultiplier, equals(0), whySampler},
-		{"mirostat", u.Mirostat, equals(0), whySampler},
 		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
-		{"min_keep", u.MinKeep, equals(0), whySampler},
-		{"samplers", u.Samplers, empty, "kvtrim serve runs llama-server's default sampler order and cannot reorder it yet"},
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
 		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},

@@ -23,10 +23,9 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 		}
 	}
 	for _, body := range []string{
-		`{"prompt":"x","dry_multiplier":0.8}`,
-		`{"prompt":"x","top_n_sigma":0}`,
-		`{"prompt":"x","typical_p":0.9}`,
-		`{"prompt":"x","samplers":["top_k"]}`,
+		`{"prompt":"x","adaptive_target":0.5}`,
+		`{"prompt":"x","samplers":["infill"]}`,
+		`{"prompt":"x","samplers":"kqz"}`,
 		`{"prompt":"x","response_format":{"type":"json_schema"}}`,
 		`{"prompt":"x","n_cmpl":3}`,
 		`{"prompt":"x","tool_choice":"required"}`,
