@@ -149,3 +149,69 @@ func (s *Session) Restore(sn *Snapshot) error {
 	s.stats.EvictedCells = sn.evicted
 	return nil
 }
+
+// Plain reports whether the cache holds positions 0 to Position()-1 with
+// nothing compressed: what llama.cpp's sequence state files carry.
+func (s *Session) Plain() bool {
+	return !s.opt.Compression.Evicts() && s.opt.Compression.Appendable() && s.stats.EvictedCells == 0 && s.used == int(s.nextPos)
+}
+
+// SaveLlamaFile writes the session's cells to path as
+// llama_state_seq_save_file does, with payload beside them: a file
+// llama-server restores (its slot saves store their tokens there). Only a
+// plain session (Plain) can be saved so; Snapshot and WriteSnapshot carry
+// a compressed one.
+func (s *Session) SaveLlamaFile(path string, payload []Token) (int64, error) {
+	switch {
+	case !s.Plain():
+		return 0, errors.New("save as a llama.cpp sequence file: the cache is compressed, which that format cannot carry")
+	case s.used == 0:
+		return 0, errors.New("save as a llama.cpp sequence file: the session's cache is empty")
+	}
+	var n int64
+	var err error
+	s.withCtx(func() { n, err = s.ctx.SaveSeqFile(path, s.seq, payload) })
+	return n, err
+}
+
+// RestoreLlamaFile empties the cache and loads a llama.cpp sequence state
+// file into it (llama-server's slot saves, or SaveLlamaFile's), returning
+// the tokens stored beside the cells (at most maxPayload) and the bytes
+// read (at most maxBytes). The cells must hold positions 0 to n-1, as a sequence without
+// compression does; the session then continues after them (Append). Its
+// compression must evict nothing.
+func (s *Session) RestoreLlamaFile(path string, maxPayload int, maxBytes int64) ([]Token, int64, error) {
+	if s.opt.Compression.Evicts() || !s.opt.Compression.Appendable() {
+		return nil, 0, fmt.Errorf("restore %s: it holds a plain sequence, which a %s session cannot continue", path, s.opt.Compression.PolicyName())
+	}
+	s.Reset()
+	var payload []Token
+	var n int64
+	var pos []int32
+	var err error
+	s.withCtx(func() {
+		payload, n, err = s.ctx.LoadSeqFile(path, s.seq, maxPayload, maxBytes)
+		if err == nil {
+			var state []byte
+			if state, err = s.ctx.SeqState(s.seq, 0); err == nil {
+				pos, err = hooks.StatePositions(state, int32(s.seq))
+			}
+		}
+		for i, p := range pos {
+			if err == nil && int(p) != i {
+				err = fmt.Errorf("cell %d holds position %d; kvtrim restores sequences of positions 0 to n-1", i, p)
+			}
+		}
+		if err == nil && len(pos) > s.NCtx() {
+			err = fmt.Errorf("%d cells, more than the session's %d", len(pos), s.NCtx())
+		}
+		if err != nil {
+			s.ctx.Memory().SeqRm(s.seq, -1, -1) // nothing half-loaded stays
+		}
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore %s: %w", path, err)
+	}
+	s.nextPos, s.used = int32(len(pos)), len(pos)
+	return payload, n, nil
+}

@@ -88,3 +88,10 @@ func ReadSnapshot(r io.Reader, limit int) (*Snapshot, []Token, error) {
 	}
 	return &Snapshot{state: state, compression: h.Compression, nextPos: h.NextPos, used: h.Used, evicted: h.Evicted}, tokens, nil
 }
+
+// IsLlamaSeqFile reports whether a file starting with head (its first 4
+// bytes at least) is one of llama.cpp's sequence state files
+// (llama_state_seq_save_file), which llama-server's slot saves are.
+func IsLlamaSeqFile(head []byte) bool {
+	return len(head) >= 4 && binary.LittleEndian.Uint32(head) == 0x67677371 // 'ggsq'
+}

@@ -97,6 +97,7 @@ type functions struct {
 	llamaStateSeqGetData    func(c uintptr, dst *byte, size uint64, seq SeqID) uint64               `sym:"llama:llama_state_seq_get_data"`
 	llamaStateSeqSetData    func(c uintptr, src *byte, size uint64, seq SeqID) uint64               `sym:"llama:llama_state_seq_set_data"`
 	llamaStateSeqGetSizeExt func(c uintptr, seq SeqID, flags uint32) uint64                         `sym:"llama:llama_state_seq_get_size_ext"`
+	llamaStateSeqSaveFile   func(c uintptr, path *byte, seq SeqID, tokens *Token, n uint64) uint64  `sym:"llama:llama_state_seq_save_file"`
 	llamaStateSeqGetDataExt func(c uintptr, dst *byte, size uint64, seq SeqID, flags uint32) uint64 `sym:"llama:llama_state_seq_get_data_ext"`
 	llamaStateSeqSetDataExt func(c uintptr, src *byte, size uint64, seq SeqID, flags uint32) uint64 `sym:"llama:llama_state_seq_set_data_ext"`
 

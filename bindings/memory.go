@@ -1,6 +1,12 @@
 package bindings
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
 
 // Memory is a context's KV memory: which positions of which sequences it
 // holds, and the operations that remove and shift them.
@@ -90,4 +96,75 @@ func (c *Context) SetSeqStateBasic(seq SeqID, state []byte) error {
 		return fmt.Errorf("load state of sequence %d: llama.cpp refused it", seq)
 	}
 	return nil
+}
+
+// SaveSeqFile writes seq's cells to path as llama_state_seq_save_file
+// does, with tokens beside them (llama-server stores its token list
+// there): llama.cpp's sequence state file, which llama-server's slot saves
+// are. It returns the bytes written.
+func (c *Context) SaveSeqFile(path string, seq SeqID, tokens []Token) (int64, error) {
+	var first *Token
+	if len(tokens) > 0 {
+		first = &tokens[0]
+	}
+	n := c.lib.fn.llamaStateSeqSaveFile(c.ptr, cString(path), seq, first, uint64(len(tokens)))
+	runtime.KeepAlive(tokens)
+	if n == 0 {
+		return 0, fmt.Errorf("save sequence %d to %s: llama.cpp wrote nothing", seq, path)
+	}
+	return int64(n), nil
+}
+
+// seqFileMagic and seqFileVersion start llama.cpp's sequence state files
+// (llama_state_seq_save_file: LLAMA_STATE_SEQ_MAGIC, _VERSION).
+const (
+	seqFileMagic   uint32 = 0x67677371 // 'ggsq'
+	seqFileVersion uint32 = 3
+)
+
+// LoadSeqFile loads a file SaveSeqFile (or llama-server) wrote into seq,
+// which should be empty, and returns the tokens stored beside the cells
+// (at most maxTokens) and the bytes read (at most maxBytes). It reads the
+// file itself and hands llama.cpp the cells through
+// llama_state_seq_set_data, which refuses a damaged state, where
+// llama_state_seq_load_file would abort the process on a truncated file.
+func (c *Context) LoadSeqFile(path string, seq SeqID, maxTokens int, maxBytes int64) ([]Token, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxBytes+1))
+	switch {
+	case err != nil:
+		return nil, 0, fmt.Errorf("read %s: %w", path, err)
+	case int64(len(b)) > maxBytes:
+		return nil, 0, fmt.Errorf("load %s: larger than the %d bytes it may be", path, maxBytes)
+	case len(b) < 12 || binary.LittleEndian.Uint32(b) != seqFileMagic:
+		return nil, 0, fmt.Errorf("load %s: not a llama.cpp sequence state file", path)
+	case binary.LittleEndian.Uint32(b[4:]) != seqFileVersion:
+		return nil, 0, fmt.Errorf("load %s: sequence state file version %d, this libllama's is %d", path, binary.LittleEndian.Uint32(b[4:]), seqFileVersion)
+	}
+	n := int64(binary.LittleEndian.Uint32(b[8:]))
+	if n > int64(maxTokens) || 12+4*n > int64(len(b)) {
+		return nil, 0, fmt.Errorf("load %s: %d tokens, more than the file or the %d it may hold", path, n, maxTokens)
+	}
+	tokens := make([]Token, n)
+	for i := range tokens {
+		tokens[i] = Token(binary.LittleEndian.Uint32(b[12+4*i:]))
+	}
+	// llama_state_seq_get_data's form is the file's cells after an
+	// in-memory header (a magic and the sequence id), taken from this
+	// libllama's own empty state rather than hard-coded.
+	size := c.lib.fn.llamaStateSeqGetSizeExt(c.ptr, seq, 0)
+	if size < 8 {
+		return nil, 0, fmt.Errorf("load %s: libllama gave a %d-byte empty state", path, size)
+	}
+	head := make([]byte, size)
+	c.lib.fn.llamaStateSeqGetDataExt(c.ptr, &head[0], size, seq, 0)
+	state := append(head[:8:8], b[12+4*n:]...)
+	if err := c.SetSeqState(seq, state, 0); err != nil {
+		return nil, 0, fmt.Errorf("load %s: %w", path, err)
+	}
+	return tokens, int64(len(b)), nil
 }

@@ -9,15 +9,17 @@ import (
 
 // StatePositions reads the cell positions, in cell order, from a sequence
 // state saved by llama_state_seq_get_data for one sequence of a model with
-// plain (one-stream, no cell extension) attention cells: a u32 magic and the
-// i32 sequence id, a u32 stream count, then per stream a u32 cell count and,
-// per cell, i32 position, u32 sequence count and that many i32 sequence ids.
+// plain (no cell extension) attention cells: a u32 magic and the i32
+// sequence id, a u32 stream count, then per stream a u32 cell count and,
+// for a stream with cells, per cell i32 position, u32 sequence count and
+// that many i32 sequence ids, then the cells' data. The sequence's cells
+// are all in one stream: the first with any.
 func StatePositions(state []byte, seq int32) ([]int32, error) {
 	pos, _, err := readCells(state, seq)
 	return pos, err
 }
 
-// readCells reads a one-stream sequence state up to the end of its cells
+// readCells reads a sequence state up to the end of its cells
 // (StatePositions): the positions in cell order, and a reader at the
 // byte after them, where the cells' data begins.
 func readCells(state []byte, seq int32) ([]int32, *reader, error) {
@@ -26,11 +28,16 @@ func readCells(state []byte, seq int32) ([]int32, *reader, error) {
 	if s := int32(r.u32()); r.err == nil && s != seq {
 		return nil, nil, fmt.Errorf("sequence state: saved from sequence %d, want %d", s, seq)
 	}
+	// One stream per sequence (llama.cpp's non-unified cache) saves every
+	// stream, the others empty: the cells are in the first that has any.
 	nStream := r.u32()
-	if r.err != nil || nStream != 1 {
-		return nil, nil, fmt.Errorf("sequence state: %d streams, kvtrim reads one", nStream)
+	if r.err != nil || nStream == 0 || nStream > 1<<16 {
+		return nil, nil, fmt.Errorf("sequence state: %d streams", nStream)
 	}
 	n := r.u32()
+	for s := uint32(1); s < nStream && n == 0 && r.err == nil; s++ {
+		n = r.u32()
+	}
 	if r.err != nil || int(n) > len(state)/8 {
 		return nil, nil, fmt.Errorf("sequence state: bad cell count %d", n)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net/http"
@@ -110,17 +111,13 @@ func (sl *slot) save(path, name string) (any, error) {
 	if !sl.comp.Appendable() {
 		return nil, badRequest("slot %d: its kv policy %s evicts while decoding, so its cells alone cannot be continued; it cannot be saved", sl.id, sl.comp.PolicyName())
 	}
-	snap, err := sl.sess.Snapshot()
-	if err != nil {
-		return nil, fmt.Errorf("save slot %d: %w", sl.id, err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("save slot %d: %w", sl.id, err)
-	}
-	n, err := kvtrim.WriteSnapshot(f, snap, sl.history)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	var n int64
+	var err error
+	if sl.sess.Plain() {
+		// As llama-server writes it, so that either server restores it.
+		n, err = sl.sess.SaveLlamaFile(path, packTokens(sl.history))
+	} else {
+		n, err = sl.saveSnapshot(path)
 	}
 	if err != nil {
 		os.Remove(path)
@@ -130,6 +127,24 @@ func (sl *slot) save(path, name string) (any, error) {
 		"id_slot": sl.id, "filename": name, "n_saved": len(sl.history), "n_written": n,
 		"timings": map[string]float64{"save_ms": msSince(t0)},
 	}, nil
+}
+
+// saveSnapshot writes a compressed slot in kvtrim's own format, with its
+// compression and positions.
+func (sl *slot) saveSnapshot(path string) (int64, error) {
+	snap, err := sl.sess.Snapshot()
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := kvtrim.WriteSnapshot(f, snap, sl.history)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // restore loads a saved slot from path into this one, with the
@@ -145,13 +160,20 @@ func (sl *slot) restore(path, name string) (any, error) {
 	}
 	defer f.Close()
 	st, _ := f.Stat()
-	snap, tokens, err := kvtrim.ReadSnapshot(f, max(sl.nCtx, 1)*(1<<20))
-	if err != nil {
-		return nil, badRequest("slot file %q: %v", name, err)
-	}
-	sess, err := sl.session(snap.Compression())
-	if err == nil {
-		err = sess.Restore(snap)
+	limit := max(sl.nCtx, 1) * (1 << 20)
+	br := bufio.NewReader(f)
+	var tokens []kvtrim.Token
+	if head, _ := br.Peek(4); kvtrim.IsLlamaSeqFile(head) {
+		tokens, err = sl.restoreLlamaFile(path, int64(limit))
+	} else {
+		var snap *kvtrim.Snapshot
+		if snap, tokens, err = kvtrim.ReadSnapshot(br, limit); err != nil {
+			return nil, badRequest("slot file %q: %v", name, err)
+		}
+		var sess *kvtrim.Session
+		if sess, err = sl.session(snap.Compression()); err == nil {
+			err = sess.Restore(snap)
+		}
 	}
 	if err != nil {
 		sl.history, sl.dirty = sl.history[:0], false
@@ -162,6 +184,64 @@ func (sl *slot) restore(path, name string) (any, error) {
 		"id_slot": sl.id, "filename": name, "n_restored": len(tokens), "n_read": st.Size(),
 		"timings": map[string]float64{"restore_ms": msSince(t0)},
 	}, nil
+}
+
+// restoreLlamaFile loads llama.cpp's sequence file, as llama-server
+// writes it, into the slot: a plain sequence, continued with the slot's
+// compression when that evicts nothing, else with none.
+func (sl *slot) restoreLlamaFile(path string, limit int64) ([]kvtrim.Token, error) {
+	c := sl.comp
+	if c.Evicts() || !c.Appendable() {
+		c = kvtrim.Compression{}
+	}
+	sess, err := sl.session(c)
+	if err != nil {
+		return nil, err
+	}
+	payload, _, err := sess.RestoreLlamaFile(path, 4*sl.nCtx+64, limit)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := unpackTokens(payload)
+	if err == nil && len(tokens) != sess.Held() {
+		err = fmt.Errorf("%d tokens for %d cells", len(tokens), sess.Held())
+	}
+	if err != nil {
+		sess.Reset()
+		return nil, err
+	}
+	return tokens, nil
+}
+
+// packTokens is llama-server's packed form of a slot's tokens in its slot
+// files (server_tokens::serialize): LLAMA_TOKEN_NULL, the format version
+// (1), the token count, the tokens, and the count of media chunks (none).
+func packTokens(tokens []kvtrim.Token) []kvtrim.Token {
+	out := make([]kvtrim.Token, 0, len(tokens)+4)
+	out = append(out, -1, 1, kvtrim.Token(len(tokens)))
+	out = append(out, tokens...)
+	return append(out, 0)
+}
+
+// unpackTokens reads a slot file's tokens: the packed form (packTokens),
+// or the plain list older llama-servers wrote.
+func unpackTokens(payload []kvtrim.Token) ([]kvtrim.Token, error) {
+	if len(payload) == 0 || payload[0] != -1 {
+		return payload, nil
+	}
+	if len(payload) < 3 || payload[1] != 1 {
+		return nil, errors.New("unsupported server tokens state version")
+	}
+	n := int(uint32(payload[2]))
+	switch {
+	case n > len(payload)-4:
+		return nil, fmt.Errorf("server tokens state of %d tokens in %d", n, len(payload))
+	case payload[3+n] != 0:
+		return nil, errors.New("cannot restore media tokens without an mmproj")
+	case len(payload) > 4+n:
+		return nil, errors.New("trailing data in server tokens state")
+	}
+	return payload[3 : 3+n], nil
 }
 
 // erase empties the slot's cache.

@@ -124,3 +124,66 @@ func TestSlotActionsRefuse(t *testing.T) {
 	code, b = off.do(t.Context(), http.MethodPost, "/slots/0?action=save", `{"filename":"x.bin"}`)
 	wantError(t, code, b, 501, typeNotSupported, "--slot-save-path")
 }
+
+// TestSlotFilesOfLlamaServer: a slot without compression is saved in
+// llama.cpp's sequence file format with llama-server's packed token list,
+// so llama-server restores it, and kvtrim restores llama-server's files:
+// testdata/serve/llama-server-slot.bin, saved by llama-server 0.5.0 (slot
+// 1 of -np 2 -c 512 on stories260K after {"prompt":"Once upon a
+// time","n_predict":6,"temperature":0}, which answered ", there was a
+// little g"), and the same file with the plain token list older servers
+// wrote. Restored, the slot continues from those cells and answers as
+// llama-server did.
+func TestSlotFilesOfLlamaServer(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	cfg.Parallel, cfg.CtxSize, cfg.SlotSavePath, cfg.Sampling.Temp = 2, 512, dir, 0
+	ts := startServer(t, cfg)
+	recorded, err := os.ReadFile(filepath.Join("..", "..", "testdata", "serve", "llama-server-slot.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The plain list: the packed header (null token, version, count) and
+	// the media count dropped, the count in the file's header set.
+	const header, packed = 12, 3
+	n := int(recorded[header+8])
+	legacy := append([]byte(nil), recorded[:header]...)
+	legacy[8] = byte(n)
+	legacy = append(legacy, recorded[header+4*packed:header+4*(packed+n)]...)
+	legacy = append(legacy, recorded[header+4*(packed+n+1):]...)
+	for name, b := range map[string][]byte{"llama.bin": recorded, "legacy.bin": legacy} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var loaded map[string]any
+		ts.post("/slots/0?action=restore", `{"filename":"`+name+`"}`, 200, &loaded)
+		if loaded["n_restored"] != float64(n) {
+			t.Fatalf("%s: restore %v, want %d tokens", name, loaded, n)
+		}
+		var a slotAnswer
+		ts.post("/completion", `{"prompt":"Once upon a time","n_predict":6,"id_slot":0}`, 200, &a)
+		if a.Content != ", there was a little g" || a.Timings.CacheN == 0 {
+			t.Errorf("%s: after the restore %q, cache_n %d", name, a.Content, a.Timings.CacheN)
+		}
+	}
+	var saved map[string]any
+	ts.post("/slots/0?action=save", `{"filename":"kvtrim.bin"}`, 200, &saved)
+	b, err := os.ReadFile(filepath.Join(dir, "kvtrim.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kvtrim.IsLlamaSeqFile(b) || int(b[8]) != int(saved["n_saved"].(float64))+4 || b[12] != 0xff || b[16] != 1 {
+		t.Errorf("a plain slot's file starts % x: want llama.cpp's header and llama-server's packed tokens", b[:20])
+	}
+	for _, bad := range []struct{ name, msg string }{{"truncated.bin", "sequence"}, {"media.bin", "mmproj"}} {
+		mutated := append([]byte(nil), recorded...)
+		if bad.name == "truncated.bin" {
+			mutated = mutated[:len(mutated)/2]
+		} else {
+			mutated[header+4*(packed+n)] = 1 // one media chunk
+		}
+		os.WriteFile(filepath.Join(dir, bad.name), mutated, 0o644)
+		code, body := ts.do(t.Context(), http.MethodPost, "/slots/0?action=restore", `{"filename":"`+bad.name+`"}`)
+		wantError(t, code, body, 400, typeInvalidRequest, bad.msg)
+	}
+}
