@@ -60,10 +60,11 @@
 //
 // Token probabilities (n_probs, or logprobs and top_logprobs) are computed
 // as llama-server's default computes them: the log-softmax of the raw
-// logits, before sampling; post_sampling_probs is refused.
+// logits, before sampling; with post_sampling_probs, the sampler chain's
+// own probabilities (bindings.Sampler.Candidates).
 //
-// What it does NOT do yet: multiple prompts per request, grammars, tools,
-// the samplers beyond temperature, top-k, top-p and min-p, embeddings,
-// infill, images and slot save/restore. A request field for one of them is
+// What it does NOT do yet: Jinja templates, tools, JSON schemas, the
+// adaptive-p sampler, embeddings, infill, images, streamed batches of
+// prompts or choices, and router mode. A request field for one of them is
 // refused with a 400 unless it is at its neutral value (unbuilt.go).
 package server
