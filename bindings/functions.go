@@ -58,6 +58,9 @@ type functions struct {
 	llamaVocabNTokens   func(v uintptr) int32                                                                                      `sym:"llama:llama_vocab_n_tokens"`
 	llamaVocabBOS       func(v uintptr) Token                                                                                      `sym:"llama:llama_vocab_bos"`
 	llamaVocabEOS       func(v uintptr) Token                                                                                      `sym:"llama:llama_vocab_eos"`
+	llamaVocabFIMPre    func(v uintptr) Token                                                                                      `sym:"llama:llama_vocab_fim_pre"`
+	llamaVocabFIMSuf    func(v uintptr) Token                                                                                      `sym:"llama:llama_vocab_fim_suf"`
+	llamaVocabFIMMid    func(v uintptr) Token                                                                                      `sym:"llama:llama_vocab_fim_mid"`
 	llamaVocabIsEOG     func(v uintptr, t Token) bool                                                                              `sym:"llama:llama_vocab_is_eog"`
 	llamaVocabGetAddBOS func(v uintptr) bool                                                                                       `sym:"llama:llama_vocab_get_add_bos"`
 	llamaTokenize       func(v uintptr, text *byte, textLen int32, tokens *Token, nMax int32, addSpecial, parseSpecial bool) int32 `sym:"llama:llama_tokenize"`

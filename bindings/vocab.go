@@ -20,6 +20,16 @@ func (v *Vocab) BOS() Token { return v.lib.fn.llamaVocabBOS(v.ptr) }
 // EOS is the end-of-sequence token.
 func (v *Vocab) EOS() Token { return v.lib.fn.llamaVocabEOS(v.ptr) }
 
+// FIMPrefix, FIMSuffix and FIMMiddle are the fill-in-the-middle tokens,
+// or -1 (LLAMA_TOKEN_NULL) for a vocabulary without them.
+func (v *Vocab) FIMPrefix() Token { return v.lib.fn.llamaVocabFIMPre(v.ptr) }
+
+// FIMSuffix: see FIMPrefix.
+func (v *Vocab) FIMSuffix() Token { return v.lib.fn.llamaVocabFIMSuf(v.ptr) }
+
+// FIMMiddle: see FIMPrefix.
+func (v *Vocab) FIMMiddle() Token { return v.lib.fn.llamaVocabFIMMid(v.ptr) }
+
 // IsEOG reports whether t ends generation (EOS, EOT and the like).
 func (v *Vocab) IsEOG(t Token) bool { return v.lib.fn.llamaVocabIsEOG(v.ptr, t) }
 

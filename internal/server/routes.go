@@ -49,6 +49,8 @@ func (s *Server) Handler() http.Handler {
 	}
 	post("/v1/messages", s.ready(s.handleAnthropic))
 	post("/v1/messages/count_tokens", s.ready(s.handleAnthropicCountTokens))
+	s.routeNotBuilt(post)
+	mux.HandleFunc("GET /lora-adapters", handleLora)
 	post("/tokenize", s.ready(s.handleTokenize))
 	post("/detokenize", s.ready(s.handleDetokenize))
 	post("/apply-template", s.ready(s.handleApplyTemplate))

@@ -753,3 +753,17 @@ func TestSamplers(t *testing.T) {
 		t.Errorf("DRY changed nothing: %q", dry.Content)
 	}
 }
+
+// TestLoraAdapters: no adapter is loaded, as /lora-adapters says, and
+// setting none succeeds (a set naming one is refused, TestBadRequests).
+func TestLoraAdapters(t *testing.T) {
+	ts := startServer(t, testConfig())
+	if b := ts.get("/lora-adapters", 200, nil); strings.TrimSpace(string(b)) != "[]" {
+		t.Errorf("GET /lora-adapters: %s", b)
+	}
+	var ok map[string]bool
+	ts.post("/lora-adapters", `[]`, 200, &ok)
+	if !ok["success"] {
+		t.Errorf("POST /lora-adapters []: %v", ok)
+	}
+}
