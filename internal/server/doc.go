@@ -64,7 +64,6 @@
 // own probabilities (bindings.Sampler.Candidates).
 //
 // What it does NOT do yet: Jinja templates, tools, JSON schemas, the
-// adaptive-p sampler, embeddings, infill, images, streamed batches of
-// prompts or choices, and router mode. A request field for one of them is
+// adaptive-p sampler, embeddings, infill, images and router mode. A request field for one of them is
 // refused with a 400 unless it is at its neutral value (unbuilt.go).
 package server

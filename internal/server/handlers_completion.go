@@ -114,14 +114,22 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, e *engine, req
 }
 
 // finish answers a finished job: the deltas still queued, then the error,
-// the whole answer, or the stream's last chunks.
+// the whole answer, or the stream's last chunks and its end.
 func (s *Server) finish(stream *sse, j *job, req *Request, resp responder, ev event) {
+	if s.finishJob(stream, j, req, resp, ev) && req.Stream && ev.err == nil && resp.done() {
+		stream.raw([]byte("[DONE]"))
+	}
+}
+
+// finishJob sends a finished job's deltas still queued, then its error,
+// whole answer or last chunks, and reports whether the stream goes on.
+func (s *Server) finishJob(stream *sse, j *job, req *Request, resp responder, ev event) bool {
 drain:
 	for {
 		select {
 		case d := <-j.events:
 			if sendAll(stream, resp.delta(d)) != nil {
-				return
+				return false
 			}
 		default:
 			break drain
@@ -133,42 +141,39 @@ drain:
 			s.log.Debug().Err(ev.err).Msg("request failed")
 			stream.fail(ev.err)
 		}
+		return false
 	case !req.Stream:
 		stream.whole(resp.whole(ev.res))
-	default:
-		if sendAll(stream, resp.final(ev.res)) != nil {
-			return
-		}
-		if resp.done() {
-			stream.raw([]byte("[DONE]"))
-		}
+		return false
 	}
+	return sendAll(stream, resp.final(ev.res)) == nil
 }
 
 // nativeResponder shapes POST /completion's answers.
 type nativeResponder struct {
-	req *Request
-	e   *engine
+	req   *Request
+	e     *engine
+	index int // of the prompt, when several stream together
 }
 
 func (n *nativeResponder) whole(r *result) any {
-	return n.e.nativeAnswer(n.req, r, r.content, 0)
+	return n.e.nativeAnswer(n.req, r, r.content, n.index)
 }
 
 func (n *nativeResponder) delta(ev event) []any {
 	if ev.progress != nil {
-		return []any{completionResponse{Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Progress: ev.progress, Timings: ev.timings}}
+		return []any{completionResponse{Index: n.index, Tokens: []kvtrim.Token{}, IDSlot: ev.slot, Progress: ev.progress, Timings: ev.timings}}
 	}
 	// A stream's chunks always carry their tokens, as llama-server's.
 	tokens := ev.tokens
 	if tokens == nil {
 		tokens = []kvtrim.Token{}
 	}
-	return []any{completionResponse{Content: ev.delta, Tokens: tokens, IDSlot: ev.slot, Probs: ev.probs, Timings: ev.timings}}
+	return []any{completionResponse{Index: n.index, Content: ev.delta, Tokens: tokens, IDSlot: ev.slot, Probs: ev.probs, Timings: ev.timings}}
 }
 
 func (n *nativeResponder) final(r *result) []any {
-	return []any{n.e.nativeAnswer(n.req, r, "", 0)}
+	return []any{n.e.nativeAnswer(n.req, r, "", n.index)}
 }
 
 func (n *nativeResponder) done() bool { return false }
@@ -181,6 +186,7 @@ type oaiResponder struct {
 	id      string
 	created int64
 	first   bool // the role chunk of a chat stream is still to send
+	index   int  // of the choice (or prompt), when several stream together
 }
 
 func newOAIResponder(req *Request, e *engine, chat bool) *oaiResponder {
@@ -202,6 +208,7 @@ func (o *oaiResponder) object(chunk bool) string {
 }
 
 func (o *oaiResponder) response(chunk bool, choice oaiChoice) oaiResponse {
+	choice.Index = o.index
 	return oaiResponse{
 		ID: o.id, Object: o.object(chunk), Created: o.created, Model: o.e.name,
 		SystemFingerprint: o.e.fingerprint, Choices: []oaiChoice{choice},
@@ -353,6 +360,10 @@ func (s *Server) generateBatch(ctx context.Context, w http.ResponseWriter, e *en
 		}
 		jobs[i] = newJob(ctx, sub, tokens)
 	}
+	if req.Stream {
+		s.streamJobs(ctx, w, e, jobs, resp)
+		return
+	}
 	results, err := s.runJobs(ctx, e, jobs)
 	if err != nil {
 		writeError(w, err)
@@ -416,6 +427,101 @@ func (o *oaiResponder) wholeBatch(_ []*Request, rs []*result) any {
 	return resp
 }
 
+// indexedResponder makes the responder of the i-th of several answers
+// streamed together (prompts, or choices): its chunks carry index i, and
+// any per-stream state (the chat's role chunk) is its own.
+type indexedResponder interface {
+	indexed(i int) responder
+}
+
+func (n *nativeResponder) indexed(i int) responder {
+	c := *n
+	c.index = i
+	return &c
+}
+
+func (o *oaiResponder) indexed(i int) responder {
+	c := *o
+	c.index = i
+	return &c
+}
+
+// streamJobs streams the answers of several jobs (prompts or choices) of
+// one request, as llama-server does: queued together, each job's chunks
+// sent as they come, with its index, the jobs interleaved, and one
+// [DONE] (OpenAI's) after all of them.
+func (s *Server) streamJobs(ctx context.Context, w http.ResponseWriter, e *engine, jobs []*job, resp responder) {
+	ir, ok := resp.(indexedResponder)
+	if !ok {
+		writeError(w, badRequest("this endpoint streams one answer per request"))
+		return
+	}
+	for _, j := range jobs {
+		if err := e.pool.submit(j); err != nil {
+			writeError(w, err) // the jobs already queued see the same context, cancelled on return
+			return
+		}
+	}
+	type tagged struct {
+		i    int
+		ev   event
+		done bool
+	}
+	merged := make(chan tagged)
+	forward := func(i int, j *job) {
+		send := func(t tagged) bool {
+			select {
+			case merged <- t:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for {
+			select {
+			case ev := <-j.events:
+				if !send(tagged{i: i, ev: ev}) {
+					return
+				}
+			case ev := <-j.done:
+				send(tagged{i: i, ev: ev, done: true})
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	resps := make([]responder, len(jobs))
+	for i, j := range jobs {
+		resps[i] = ir.indexed(i)
+		go forward(i, j)
+	}
+	stream := newSSE(w, s.cfg.WriteTimeout)
+	for left := len(jobs); left > 0; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.pool.quit:
+			stream.fail(unavailable("the server is shutting down"))
+			return
+		case t := <-merged:
+			if !t.done {
+				if sendAll(stream, resps[t.i].delta(t.ev)) != nil {
+					return
+				}
+				continue
+			}
+			left--
+			if !s.finishJob(stream, jobs[t.i], jobs[t.i].req, resps[t.i], t.ev) {
+				return
+			}
+		}
+	}
+	if resp.done() {
+		stream.raw([]byte("[DONE]"))
+	}
+}
+
 // choicesResponder shapes one answer of several choices (OpenAI's n).
 type choicesResponder interface {
 	wholeChoices(rs []*result) any
@@ -437,6 +543,10 @@ func (s *Server) generateChoices(ctx context.Context, w http.ResponseWriter, e *
 			ri.Sampling.Seed += uint32(i)
 		}
 		jobs[i] = newJob(ctx, &ri, tokens)
+	}
+	if req.Stream {
+		s.streamJobs(ctx, w, e, jobs, resp)
+		return
 	}
 	results, err := s.runJobs(ctx, e, jobs)
 	if err != nil {

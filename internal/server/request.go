@@ -221,8 +221,6 @@ func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) 
 		return r, r.setPrompt(&b.Prompt)
 	}
 	switch {
-	case r.Stream:
-		return nil, badRequest("several prompts with \"stream\": kvtrim serve streams one prompt per request yet")
 	case r.Choices > 1:
 		return nil, badRequest("several prompts with \"n\" %d: give one or the other", r.Choices)
 	}
@@ -385,8 +383,6 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 		switch n := *f.N; {
 		case n < 1 || n > maxChoices:
 			return nil, badRequest("n %d: give between 1 and %d choices", n, maxChoices)
-		case n > 1 && f.Stream:
-			return nil, badRequest(`"n" %d with "stream": kvtrim serve streams one choice per request yet`, n)
 		default:
 			r.Choices = n
 		}

@@ -767,3 +767,80 @@ func TestLoraAdapters(t *testing.T) {
 		t.Errorf("POST /lora-adapters []: %v", ok)
 	}
 }
+
+// TestStreamedSeveral: several prompts, or OpenAI's n choices, stream as
+// llama-server streams them: each answer's chunks carry its index, the
+// answers interleave, a chat choice starts with its own role chunk, and
+// one [DONE] ends an OpenAI stream. Each index's text equals the
+// answer the same request gets whole (temperature 0).
+func TestStreamedSeveral(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel, cfg.Sampling.Temp = 2, 0
+	ts := startServer(t, cfg)
+	var whole []struct{ Content string }
+	ts.post("/completion", `{"prompt":["Once upon a time","Tom had a red ball"],"n_predict":8}`, 200, &whole)
+	var chat struct {
+		Choices []struct {
+			Message struct{ Content string }
+		}
+	}
+	ts.post("/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":6,"n":2}`, 200, &chat)
+	for _, c := range []struct {
+		path, body string
+		want       []string
+		done       bool
+	}{
+		{"/completion", `{"prompt":["Once upon a time","Tom had a red ball"],"n_predict":8,"stream":true}`, []string{whole[0].Content, whole[1].Content}, false},
+		{"/v1/completions", `{"prompt":["Once upon a time","Tom had a red ball"],"max_tokens":8,"stream":true}`, []string{whole[0].Content, whole[1].Content}, true},
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":6,"n":2,"stream":true}`, []string{chat.Choices[0].Message.Content, chat.Choices[1].Message.Content}, true},
+	} {
+		code, b := ts.do(t.Context(), http.MethodPost, c.path, c.body)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", c.path, code, b)
+		}
+		got := make([]string, len(c.want))
+		roles, dones := map[int]int{}, 0
+		for _, data := range sseEvents(t, b) {
+			if data == "[DONE]" {
+				dones++
+				continue
+			}
+			var chunk struct {
+				Index   *int
+				Content string
+				Choices []struct {
+					Index int
+					Text  string
+					Delta struct {
+						Role    string
+						Content *string
+					}
+				}
+			}
+			if err := json.Unmarshal([]byte(data), &chunk); err != nil {
+				t.Fatalf("%s: chunk %s: %v", c.path, data, err)
+			}
+			switch {
+			case chunk.Index != nil:
+				got[*chunk.Index] += chunk.Content
+			case len(chunk.Choices) == 1:
+				ch := chunk.Choices[0]
+				got[ch.Index] += ch.Text
+				if ch.Delta.Content != nil {
+					got[ch.Index] += *ch.Delta.Content
+				}
+				if ch.Delta.Role != "" {
+					roles[ch.Index]++
+				}
+			}
+		}
+		for i := range got {
+			if got[i] != c.want[i] || got[i] == "" {
+				t.Errorf("%s: answer %d streamed %q, whole %q", c.path, i, got[i], c.want[i])
+			}
+		}
+		if c.done != (dones == 1) || (c.path == "/v1/chat/completions" && (roles[0] != 1 || roles[1] != 1)) {
+			t.Errorf("%s: %d [DONE], role chunks %v", c.path, dones, roles)
+		}
+	}
+}
