@@ -73,3 +73,23 @@ func ModelPath(t testing.TB, name string) string {
 	t.Fatalf("model %s is in neither testdata/ nor %s (set KVTRIM_MODELS_DIR)", name, SharedModels())
 	return ""
 }
+
+// LlamaSource is the pinned llama.cpp source (native/llama-source.sh
+// fetches it): KVTRIM_LLAMA_SRC, or where .ci/run puts it. A test that
+// reads it is skipped without it, saying how to get it; .ci/run always
+// fetches it first.
+func LlamaSource(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("KVTRIM_LLAMA_SRC")
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			t.Skipf("no llama.cpp source: %v (set KVTRIM_LLAMA_SRC)", err)
+		}
+		dir = filepath.Join(cache, "kvtrim", "llama-source", "llama.cpp")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "include", "llama.h")); err != nil {
+		t.Skipf("no llama.cpp source at %s: run native/llama-source.sh %s, or set KVTRIM_LLAMA_SRC", dir, filepath.Dir(dir))
+	}
+	return dir
+}

@@ -1,0 +1,150 @@
+// Package chattemplate renders a model's Jinja chat template (the GGUF's
+// tokenizer.chat_template, or a file given with --chat-template-file) into
+// a prompt, as llama-server's --jinja does: the messages, the BOS and EOS
+// tokens' text, add_generation_prompt, enable_thinking, and the functions
+// templates call (strftime_now, raise_exception). The Jinja engine is
+// github.com/ardanlabs/jinja, pure Go.
+package chattemplate
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ardanlabs/jinja"
+)
+
+// Template is a compiled chat template with its model's BOS and EOS text.
+// It is safe for concurrent use.
+type Template struct {
+	t        *jinja.Template
+	bos, eos string
+	// stripBOS drops a BOS the template writes first: the tokenizer adds
+	// one already (llama-server does the same).
+	stripBOS bool
+	// system says the template renders a system message; one that does
+	// not gets it merged into the next message, as llama.cpp's chat layer
+	// does.
+	system bool
+}
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role, Content string
+}
+
+// Compile parses a Jinja chat template for a model whose BOS and EOS
+// tokens read bos and eos, and whose tokenizer adds the BOS when addBOS.
+func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
+	t, err := jinja.Compile(source)
+	if err != nil {
+		return nil, fmt.Errorf("chat template: %w", err)
+	}
+	tmpl := &Template{t: t, bos: bos, eos: eos, stripBOS: addBOS, system: true}
+	// Does it render a system message? Probe it with a marker, as
+	// llama.cpp probes a template's capabilities.
+	const marker = "kvtrim-system-probe"
+	out, err := tmpl.render([]Message{{"system", marker}, {"user", "hi"}}, false, time.Time{})
+	tmpl.system = err == nil && strings.Contains(out, marker)
+	return tmpl, nil
+}
+
+// Render renders msgs, followed by the assistant's turn's opening when
+// addGenerationPrompt is set. now is the time strftime_now reads.
+func (t *Template) Render(msgs []Message, addGenerationPrompt bool, now time.Time) (string, error) {
+	if !t.system && len(msgs) > 0 && msgs[0].Role == "system" {
+		// As llama.cpp's chat layer: into the next message, or dropped.
+		if len(msgs) > 1 {
+			merged := append([]Message{{msgs[1].Role, msgs[0].Content + "\n" + msgs[1].Content}}, msgs[2:]...)
+			msgs = merged
+		} else {
+			msgs = nil
+		}
+	}
+	return t.render(msgs, addGenerationPrompt, now)
+}
+
+func (t *Template) render(msgs []Message, addGenerationPrompt bool, now time.Time) (string, error) {
+	list := make([]jinja.Value, len(msgs))
+	for i, m := range msgs {
+		list[i] = jinja.FromGoValue(map[string]any{"role": m.Role, "content": m.Content})
+	}
+	data := map[string]jinja.Value{
+		"messages":              jinja.NewList(list),
+		"bos_token":             jinja.NewString(t.bos),
+		"eos_token":             jinja.NewString(t.eos),
+		"enable_thinking":       jinja.NewBool(true),
+		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
+		// What llama.cpp's chat layer adds: today, as Llama 3.x's
+		// templates and others read it.
+		"date_string": jinja.NewString(Strftime(now, "%d %b %Y")),
+		"datetime":    jinja.NewString(Strftime(now, "%b %d %Y")),
+		"strftime_now": jinja.NewCallable("strftime_now", func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			format := "%Y-%m-%d"
+			if len(args) > 0 && args[0].IsString() {
+				format = args[0].AsString()
+			}
+			return jinja.NewString(Strftime(now, format)), nil
+		}),
+	}
+	out, err := t.t.RenderValues(data)
+	if err != nil {
+		return "", fmt.Errorf("chat template: %w", err)
+	}
+	if t.stripBOS && t.bos != "" {
+		out = strings.TrimPrefix(out, t.bos)
+	}
+	return out, nil
+}
+
+// Strftime formats tm as Python's strftime formats it, for the directives
+// chat templates use.
+func Strftime(tm time.Time, format string) string {
+	var b strings.Builder
+	for i := 0; i < len(format); i++ {
+		c := format[i]
+		if c != '%' || i+1 == len(format) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		switch format[i] {
+		case 'Y':
+			fmt.Fprintf(&b, "%04d", tm.Year())
+		case 'y':
+			fmt.Fprintf(&b, "%02d", tm.Year()%100)
+		case 'm':
+			fmt.Fprintf(&b, "%02d", int(tm.Month()))
+		case 'd':
+			fmt.Fprintf(&b, "%02d", tm.Day())
+		case 'e':
+			fmt.Fprintf(&b, "%2d", tm.Day())
+		case 'H':
+			fmt.Fprintf(&b, "%02d", tm.Hour())
+		case 'I':
+			fmt.Fprintf(&b, "%02d", (tm.Hour()+11)%12+1)
+		case 'M':
+			fmt.Fprintf(&b, "%02d", tm.Minute())
+		case 'S':
+			fmt.Fprintf(&b, "%02d", tm.Second())
+		case 'p':
+			b.WriteString(tm.Format("PM"))
+		case 'b', 'h':
+			b.WriteString(tm.Format("Jan"))
+		case 'B':
+			b.WriteString(tm.Format("January"))
+		case 'a':
+			b.WriteString(tm.Format("Mon"))
+		case 'A':
+			b.WriteString(tm.Format("Monday"))
+		case 'j':
+			fmt.Fprintf(&b, "%03d", tm.YearDay())
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(format[i])
+		}
+	}
+	return b.String()
+}
