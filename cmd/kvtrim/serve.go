@@ -56,7 +56,8 @@ type serveFlags struct {
 	mcpProxy, noMCPProxy               bool
 	props                              bool
 	noWebUI                            bool
-	chatTemplate                       string
+	chatTemplate, chatTemplateFile     string
+	jinja, noJinja                     bool
 }
 
 func (f *serveFlags) register(fs *pflag.FlagSet) {
@@ -104,6 +105,9 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.corsCredentials, "cors-credentials", true, "allow credentials in CORS requests")
 	fs.BoolVar(&f.noCorsCredentials, "no-cors-credentials", false, "do not allow credentials in CORS requests")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
+	fs.StringVar(&f.chatTemplateFile, "chat-template-file", "", "file holding the chat template's text (a Jinja template, with --jinja)")
+	fs.BoolVar(&f.jinja, "jinja", false, "render chats with the Jinja engine: the model's own template (or --chat-template's text) run as Jinja; without it, llama.cpp's built-in templates")
+	fs.BoolVar(&f.noJinja, "no-jinja", false, "render chats with llama.cpp's built-in templates (the default)")
 	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: "+strings.Join(kvtrim.PolicyNames(), ", "))
 	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (prompt-time policies, tova)")
 	fs.Float64Var(&g.comp.Ratio, "kv-ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
@@ -455,6 +459,13 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
+	if f.chatTemplateFile != "" {
+		b, err := os.ReadFile(f.chatTemplateFile)
+		if err != nil {
+			return server.Config{}, usageErrorf("--chat-template-file: %v", err)
+		}
+		f.chatTemplate = string(b)
+	}
 	if f.grammarFile != "" {
 		b, err := os.ReadFile(f.grammarFile)
 		if err != nil {
@@ -477,7 +488,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
 		CORSProxy:    f.mcpProxy && !f.noMCPProxy,
-		ChatTemplate: f.chatTemplate, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
+		ChatTemplate: f.chatTemplate, Jinja: f.jinja && !f.noJinja, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar,
 			TopNSigma: f.samplers.topNSigma, TypicalP: f.samplers.typicalP, XTCProbability: f.samplers.xtcProbability, XTCThreshold: f.samplers.xtcThreshold,
 			DynatempRange: f.samplers.dynatempRange, DynatempExponent: f.samplers.dynatempExp, DRYMultiplier: f.samplers.dryMultiplier, DRYBase: f.samplers.dryBase,

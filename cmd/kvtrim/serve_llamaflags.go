@@ -270,10 +270,7 @@ var llamaFlags = []llamaFlag{
 	{"--models-autoload", false, pending, whyRouter},
 	{"--no-models-autoload", false, inert, whyRouter},
 
-	{"--jinja", false, pending, whyTemplate},
-	{"--no-jinja", false, inert, "kvtrim serve renders chats with llama.cpp's built-in templates, as --no-jinja asks"},
 	{"--chat-template-kwargs", true, pending, whyTemplate},
-	{"--chat-template-file", true, pending, whyTemplate},
 	{"--reasoning-format", true, pending, whyTemplate},
 	{"-rea --reasoning", true, pending, whyTemplate},
 	{"--reasoning-effort", true, pending, whyTemplate},

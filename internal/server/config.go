@@ -104,6 +104,10 @@ type Config struct {
 	// ChatTemplate is a llama.cpp template name or text; "" is the model's
 	// own, or chatml when it has none (as llama-server does).
 	ChatTemplate string
+	// Jinja renders chats with the Jinja engine (--jinja): the
+	// ChatTemplate text, else the model's own template, run as Jinja;
+	// without it, or for a template name, llama.cpp's built-in templates.
+	Jinja bool
 	// Sampling are the defaults of requests.
 	Sampling Sampling
 	// Compression is the default KV compression of every slot.

@@ -234,7 +234,7 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request, e *
 		writeError(w, err)
 		return
 	}
-	prompt, err := e.render(msgs)
+	prompt, err := e.render(msgs, b.generationPrompt())
 	if err != nil {
 		writeError(w, err)
 		return

@@ -6,15 +6,29 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/internal/chattemplate"
 )
 
-// render formats chat messages with the server's chat template, ending
-// with the assistant's turn.
-func (e *engine) render(msgs []bindings.ChatMessage) (string, error) {
-	prompt, err := e.model.ApplyChatTemplate(e.template, msgs, true)
+// render formats chat messages with the server's chat template (the
+// Jinja one under --jinja), ending with the opening of the assistant's
+// turn when generationPrompt is set.
+func (e *engine) render(msgs []bindings.ChatMessage, generationPrompt bool) (string, error) {
+	if e.jinja != nil {
+		conv := make([]chattemplate.Message, len(msgs))
+		for i, m := range msgs {
+			conv[i] = chattemplate.Message{Role: m.Role, Content: m.Content}
+		}
+		prompt, err := e.jinja.Render(conv, generationPrompt, time.Now())
+		if err != nil {
+			return "", badRequest("%v", err) // a template's raise_exception: the conversation is refused
+		}
+		return prompt, nil
+	}
+	prompt, err := e.model.ApplyChatTemplate(e.template, msgs, generationPrompt)
 	if err != nil {
 		return "", fmt.Errorf("apply the chat template: %w", err)
 	}

@@ -25,6 +25,9 @@ type Request struct {
 	PromptPieces []PromptPiece
 	Batch        []*Request
 	Messages     []bindings.ChatMessage
+	// NoGenerationPrompt asks a chat's prompt to end without the opening
+	// of the assistant's turn (add_generation_prompt false).
+	NoGenerationPrompt bool
 	// Sampling is the server's defaults with the request's overrides.
 	Sampling Sampling
 	// Stop strings end generation and are trimmed from the content.
@@ -127,6 +130,7 @@ type samplingFields struct {
 	TimingsPerToken   bool            `json:"timings_per_token"`
 	ReturnProgress    bool            `json:"return_progress"`
 	N                 *int            `json:"n"`
+	NCmpl             *int            `json:"n_cmpl"` // llama-server's name; n is its alias
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -192,7 +196,15 @@ type completionBody struct {
 // chatBody is POST /v1/chat/completions' (and /apply-template's) JSON.
 type chatBody struct {
 	Messages []chatMessage `json:"messages"`
+	// AddGenerationPrompt, true when absent, ends the prompt with the
+	// opening of the assistant's turn.
+	AddGenerationPrompt *bool `json:"add_generation_prompt"`
 	samplingFields
+}
+
+// generationPrompt is add_generation_prompt, true when absent.
+func (b *chatBody) generationPrompt() bool {
+	return b.AddGenerationPrompt == nil || *b.AddGenerationPrompt
 }
 
 type chatMessage struct {
@@ -284,7 +296,7 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	if r.NProbs, err = b.chatProbs(); err != nil {
 		return nil, err
 	}
-	r.Messages = msgs
+	r.Messages, r.NoGenerationPrompt = msgs, !b.generationPrompt()
 	return r, nil
 }
 
@@ -379,10 +391,14 @@ func (f *samplingFields) request(def Sampling, comp kvtrim.Compression) (*Reques
 	}
 
 	r.Choices = 1
+	nName := "n"
+	if f.NCmpl != nil {
+		f.N, nName = f.NCmpl, "n_cmpl"
+	}
 	if f.N != nil {
 		switch n := *f.N; {
 		case n < 1 || n > maxChoices:
-			return nil, badRequest("n %d: give between 1 and %d choices", n, maxChoices)
+			return nil, badRequest("%s %d: give between 1 and %d choices", nName, n, maxChoices)
 		default:
 			r.Choices = n
 		}

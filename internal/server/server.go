@@ -15,6 +15,7 @@ import (
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/hooks"
+	"github.com/kvtrim/kvtrim/internal/chattemplate"
 )
 
 // Server is kvtrim's llama-server-compatible HTTP server. Its handler
@@ -54,6 +55,8 @@ type engine struct {
 	verboseAll bool
 	// grammarOK is the server's default grammar, checked at the start.
 	grammarOK string
+	// jinja, when set (--jinja), renders chats in place of template.
+	jinja *chattemplate.Template
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -122,9 +125,15 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if err := fitsShifting(s.cfg.Compression, slotCtx); err != nil {
 		return fmt.Errorf("kv compression: %s", err.Error())
 	}
-	tmpl, err := s.chatTemplate(model)
+	jinja, src, err := s.jinjaTemplate(model)
 	if err != nil {
 		return err
+	}
+	tmpl := src // what /props shows
+	if jinja == nil {
+		if tmpl, err = s.chatTemplate(model); err != nil {
+			return err
+		}
 	}
 	if g := s.cfg.Sampling.Grammar; g != "" {
 		if err := model.Vocab().CheckGrammar(g); err != nil {
@@ -158,13 +167,37 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar,
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja,
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
 		Str("kv_policy", opt.Compression.PolicyName()).Msg("slots ready")
 	return nil
+}
+
+// jinjaTemplate is the Jinja template chats are rendered with under
+// --jinja, and its text: the configured template's text, else the
+// model's own; nil without --jinja, for a built-in template's name, or for
+// a model without a template (which llama.cpp's built-in chatml then
+// renders).
+func (s *Server) jinjaTemplate(model *kvtrim.Model) (*chattemplate.Template, string, error) {
+	if !s.cfg.Jinja {
+		return nil, "", nil
+	}
+	src := s.cfg.ChatTemplate
+	if src == "" {
+		src = model.ChatTemplate()
+	}
+	if !strings.Contains(src, "{{") && !strings.Contains(src, "{%") {
+		return nil, "", nil
+	}
+	v := model.Vocab()
+	t, err := chattemplate.Compile(src, v.Piece(v.BOS(), true), v.Piece(v.EOS(), true), v.AddBOS())
+	if err != nil {
+		return nil, "", fmt.Errorf("%w (or run without --jinja, with a built-in template: --chat-template chatml)", err)
+	}
+	return t, src, nil
 }
 
 // chatTemplate is the template chat requests are rendered with: the

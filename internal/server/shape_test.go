@@ -844,3 +844,42 @@ func TestStreamedSeveral(t *testing.T) {
 		}
 	}
 }
+
+// TestJinjaChat: with --jinja, chats are rendered by the Jinja template
+// (--chat-template's text here): /apply-template and the chat endpoint
+// use it, add_generation_prompt false leaves the assistant's opening out,
+// a system message the template does not render is merged into the next
+// one (as llama.cpp's chat layer does), and a template's raise_exception
+// refuses the conversation with a 400.
+func TestJinjaChat(t *testing.T) {
+	cfg := testConfig()
+	cfg.Jinja = true
+	cfg.ChatTemplate = `{%- for m in messages -%}{%- if m.role == 'system' -%}{{- raise_exception('no system role') -}}{%- endif -%}` +
+		`{%- if m.role == 'tool' -%}{{- raise_exception('no tools here') -}}{%- endif -%}` +
+		`[{{ m.role }}]{{ m.content }}{%- endfor -%}{%- if add_generation_prompt -%}[assistant]{%- endif -%}`
+	ts := startServer(t, cfg)
+	var p struct{ Prompt string }
+	ts.post("/apply-template", `{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"hi"}]}`, 200, &p)
+	if p.Prompt != "[user]Be brief.\nhi[assistant]" {
+		t.Errorf("prompt %q", p.Prompt)
+	}
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"}],"add_generation_prompt":false}`, 200, &p)
+	if p.Prompt != "[user]hi" {
+		t.Errorf("without the generation prompt: %q", p.Prompt)
+	}
+	var chat struct {
+		Choices []struct {
+			Message struct{ Content string }
+		}
+		Usage struct {
+			PromptTokens int `json:"prompt_tokens"`
+		}
+	}
+	ts.post("/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}`, 200, &chat)
+	want, _ := ts.model.Vocab().Tokenize("[user]hi[assistant]", true, true)
+	if chat.Usage.PromptTokens != len(want) {
+		t.Errorf("the chat's prompt has %d tokens, the Jinja rendering %d", chat.Usage.PromptTokens, len(want))
+	}
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"x"}]}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "no tools here")
+}

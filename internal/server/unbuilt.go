@@ -17,7 +17,6 @@ type unbuiltFields struct {
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
 	JSONSchema      json.RawMessage `json:"json_schema"`
 	ResponseFormat  json.RawMessage `json:"response_format"`
-	NCmpl           json.RawMessage `json:"n_cmpl"`
 	NIndent         json.RawMessage `json:"n_indent"`
 	TMaxPredictMs   json.RawMessage `json:"t_max_predict_ms"`
 	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
@@ -33,7 +32,7 @@ type unbuiltFields struct {
 const (
 	whySampler = "kvtrim serve does not build the adaptive-p sampler yet"
 	whyGrammar = "kvtrim serve has no JSON schemas, lazy grammars or structured output yet (a GBNF \"grammar\" works)"
-	whyTools   = "kvtrim serve has no tool calling or Jinja chat templates yet"
+	whyTools   = "kvtrim serve has no tool calling or chat template arguments yet"
 )
 
 // check refuses the first field given with a value other than its
@@ -51,7 +50,6 @@ func (u *unbuiltFields) check() error {
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
 		{"json_schema", u.JSONSchema, empty, whyGrammar},
 		{"response_format", u.ResponseFormat, textFormat, whyGrammar},
-		{"n_cmpl", u.NCmpl, equals(1), "kvtrim serve answers one choice per request yet"},
 		{"n_indent", u.NIndent, equals(0), "kvtrim serve does not stop on indentation yet"},
 		{"t_max_predict_ms", u.TMaxPredictMs, atMost(0), "kvtrim serve has no time limit on generation yet"},
 		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},

@@ -22,12 +22,16 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 			t.Errorf("%s: %v", body, err)
 		}
 	}
+	// n_cmpl is llama-server's name for n.
+	if r, err := ParseCompletionRequest([]byte(`{"prompt":"x","n_cmpl":3,"n":2}`), testConfig().Sampling, kvtrim.Compression{}); err != nil || r.Choices != 3 {
+		t.Errorf("n_cmpl 3: %v choices, %v", r, err)
+	}
 	for _, body := range []string{
 		`{"prompt":"x","adaptive_target":0.5}`,
 		`{"prompt":"x","samplers":["infill"]}`,
 		`{"prompt":"x","samplers":"kqz"}`,
 		`{"prompt":"x","response_format":{"type":"json_schema"}}`,
-		`{"prompt":"x","n_cmpl":3}`,
+		`{"prompt":"x","n_cmpl":0}`,
 		`{"prompt":"x","tool_choice":"required"}`,
 		`{"prompt":"x","t_max_predict_ms":100}`,
 		`{"prompt":"x","echo":true}`,
