@@ -131,6 +131,7 @@ type samplingFields struct {
 	ReturnProgress    bool            `json:"return_progress"`
 	N                 *int            `json:"n"`
 	NCmpl             *int            `json:"n_cmpl"` // llama-server's name; n is its alias
+	structuredFields
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -229,6 +230,13 @@ func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) 
 	if r.NProbs, err = b.completionProbs(); err != nil {
 		return nil, err
 	}
+	schema, err := b.completionSchema(b.Grammar)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.constrain(schema); err != nil {
+		return nil, err
+	}
 	if b.Prompt.batch == nil {
 		return r, r.setPrompt(&b.Prompt)
 	}
@@ -296,8 +304,28 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	if r.NProbs, err = b.chatProbs(); err != nil {
 		return nil, err
 	}
+	schema, err := b.chatSchema(b.Grammar)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.constrain(schema); err != nil {
+		return nil, err
+	}
 	r.Messages, r.NoGenerationPrompt = msgs, !b.generationPrompt()
 	return r, nil
+}
+
+// constrain sets the grammar of a request's JSON Schema, if it has one.
+func (r *Request) constrain(schema json.RawMessage) error {
+	if schema == nil {
+		return nil
+	}
+	g, err := schemaGrammar(schema)
+	if err != nil {
+		return err
+	}
+	r.Sampling.Grammar = g
+	return nil
 }
 
 // parseMessages checks chat messages: at least one, each with a role.

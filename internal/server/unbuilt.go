@@ -15,8 +15,6 @@ type unbuiltFields struct {
 	GrammarLazy     json.RawMessage `json:"grammar_lazy"`
 	GrammarTriggers json.RawMessage `json:"grammar_triggers"`
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
-	JSONSchema      json.RawMessage `json:"json_schema"`
-	ResponseFormat  json.RawMessage `json:"response_format"`
 	NIndent         json.RawMessage `json:"n_indent"`
 	TMaxPredictMs   json.RawMessage `json:"t_max_predict_ms"`
 	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
@@ -31,7 +29,7 @@ type unbuiltFields struct {
 // Why kvtrim serve refuses a group of fields.
 const (
 	whySampler = "kvtrim serve does not build the adaptive-p sampler yet"
-	whyGrammar = "kvtrim serve has no JSON schemas, lazy grammars or structured output yet (a GBNF \"grammar\" works)"
+	whyGrammar = "kvtrim serve has no lazy grammars yet (a GBNF \"grammar\" and \"json_schema\" work)"
 	whyTools   = "kvtrim serve has no tool calling or chat template arguments yet"
 )
 
@@ -48,8 +46,6 @@ func (u *unbuiltFields) check() error {
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
 		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
-		{"json_schema", u.JSONSchema, empty, whyGrammar},
-		{"response_format", u.ResponseFormat, textFormat, whyGrammar},
 		{"n_indent", u.NIndent, equals(0), "kvtrim serve does not stop on indentation yet"},
 		{"t_max_predict_ms", u.TMaxPredictMs, atMost(0), "kvtrim serve has no time limit on generation yet"},
 		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},
