@@ -163,9 +163,10 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	} else if calls := m["kvtrim_decode_calls_total"]; calls > 0 {
 		run.Decodes = calls
 		run.SlotsPerDecode = m["kvtrim_decode_sequences_total"] / calls
-		run.DecodeShare = m["kvtrim_decode_seconds_total"] / run.WallSeconds
-		run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds
 	}
+	// kvtrim serve's own: it exports llama-server's gauges too.
+	run.DecodeShare = m["kvtrim_decode_seconds_total"] / run.WallSeconds
+	run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds
 	return run
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/jsongrammar"
 	"github.com/kvtrim/kvtrim/internal/server"
 )
 
@@ -58,6 +60,9 @@ type serveFlags struct {
 	noWebUI                            bool
 	chatTemplate, chatTemplateFile     string
 	jinja, noJinja                     bool
+	templateKwargs, reasoning          string
+	prefill, noPrefill                 bool
+	jsonSchema, jsonSchemaFile         string
 }
 
 func (f *serveFlags) register(fs *pflag.FlagSet) {
@@ -106,8 +111,14 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noCorsCredentials, "no-cors-credentials", false, "do not allow credentials in CORS requests")
 	fs.StringVar(&f.chatTemplate, "chat-template", "", "chat template name or text (default: the model's, else chatml)")
 	fs.StringVar(&f.chatTemplateFile, "chat-template-file", "", "file holding the chat template's text (a Jinja template, with --jinja)")
-	fs.BoolVar(&f.jinja, "jinja", false, "render chats with the Jinja engine: the model's own template (or --chat-template's text) run as Jinja; without it, llama.cpp's built-in templates")
-	fs.BoolVar(&f.noJinja, "no-jinja", false, "render chats with llama.cpp's built-in templates (the default)")
+	fs.BoolVar(&f.jinja, "jinja", true, "render chats with the Jinja engine: the model's own template (or --chat-template's text) run as Jinja (the default, as in llama-server; given, a template that does not compile fails the start)")
+	fs.BoolVar(&f.noJinja, "no-jinja", false, "render chats with llama.cpp's built-in templates")
+	fs.StringVar(&f.templateKwargs, "chat-template-kwargs", "", `variables for the Jinja template, a JSON object ('{"key":"value"}'); requests' chat_template_kwargs override them`)
+	fs.StringVar(&f.reasoning, "reasoning", "auto", "thinking in the chat: on, off or auto (the template's default); sets the template's enable_thinking. kvtrim serve does not parse reasoning out of answers yet")
+	fs.BoolVar(&f.prefill, "prefill-assistant", true, "continue a final assistant message instead of answering after it (the default)")
+	fs.BoolVar(&f.noPrefill, "no-prefill-assistant", false, "render a final assistant message as a finished turn")
+	fs.StringVarP(&f.jsonSchema, "json-schema", "j", "", "default JSON Schema every answer must follow, as a grammar (requests' json_schema or grammar override it)")
+	fs.StringVar(&f.jsonSchemaFile, "json-schema-file", "", "file holding the default JSON Schema")
 	fs.StringVar(&g.comp.Policy, "kv-policy", "none", "default KV compression of every request: "+strings.Join(kvtrim.PolicyNames(), ", "))
 	fs.IntVar(&g.comp.Budget, "kv-budget", 0, "cells to keep, the window included (prompt-time policies, tova)")
 	fs.Float64Var(&g.comp.Ratio, "kv-ratio", 0, "or: the share of the prompt to keep, in (0, 1]")
@@ -305,12 +316,12 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_SSL_CERT_FILE", flag: "ssl-cert-file"},
 		{name: "LLAMA_ARG_SSE_PING_INTERVAL", flag: "sse-ping-interval"},
 		{name: "LLAMA_ARG_THREADS_HTTP", flag: "threads-http"},
-		// taken, not implemented (llamaFlags): templates and reasoning
 		{name: "LLAMA_ARG_CHAT_TEMPLATE_KWARGS", flag: "chat-template-kwargs"},
 		{name: "LLAMA_ARG_CHAT_TEMPLATE_FILE", flag: "chat-template-file"},
 		{name: "LLAMA_ARG_JINJA", flag: "jinja", neg: "no-jinja"},
-		{name: "LLAMA_ARG_THINK", flag: "reasoning-format"},
 		{name: "LLAMA_ARG_REASONING", flag: "reasoning"},
+		// taken, not implemented (llamaFlags): reasoning and tools
+		{name: "LLAMA_ARG_THINK", flag: "reasoning-format"},
 		{name: "LLAMA_ARG_REASONING_EFFORT", flag: "reasoning-effort"},
 		{name: "LLAMA_ARG_THINK_BUDGET", flag: "reasoning-budget"},
 		{name: "LLAMA_ARG_THINK_BUDGET_MESSAGE", flag: "reasoning-budget-message"},
@@ -431,6 +442,27 @@ func serveFlagSet() (*pflag.FlagSet, *serveFlags, *common) {
 	return fs, &f, &c
 }
 
+// templateVars are the variables every Jinja rendering gets:
+// --chat-template-kwargs, and enable_thinking from --reasoning.
+func (f *serveFlags) templateVars() (map[string]any, error) {
+	vars := map[string]any{}
+	if f.templateKwargs != "" {
+		if err := json.Unmarshal([]byte(f.templateKwargs), &vars); err != nil {
+			return nil, usageErrorf("--chat-template-kwargs: give a JSON object: %v", err)
+		}
+	}
+	switch strings.ToLower(f.reasoning) {
+	case "on", "enabled", "true", "1":
+		vars["enable_thinking"] = true
+	case "off", "disabled", "false", "0":
+		vars["enable_thinking"] = false
+	case "auto", "":
+	default:
+		return nil, usageErrorf("--reasoning %q: give on, off or auto", f.reasoning)
+	}
+	return vars, nil
+}
+
 // config checks the flags and turns them into the server's configuration.
 func (f *serveFlags) config() (server.Config, error) {
 	g := &f.g
@@ -466,6 +498,24 @@ func (f *serveFlags) config() (server.Config, error) {
 		}
 		f.chatTemplate = string(b)
 	}
+	kwargs, err := f.templateVars()
+	if err != nil {
+		return server.Config{}, err
+	}
+	if f.jsonSchemaFile != "" {
+		b, err := os.ReadFile(f.jsonSchemaFile)
+		if err != nil {
+			return server.Config{}, usageErrorf("--json-schema-file: %v", err)
+		}
+		f.jsonSchema = string(b)
+	}
+	if f.jsonSchema != "" {
+		g, err := jsongrammar.FromSchema([]byte(f.jsonSchema))
+		if err != nil {
+			return server.Config{}, usageErrorf("--json-schema: %v", err)
+		}
+		f.grammar = g
+	}
 	if f.grammarFile != "" {
 		b, err := os.ReadFile(f.grammarFile)
 		if err != nil {
@@ -488,7 +538,8 @@ func (f *serveFlags) config() (server.Config, error) {
 		FlashAttn: g.flashAttn, Alias: f.alias, Tags: f.tags, APIKeys: keys, Metrics: f.metrics, Slots: f.slots && !f.noSlots, Props: f.props,
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
 		CORSProxy:    f.mcpProxy && !f.noMCPProxy,
-		ChatTemplate: f.chatTemplate, Jinja: f.jinja && !f.noJinja, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
+		ChatTemplate: f.chatTemplate, Jinja: f.jinja && !f.noJinja, JinjaStrict: f.accepted.fs.Changed("jinja"),
+		TemplateKwargs: kwargs, NoPrefillAssistant: !f.prefill || f.noPrefill, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar,
 			TopNSigma: f.samplers.topNSigma, TypicalP: f.samplers.typicalP, XTCProbability: f.samplers.xtcProbability, XTCThreshold: f.samplers.xtcThreshold,
 			DynatempRange: f.samplers.dynatempRange, DynatempExponent: f.samplers.dynatempExp, DRYMultiplier: f.samplers.dryMultiplier, DRYBase: f.samplers.dryBase,

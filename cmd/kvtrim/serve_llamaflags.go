@@ -50,13 +50,12 @@ const (
 	whyRope      = "kvtrim keeps the model's own RoPE and context length"
 	whyDownload  = "kvtrim serve does not download models; give -m FILE"
 	whySampler   = "kvtrim serve does not build this sampler yet (adaptive-p), or takes no --logit-bias default; requests' logit_bias works"
-	whyGrammar   = "kvtrim serve has no JSON schemas yet; output is not constrained (--grammar works)"
 	whySpec      = "kvtrim serve has no speculative decoding; it decodes with the model alone"
 	whyMedia     = "kvtrim serve takes text only: no multimodal projector"
 	whyEmbed     = "kvtrim serve has no embeddings or reranking endpoints"
 	whyAdapter   = "kvtrim serve loads no LoRA adapters or control vectors"
 	whyLog       = "kvtrim logs with zerolog: --log-format and -v set it"
-	whyTemplate  = "kvtrim serve renders chats with llama.cpp's built-in templates; no Jinja, tools or reasoning parsing yet"
+	whyTemplate  = "kvtrim serve has no tool calling or reasoning parsing yet"
 	whyRouter    = "kvtrim serve serves one model; no router mode"
 	whyUI        = "kvtrim serve has no web UI"
 	whyTools     = "kvtrim serve has no built-in tools or MCP"
@@ -173,8 +172,6 @@ var llamaFlags = []llamaFlag{
 	{"--adaptive-decay", true, pending, whySampler},
 	{"-l --logit-bias", true, pending, whySampler},
 	{"-bs --backend-sampling", false, pending, "kvtrim samples on the CPU, in Go"},
-	{"-j --json-schema", true, pending, whyGrammar},
-	{"-jf --json-schema-file", true, pending, whyGrammar},
 	{"-r --reverse-prompt", true, pending, "kvtrim serve stops only at a request's stop strings"},
 	{"-sp --special", false, pending, "kvtrim serve leaves special tokens out of the text"},
 	{"--spm-infill", false, pending, "kvtrim serve has no /infill endpoint"},
@@ -270,9 +267,7 @@ var llamaFlags = []llamaFlag{
 	{"--models-autoload", false, pending, whyRouter},
 	{"--no-models-autoload", false, inert, whyRouter},
 
-	{"--chat-template-kwargs", true, pending, whyTemplate},
 	{"--reasoning-format", true, pending, whyTemplate},
-	{"-rea --reasoning", true, pending, whyTemplate},
 	{"--reasoning-effort", true, pending, whyTemplate},
 	{"--reasoning-budget", true, pending, whyTemplate},
 	{"--reasoning-budget-message", true, pending, whyTemplate},
@@ -280,8 +275,6 @@ var llamaFlags = []llamaFlag{
 	{"--no-reasoning-preserve", false, inert, whyTemplate},
 	{"--skip-chat-parsing", false, inert, "kvtrim serve does not parse chat output (tools, reasoning) yet"},
 	{"--no-skip-chat-parsing", false, pending, whyTemplate},
-	{"--prefill-assistant", false, pending, whyTemplate},
-	{"--no-prefill-assistant", false, pending, whyTemplate},
 
 	{"--embd-gemma-default", false, pending, whyDownload},
 	{"--fim-qwen-1.5b-default", false, pending, whyDownload},
@@ -311,6 +304,8 @@ var llamaAliases = map[string]string{
 	"cram":        "cache-ram",
 	"sps":         "slot-prompt-similarity",
 	"no-ui":       "no-webui",
+	"rea":         "reasoning",
+	"jf":          "json-schema-file",
 	// Samplers.
 	"top-nsigma":  "top-n-sigma",
 	"typical-p":   "typical",

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtrim/kvtrim/internal/server"
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
@@ -33,9 +34,14 @@ func TestServeTakesEveryLlamaFlag(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("k1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	schemaFile := filepath.Join(t.TempDir(), "schema.json")
+	if err := os.WriteFile(schemaFile, []byte(`{"type":"string"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// Values kvtrim's own flags accept; the others take any.
 	values := map[string]string{
 		"flash-attn": "on", "host": "127.0.0.1", "api-key-file": keyFile, "grammar-file": keyFile, "chat-template-file": keyFile, "chat-template": "chatml",
+		"json-schema": `{"type":"integer"}`, "json-schema-file": schemaFile, "chat-template-kwargs": `{"a":1}`, "reasoning": "off",
 		"samplers": "top_k;temperature", "sampling-seq": "kt",
 		"temp": "0.5", "top-p": "0.9", "min-p": "0.05", "slot-prompt-similarity": "0.5", "log-file": filepath.Join(t.TempDir(), "log"),
 	}
@@ -353,5 +359,41 @@ func TestServeSamplerFlags(t *testing.T) {
 	_, _, cfg, err = parseServe([]string{"-m", "m.gguf", "--dry-sequence-breaker", "none"}, envLookup(nil), io.Discard)
 	if err != nil || cfg.Sampling.DRYBreakers == nil || len(cfg.Sampling.DRYBreakers) != 0 {
 		t.Errorf(`--dry-sequence-breaker none: %q, %v`, cfg.Sampling.DRYBreakers, err)
+	}
+}
+
+// TestServeTemplateFlags: Jinja is on by default (a template that does not
+// compile then falls back) and strict when --jinja is given; --reasoning
+// and --chat-template-kwargs become template variables, -j/-jf a default
+// grammar, LLAMA_ARG_* spell them too, and bad values are usage errors.
+func TestServeTemplateFlags(t *testing.T) {
+	parse := func(env map[string]string, args ...string) (server.Config, error) {
+		_, _, cfg, err := parseServe(append([]string{"-m", "m.gguf"}, args...), envLookup(env), io.Discard)
+		return cfg, err
+	}
+	cfg, err := parse(nil)
+	if err != nil || !cfg.Jinja || cfg.JinjaStrict || cfg.NoPrefillAssistant || len(cfg.TemplateKwargs) != 0 {
+		t.Errorf("defaults: %+v, %v", cfg, err)
+	}
+	if cfg, err = parse(nil, "--jinja"); err != nil || !cfg.Jinja || !cfg.JinjaStrict {
+		t.Errorf("--jinja: %v %v, %v", cfg.Jinja, cfg.JinjaStrict, err)
+	}
+	if cfg, err = parse(map[string]string{"LLAMA_ARG_JINJA": "0"}); err != nil || cfg.Jinja {
+		t.Errorf("LLAMA_ARG_JINJA=0: %v, %v", cfg.Jinja, err)
+	}
+	if cfg, err = parse(nil, "--no-jinja", "--no-prefill-assistant"); err != nil || cfg.Jinja || !cfg.NoPrefillAssistant {
+		t.Errorf("--no-jinja --no-prefill-assistant: %+v, %v", cfg, err)
+	}
+	cfg, err = parse(nil, "-rea", "off", "--chat-template-kwargs", `{"effort":"low","enable_thinking":true}`)
+	if err != nil || cfg.TemplateKwargs["enable_thinking"] != false || cfg.TemplateKwargs["effort"] != "low" {
+		t.Errorf("-rea off: %v, %v", cfg.TemplateKwargs, err)
+	}
+	if cfg, err = parse(nil, "-j", `{"type":"boolean"}`); err != nil || !strings.Contains(cfg.Sampling.Grammar, `"true" | "false"`) {
+		t.Errorf("-j: %q, %v", cfg.Sampling.Grammar, err)
+	}
+	for _, bad := range [][]string{{"--reasoning", "maybe"}, {"--chat-template-kwargs", "[1]"}, {"-j", `{"type":"kaboom"}`}, {"-jf", "/no/such/file"}} {
+		if _, err := parse(nil, bad...); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
 	}
 }

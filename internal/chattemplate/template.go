@@ -33,6 +33,17 @@ type Message struct {
 	Role, Content string
 }
 
+// Input is what a template renders: the conversation, whether to open
+// the assistant's turn after it, more variables (llama-server's
+// chat_template_kwargs; enable_thinking among them, true unless set), and
+// the time strftime_now reads.
+type Input struct {
+	Messages            []Message
+	AddGenerationPrompt bool
+	Vars                map[string]any
+	Now                 time.Time
+}
+
 // Compile parses a Jinja chat template for a model whose BOS and EOS
 // tokens read bos and eos, and whose tokenizer adds the BOS when addBOS.
 func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
@@ -44,14 +55,14 @@ func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
 	// Does it render a system message? Probe it with a marker, as
 	// llama.cpp probes a template's capabilities.
 	const marker = "kvtrim-system-probe"
-	out, err := tmpl.render([]Message{{"system", marker}, {"user", "hi"}}, false, time.Time{})
+	out, err := tmpl.render(Input{Messages: []Message{{"system", marker}, {"user", "hi"}}})
 	tmpl.system = err == nil && strings.Contains(out, marker)
 	return tmpl, nil
 }
 
-// Render renders msgs, followed by the assistant's turn's opening when
-// addGenerationPrompt is set. now is the time strftime_now reads.
-func (t *Template) Render(msgs []Message, addGenerationPrompt bool, now time.Time) (string, error) {
+// Render renders a conversation.
+func (t *Template) Render(in Input) (string, error) {
+	msgs := in.Messages
 	if !t.system && len(msgs) > 0 && msgs[0].Role == "system" {
 		// As llama.cpp's chat layer: into the next message, or dropped.
 		if len(msgs) > 1 {
@@ -61,12 +72,14 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool, now time.Tim
 			msgs = nil
 		}
 	}
-	return t.render(msgs, addGenerationPrompt, now)
+	in.Messages = msgs
+	return t.render(in)
 }
 
-func (t *Template) render(msgs []Message, addGenerationPrompt bool, now time.Time) (string, error) {
-	list := make([]jinja.Value, len(msgs))
-	for i, m := range msgs {
+func (t *Template) render(in Input) (string, error) {
+	now := in.Now
+	list := make([]jinja.Value, len(in.Messages))
+	for i, m := range in.Messages {
 		list[i] = jinja.FromGoValue(map[string]any{"role": m.Role, "content": m.Content})
 	}
 	data := map[string]jinja.Value{
@@ -74,7 +87,7 @@ func (t *Template) render(msgs []Message, addGenerationPrompt bool, now time.Tim
 		"bos_token":             jinja.NewString(t.bos),
 		"eos_token":             jinja.NewString(t.eos),
 		"enable_thinking":       jinja.NewBool(true),
-		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
+		"add_generation_prompt": jinja.NewBool(in.AddGenerationPrompt),
 		// What llama.cpp's chat layer adds: today, as Llama 3.x's
 		// templates and others read it.
 		"date_string": jinja.NewString(Strftime(now, "%d %b %Y")),
@@ -86,6 +99,9 @@ func (t *Template) render(msgs []Message, addGenerationPrompt bool, now time.Tim
 			}
 			return jinja.NewString(Strftime(now, format)), nil
 		}),
+	}
+	for k, v := range in.Vars {
+		data[k] = jinja.FromGoValue(v)
 	}
 	out, err := t.t.RenderValues(data)
 	if err != nil {

@@ -61,7 +61,7 @@ func TestJinjaMatchesLlamaServer(t *testing.T) {
 		tmpl, err := Compile(string(source), "<s>", "</s>", true)
 		var got string
 		if err == nil {
-			got, err = tmpl.Render(conv.Messages, true, now)
+			got, err = tmpl.Render(Input{Messages: conv.Messages, AddGenerationPrompt: true, Now: now})
 		}
 		switch {
 		case err == nil && got == *want[name]:

@@ -169,7 +169,7 @@ func (s *Server) handleChatInputTokens(w http.ResponseWriter, r *http.Request, e
 // countInputTokens answers {"input_tokens": n} for a chat request, with
 // an "object" field when object is set (llama-server's OpenAI forms).
 func countInputTokens(w http.ResponseWriter, e *engine, req *Request, object string) {
-	prompt, err := e.render(req.Messages, !req.NoGenerationPrompt)
+	prompt, err := e.render(req.Chat)
 	if err == nil {
 		req.Prompt = prompt
 		var tokens []kvtrim.Token

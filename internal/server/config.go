@@ -104,10 +104,22 @@ type Config struct {
 	// ChatTemplate is a llama.cpp template name or text; "" is the model's
 	// own, or chatml when it has none (as llama-server does).
 	ChatTemplate string
-	// Jinja renders chats with the Jinja engine (--jinja): the
-	// ChatTemplate text, else the model's own template, run as Jinja;
-	// without it, or for a template name, llama.cpp's built-in templates.
-	Jinja bool
+	// Jinja renders chats with the Jinja engine (--jinja, llama-server's
+	// default): the ChatTemplate text, else the model's own template, run
+	// as Jinja; without it, or for a built-in template's name, llama.cpp's
+	// built-in templates. With JinjaStrict (--jinja given) a template the
+	// engine cannot compile fails the start; without it the server warns
+	// and falls back to the built-in templates.
+	Jinja, JinjaStrict bool
+	// TemplateKwargs are variables every Jinja rendering gets
+	// (--chat-template-kwargs); a request's chat_template_kwargs override
+	// them.
+	TemplateKwargs map[string]any
+	// NoThinking renders with enable_thinking false (--reasoning off).
+	NoThinking bool
+	// NoPrefillAssistant renders a final assistant message as a finished
+	// turn (--no-prefill-assistant); by default the prompt continues it.
+	NoPrefillAssistant bool
 	// Sampling are the defaults of requests.
 	Sampling Sampling
 	// Compression is the default KV compression of every slot.

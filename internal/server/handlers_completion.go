@@ -48,7 +48,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, e *engine) {
 // generateChat renders a chat request's messages with the chat template
 // into its prompt, then generates.
 func (s *Server) generateChat(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
-	prompt, err := e.render(req.Messages, !req.NoGenerationPrompt)
+	prompt, err := e.render(req.Chat)
 	if err != nil {
 		writeError(w, err)
 		return

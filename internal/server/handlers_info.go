@@ -229,12 +229,12 @@ func (s *Server) handleApplyTemplate(w http.ResponseWriter, r *http.Request, e *
 		writeError(w, err)
 		return
 	}
-	msgs, err := parseMessages(b.Messages)
+	chat, err := b.chat()
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	prompt, err := e.render(msgs, b.generationPrompt())
+	prompt, err := e.render(chat)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -157,21 +157,36 @@ func (s *stopField) UnmarshalJSON(b []byte) error {
 
 // contentField is a chat message's content: a string, null, or OpenAI's
 // array of parts, of which only text parts are supported.
-type contentField string
+type contentField struct {
+	// text is the content, its parts joined by newlines as llama.cpp's
+	// chat layer joins them for a template.
+	text string
+	// parts are the text parts, when the content came as parts.
+	parts []string
+}
+
+// continued is the content as a continued final message carries it: its
+// parts joined by blank lines, as llama.cpp's chat layer joins them.
+func (c contentField) continued() string {
+	if c.parts == nil {
+		return c.text
+	}
+	return strings.Join(c.parts, "\n\n")
+}
 
 // UnmarshalJSON accepts "text", null or [{"type":"text","text":"..."}].
 func (c *contentField) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
 	switch {
 	case string(b) == "null":
-		*c = ""
+		*c = contentField{}
 		return nil
 	case len(b) > 0 && b[0] == '"':
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
-		*c = contentField(s)
+		*c = contentField{text: s}
 		return nil
 	}
 	var parts []struct {
@@ -182,6 +197,7 @@ func (c *contentField) UnmarshalJSON(b []byte) error {
 		return errors.New("content: give a string or an array of text parts")
 	}
 	var sb strings.Builder
+	texts := []string{}
 	for i, p := range parts {
 		if p.Type != "text" {
 			return fmt.Errorf("content[%d]: parts of type %q are not supported, only text", i, p.Type)
@@ -190,8 +206,9 @@ func (c *contentField) UnmarshalJSON(b []byte) error {
 			sb.WriteByte('\n') // as llama.cpp's chat layer joins text parts
 		}
 		sb.WriteString(p.Text)
+		texts = append(texts, p.Text)
 	}
-	*c = contentField(sb.String())
+	*c = contentField{text: sb.String(), parts: texts}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -9,28 +10,64 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim"
-	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/internal/chattemplate"
 )
 
-// render formats chat messages with the server's chat template (the
-// Jinja one under --jinja), ending with the opening of the assistant's
-// turn when generationPrompt is set.
-func (e *engine) render(msgs []bindings.ChatMessage, generationPrompt bool) (string, error) {
-	if e.jinja != nil {
-		conv := make([]chattemplate.Message, len(msgs))
-		for i, m := range msgs {
-			conv[i] = chattemplate.Message{Role: m.Role, Content: m.Content}
+// render formats a chat with the server's chat template (the Jinja one
+// under --jinja), as llama-server's chat layer does: ending with the
+// opening of the assistant's turn unless asked not to, or inside a final
+// message it continues (continue_final_message, or a final assistant
+// message under --prefill-assistant).
+func (e *engine) render(c Chat) (string, error) {
+	msgs := c.Messages
+	last := len(msgs) - 1
+	cont := c.ContinueFinal || (e.prefill && last >= 0 && msgs[last].Role == "assistant")
+	if e.jinja == nil {
+		switch {
+		case len(c.Kwargs) > 0:
+			return "", badRequest(`"chat_template_kwargs" need a Jinja chat template: start the server with --jinja`)
+		case c.Tools != nil:
+			return "", badRequest(`"tools" need a Jinja chat template to be rendered: start the server with --jinja`)
 		}
-		prompt, err := e.jinja.Render(conv, generationPrompt, time.Now())
+		// llama.cpp's built-in templates render a continued message whole.
+		prompt, err := e.model.ApplyChatTemplate(e.template, msgs, !c.NoGenerationPrompt && !cont)
 		if err != nil {
-			return "", badRequest("%v", err) // a template's raise_exception: the conversation is refused
+			return "", fmt.Errorf("apply the chat template: %w", err)
 		}
 		return prompt, nil
 	}
-	prompt, err := e.model.ApplyChatTemplate(e.template, msgs, generationPrompt)
+	in := chattemplate.Input{AddGenerationPrompt: !c.NoGenerationPrompt, Now: time.Now(), Vars: map[string]any{}}
+	for k, v := range e.templateVars {
+		in.Vars[k] = v
+	}
+	for k, raw := range c.Kwargs {
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return "", badRequest(`"chat_template_kwargs" %q: %v`, k, err)
+		}
+		in.Vars[k] = v
+	}
+	if c.Tools != nil {
+		var tools any
+		if err := json.Unmarshal(c.Tools, &tools); err != nil {
+			return "", badRequest(`"tools": %v`, err)
+		}
+		in.Vars["tools"] = tools
+	}
+	if cont {
+		// The conversation before it, with the assistant's opening, then
+		// the message's own text.
+		msgs, in.AddGenerationPrompt = msgs[:last], true
+	}
+	for _, m := range msgs {
+		in.Messages = append(in.Messages, chattemplate.Message{Role: m.Role, Content: m.Content})
+	}
+	prompt, err := e.jinja.Render(in)
 	if err != nil {
-		return "", fmt.Errorf("apply the chat template: %w", err)
+		return "", badRequest("%v", err) // a template's raise_exception: the conversation is refused
+	}
+	if cont {
+		prompt += c.Continued
 	}
 	return prompt, nil
 }

@@ -24,10 +24,8 @@ type Request struct {
 	// of its own with this one's settings.
 	PromptPieces []PromptPiece
 	Batch        []*Request
-	Messages     []bindings.ChatMessage
-	// NoGenerationPrompt asks a chat's prompt to end without the opening
-	// of the assistant's turn (add_generation_prompt false).
-	NoGenerationPrompt bool
+	// Chat is a chat request's conversation.
+	Chat
 	// Sampling is the server's defaults with the request's overrides.
 	Sampling Sampling
 	// Stop strings end generation and are trimmed from the content.
@@ -194,18 +192,64 @@ type completionBody struct {
 	samplingFields
 }
 
+// Chat is a chat request's conversation and how its prompt ends.
+type Chat struct {
+	Messages []bindings.ChatMessage
+	// NoGenerationPrompt asks the prompt to end without the opening of the
+	// assistant's turn (add_generation_prompt false).
+	NoGenerationPrompt bool
+	// ContinueFinal asks the prompt to end inside the final message,
+	// continuing its text, Continued (continue_final_message). With the
+	// server's --prefill-assistant (its default), a final assistant
+	// message is continued without asking.
+	ContinueFinal bool
+	Continued     string
+	// Kwargs are chat_template_kwargs: more variables for a Jinja
+	// template.
+	Kwargs map[string]json.RawMessage
+	// Tools is the request's tool list, which a Jinja template renders
+	// into the prompt. Only /apply-template gets this far with tools:
+	// chat requests with tools are refused until tool calls are parsed.
+	Tools json.RawMessage
+}
+
 // chatBody is POST /v1/chat/completions' (and /apply-template's) JSON.
 type chatBody struct {
 	Messages []chatMessage `json:"messages"`
 	// AddGenerationPrompt, true when absent, ends the prompt with the
 	// opening of the assistant's turn.
-	AddGenerationPrompt *bool `json:"add_generation_prompt"`
+	AddGenerationPrompt  *bool                      `json:"add_generation_prompt"`
+	ContinueFinalMessage json.RawMessage            `json:"continue_final_message"`
+	TemplateKwargs       map[string]json.RawMessage `json:"chat_template_kwargs"`
 	samplingFields
 }
 
-// generationPrompt is add_generation_prompt, true when absent.
-func (b *chatBody) generationPrompt() bool {
-	return b.AddGenerationPrompt == nil || *b.AddGenerationPrompt
+// chat reads the conversation and how its prompt ends, with
+// llama-server's checks.
+func (b *chatBody) chat() (Chat, error) {
+	msgs, err := parseMessages(b.Messages)
+	if err != nil {
+		return Chat{}, err
+	}
+	c := Chat{Messages: msgs, Kwargs: b.TemplateKwargs, Continued: b.Messages[len(b.Messages)-1].Content.continued()}
+	if !empty(b.Tools) {
+		c.Tools = b.Tools
+	}
+	c.NoGenerationPrompt = b.AddGenerationPrompt != nil && !*b.AddGenerationPrompt
+	var cont any
+	if !isNull(b.ContinueFinalMessage) && json.Unmarshal(b.ContinueFinalMessage, &cont) != nil {
+		return Chat{}, badRequest(`"continue_final_message": give true, "content" or false`)
+	}
+	switch cont {
+	case true, "content":
+		c.ContinueFinal = true
+	case "reasoning_content":
+		return Chat{}, badRequest(`"continue_final_message": "reasoning_content": kvtrim serve does not parse reasoning yet; continue the content`)
+	}
+	if c.ContinueFinal && !c.NoGenerationPrompt {
+		return Chat{}, badRequest("Cannot set both add_generation_prompt and continue_final_message to true.")
+	}
+	return c, nil
 }
 
 type chatMessage struct {
@@ -293,7 +337,7 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	if err := decodeBody(body, &b); err != nil {
 		return nil, err
 	}
-	msgs, err := parseMessages(b.Messages)
+	chat, err := b.chat()
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +355,7 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	if err := r.constrain(schema); err != nil {
 		return nil, err
 	}
-	r.Messages, r.NoGenerationPrompt = msgs, !b.generationPrompt()
+	r.Chat = chat
 	return r, nil
 }
 
@@ -338,7 +382,7 @@ func parseMessages(in []chatMessage) ([]bindings.ChatMessage, error) {
 		if m.Role == nil || *m.Role == "" {
 			return nil, badRequest("messages[%d]: give a role (system, user or assistant)", i)
 		}
-		out[i] = bindings.ChatMessage{Role: *m.Role, Content: string(m.Content)}
+		out[i] = bindings.ChatMessage{Role: *m.Role, Content: m.Content.text}
 	}
 	if n := len(out); n >= 2 && out[n-1].Role == "assistant" && out[n-2].Role == "assistant" {
 		return nil, badRequest("Cannot have 2 or more assistant messages at the end of the list.")

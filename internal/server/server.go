@@ -55,8 +55,12 @@ type engine struct {
 	verboseAll bool
 	// grammarOK is the server's default grammar, checked at the start.
 	grammarOK string
-	// jinja, when set (--jinja), renders chats in place of template.
-	jinja *chattemplate.Template
+	// jinja, when set (--jinja), renders chats in place of template,
+	// with templateVars.
+	jinja        *chattemplate.Template
+	templateVars map[string]any
+	// prefill continues a final assistant message (--prefill-assistant).
+	prefill bool
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -126,8 +130,16 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		return fmt.Errorf("kv compression: %s", err.Error())
 	}
 	jinja, src, err := s.jinjaTemplate(model)
+	if err != nil && !s.cfg.JinjaStrict {
+		s.log.Warn().Err(err).Msg("the chat template does not compile as Jinja here: chats are rendered with llama.cpp's built-in templates (--no-jinja to say so, --jinja to make this an error)")
+		jinja, err = nil, nil
+	}
 	if err != nil {
 		return err
+	}
+	vars := map[string]any{"enable_thinking": !s.cfg.NoThinking}
+	for k, v := range s.cfg.TemplateKwargs {
+		vars[k] = v
 	}
 	tmpl := src // what /props shows
 	if jinja == nil {
@@ -167,7 +179,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja,
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant,
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
@@ -177,10 +189,10 @@ func (s *Server) Start(model *kvtrim.Model) error {
 }
 
 // jinjaTemplate is the Jinja template chats are rendered with under
-// --jinja, and its text: the configured template's text, else the
-// model's own; nil without --jinja, for a built-in template's name, or for
-// a model without a template (which llama.cpp's built-in chatml then
-// renders).
+// --jinja, and its text: the configured template's text (any text, even
+// one without Jinja tags), else the model's own; nil without --jinja, for
+// a built-in template's name, or for a model without a template (which
+// llama.cpp's built-in chatml then renders).
 func (s *Server) jinjaTemplate(model *kvtrim.Model) (*chattemplate.Template, string, error) {
 	if !s.cfg.Jinja {
 		return nil, "", nil
@@ -189,8 +201,8 @@ func (s *Server) jinjaTemplate(model *kvtrim.Model) (*chattemplate.Template, str
 	if src == "" {
 		src = model.ChatTemplate()
 	}
-	if !strings.Contains(src, "{{") && !strings.Contains(src, "{%") {
-		return nil, "", nil
+	if src == "" || !strings.ContainsAny(src, " \n{%") {
+		return nil, "", nil // none, or a built-in template's name (chatml, llama3, ...)
 	}
 	v := model.Vocab()
 	t, err := chattemplate.Compile(src, v.Piece(v.BOS(), true), v.Piece(v.EOS(), true), v.AddBOS())

@@ -131,11 +131,12 @@ func TestSlotsShowLastRequest(t *testing.T) {
 }
 
 // TestContentPartsJoin: text parts of a chat message are joined with
-// newlines, as llama.cpp's chat layer joins them.
+// newlines, as llama.cpp's chat layer joins them for a template, and with
+// blank lines when the message is continued.
 func TestContentPartsJoin(t *testing.T) {
 	var c contentField
-	if err := json.Unmarshal([]byte(`[{"type":"text","text":"What is"},{"type":"text","text":"the best book"}]`), &c); err != nil || c != "What is\nthe best book" {
-		t.Errorf("%q, %v", c, err)
+	if err := json.Unmarshal([]byte(`[{"type":"text","text":"What is"},{"type":"text","text":"the best book"}]`), &c); err != nil || c.text != "What is\nthe best book" || c.continued() != "What is\n\nthe best book" {
+		t.Errorf("%+v, %v", c, err)
 	}
 }
 
@@ -882,4 +883,58 @@ func TestJinjaChat(t *testing.T) {
 	}
 	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"x"}]}`)
 	wantError(t, code, b, 400, typeInvalidRequest, "no tools here")
+}
+
+// TestJinjaContinuation: a final assistant message is continued (the
+// prompt ends inside it, its text parts joined by blank lines), unless
+// --no-prefill-assistant; continue_final_message asks for it explicitly
+// and conflicts with add_generation_prompt; chat_template_kwargs and
+// --chat-template-kwargs reach the template, and need --jinja.
+func TestJinjaContinuation(t *testing.T) {
+	cfg := testConfig()
+	cfg.Jinja = true
+	cfg.TemplateKwargs = map[string]any{"enable_thinking": false, "who": "server"}
+	cfg.ChatTemplate = `{%- if tools -%}<tools:{{ tools[0].function.name }}>{%- endif -%}` +
+		`{%- for m in messages -%}[{{ m.role }}]{{ m.content }}[/]{%- endfor -%}` +
+		`{%- if add_generation_prompt -%}[assistant]{%- if not enable_thinking -%}<nothink>{%- endif -%}{%- endif -%}({{ who }})`
+	ts := startServer(t, cfg)
+	var p struct{ Prompt string }
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"text","text":"Wh"},{"type":"text","text":"ill"}]}]}`, 200, &p)
+	if p.Prompt != "[user]hi[/][assistant]<nothink>(server)Wh\n\nill" {
+		t.Errorf("prefilled: %q", p.Prompt)
+	}
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Wh"}],"add_generation_prompt":false,"continue_final_message":true,"chat_template_kwargs":{"who":"request","enable_thinking":true}}`, 200, &p)
+	if p.Prompt != "[user]hi[/][assistant](request)Wh" {
+		t.Errorf("continued, with the request's kwargs: %q", p.Prompt)
+	}
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"continue_final_message":true}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "Cannot set both add_generation_prompt and continue_final_message")
+	// Tools are rendered by /apply-template; a chat with tools is refused
+	// until tool calls are parsed.
+	const tools = `"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]`
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"}],`+tools+`}`, 200, &p)
+	if !strings.HasPrefix(p.Prompt, "<tools:get_weather>[user]hi") {
+		t.Errorf("with tools: %q", p.Prompt)
+	}
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],`+tools+`}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "tool")
+
+	cfg.NoPrefillAssistant = true
+	ts = startServer(t, cfg)
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Wh"}]}`, 200, &p)
+	if p.Prompt != "[user]hi[/][assistant]Wh[/][assistant]<nothink>(server)" {
+		t.Errorf("not prefilled: %q", p.Prompt)
+	}
+
+	cfg = testConfig() // built-in templates
+	ts = startServer(t, cfg)
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"enable_thinking":false}}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "--jinja")
+
+	cfg.Jinja, cfg.ChatTemplate = true, "This is not a chat template, it is"
+	ts = startServer(t, cfg)
+	ts.post("/apply-template", `{"messages":[{"role":"user","content":"hi"}]}`, 200, &p)
+	if p.Prompt != cfg.ChatTemplate {
+		t.Errorf("a template of plain text: %q", p.Prompt)
+	}
 }

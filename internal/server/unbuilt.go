@@ -22,15 +22,13 @@ type unbuiltFields struct {
 	Echo            json.RawMessage `json:"echo"`
 	Tools           json.RawMessage `json:"tools"`
 	ToolChoice      json.RawMessage `json:"tool_choice"`
-	TemplateKwargs  json.RawMessage `json:"chat_template_kwargs"`
-	ContinueFinal   json.RawMessage `json:"continue_final_message"`
 }
 
 // Why kvtrim serve refuses a group of fields.
 const (
 	whySampler = "kvtrim serve does not build the adaptive-p sampler yet"
 	whyGrammar = "kvtrim serve has no lazy grammars yet (a GBNF \"grammar\" and \"json_schema\" work)"
-	whyTools   = "kvtrim serve has no tool calling or chat template arguments yet"
+	whyTools   = "kvtrim serve has no tool calling yet"
 )
 
 // check refuses the first field given with a value other than its
@@ -53,8 +51,6 @@ func (u *unbuiltFields) check() error {
 		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
 		{"tools", u.Tools, empty, whyTools},
 		{"tool_choice", u.ToolChoice, noTools, whyTools},
-		{"chat_template_kwargs", u.TemplateKwargs, empty, whyTools},
-		{"continue_final_message", u.ContinueFinal, isFalse, whyTools},
 	} {
 		if isSet(f.raw) && !f.neutral(f.raw) {
 			return badRequest("%q: %s; leave it out (or send its default) for now", f.name, f.why)
