@@ -112,11 +112,9 @@ type Config struct {
 	// and falls back to the built-in templates.
 	Jinja, JinjaStrict bool
 	// TemplateKwargs are variables every Jinja rendering gets
-	// (--chat-template-kwargs); a request's chat_template_kwargs override
-	// them.
+	// (--chat-template-kwargs, and enable_thinking from --reasoning); a
+	// request's chat_template_kwargs override them.
 	TemplateKwargs map[string]any
-	// NoThinking renders with enable_thinking false (--reasoning off).
-	NoThinking bool
 	// NoPrefillAssistant renders a final assistant message as a finished
 	// turn (--no-prefill-assistant); by default the prompt continues it.
 	NoPrefillAssistant bool

@@ -137,7 +137,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if err != nil {
 		return err
 	}
-	vars := map[string]any{"enable_thinking": !s.cfg.NoThinking}
+	vars := map[string]any{"enable_thinking": true} // as llama-server, unless --reasoning off
 	for k, v := range s.cfg.TemplateKwargs {
 		vars[k] = v
 	}
