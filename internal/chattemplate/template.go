@@ -28,9 +28,11 @@ type Template struct {
 	system bool
 }
 
-// Message is one turn of a conversation.
+// Message is one turn of a conversation; Extra holds its other fields
+// (tool_calls, tool_call_id, name), which templates read too.
 type Message struct {
 	Role, Content string
+	Extra         map[string]any
 }
 
 // Input is what a template renders: the conversation, whether to open
@@ -55,7 +57,7 @@ func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
 	// Does it render a system message? Probe it with a marker, as
 	// llama.cpp probes a template's capabilities.
 	const marker = "kvtrim-system-probe"
-	out, err := tmpl.render(Input{Messages: []Message{{"system", marker}, {"user", "hi"}}})
+	out, err := tmpl.render(Input{Messages: []Message{{Role: "system", Content: marker}, {Role: "user", Content: "hi"}}})
 	tmpl.system = err == nil && strings.Contains(out, marker)
 	return tmpl, nil
 }
@@ -66,7 +68,7 @@ func (t *Template) Render(in Input) (string, error) {
 	if !t.system && len(msgs) > 0 && msgs[0].Role == "system" {
 		// As llama.cpp's chat layer: into the next message, or dropped.
 		if len(msgs) > 1 {
-			merged := append([]Message{{msgs[1].Role, msgs[0].Content + "\n" + msgs[1].Content}}, msgs[2:]...)
+			merged := append([]Message{{Role: msgs[1].Role, Content: msgs[0].Content + "\n" + msgs[1].Content, Extra: msgs[1].Extra}}, msgs[2:]...)
 			msgs = merged
 		} else {
 			msgs = nil
@@ -80,7 +82,11 @@ func (t *Template) render(in Input) (string, error) {
 	now := in.Now
 	list := make([]jinja.Value, len(in.Messages))
 	for i, m := range in.Messages {
-		list[i] = jinja.FromGoValue(map[string]any{"role": m.Role, "content": m.Content})
+		fields := map[string]any{"role": m.Role, "content": m.Content}
+		for k, v := range m.Extra {
+			fields[k] = v
+		}
+		list[i] = jinja.FromGoValue(fields)
 	}
 	data := map[string]jinja.Value{
 		"messages":              jinja.NewList(list),

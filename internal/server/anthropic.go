@@ -106,13 +106,15 @@ func (b *anthropicBody) chatBodyOf() ([]byte, error) {
 		// llama-server takes an empty conversation too.
 		msgs = append(msgs, message{"user", ""})
 	}
+	if given(b.Tools) {
+		return nil, badRequest(`"tools": kvtrim serve reads tool calls in OpenAI's chat API (/v1/chat/completions); Anthropic's tool_use blocks come later`)
+	}
 	chat := map[string]any{"messages": msgs, "stream": b.Stream}
 	if b.MaxTokens != nil {
 		chat["max_tokens"] = *b.MaxTokens
 	}
 	for name, raw := range map[string]json.RawMessage{
 		"temperature": b.Temperature, "top_p": b.TopP, "top_k": b.TopK, "stop": b.StopSequences,
-		"tools": b.Tools, "tool_choice": b.ToolChoice,
 	} {
 		if isSet(raw) {
 			chat[name] = raw

@@ -68,7 +68,7 @@ func TestBadRequests(t *testing.T) {
 		{"responses without input", "/v1/responses", `{"max_output_tokens":3}`, 400, typeInvalidRequest, "'input' is required"},
 		{"responses input a number", "/v1/responses", `{"input":7}`, 400, typeInvalidRequest, "'input' must be a string or array of objects"},
 		{"responses previous id", "/responses", `{"input":"hi","previous_response_id":"resp_1"}`, 400, typeInvalidRequest, "previous_response_id"},
-		{"responses tool call item", "/v1/responses", `{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}`, 400, typeInvalidRequest, "tool calling"},
+		{"responses tool call item", "/v1/responses", `{"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{}"}]}`, 400, typeInvalidRequest, "not read yet"},
 		{"responses image", "/v1/responses", `{"input":[{"role":"user","content":[{"type":"input_image","image_url":"x"}]}]}`, 400, typeInvalidRequest, "input_image"},
 		{"responses item without role", "/v1/responses", `{"input":[{"content":"hi"}]}`, 400, typeInvalidRequest, "no role"},
 		{"responses text part without text", "/v1/responses", `{"input":[{"role":"user","content":[{"type":"input_text"}]}]}`, 400, typeInvalidRequest, "requires 'text'"},

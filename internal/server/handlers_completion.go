@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/toolcall"
 )
 
 // responder shapes one endpoint's answers: the whole response, or the
@@ -49,6 +50,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, e *engine) {
 // into its prompt, then generates.
 func (s *Server) generateChat(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
 	prompt, err := e.render(req.Chat)
+	if err == nil {
+		err = e.prepareTools(req)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
@@ -187,6 +191,9 @@ type oaiResponder struct {
 	created int64
 	first   bool // the role chunk of a chat stream is still to send
 	index   int  // of the choice (or prompt), when several stream together
+	// calls holds back a streamed chat answer's text that may be a tool
+	// call (made at the first delta of a request that reads calls).
+	calls *toolcall.Stream
 }
 
 func newOAIResponder(req *Request, e *engine, chat bool) *oaiResponder {
@@ -220,6 +227,9 @@ func (o *oaiResponder) whole(r *result) any {
 	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
 	if o.chat {
 		choice.Message = &oaiMessage{Role: "assistant", Content: &content}
+		if f := o.req.ToolUse.format; f != nil {
+			o.readCalls(f.Parse(r.content))(&choice)
+		}
 	} else {
 		choice.Text = &content
 	}
@@ -263,9 +273,35 @@ func (o *oaiResponder) delta(ev event) []any {
 		c.Timings = ev.timings
 		return []any{c}
 	}
+	if f := o.req.ToolUse.format; f != nil {
+		if o.calls == nil {
+			o.calls = f.NewStream()
+		}
+		if text = o.calls.Write(text); text == "" && logprobs == nil && ev.timings == nil {
+			return o.roleChunk() // held back: it may be a tool call
+		}
+	}
 	c := o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs})
 	c.Timings = ev.timings
 	return append(o.roleChunk(), c)
+}
+
+// readCalls returns what sets a chat choice's content and tool calls from
+// an answer's parse. An answer whose calls do not read (a call it never
+// closes) is given whole as content, as it was written.
+func (o *oaiResponder) readCalls(content string, calls []toolcall.Call, err error) func(*oaiChoice) {
+	return func(c *oaiChoice) {
+		if err != nil || len(calls) == 0 {
+			return
+		}
+		c.Message.ToolCalls = toolCallsOut(calls, false)
+		c.Message.Content = nil
+		if content != "" {
+			c.Message.Content = &content
+		}
+		reason := "tool_calls"
+		c.FinishReason = &reason
+	}
 }
 
 // roleChunk is a chat stream's first chunk, once: the assistant's role
@@ -290,11 +326,27 @@ func (o *oaiResponder) final(r *result) []any {
 	}
 	// As llama-server's chat streams: the finish chunk, then with
 	// stream_options.include_usage a chunk of no choices with the usage;
-	// the timings (and kvtrim's stats) ride on the last.
+	// the timings (and kvtrim's stats) ride on the last. Text held back
+	// as a possible tool call goes before them, as content or calls.
+	out := o.roleChunk() // the role goes out even when nothing was generated
+	if o.calls != nil {
+		rest, calls, err := o.calls.Finish()
+		if err != nil {
+			rest, calls = o.calls.Held(), nil // a call it never closed: the text as written
+		}
+		if rest != "" {
+			out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{Content: &rest}}))
+		}
+		if len(calls) > 0 {
+			out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{ToolCalls: toolCallsOut(calls, true)}}))
+			reason := "tool_calls"
+			choice.FinishReason = &reason
+		}
+	}
 	choice.Delta = &oaiMessage{}
 	finish := o.response(true, choice)
-	finish.Verbose = o.verbose(r)        // on the first of the final chunks, as llama-server
-	out := append(o.roleChunk(), finish) // the role goes out even when nothing was generated
+	finish.Verbose = o.verbose(r) // on the first of the final chunks, as llama-server
+	out = append(out, finish)
 	if o.req.IncludeUsage {
 		usage := o.response(true, oaiChoice{})
 		usage.Choices, usage.Usage = []oaiChoice{}, usageOf(r)

@@ -41,7 +41,7 @@ func responsesMessage(i int, item responsesItem) (chatMessageOut, error) {
 	where := fmt.Sprintf("input[%d]", i)
 	switch {
 	case item.Type == "function_call" || item.Type == "function_call_output":
-		return chatMessageOut{}, badRequest("%s: %q items need tool calling, which %s", where, item.Type, whyTools)
+		return chatMessageOut{}, badRequest("%s: %q items are not read yet: %s", where, item.Type, whyTools)
 	case item.Type == "reasoning":
 		return chatMessageOut{}, badRequest("%s: reasoning items are not supported by kvtrim serve yet (it does not parse reasoning)", where)
 	case item.Type != "" && item.Type != "message":
@@ -95,6 +95,9 @@ func chatBodyOfResponses(body []byte) ([]byte, error) {
 	input, ok := fields["input"]
 	if !ok {
 		return nil, badRequest("'input' is required")
+	}
+	if given(fields["tools"]) {
+		return nil, badRequest(`"tools": %s; the Responses API's function calls come later`, whyTools)
 	}
 	if prev := fields["previous_response_id"]; isSet(prev) && string(prev) != `""` {
 		return nil, badRequest("llama.cpp does not support 'previous_response_id'.")

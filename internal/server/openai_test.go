@@ -70,3 +70,66 @@ func TestOpenAIClient(t *testing.T) {
 		t.Errorf("the client reported %d of %d requests:\n%s", seen, len(want), out)
 	}
 }
+
+// TestOpenAIClientTools: through the official OpenAI client, a required
+// tool call comes back as tool_calls whose arguments follow the tool's
+// schema, the round trip's second turn (the call and the tool's answer)
+// is answered, a streamed call is gathered whole from its deltas, and a
+// response_format json_schema answer parses and validates.
+func TestOpenAIClientTools(t *testing.T) {
+	modules := openAIModules()
+	if _, err := os.Stat(filepath.Join(modules, "openai", "package.json")); err != nil {
+		t.Skipf("the npm package openai is not installed in %s (npm install --prefix %s openai@4.104.0)", modules, filepath.Dir(modules))
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	cfg := testConfig()
+	cfg.Jinja, cfg.ChatTemplate = true, hermesTemplate
+	ts := startServer(t, cfg)
+	cmd := exec.Command(node, filepath.Join(testenv.RepoRoot(), "testdata", "serve", "openai-tools.cjs"), ts.http.URL+"/v1")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openai client: %v\n%s", err, stderr.String())
+	}
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var r struct {
+			Name, Text   string
+			FinishReason string `json:"finish_reason"`
+			ToolCalls    []struct {
+				ID       string
+				Function struct{ Name, Arguments string }
+			} `json:"tool_calls"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("client output %q: %v", sc.Text(), err)
+		}
+		seen[r.Name] = true
+		switch r.Name {
+		case "call", "call-stream":
+			var args struct {
+				City string
+				Days int
+			}
+			if len(r.ToolCalls) != 1 || r.FinishReason != "tool_calls" || r.ToolCalls[0].Function.Name != "get_weather" || r.ToolCalls[0].ID == "" ||
+				json.Unmarshal([]byte(r.ToolCalls[0].Function.Arguments), &args) != nil || len([]rune(args.City)) > 8 || args.Days < 1 || args.Days > 7 {
+				t.Errorf("%s: %+v", r.Name, r)
+			}
+		case "second-turn":
+			if r.Text == "" || r.FinishReason != "length" {
+				t.Errorf("second turn: %+v", r)
+			}
+		case "json-schema":
+			checkPerson(t, r.Text)
+		}
+	}
+	if len(seen) != 4 {
+		t.Errorf("the client reported %v:\n%s", seen, out)
+	}
+}

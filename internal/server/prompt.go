@@ -26,8 +26,8 @@ func (e *engine) render(c Chat) (string, error) {
 		switch {
 		case len(c.Kwargs) > 0:
 			return "", badRequest(`"chat_template_kwargs" need a Jinja chat template: start the server with --jinja`)
-		case c.Tools != nil:
-			return "", badRequest(`"tools" need a Jinja chat template to be rendered: start the server with --jinja`)
+		case c.Tools != nil || c.Extra != nil:
+			return "", badRequest(`"tools" and tool calls need a Jinja chat template to be rendered: start the server with --jinja`)
 		}
 		// llama.cpp's built-in templates render a continued message whole.
 		prompt, err := e.model.ApplyChatTemplate(e.template, msgs, !c.NoGenerationPrompt && !cont)
@@ -59,8 +59,12 @@ func (e *engine) render(c Chat) (string, error) {
 		// the message's own text.
 		msgs, in.AddGenerationPrompt = msgs[:last], true
 	}
-	for _, m := range msgs {
-		in.Messages = append(in.Messages, chattemplate.Message{Role: m.Role, Content: m.Content})
+	for i, m := range msgs {
+		msg := chattemplate.Message{Role: m.Role, Content: m.Content}
+		if c.Extra != nil {
+			msg.Extra = c.Extra[i]
+		}
+		in.Messages = append(in.Messages, msg)
 	}
 	prompt, err := e.jinja.Render(in)
 	if err != nil {

@@ -24,8 +24,10 @@ type Request struct {
 	// of its own with this one's settings.
 	PromptPieces []PromptPiece
 	Batch        []*Request
-	// Chat is a chat request's conversation.
+	// Chat is a chat request's conversation, and ToolUse the tools it
+	// offers.
 	Chat
+	ToolUse ToolUse
 	// Sampling is the server's defaults with the request's overrides.
 	Sampling Sampling
 	// Stop strings end generation and are trimmed from the content.
@@ -130,6 +132,7 @@ type samplingFields struct {
 	N                 *int            `json:"n"`
 	NCmpl             *int            `json:"n_cmpl"` // llama-server's name; n is its alias
 	structuredFields
+	toolFields
 	// llama-server's fields kvtrim serve takes only at their neutral
 	// values.
 	unbuiltFields
@@ -208,9 +211,11 @@ type Chat struct {
 	// template.
 	Kwargs map[string]json.RawMessage
 	// Tools is the request's tool list, which a Jinja template renders
-	// into the prompt. Only /apply-template gets this far with tools:
-	// chat requests with tools are refused until tool calls are parsed.
+	// into the prompt.
 	Tools json.RawMessage
+	// Extra is, for each message, what a Jinja template reads beyond its
+	// role and content (tool calls), or nil.
+	Extra []map[string]any
 }
 
 // chatBody is POST /v1/chat/completions' (and /apply-template's) JSON.
@@ -232,8 +237,20 @@ func (b *chatBody) chat() (Chat, error) {
 		return Chat{}, err
 	}
 	c := Chat{Messages: msgs, Kwargs: b.TemplateKwargs, Continued: b.Messages[len(b.Messages)-1].Content.continued()}
-	if !empty(b.Tools) {
+	if given(b.Tools) {
 		c.Tools = b.Tools
+	}
+	for i := range b.Messages {
+		x, err := b.Messages[i].extra(i)
+		if err != nil {
+			return Chat{}, err
+		}
+		if x != nil && c.Extra == nil {
+			c.Extra = make([]map[string]any, len(b.Messages))
+		}
+		if x != nil {
+			c.Extra[i] = x
+		}
 	}
 	c.NoGenerationPrompt = b.AddGenerationPrompt != nil && !*b.AddGenerationPrompt
 	var cont any
@@ -255,6 +272,45 @@ func (b *chatBody) chat() (Chat, error) {
 type chatMessage struct {
 	Role    *string      `json:"role"`
 	Content contentField `json:"content"`
+	// An assistant's calls, and a tool message's answer to one: a Jinja
+	// template renders them.
+	ToolCalls  json.RawMessage `json:"tool_calls"`
+	ToolCallID string          `json:"tool_call_id"`
+	Name       string          `json:"name"`
+}
+
+// extra is what a Jinja template reads of a message beyond its role and
+// content: its tool calls (arguments as objects, as templates expect
+// them), the call a tool message answers, its name; nil when none.
+func (m *chatMessage) extra(i int) (map[string]any, error) {
+	x := map[string]any{}
+	if given(m.ToolCalls) {
+		var calls []map[string]any
+		if err := json.Unmarshal(m.ToolCalls, &calls); err != nil {
+			return nil, badRequest("messages[%d].tool_calls: give a list of calls: %v", i, err)
+		}
+		for _, c := range calls {
+			if fn, ok := c["function"].(map[string]any); ok {
+				if args, ok := fn["arguments"].(string); ok {
+					var obj map[string]any
+					if json.Unmarshal([]byte(args), &obj) == nil {
+						fn["arguments"] = obj
+					}
+				}
+			}
+		}
+		x["tool_calls"] = calls
+	}
+	if m.ToolCallID != "" {
+		x["tool_call_id"] = m.ToolCallID
+	}
+	if m.Name != "" {
+		x["name"] = m.Name
+	}
+	if len(x) == 0 {
+		return nil, nil
+	}
+	return x, nil
 }
 
 // ParseCompletionRequest parses the body of a completion request (native
@@ -273,6 +329,9 @@ func ParseCompletionRequest(body []byte, def Sampling, comp kvtrim.Compression) 
 	}
 	if r.NProbs, err = b.completionProbs(); err != nil {
 		return nil, err
+	}
+	if u, err := b.toolUse(nil); err != nil || u.active() || u.Choice == toolsRequired {
+		return nil, badRequest(`"tools", "tool_choice": %s`, whyTools)
 	}
 	schema, err := b.completionSchema(b.Grammar)
 	if err != nil {
@@ -350,6 +409,9 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	}
 	schema, err := b.chatSchema(b.Grammar)
 	if err != nil {
+		return nil, err
+	}
+	if r.ToolUse, err = b.toolUse(b.Grammar); err != nil {
 		return nil, err
 	}
 	if err := r.constrain(schema); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/hooks"
 	"github.com/kvtrim/kvtrim/internal/chattemplate"
+	"github.com/kvtrim/kvtrim/internal/toolcall"
 )
 
 // Server is kvtrim's llama-server-compatible HTTP server. Its handler
@@ -61,6 +62,9 @@ type engine struct {
 	templateVars map[string]any
 	// prefill continues a final assistant message (--prefill-assistant).
 	prefill bool
+	// toolFormat is the tool-call format the Jinja template's model
+	// writes, nil when unknown.
+	toolFormat *toolcall.Format
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -179,13 +183,21 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant,
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src),
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
 		Str("kv_policy", opt.Compression.PolicyName()).Msg("slots ready")
 	return nil
+}
+
+// toolFormatOf is the tool-call format of a Jinja template's model.
+func toolFormatOf(t *chattemplate.Template, src string) *toolcall.Format {
+	if t == nil {
+		return nil
+	}
+	return toolcall.Detect(src)
 }
 
 // jinjaTemplate is the Jinja template chats are rendered with under

@@ -29,6 +29,10 @@ func isNull(raw json.RawMessage) bool {
 	return len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
 }
 
+// given says whether a raw field holds something: present, not null, and
+// not an empty string, list or object.
+func given(raw json.RawMessage) bool { return !isNull(raw) && !empty(raw) }
+
 // completionSchema is a completion request's schema: json_schema, unless
 // a grammar is given, which llama-server then uses instead. A
 // response_format other than text is refused (llama-server reads it in

@@ -20,15 +20,13 @@ type unbuiltFields struct {
 	TMaxPromptMs    json.RawMessage `json:"t_max_prompt_ms"`
 	Lora            json.RawMessage `json:"lora"`
 	Echo            json.RawMessage `json:"echo"`
-	Tools           json.RawMessage `json:"tools"`
-	ToolChoice      json.RawMessage `json:"tool_choice"`
 }
 
 // Why kvtrim serve refuses a group of fields.
 const (
 	whySampler = "kvtrim serve does not build the adaptive-p sampler yet"
 	whyGrammar = "kvtrim serve has no lazy grammars yet (a GBNF \"grammar\" and \"json_schema\" work)"
-	whyTools   = "kvtrim serve has no tool calling yet"
+	whyTools   = "kvtrim serve reads tool calls in /v1/chat/completions only"
 )
 
 // check refuses the first field given with a value other than its
@@ -49,8 +47,6 @@ func (u *unbuiltFields) check() error {
 		{"t_max_prompt_ms", u.TMaxPromptMs, atMost(0), "kvtrim serve has no time limit on prompts yet"},
 		{"lora", u.Lora, empty, "kvtrim serve loads no LoRA adapters"},
 		{"echo", u.Echo, isFalse, "kvtrim serve does not echo the prompt yet"},
-		{"tools", u.Tools, empty, whyTools},
-		{"tool_choice", u.ToolChoice, noTools, whyTools},
 	} {
 		if isSet(f.raw) && !f.neutral(f.raw) {
 			return badRequest("%q: %s; leave it out (or send its default) for now", f.name, f.why)
@@ -110,11 +106,4 @@ func textFormat(raw json.RawMessage) bool {
 		Type string `json:"type"`
 	}
 	return json.Unmarshal(raw, &f) == nil && f.Type == "text"
-}
-
-// noTools is a tool_choice that calls no tool: "none", or "auto" (no
-// tools are given, or "tools" is refused first).
-func noTools(raw json.RawMessage) bool {
-	var s string
-	return json.Unmarshal(raw, &s) == nil && (s == "none" || s == "auto")
 }

@@ -1,0 +1,211 @@
+package toolcall
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// hermes is Hermes 2/3's and Qwen 2.5/3's: each call a JSON object
+// {"name", "arguments"} between <tool_call> and </tool_call>.
+var hermes = &Format{
+	Name:    "hermes",
+	starts:  []string{"<tool_call>"},
+	argsKey: "arguments",
+	parse: func(text string) (string, []Call, error) {
+		return tagged(text, "<tool_call>", "</tool_call>", "arguments")
+	},
+	grammar: func(many bool) string {
+		one := `"<tool_call>" space call space "</tool_call>"`
+		if many {
+			return "( " + one + " space )+"
+		}
+		return one
+	},
+}
+
+// functionary31 is Functionary v3.1's (and Llama 3.1's own function tag):
+// <function=NAME>{arguments}</function>.
+var functionary31 = &Format{
+	Name:   "functionary-v3.1",
+	starts: []string{"<function="},
+	parse: func(text string) (string, []Call, error) {
+		var content strings.Builder
+		var calls []Call
+		for {
+			i := strings.Index(text, "<function=")
+			if i < 0 {
+				content.WriteString(text)
+				return strings.TrimSpace(content.String()), calls, nil
+			}
+			content.WriteString(text[:i])
+			rest := text[i+len("<function="):]
+			j := strings.Index(rest, ">")
+			if j < 0 {
+				return "", nil, errors.New("a <function= tag the answer never closes")
+			}
+			name := rest[:j]
+			args, after, err := firstJSON(rest[j+1:])
+			if err != nil {
+				return "", nil, fmt.Errorf("call %s: arguments: %w", name, err)
+			}
+			after = strings.TrimLeft(after, " \t\r\n")
+			if !strings.HasPrefix(after, "</function>") {
+				return "", nil, fmt.Errorf("call %s: no </function> after its arguments", name)
+			}
+			calls = append(calls, Call{Name: name, Arguments: string(compact([]byte(args)))})
+			text = after[len("</function>"):]
+		}
+	},
+}
+
+// llama3 is Llama 3.x's: the answer is one JSON object {"name",
+// "parameters"} (or several, separated by semicolons), optionally after
+// <|python_tag|>.
+var llama3 = &Format{
+	Name:    "llama3",
+	starts:  []string{"{", "<|python_tag|>"},
+	atStart: true,
+	argsKey: "parameters",
+	parse: func(text string) (string, []Call, error) {
+		body := strings.TrimSpace(text)
+		body = strings.TrimSpace(strings.TrimPrefix(body, "<|python_tag|>"))
+		if !strings.HasPrefix(body, "{") {
+			return text, nil, nil
+		}
+		var calls []Call
+		for body != "" {
+			obj, rest, err := firstJSON(body)
+			if err != nil {
+				return text, nil, nil // not a call: an answer that starts with a brace
+			}
+			c, err := callObject([]byte(obj), "parameters")
+			if err != nil {
+				return text, nil, nil
+			}
+			calls = append(calls, c)
+			body = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ";"))
+		}
+		return "", calls, nil
+	},
+	grammar: func(many bool) string {
+		if many {
+			return `call ( space ";" space call )*`
+		}
+		return "call"
+	},
+}
+
+// mistral is Mistral's: [TOOL_CALLS] then a JSON list of {"name",
+// "arguments"}, or, in newer templates, NAME[ARGS]{arguments}.
+var mistral = &Format{
+	Name:    "mistral",
+	starts:  []string{"[TOOL_CALLS]"},
+	argsKey: "arguments",
+	parse: func(text string) (string, []Call, error) {
+		i := strings.Index(text, "[TOOL_CALLS]")
+		if i < 0 {
+			return strings.TrimSpace(text), nil, nil
+		}
+		content, rest := text[:i], strings.TrimSpace(text[i+len("[TOOL_CALLS]"):])
+		var calls []Call
+		if strings.HasPrefix(rest, "[") {
+			list, _, err := firstJSON(rest)
+			if err != nil {
+				return "", nil, fmt.Errorf("the list after [TOOL_CALLS]: %w", err)
+			}
+			var raws []json.RawMessage
+			if err := json.Unmarshal([]byte(list), &raws); err != nil {
+				return "", nil, err
+			}
+			for _, raw := range raws {
+				c, err := callObject(raw, "arguments")
+				if err != nil {
+					return "", nil, err
+				}
+				calls = append(calls, c)
+			}
+			return strings.TrimSpace(content), calls, nil
+		}
+		for _, part := range strings.Split(rest, "[TOOL_CALLS]") {
+			name, args, ok := strings.Cut(part, "[ARGS]")
+			if !ok {
+				return "", nil, errors.New("a call without [ARGS] after [TOOL_CALLS]")
+			}
+			obj, _, err := firstJSON(args)
+			if err != nil {
+				return "", nil, fmt.Errorf("call %s: arguments: %w", name, err)
+			}
+			calls = append(calls, Call{Name: strings.TrimSpace(name), Arguments: string(compact([]byte(obj)))})
+		}
+		return strings.TrimSpace(content), calls, nil
+	},
+	grammar: func(many bool) string {
+		if many {
+			return `"[TOOL_CALLS]" "[" space call ( "," space call )* space "]"`
+		}
+		return `"[TOOL_CALLS]" "[" space call space "]"`
+	},
+}
+
+// deepseekR1 is DeepSeek R1's: <｜tool▁calls▁begin｜>, then for each call
+// <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME, its arguments in a
+// ```json block, <｜tool▁call▁end｜>, and <｜tool▁calls▁end｜>.
+var deepseekR1 = &Format{
+	Name:   "deepseek-r1",
+	starts: []string{"<｜tool▁calls▁begin｜>"},
+	parse: func(text string) (string, []Call, error) {
+		const begin, end = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
+		i := strings.Index(text, begin)
+		if i < 0 {
+			return strings.TrimSpace(text), nil, nil
+		}
+		content, rest := text[:i], text[i+len(begin):]
+		rest, _, _ = strings.Cut(rest, end)
+		var calls []Call
+		for _, block := range strings.Split(rest, "<｜tool▁call▁begin｜>")[1:] {
+			block, _, _ = strings.Cut(block, "<｜tool▁call▁end｜>")
+			_, after, ok := strings.Cut(block, "<｜tool▁sep｜>")
+			if !ok {
+				return "", nil, errors.New("a call without <｜tool▁sep｜>")
+			}
+			name, code, _ := strings.Cut(after, "\n")
+			code = strings.TrimSpace(code)
+			code = strings.TrimPrefix(code, "```json")
+			code = strings.TrimSuffix(strings.TrimSpace(code), "```")
+			obj, _, err := firstJSON(code)
+			if err != nil {
+				return "", nil, fmt.Errorf("call %s: arguments: %w", name, err)
+			}
+			calls = append(calls, Call{Name: strings.TrimSpace(name), Arguments: string(compact([]byte(obj)))})
+		}
+		return strings.TrimSpace(content), calls, nil
+	},
+}
+
+// tagged reads calls written as JSON objects between open and close tags;
+// the text around them is the content.
+func tagged(text, open, close, argsKey string) (string, []Call, error) {
+	var content strings.Builder
+	var calls []Call
+	for {
+		i := strings.Index(text, open)
+		if i < 0 {
+			content.WriteString(text)
+			return strings.TrimSpace(content.String()), calls, nil
+		}
+		content.WriteString(text[:i])
+		rest := text[i+len(open):]
+		j := strings.Index(rest, close)
+		if j < 0 {
+			return "", nil, fmt.Errorf("a %s the answer never closes", open)
+		}
+		c, err := callObject([]byte(strings.TrimSpace(rest[:j])), argsKey)
+		if err != nil {
+			return "", nil, err
+		}
+		calls = append(calls, c)
+		text = rest[j+len(close):]
+	}
+}
