@@ -62,6 +62,22 @@ func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
 	return tmpl, nil
 }
 
+// ShowsTools says whether the template writes the tools it is given into
+// the prompt (llama.cpp's chat layer probes templates the same way): a
+// template that does not gives its model no way to call them.
+func (t *Template) ShowsTools() bool {
+	const marker = "kvtrim_probe_tool"
+	in := Input{Messages: []Message{{Role: "user", Content: "hi"}}, AddGenerationPrompt: true}
+	without, err := t.render(in)
+	if err != nil {
+		return false
+	}
+	in.Vars = map[string]any{"tools": []any{map[string]any{"type": "function", "function": map[string]any{
+		"name": marker, "description": "", "parameters": map[string]any{"type": "object", "properties": map[string]any{}}}}}}
+	with, err := t.render(in)
+	return err == nil && with != without && strings.Contains(with, marker)
+}
+
 // Render renders a conversation.
 func (t *Template) Render(in Input) (string, error) {
 	msgs := in.Messages

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/toolcall"
 )
 
 // Anthropic's Messages API (POST /v1/messages and
@@ -44,12 +47,19 @@ type anthropicThinking struct {
 type anthropicBlock struct {
 	Type string `json:"type"`
 	Text string `json:"text"`
+	// A thinking block's reasoning.
+	Thinking string `json:"thinking"`
+	// A tool_use block's call, and a tool_result block's answer to one.
+	ID        string          `json:"id"`
+	Name      string          `json:"name"`
+	Input     json.RawMessage `json:"input"`
+	ToolUseID string          `json:"tool_use_id"`
+	Content   json.RawMessage `json:"content"`
 }
 
 // anthropicText is a content field's text: a string, or its text blocks
-// joined with sep (llama-server joins a message's with newlines, the
-// system's with nothing). Other blocks (images, tool use and results,
-// thinking) need features kvtrim serve does not have yet, and are refused.
+// joined with sep (llama-server joins the system's with nothing). Other
+// blocks are refused here: only messages carry tool and thinking blocks.
 func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
 	if !isSet(raw) {
 		return "", nil
@@ -65,7 +75,7 @@ func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
 	text := ""
 	for i, b := range blocks {
 		if b.Type != "text" {
-			return "", badRequest("%s[%d]: %q blocks are not supported by kvtrim serve yet (it takes text; tools, images and thinking come later)", where, i, b.Type)
+			return "", badRequest("%s[%d]: %q blocks are not supported here (text only)", where, i, b.Type)
 		}
 		if text != "" {
 			text += sep
@@ -75,43 +85,217 @@ func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
 	return text, nil
 }
 
+// oaiMessageIn is an OpenAI chat message, as a Messages request's
+// messages become.
+type oaiMessageIn struct {
+	Role             string          `json:"role"`
+	Content          any             `json:"content"`
+	ToolCalls        []oaiToolCallIn `json:"tool_calls,omitempty"`
+	ToolCallID       string          `json:"tool_call_id,omitempty"`
+	ReasoningContent string          `json:"reasoning_content,omitempty"`
+}
+
+type oaiToolCallIn struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+// anthropicMessages turns one Messages message into OpenAI messages, as
+// llama-server does: its text (and thinking, and tool_use calls) as one
+// message, then each tool_result as a tool message.
+func anthropicMessages(m anthropicMessage, where string) ([]oaiMessageIn, error) {
+	if !isSet(m.Content) {
+		return []oaiMessageIn{{Role: m.Role, Content: ""}}, nil
+	}
+	var s string
+	if json.Unmarshal(m.Content, &s) == nil {
+		return []oaiMessageIn{{Role: m.Role, Content: s}}, nil
+	}
+	var blocks []anthropicBlock
+	if err := json.Unmarshal(m.Content, &blocks); err != nil {
+		return nil, badRequest("%s: give a string or an array of content blocks", where)
+	}
+	msg := oaiMessageIn{Role: m.Role}
+	var texts []string
+	images := 0
+	var results []oaiMessageIn
+	for i, b := range blocks {
+		switch b.Type {
+		case "text":
+			texts = append(texts, b.Text)
+		case "thinking":
+			msg.ReasoningContent += b.Thinking
+		case "image":
+			images++ // an image_url part, as llama-server makes of it
+		case "tool_use":
+			c := oaiToolCallIn{ID: b.ID, Type: "function"}
+			c.Function.Name = b.Name
+			c.Function.Arguments = "{}"
+			if isSet(b.Input) {
+				c.Function.Arguments = string(compactJSON(b.Input))
+			}
+			msg.ToolCalls = append(msg.ToolCalls, c)
+		case "tool_result":
+			content, err := anthropicResult(b.Content, fmt.Sprintf("%s[%d].content", where, i))
+			if err != nil {
+				return nil, err
+			}
+			results = append(results, oaiMessageIn{Role: "tool", ToolCallID: b.ToolUseID, Content: content})
+		default:
+			return nil, badRequest("%s[%d]: %q blocks are not supported by kvtrim serve yet (it takes text, tool use and results, and thinking)", where, i, b.Type)
+		}
+	}
+	var out []oaiMessageIn
+	if len(texts) > 0 || images > 0 || len(msg.ToolCalls) > 0 || msg.ReasoningContent != "" {
+		msg.Content = ""
+		if len(texts)+images > 0 {
+			msg.Content = contentParts(texts, images)
+		}
+		out = append(out, msg)
+	}
+	return append(out, results...), nil
+}
+
+// contentParts are OpenAI content parts: the texts, and an image_url part
+// per image (their data matters not: a server without a multimodal
+// projector refuses them, errNoImages).
+func contentParts(texts []string, images int) []map[string]any {
+	parts := make([]map[string]any, 0, len(texts)+images)
+	for range images {
+		parts = append(parts, map[string]any{"type": "image_url", "image_url": map[string]string{"url": ""}})
+	}
+	for _, t := range texts {
+		parts = append(parts, map[string]any{"type": "text", "text": t})
+	}
+	return parts
+}
+
+// anthropicResult is a tool_result's content as a tool message's: a
+// string, its text blocks joined, or, with images, content parts.
+func anthropicResult(raw json.RawMessage, where string) (any, error) {
+	if !isSet(raw) {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil
+	}
+	var blocks []anthropicBlock
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return nil, badRequest("%s: give a string or an array of content blocks", where)
+	}
+	var texts []string
+	images := 0
+	for i, b := range blocks {
+		switch b.Type {
+		case "text":
+			texts = append(texts, b.Text)
+		case "image":
+			images++
+		default:
+			return nil, badRequest("%s[%d]: %q blocks are not supported in a tool result", where, i, b.Type)
+		}
+	}
+	if images > 0 {
+		return contentParts(texts, images), nil
+	}
+	return strings.Join(texts, ""), nil
+}
+
+// compactJSON is JSON without insignificant whitespace.
+func compactJSON(raw json.RawMessage) []byte {
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return raw
+	}
+	return b.Bytes()
+}
+
+// anthropicTools turns Messages tools ({name, description, input_schema})
+// into OpenAI's, and its tool_choice ({"type": "auto" | "any" | "tool" |
+// "none"}) into OpenAI's.
+func anthropicTools(tools, choice json.RawMessage) (any, any, error) {
+	var out []map[string]any
+	if given(tools) {
+		var list []struct {
+			Name        string          `json:"name"`
+			Description string          `json:"description"`
+			InputSchema json.RawMessage `json:"input_schema"`
+		}
+		if err := json.Unmarshal(tools, &list); err != nil {
+			return nil, nil, badRequest(`"tools": give a list of {"name", "input_schema"}: %v`, err)
+		}
+		for _, t := range list {
+			schema := t.InputSchema
+			if !isSet(schema) {
+				schema = json.RawMessage(`{"type":"object"}`)
+			}
+			out = append(out, map[string]any{"type": "function", "function": map[string]any{
+				"name": t.Name, "description": t.Description, "parameters": schema}})
+		}
+	}
+	if !isSet(choice) {
+		return out, nil, nil
+	}
+	var c struct {
+		Type string `json:"type"`
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(choice, &c); err != nil {
+		return nil, nil, badRequest(`"tool_choice": give {"type": "auto" | "any" | "tool" | "none"}`)
+	}
+	switch c.Type {
+	case "auto", "none":
+		return out, c.Type, nil
+	case "any":
+		return out, toolsRequired, nil
+	case "tool":
+		return out, map[string]any{"type": "function", "function": map[string]string{"name": c.Name}}, nil
+	}
+	return nil, nil, badRequest(`"tool_choice": type %q: give "auto", "any", "tool" or "none"`, c.Type)
+}
+
 // chatBodyOf turns a Messages request into an OpenAI chat request's JSON.
 func (b *anthropicBody) chatBodyOf() ([]byte, error) {
 	if b.Messages == nil {
 		return nil, badRequest(`"messages" is required`)
 	}
-	if b.Thinking != nil && b.Thinking.Type != "" && b.Thinking.Type != "disabled" {
-		return nil, badRequest(`"thinking": kvtrim serve does not parse reasoning yet; leave it out or disable it`)
-	}
-	type message struct {
-		Role    string `json:"role"`
-		Content string `json:"content"`
-	}
-	var msgs []message
+	var msgs []oaiMessageIn
 	if isSet(b.System) {
 		system, err := anthropicText(b.System, "system", "")
 		if err != nil {
 			return nil, err
 		}
-		msgs = append(msgs, message{"system", system})
+		msgs = append(msgs, oaiMessageIn{Role: "system", Content: system})
 	}
 	for i, m := range *b.Messages {
-		text, err := anthropicText(m.Content, fmt.Sprintf("messages[%d].content", i), "\n")
+		out, err := anthropicMessages(m, fmt.Sprintf("messages[%d].content", i))
 		if err != nil {
 			return nil, err
 		}
-		msgs = append(msgs, message{m.Role, text})
+		msgs = append(msgs, out...)
 	}
 	if len(msgs) == 0 {
 		// llama-server takes an empty conversation too.
-		msgs = append(msgs, message{"user", ""})
-	}
-	if given(b.Tools) {
-		return nil, badRequest(`"tools": kvtrim serve reads tool calls in OpenAI's chat API (/v1/chat/completions); Anthropic's tool_use blocks come later`)
+		msgs = append(msgs, oaiMessageIn{Role: "user", Content: ""})
 	}
 	chat := map[string]any{"messages": msgs, "stream": b.Stream}
 	if b.MaxTokens != nil {
 		chat["max_tokens"] = *b.MaxTokens
+	}
+	tools, choice, err := anthropicTools(b.Tools, b.ToolChoice)
+	if err != nil {
+		return nil, err
+	}
+	if tools != nil {
+		chat["tools"] = tools
+	}
+	if choice != nil {
+		chat["tool_choice"] = choice
 	}
 	for name, raw := range map[string]json.RawMessage{
 		"temperature": b.Temperature, "top_p": b.TopP, "top_k": b.TopK, "stop": b.StopSequences,
@@ -136,6 +320,7 @@ func (s *Server) parseAnthropic(w http.ResponseWriter, r *http.Request) (*Reques
 			if chat, err = b.chatBodyOf(); err == nil {
 				var req *Request
 				if req, err = ParseChatRequest(chat, s.cfg.Sampling, *s.compression.Load()); err == nil {
+					req.Chat.Thinking = b.Thinking != nil && b.Thinking.Type == "enabled"
 					return req, true
 				}
 			}
@@ -148,7 +333,7 @@ func (s *Server) parseAnthropic(w http.ResponseWriter, r *http.Request) (*Reques
 // handleAnthropic answers POST /v1/messages.
 func (s *Server) handleAnthropic(w http.ResponseWriter, r *http.Request, e *engine) {
 	if req, ok := s.parseAnthropic(w, r); ok {
-		s.generateChat(w, r, e, req, &anthropicResponder{e: e, id: newID("msg_"), created: time.Now().Unix()})
+		s.generateChat(w, r, e, req, &anthropicResponder{e: e, req: req, id: newID("msg_"), created: time.Now().Unix()})
 	}
 }
 
@@ -190,9 +375,12 @@ func countInputTokens(w http.ResponseWriter, e *engine, req *Request, object str
 // anthropicResponder shapes Messages answers.
 type anthropicResponder struct {
 	e       *engine
+	req     *Request
 	id      string
 	created int64
 	started bool // message_start and the text block's start are sent
+	// calls holds back streamed text that may be a tool call.
+	calls *toolcall.Stream
 }
 
 // anthropicStop is Anthropic's name for how generation ended, and the stop
@@ -215,22 +403,54 @@ type anthropicUsage struct {
 }
 
 type anthropicMessageOut struct {
-	ID           string           `json:"id"`
-	Type         string           `json:"type"`
-	Role         string           `json:"role"`
-	Content      []anthropicBlock `json:"content"`
-	Model        string           `json:"model"`
-	StopReason   *string          `json:"stop_reason"`
-	StopSequence *string          `json:"stop_sequence"`
-	Usage        anthropicUsage   `json:"usage"`
-	Kvtrim       *KVStats         `json:"kvtrim,omitempty"`
+	ID           string         `json:"id"`
+	Type         string         `json:"type"`
+	Role         string         `json:"role"`
+	Content      []any          `json:"content"`
+	Model        string         `json:"model"`
+	StopReason   *string        `json:"stop_reason"`
+	StopSequence *string        `json:"stop_sequence"`
+	Usage        anthropicUsage `json:"usage"`
+	Kvtrim       *KVStats       `json:"kvtrim,omitempty"`
+}
+
+// anthropicTextOut and anthropicToolUse are an answer's content blocks.
+type anthropicTextOut struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+type anthropicToolUse struct {
+	Type  string          `json:"type"`
+	ID    string          `json:"id"`
+	Name  string          `json:"name"`
+	Input json.RawMessage `json:"input"`
+}
+
+// toolUses are calls as tool_use blocks, their ids in Anthropic's form.
+func toolUses(calls []toolcall.Call) []anthropicToolUse {
+	out := make([]anthropicToolUse, len(calls))
+	for i, c := range calls {
+		out[i] = anthropicToolUse{Type: "tool_use", ID: "toolu_" + strings.TrimPrefix(c.ID, "call_"), Name: c.Name, Input: json.RawMessage(c.Arguments)}
+	}
+	return out
 }
 
 func (a *anthropicResponder) whole(r *result) any {
 	reason, seq := anthropicStop(r)
-	content := []anthropicBlock{}
-	if r.content != "" {
-		content = append(content, anthropicBlock{Type: "text", Text: r.content})
+	content := []any{}
+	text := r.content
+	var calls []toolcall.Call
+	if f := a.req.ToolUse.format; f != nil {
+		if c, cs, err := f.Parse(r.content); err == nil && len(cs) > 0 {
+			text, calls, reason = c, cs, "tool_use"
+		}
+	}
+	if text != "" {
+		content = append(content, anthropicTextOut{Type: "text", Text: text})
+	}
+	for _, u := range toolUses(calls) {
+		content = append(content, u)
 	}
 	return anthropicMessageOut{
 		ID: a.id, Type: "message", Role: "assistant", Content: content, Model: a.e.name,
@@ -248,12 +468,12 @@ func (a *anthropicResponder) begin(promptN, cacheN int) []any {
 	}
 	a.started = true
 	msg := anthropicMessageOut{
-		ID: a.id, Type: "message", Role: "assistant", Content: []anthropicBlock{}, Model: a.e.name,
+		ID: a.id, Type: "message", Role: "assistant", Content: []any{}, Model: a.e.name,
 		Usage: anthropicUsage{CacheRead: cacheN, Input: promptN - cacheN},
 	}
 	return []any{
 		namedEvent{"message_start", map[string]any{"type": "message_start", "message": msg}},
-		namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": anthropicBlock{Type: "text"}}},
+		namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": anthropicTextOut{Type: "text"}}},
 	}
 }
 
@@ -262,19 +482,54 @@ func (a *anthropicResponder) delta(ev event) []any {
 	if ev.progress != nil {
 		return out // Anthropic's stream has no progress events
 	}
-	if ev.delta == "" {
+	text := ev.delta
+	if f := a.req.ToolUse.format; f != nil {
+		if a.calls == nil {
+			a.calls = f.NewStream()
+		}
+		text = a.calls.Write(text)
+	}
+	if text == "" {
 		return out
 	}
-	return append(out, namedEvent{"content_block_delta", map[string]any{
-		"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": ev.delta},
-	}})
+	return append(out, a.textDelta(text))
+}
+
+// textDelta is a stream's event carrying text of the first block.
+func (a *anthropicResponder) textDelta(text string) namedEvent {
+	return namedEvent{"content_block_delta", map[string]any{
+		"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": text},
+	}}
 }
 
 func (a *anthropicResponder) final(r *result) []any {
 	reason, seq := anthropicStop(r)
 	out := a.begin(r.promptN, r.cacheN)
+	var calls []toolcall.Call
+	if a.calls != nil {
+		rest, cs, err := a.calls.Finish()
+		if err != nil {
+			rest, cs = a.calls.Held(), nil // a call it never closed: the text as written
+		}
+		if rest != "" {
+			out = append(out, a.textDelta(rest))
+		}
+		calls = cs
+	}
+	out = append(out, namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}})
+	// Each call a block of its own after the text's: its start, its input
+	// as one JSON delta, its stop.
+	for i, u := range toolUses(calls) {
+		input := u.Input
+		u.Input = json.RawMessage(`{}`)
+		out = append(out,
+			namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": i + 1, "content_block": u}},
+			namedEvent{"content_block_delta", map[string]any{"type": "content_block_delta", "index": i + 1,
+				"delta": map[string]string{"type": "input_json_delta", "partial_json": string(input)}}},
+			namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": i + 1}})
+		reason = "tool_use"
+	}
 	return append(out,
-		namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
 		namedEvent{"message_delta", map[string]any{
 			"type": "message_delta", "delta": map[string]any{"stop_reason": reason, "stop_sequence": seq},
 			"usage": map[string]int{"output_tokens": r.predictedN},

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -79,15 +80,105 @@ func TestAnthropicMessages(t *testing.T) {
 	if code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"max_tokens":4,"messages":[]}`); code != 200 {
 		t.Errorf("empty messages: %d %s", code, b)
 	}
+	// As llama-server without a multimodal projector: a 500 naming it.
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"messages":[{"role":"user","content":[{"type":"image","source":{}},{"type":"text","text":"What is this?"}]}]}`)
+	wantError(t, code, b, 500, typeServer, "image input is not supported")
 	for _, c := range []struct{ body, msg string }{
 		{`{"max_tokens":4}`, `"messages" is required`},
-		{`{"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]}`, `"image" blocks are not supported`},
-		{`{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x"}]}]}`, `"tool_result" blocks`},
-		{`{"thinking":{"type":"enabled","budget_tokens":50},"messages":[{"role":"user","content":"hi"}]}`, `"thinking"`},
-		{`{"tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"hi"}]}`, `"tools"`},
+		{`{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x"}]}]}`, `need a Jinja chat template`},
+		{`{"tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"hi"}]}`, `requires --jinja`},
+		{`{"tool_choice":{"type":"maybe"},"messages":[{"role":"user","content":"hi"}]}`, `tool_choice`},
 		{`{"messages":[{"role":"user","content":7}]}`, "content"},
 	} {
 		code, b := ts.do(t.Context(), http.MethodPost, "/v1/messages", c.body)
 		wantError(t, code, b, 400, typeInvalidRequest, c.msg)
 	}
+}
+
+// TestAnthropicTools: Anthropic's tools and tool_choice become OpenAI's, a
+// forced call comes back as a tool_use block (whole, and streamed as a
+// block of its own after the text's, its input as one JSON delta), the
+// round trip's tool_use and tool_result blocks reach the template, and
+// extended thinking is answered by a model whose template does not
+// reason, refused by one whose does.
+func TestAnthropicTools(t *testing.T) {
+	cfg := testConfig()
+	cfg.Jinja, cfg.ChatTemplate = true, hermesTemplate
+	ts := startServer(t, cfg)
+	const tools = `"tools":[{"name":"get_weather","description":"Weather","input_schema":{"type":"object","properties":{"city":{"type":"string","maxLength":8}},"required":["city"]}}]`
+	var m struct {
+		Content []struct {
+			Type, Text, ID, Name string
+			Input                map[string]any
+		}
+		StopReason string `json:"stop_reason"`
+	}
+	ts.post("/v1/messages", `{"max_tokens":200,"temperature":0,`+tools+`,"tool_choice":{"type":"tool","name":"get_weather"},"messages":[{"role":"user","content":"Weather in Paris?"}]}`, 200, &m)
+	last := len(m.Content) - 1
+	if last < 0 || m.Content[last].Type != "tool_use" || m.Content[last].Name != "get_weather" || !strings.HasPrefix(m.Content[last].ID, "toolu_") ||
+		m.Content[last].Input["city"] == nil || m.StopReason != "tool_use" {
+		t.Errorf("forced call: %+v", m)
+	}
+
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"max_tokens":200,"temperature":0,"stream":true,`+tools+`,"tool_choice":{"type":"any"},"messages":[{"role":"user","content":"Weather in Paris?"}]}`)
+	if code != 200 {
+		t.Fatalf("streamed: %d %s", code, b)
+	}
+	var starts, stops []int
+	input, reason := "", ""
+	for _, line := range strings.Split(string(b), "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Type         string
+			Index        int
+			ContentBlock struct{ Type, Name string } `json:"content_block"`
+			Delta        struct {
+				Type        string
+				PartialJSON string `json:"partial_json"`
+				StopReason  string `json:"stop_reason"`
+			}
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Type {
+		case "content_block_start":
+			starts = append(starts, ev.Index)
+		case "content_block_stop":
+			stops = append(stops, ev.Index)
+		case "content_block_delta":
+			if ev.Delta.Type == "input_json_delta" {
+				input += ev.Delta.PartialJSON
+			}
+		case "message_delta":
+			reason = ev.Delta.StopReason
+		}
+	}
+	var args map[string]any
+	if fmt.Sprint(starts) != "[0 1]" || fmt.Sprint(stops) != "[0 1]" || json.Unmarshal([]byte(input), &args) != nil || args["city"] == nil || reason != "tool_use" {
+		t.Errorf("streamed call: starts %v stops %v input %q reason %q", starts, stops, input, reason)
+	}
+
+	ts.post("/v1/messages", `{"max_tokens":8,"messages":[{"role":"user","content":"Weather?"},`+
+		`{"role":"assistant","content":[{"type":"text","text":"Let me look."},{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},`+
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"sunny"}]},{"type":"text","text":"And tomorrow?"}]}]}`, 200, &m)
+	var n struct {
+		InputTokens int `json:"input_tokens"`
+	}
+	ts.post("/v1/messages/count_tokens", `{"messages":[{"role":"user","content":"Weather?"},`+
+		`{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},`+
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"sunny"}]}]}`, 200, &n)
+	want, _ := ts.model.Vocab().Tokenize(`<|user|>Weather?<|end|><|assistant|><tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call><|end|><|tool|>sunny<tool_response>toolu_1</tool_response><|end|><|assistant|>`, true, true)
+	if n.InputTokens != len(want) {
+		t.Errorf("the round trip's prompt has %d tokens, want %d", n.InputTokens, len(want))
+	}
+
+	ts.post("/v1/messages", `{"max_tokens":4,"thinking":{"type":"enabled","budget_tokens":50},"messages":[{"role":"user","content":"hi"}]}`, 200, &m)
+	cfg.ChatTemplate = `{%- for m in messages -%}{{ m.content }}{%- endfor -%}{%- if add_generation_prompt -%}<think>{%- endif -%}`
+	ts = startServer(t, cfg)
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"max_tokens":4,"thinking":{"type":"enabled","budget_tokens":50},"messages":[{"role":"user","content":"hi"}]}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "reasoning")
 }

@@ -163,6 +163,9 @@ type contentField struct {
 	text string
 	// parts are the text parts, when the content came as parts.
 	parts []string
+	// image says the content has an image part, which a server without a
+	// multimodal projector cannot read (errNoImages).
+	image bool
 }
 
 // continued is the content as a continued final message carries it: its
@@ -198,7 +201,12 @@ func (c *contentField) UnmarshalJSON(b []byte) error {
 	}
 	var sb strings.Builder
 	texts := []string{}
+	image := false
 	for i, p := range parts {
+		if p.Type == "image_url" {
+			image = true
+			continue
+		}
 		if p.Type != "text" {
 			return fmt.Errorf("content[%d]: parts of type %q are not supported, only text", i, p.Type)
 		}
@@ -208,7 +216,7 @@ func (c *contentField) UnmarshalJSON(b []byte) error {
 		sb.WriteString(p.Text)
 		texts = append(texts, p.Text)
 	}
-	*c = contentField{text: sb.String(), parts: texts}
+	*c = contentField{text: sb.String(), parts: texts, image: image}
 	return nil
 }
 

@@ -26,8 +26,10 @@ func (e *engine) render(c Chat) (string, error) {
 		switch {
 		case len(c.Kwargs) > 0:
 			return "", badRequest(`"chat_template_kwargs" need a Jinja chat template: start the server with --jinja`)
-		case c.Tools != nil || c.Extra != nil:
-			return "", badRequest(`"tools" and tool calls need a Jinja chat template to be rendered: start the server with --jinja`)
+		case c.Tools != nil:
+			return "", badRequest("tools param requires --jinja flag")
+		case c.Extra != nil:
+			return "", badRequest("tool calls in messages need a Jinja chat template: start the server with --jinja")
 		}
 		// llama.cpp's built-in templates render a continued message whole.
 		prompt, err := e.model.ApplyChatTemplate(e.template, msgs, !c.NoGenerationPrompt && !cont)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"strings"
 
 	"github.com/kvtrim/kvtrim"
@@ -214,9 +215,17 @@ type Chat struct {
 	// into the prompt.
 	Tools json.RawMessage
 	// Extra is, for each message, what a Jinja template reads beyond its
-	// role and content (tool calls), or nil.
+	// role and content (tool calls, reasoning), or nil.
 	Extra []map[string]any
+	// Thinking is Anthropic's extended thinking, asked for: answered only
+	// by a model whose template has no reasoning to parse out.
+	Thinking bool
 }
+
+// errNoImages is llama-server's answer to an image sent to a server
+// without a multimodal projector: a 500, with its message.
+var errNoImages = &APIError{Code: http.StatusInternalServerError, Type: typeServer,
+	Message: "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"}
 
 // chatBody is POST /v1/chat/completions' (and /apply-template's) JSON.
 type chatBody struct {
@@ -235,6 +244,11 @@ func (b *chatBody) chat() (Chat, error) {
 	msgs, err := parseMessages(b.Messages)
 	if err != nil {
 		return Chat{}, err
+	}
+	for _, m := range b.Messages {
+		if m.Content.image {
+			return Chat{}, errNoImages
+		}
 	}
 	c := Chat{Messages: msgs, Kwargs: b.TemplateKwargs, Continued: b.Messages[len(b.Messages)-1].Content.continued()}
 	if given(b.Tools) {
@@ -277,6 +291,8 @@ type chatMessage struct {
 	ToolCalls  json.RawMessage `json:"tool_calls"`
 	ToolCallID string          `json:"tool_call_id"`
 	Name       string          `json:"name"`
+	// ReasoningContent is an earlier answer's reasoning.
+	ReasoningContent string `json:"reasoning_content"`
 }
 
 // extra is what a Jinja template reads of a message beyond its role and
@@ -306,6 +322,9 @@ func (m *chatMessage) extra(i int) (map[string]any, error) {
 	}
 	if m.Name != "" {
 		x["name"] = m.Name
+	}
+	if m.ReasoningContent != "" {
+		x["reasoning_content"] = m.ReasoningContent
 	}
 	if len(x) == 0 {
 		return nil, nil

@@ -63,8 +63,12 @@ type engine struct {
 	// prefill continues a final assistant message (--prefill-assistant).
 	prefill bool
 	// toolFormat is the tool-call format the Jinja template's model
-	// writes, nil when unknown.
+	// writes, nil when unknown; toolsShown says the template shows the
+	// model its tools at all.
 	toolFormat *toolcall.Format
+	toolsShown bool
+	// reasons says the chat template has reasoning (thinking) markers.
+	reasons bool
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -183,13 +187,24 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src),
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasons: templateReasons(src),
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
 		Str("kv_policy", opt.Compression.PolicyName()).Msg("slots ready")
 	return nil
+}
+
+// templateReasons says whether a chat template writes reasoning (a
+// thinking model's), which kvtrim serve does not yet parse out of answers.
+func templateReasons(src string) bool {
+	for _, m := range []string{"<think>", "reasoning_content", "<|START_THINKING|>", "enable_thinking"} {
+		if strings.Contains(src, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // toolFormatOf is the tool-call format of a Jinja template's model.
@@ -200,11 +215,14 @@ func toolFormatOf(t *chattemplate.Template, src string) *toolcall.Format {
 	return toolcall.Detect(src)
 }
 
+// chatMLJinja is ChatML as a Jinja template, for models without one.
+const chatMLJinja = `{%- for m in messages -%}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' -}}{%- endfor -%}` +
+	`{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}`
+
 // jinjaTemplate is the Jinja template chats are rendered with under
 // --jinja, and its text: the configured template's text (any text, even
 // one without Jinja tags), else the model's own; nil without --jinja, for
-// a built-in template's name, or for a model without a template (which
-// llama.cpp's built-in chatml then renders).
+// a built-in template's name; ChatML for a model without a template.
 func (s *Server) jinjaTemplate(model *kvtrim.Model) (*chattemplate.Template, string, error) {
 	if !s.cfg.Jinja {
 		return nil, "", nil
@@ -213,8 +231,11 @@ func (s *Server) jinjaTemplate(model *kvtrim.Model) (*chattemplate.Template, str
 	if src == "" {
 		src = model.ChatTemplate()
 	}
-	if src == "" || !strings.ContainsAny(src, " \n{%") {
-		return nil, "", nil // none, or a built-in template's name (chatml, llama3, ...)
+	if src == "" {
+		src = chatMLJinja // as llama-server: ChatML for a model without a template
+	}
+	if !strings.ContainsAny(src, " \n{%") {
+		return nil, "", nil // a built-in template's name (chatml, llama3, ...)
 	}
 	v := model.Vocab()
 	t, err := chattemplate.Compile(src, v.Piece(v.BOS(), true), v.Piece(v.EOS(), true), v.AddBOS())

@@ -113,14 +113,23 @@ func hasTool(tools []toolcall.Tool, name string) bool {
 // is known: the format its answer is read in and, when a call is
 // required, the grammar that forces one.
 func (e *engine) prepareTools(req *Request) error {
+	if req.Chat.Thinking && e.reasons {
+		return badRequest(`"thinking": this model's chat template reasons, and kvtrim serve does not parse reasoning out of answers yet`)
+	}
 	u := &req.ToolUse
 	if !u.active() {
 		return nil
 	}
-	if e.jinja == nil {
-		return badRequest(`"tools" need a Jinja chat template: start the server with --jinja`)
-	}
-	if e.toolFormat == nil {
+	switch {
+	case e.jinja == nil:
+		return badRequest("tools param requires --jinja flag")
+	case !e.toolsShown && u.Choice == toolsRequired:
+		return badRequest(`tool_choice %q: this model's chat template does not show tools to the model, so no call can be asked of it`, u.Choice)
+	case !e.toolsShown:
+		// As llama-server: the model never sees the tools, and its answer
+		// is read as text.
+		return nil
+	case e.toolFormat == nil:
 		return badRequest(`"tools": this model's chat template writes tool calls in a form kvtrim serve does not read yet (it reads %s)`, strings.Join(toolcall.Names(), ", "))
 	}
 	u.format = e.toolFormat

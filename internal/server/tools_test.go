@@ -141,11 +141,28 @@ func TestToolCalls(t *testing.T) {
 		wantError(t, code, b, 400, typeInvalidRequest, c.msg)
 	}
 
-	// A template whose format kvtrim does not read refuses tools, unless
-	// no call may be made.
-	cfg.ChatTemplate = `{%- for m in messages -%}{{ m.content }}{%- endfor -%}`
+	// A template that shows the tools in a form kvtrim does not read
+	// refuses them, unless no call may be made.
+	cfg.ChatTemplate = `{%- if tools -%}TOOLS: {{ tools | tojson }}{%- endif -%}{%- for m in messages -%}{{ m.content }}{%- endfor -%}`
 	ts = startServer(t, cfg)
 	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`"tools":`+weatherTools+`}`)
 	wantError(t, code, b, 400, typeInvalidRequest, "does not read yet")
 	ts.post("/v1/chat/completions", ask+`"tools":`+weatherTools+`,"tool_choice":"none"}`, 200, &a)
+
+	// A template that never shows the model its tools: the answer is read
+	// as text, as llama-server reads it, and no call can be required.
+	cfg.ChatTemplate = `{%- for m in messages -%}{{ m.content }}{%- endfor -%}`
+	ts = startServer(t, cfg)
+	a = answer{}
+	ts.post("/v1/chat/completions", ask+`"tools":`+weatherTools+`}`, 200, &a)
+	if len(a.Choices) != 1 || len(a.Choices[0].Message.ToolCalls) != 0 {
+		t.Errorf("tools not shown: %+v", a)
+	}
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`"tools":`+weatherTools+`,"tool_choice":"required"}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "does not show tools")
+
+	// Built-in templates take no tools, as llama-server without --jinja.
+	ts = startServer(t, testConfig())
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`"tools":`+weatherTools+`}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "tools param requires --jinja flag")
 }
