@@ -55,7 +55,7 @@ const (
 	whyEmbed     = "kvtrim serve has no embeddings or reranking endpoints"
 	whyAdapter   = "kvtrim serve loads no LoRA adapters or control vectors"
 	whyLog       = "kvtrim logs with zerolog: --log-format and -v set it"
-	whyTemplate  = "kvtrim serve has no tool calling or reasoning parsing yet"
+	whyTemplate  = "kvtrim serve does not parse reasoning out of answers yet"
 	whyRouter    = "kvtrim serve serves one model; no router mode"
 	whyUI        = "kvtrim serve has no web UI"
 	whyTools     = "kvtrim serve has no built-in tools or MCP"
@@ -273,7 +273,7 @@ var llamaFlags = []llamaFlag{
 	{"--reasoning-budget-message", true, pending, whyTemplate},
 	{"--reasoning-preserve", false, pending, whyTemplate},
 	{"--no-reasoning-preserve", false, inert, whyTemplate},
-	{"--skip-chat-parsing", false, inert, "kvtrim serve does not parse chat output (tools, reasoning) yet"},
+	{"--skip-chat-parsing", false, pending, "kvtrim serve always reads tool calls out of answers when a request offers tools"},
 	{"--no-skip-chat-parsing", false, pending, whyTemplate},
 
 	{"--embd-gemma-default", false, pending, whyDownload},
