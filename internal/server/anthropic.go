@@ -61,16 +61,9 @@ type anthropicBlock struct {
 // joined with sep (llama-server joins the system's with nothing). Other
 // blocks are refused here: only messages carry tool and thinking blocks.
 func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
-	if !isSet(raw) {
-		return "", nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s, nil
-	}
-	var blocks []anthropicBlock
-	if err := json.Unmarshal(raw, &blocks); err != nil {
-		return "", badRequest("%s: give a string or an array of content blocks", where)
+	s, blocks, err := anthropicContent(raw, where)
+	if err != nil || blocks == nil {
+		return s, err
 	}
 	text := ""
 	for i, b := range blocks {
@@ -85,39 +78,43 @@ func anthropicText(raw json.RawMessage, where, sep string) (string, error) {
 	return text, nil
 }
 
+// anthropicContent decodes a content field: its string (blocks nil), or
+// its blocks; absent or null is the empty string.
+func anthropicContent(raw json.RawMessage, where string) (string, []anthropicBlock, error) {
+	if !isSet(raw) {
+		return "", nil, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil, nil
+	}
+	blocks := []anthropicBlock{}
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return "", nil, badRequest("%s: give a string or an array of content blocks", where)
+	}
+	return "", blocks, nil
+}
+
 // oaiMessageIn is an OpenAI chat message, as a Messages request's
 // messages become.
 type oaiMessageIn struct {
-	Role             string          `json:"role"`
-	Content          any             `json:"content"`
-	ToolCalls        []oaiToolCallIn `json:"tool_calls,omitempty"`
-	ToolCallID       string          `json:"tool_call_id,omitempty"`
-	ReasoningContent string          `json:"reasoning_content,omitempty"`
-}
-
-type oaiToolCallIn struct {
-	ID       string `json:"id"`
-	Type     string `json:"type"`
-	Function struct {
-		Name      string `json:"name"`
-		Arguments string `json:"arguments"`
-	} `json:"function"`
+	Role             string        `json:"role"`
+	Content          any           `json:"content"`
+	ToolCalls        []oaiToolCall `json:"tool_calls,omitempty"`
+	ToolCallID       string        `json:"tool_call_id,omitempty"`
+	ReasoningContent string        `json:"reasoning_content,omitempty"`
 }
 
 // anthropicMessages turns one Messages message into OpenAI messages, as
 // llama-server does: its text (and thinking, and tool_use calls) as one
 // message, then each tool_result as a tool message.
 func anthropicMessages(m anthropicMessage, where string) ([]oaiMessageIn, error) {
-	if !isSet(m.Content) {
-		return []oaiMessageIn{{Role: m.Role, Content: ""}}, nil
+	s, blocks, err := anthropicContent(m.Content, where)
+	if err != nil {
+		return nil, err
 	}
-	var s string
-	if json.Unmarshal(m.Content, &s) == nil {
+	if blocks == nil {
 		return []oaiMessageIn{{Role: m.Role, Content: s}}, nil
-	}
-	var blocks []anthropicBlock
-	if err := json.Unmarshal(m.Content, &blocks); err != nil {
-		return nil, badRequest("%s: give a string or an array of content blocks", where)
 	}
 	msg := oaiMessageIn{Role: m.Role}
 	var texts []string
@@ -132,7 +129,7 @@ func anthropicMessages(m anthropicMessage, where string) ([]oaiMessageIn, error)
 		case "image":
 			images++ // an image_url part, as llama-server makes of it
 		case "tool_use":
-			c := oaiToolCallIn{ID: b.ID, Type: "function"}
+			c := oaiToolCall{ID: b.ID, Type: "function"}
 			c.Function.Name = b.Name
 			c.Function.Arguments = "{}"
 			if isSet(b.Input) {
@@ -177,16 +174,9 @@ func contentParts(texts []string, images int) []map[string]any {
 // anthropicResult is a tool_result's content as a tool message's: a
 // string, its text blocks joined, or, with images, content parts.
 func anthropicResult(raw json.RawMessage, where string) (any, error) {
-	if !isSet(raw) {
-		return "", nil
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s, nil
-	}
-	var blocks []anthropicBlock
-	if err := json.Unmarshal(raw, &blocks); err != nil {
-		return nil, badRequest("%s: give a string or an array of content blocks", where)
+	s, blocks, err := anthropicContent(raw, where)
+	if err != nil || blocks == nil {
+		return s, err
 	}
 	var texts []string
 	images := 0

@@ -26,10 +26,11 @@ func openAIModules() string {
 	return filepath.Join(cache, "kvtrim", "node", "node_modules")
 }
 
-// TestOpenAIClient: the official OpenAI client library streams and
-// non-streams chat and completions against the server, and gets exactly
-// the text of the same requests sent as plain HTTP.
-func TestOpenAIClient(t *testing.T) {
+// runOpenAIScript runs a script of testdata/serve with the official OpenAI
+// client library against ts, and returns what it printed; the test is
+// skipped where node or the library is not installed.
+func runOpenAIScript(t *testing.T, ts *testServer, script string) []byte {
+	t.Helper()
 	modules := openAIModules()
 	if _, err := os.Stat(filepath.Join(modules, "openai", "package.json")); err != nil {
 		t.Skipf("the npm package openai is not installed in %s (npm install --prefix %s openai@4.104.0)", modules, filepath.Dir(modules))
@@ -38,15 +39,23 @@ func TestOpenAIClient(t *testing.T) {
 	if err != nil {
 		t.Skip("node is not installed")
 	}
-	ts := startServer(t, testConfig())
-	cmd := exec.Command(node, filepath.Join(testenv.RepoRoot(), "testdata", "serve", "openai-client.cjs"), ts.http.URL+"/v1")
+	cmd := exec.Command(node, filepath.Join(testenv.RepoRoot(), "testdata", "serve", script), ts.http.URL+"/v1")
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("openai client: %v\n%s", err, stderr.String())
+		t.Fatalf("openai client, %s: %v\n%s", script, err, stderr.String())
 	}
+	return out
+}
+
+// TestOpenAIClient: the official OpenAI client library streams and
+// non-streams chat and completions against the server, and gets exactly
+// the text of the same requests sent as plain HTTP.
+func TestOpenAIClient(t *testing.T) {
+	ts := startServer(t, testConfig())
+	out := runOpenAIScript(t, ts, "openai-client.cjs")
 	var chat, completion generated
 	ts.post("/v1/chat/completions", `{"messages":[{"role":"user","content":"Tell me a story about a dog."}],"max_tokens":24,"temperature":0}`, 200, &chat)
 	ts.post("/v1/completions", `{"prompt":"Once upon a time","max_tokens":24,"temperature":0}`, 200, &completion)
@@ -77,25 +86,10 @@ func TestOpenAIClient(t *testing.T) {
 // is answered, a streamed call is gathered whole from its deltas, and a
 // response_format json_schema answer parses and validates.
 func TestOpenAIClientTools(t *testing.T) {
-	modules := openAIModules()
-	if _, err := os.Stat(filepath.Join(modules, "openai", "package.json")); err != nil {
-		t.Skipf("the npm package openai is not installed in %s (npm install --prefix %s openai@4.104.0)", modules, filepath.Dir(modules))
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
 	cfg := testConfig()
 	cfg.Jinja, cfg.ChatTemplate = true, hermesTemplate
 	ts := startServer(t, cfg)
-	cmd := exec.Command(node, filepath.Join(testenv.RepoRoot(), "testdata", "serve", "openai-tools.cjs"), ts.http.URL+"/v1")
-	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openai client: %v\n%s", err, stderr.String())
-	}
+	out := runOpenAIScript(t, ts, "openai-tools.cjs")
 	seen := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
