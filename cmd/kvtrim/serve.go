@@ -61,6 +61,7 @@ type serveFlags struct {
 	chatTemplate, chatTemplateFile     string
 	jinja, noJinja                     bool
 	templateKwargs, reasoning          string
+	reasoningFormat                    string
 	prefill, noPrefill                 bool
 	jsonSchema, jsonSchemaFile         string
 }
@@ -114,7 +115,8 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.jinja, "jinja", true, "render chats with the Jinja engine: the model's own template (or --chat-template's text) run as Jinja (the default, as in llama-server; given, a template that does not compile fails the start)")
 	fs.BoolVar(&f.noJinja, "no-jinja", false, "render chats with llama.cpp's built-in templates")
 	fs.StringVar(&f.templateKwargs, "chat-template-kwargs", "", `variables for the Jinja template, a JSON object ('{"key":"value"}'); requests' chat_template_kwargs override them`)
-	fs.StringVar(&f.reasoning, "reasoning", "auto", "thinking in the chat: on, off or auto (the template's default); sets the template's enable_thinking. kvtrim serve does not parse reasoning out of answers yet")
+	fs.StringVar(&f.reasoning, "reasoning", "auto", "thinking in the chat: on, off or auto (the template's default); sets the template's enable_thinking")
+	fs.StringVar(&f.reasoningFormat, "reasoning-format", "auto", "where a thinking model's reasoning goes: auto or deepseek (reasoning_content), deepseek-legacy (there and in the content), none (the content)")
 	fs.BoolVar(&f.prefill, "prefill-assistant", true, "continue a final assistant message instead of answering after it (the default)")
 	fs.BoolVar(&f.noPrefill, "no-prefill-assistant", false, "render a final assistant message as a finished turn")
 	fs.StringVarP(&f.jsonSchema, "json-schema", "j", "", "default JSON Schema every answer must follow, as a grammar (requests' json_schema or grammar override it)")
@@ -320,8 +322,8 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_CHAT_TEMPLATE_FILE", flag: "chat-template-file"},
 		{name: "LLAMA_ARG_JINJA", flag: "jinja", neg: "no-jinja"},
 		{name: "LLAMA_ARG_REASONING", flag: "reasoning"},
-		// taken, not implemented (llamaFlags): reasoning and tools
 		{name: "LLAMA_ARG_THINK", flag: "reasoning-format"},
+		// taken, not implemented (llamaFlags): reasoning and tools
 		{name: "LLAMA_ARG_REASONING_EFFORT", flag: "reasoning-effort"},
 		{name: "LLAMA_ARG_THINK_BUDGET", flag: "reasoning-budget"},
 		{name: "LLAMA_ARG_THINK_BUDGET_MESSAGE", flag: "reasoning-budget-message"},
@@ -502,6 +504,9 @@ func (f *serveFlags) config() (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
+	if !server.ReasoningFormatKnown(f.reasoningFormat) {
+		return server.Config{}, usageErrorf("--reasoning-format %q: give auto, deepseek, deepseek-legacy or none", f.reasoningFormat)
+	}
 	if f.jsonSchemaFile != "" {
 		b, err := os.ReadFile(f.jsonSchemaFile)
 		if err != nil {
@@ -539,7 +544,7 @@ func (f *serveFlags) config() (server.Config, error) {
 		ContextShift: f.contextShift && !f.noContextShift, SleepIdle: time.Duration(max(0, f.sleepIdle)) * time.Second,
 		CORSProxy:    f.mcpProxy && !f.noMCPProxy,
 		ChatTemplate: f.chatTemplate, Jinja: f.jinja && !f.noJinja, JinjaStrict: f.accepted.fs.Changed("jinja"),
-		TemplateKwargs: kwargs, NoPrefillAssistant: !f.prefill || f.noPrefill, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
+		TemplateKwargs: kwargs, NoPrefillAssistant: !f.prefill || f.noPrefill, ReasoningFormat: f.reasoningFormat, Compression: g.comp, CORS: f.cors, SlotSavePath: f.slotSavePath,
 		Sampling: server.Sampling{Keep: f.keep, Grammar: f.grammar,
 			TopNSigma: f.samplers.topNSigma, TypicalP: f.samplers.typicalP, XTCProbability: f.samplers.xtcProbability, XTCThreshold: f.samplers.xtcThreshold,
 			DynatempRange: f.samplers.dynatempRange, DynatempExponent: f.samplers.dynatempExp, DRYMultiplier: f.samplers.dryMultiplier, DRYBase: f.samplers.dryBase,

@@ -55,7 +55,7 @@ const (
 	whyEmbed     = "kvtrim serve has no embeddings or reranking endpoints"
 	whyAdapter   = "kvtrim serve loads no LoRA adapters or control vectors"
 	whyLog       = "kvtrim logs with zerolog: --log-format and -v set it"
-	whyTemplate  = "kvtrim serve does not parse reasoning out of answers yet"
+	whyTemplate  = "kvtrim serve has no reasoning budget, effort or preservation settings yet"
 	whyRouter    = "kvtrim serve serves one model; no router mode"
 	whyUI        = "kvtrim serve has no web UI"
 	whyTools     = "kvtrim serve has no built-in tools or MCP"
@@ -267,7 +267,6 @@ var llamaFlags = []llamaFlag{
 	{"--models-autoload", false, pending, whyRouter},
 	{"--no-models-autoload", false, inert, whyRouter},
 
-	{"--reasoning-format", true, pending, whyTemplate},
 	{"--reasoning-effort", true, pending, whyTemplate},
 	{"--reasoning-budget", true, pending, whyTemplate},
 	{"--reasoning-budget-message", true, pending, whyTemplate},

@@ -41,7 +41,7 @@ func TestServeTakesEveryLlamaFlag(t *testing.T) {
 	// Values kvtrim's own flags accept; the others take any.
 	values := map[string]string{
 		"flash-attn": "on", "host": "127.0.0.1", "api-key-file": keyFile, "grammar-file": keyFile, "chat-template-file": keyFile, "chat-template": "chatml",
-		"json-schema": `{"type":"integer"}`, "json-schema-file": schemaFile, "chat-template-kwargs": `{"a":1}`, "reasoning": "off",
+		"json-schema": `{"type":"integer"}`, "json-schema-file": schemaFile, "chat-template-kwargs": `{"a":1}`, "reasoning": "off", "reasoning-format": "none",
 		"samplers": "top_k;temperature", "sampling-seq": "kt",
 		"temp": "0.5", "top-p": "0.9", "min-p": "0.05", "slot-prompt-similarity": "0.5", "log-file": filepath.Join(t.TempDir(), "log"),
 	}

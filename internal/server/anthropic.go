@@ -368,9 +368,15 @@ type anthropicResponder struct {
 	req     *Request
 	id      string
 	created int64
-	started bool // message_start and the text block's start are sent
-	// calls holds back streamed text that may be a tool call.
+	started bool // message_start is sent
+	// kind is the open content block's ("text", "thinking", "" for none)
+	// and index its index, or the next one's when none is open.
+	kind  string
+	index int
+	// calls holds back streamed text that may be a tool call; think
+	// splits the reasoning out (nil when there is none to read).
 	calls *toolcall.Stream
+	think *reasoningStream
 }
 
 // anthropicStop is Anthropic's name for how generation ended, and the stop
@@ -429,10 +435,14 @@ func toolUses(calls []toolcall.Call) []anthropicToolUse {
 func (a *anthropicResponder) whole(r *result) any {
 	reason, seq := anthropicStop(r)
 	content := []any{}
-	text := r.content
+	reasoningText, text := a.req.reasoning.split(r.content)
+	if reasoningText != "" {
+		// First, as llama-server: a local model signs nothing.
+		content = append(content, map[string]string{"type": "thinking", "thinking": reasoningText, "signature": ""})
+	}
 	var calls []toolcall.Call
 	if f := a.req.ToolUse.format; f != nil {
-		if c, cs, err := f.Parse(r.content); err == nil && len(cs) > 0 {
+		if c, cs, err := f.Parse(text); err == nil && len(cs) > 0 {
 			text, calls, reason = c, cs, "tool_use"
 		}
 	}
@@ -451,7 +461,8 @@ func (a *anthropicResponder) whole(r *result) any {
 }
 
 // begin is the stream's first events: message_start (with the prompt's
-// usage) and the text block's start.
+// usage) and, unless the answer's reasoning is read (its blocks then open
+// as they come), the text block's start.
 func (a *anthropicResponder) begin(promptN, cacheN int) []any {
 	if a.started {
 		return nil
@@ -461,10 +472,36 @@ func (a *anthropicResponder) begin(promptN, cacheN int) []any {
 		ID: a.id, Type: "message", Role: "assistant", Content: []any{}, Model: a.e.name,
 		Usage: anthropicUsage{CacheRead: cacheN, Input: promptN - cacheN},
 	}
-	return []any{
-		namedEvent{"message_start", map[string]any{"type": "message_start", "message": msg}},
-		namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": anthropicTextOut{Type: "text"}}},
+	out := []any{namedEvent{"message_start", map[string]any{"type": "message_start", "message": msg}}}
+	if a.req.reasoning == nil {
+		out = append(out, a.open("text")...)
 	}
+	return out
+}
+
+// open makes kind ("thinking" or "text") the open block: the open one's
+// stop and the new one's start, or nothing if it is open already.
+func (a *anthropicResponder) open(kind string) []any {
+	if a.kind == kind {
+		return nil
+	}
+	out := a.closeBlock()
+	a.kind = kind
+	var block any = anthropicTextOut{Type: "text"}
+	if kind == "thinking" {
+		block = map[string]string{"type": "thinking", "thinking": ""}
+	}
+	return append(out, namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": a.index, "content_block": block}})
+}
+
+// closeBlock stops the open block, if any.
+func (a *anthropicResponder) closeBlock() []any {
+	if a.kind == "" {
+		return nil
+	}
+	a.kind = ""
+	a.index++
+	return []any{namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": a.index - 1}}}
 }
 
 func (a *anthropicResponder) delta(ev event) []any {
@@ -472,29 +509,50 @@ func (a *anthropicResponder) delta(ev event) []any {
 	if ev.progress != nil {
 		return out // Anthropic's stream has no progress events
 	}
-	text := ev.delta
+	if a.think == nil {
+		a.think = a.req.reasoning.stream()
+	}
+	reasoningText, text := a.think.write(ev.delta)
+	return append(out, a.pieces(reasoningText, text)...)
+}
+
+// pieces are the events for a piece of reasoning and of text: each in
+// its block, text held back while it may be a tool call.
+func (a *anthropicResponder) pieces(reasoningText, text string) []any {
+	var out []any
+	if reasoningText != "" {
+		out = append(out, a.open("thinking")...)
+		out = append(out, namedEvent{"content_block_delta", map[string]any{
+			"type": "content_block_delta", "index": a.index, "delta": map[string]string{"type": "thinking_delta", "thinking": reasoningText},
+		}})
+	}
 	if f := a.req.ToolUse.format; f != nil {
 		if a.calls == nil {
 			a.calls = f.NewStream()
 		}
 		text = a.calls.Write(text)
 	}
-	if text == "" {
-		return out
+	if text != "" {
+		out = append(out, a.textDelta(text)...)
 	}
-	return append(out, a.textDelta(text))
+	return out
 }
 
-// textDelta is a stream's event carrying text of the first block.
-func (a *anthropicResponder) textDelta(text string) namedEvent {
-	return namedEvent{"content_block_delta", map[string]any{
-		"type": "content_block_delta", "index": 0, "delta": map[string]string{"type": "text_delta", "text": text},
-	}}
+// textDelta are a stream's events carrying text: the text block's start
+// if another is open, and the delta.
+func (a *anthropicResponder) textDelta(text string) []any {
+	out := a.open("text")
+	return append(out, namedEvent{"content_block_delta", map[string]any{
+		"type": "content_block_delta", "index": a.index, "delta": map[string]string{"type": "text_delta", "text": text},
+	}})
 }
 
 func (a *anthropicResponder) final(r *result) []any {
 	reason, seq := anthropicStop(r)
 	out := a.begin(r.promptN, r.cacheN)
+	if a.think != nil {
+		out = append(out, a.pieces(a.think.finish())...)
+	}
 	var calls []toolcall.Call
 	if a.calls != nil {
 		rest, cs, err := a.calls.Finish()
@@ -502,21 +560,22 @@ func (a *anthropicResponder) final(r *result) []any {
 			rest, cs = a.calls.Held(), nil // a call it never closed: the text as written
 		}
 		if rest != "" {
-			out = append(out, a.textDelta(rest))
+			out = append(out, a.textDelta(rest)...)
 		}
 		calls = cs
 	}
-	out = append(out, namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}})
-	// Each call a block of its own after the text's: its start, its input
+	out = append(out, a.closeBlock()...)
+	// Each call a block of its own after the others: its start, its input
 	// as one JSON delta, its stop.
-	for i, u := range toolUses(calls) {
+	for _, u := range toolUses(calls) {
 		input := u.Input
 		u.Input = json.RawMessage(`{}`)
 		out = append(out,
-			namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": i + 1, "content_block": u}},
-			namedEvent{"content_block_delta", map[string]any{"type": "content_block_delta", "index": i + 1,
+			namedEvent{"content_block_start", map[string]any{"type": "content_block_start", "index": a.index, "content_block": u}},
+			namedEvent{"content_block_delta", map[string]any{"type": "content_block_delta", "index": a.index,
 				"delta": map[string]string{"type": "input_json_delta", "partial_json": string(input)}}},
-			namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": i + 1}})
+			namedEvent{"content_block_stop", map[string]any{"type": "content_block_stop", "index": a.index}})
+		a.index++
 		reason = "tool_use"
 	}
 	return append(out,

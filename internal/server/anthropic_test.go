@@ -100,7 +100,7 @@ func TestAnthropicMessages(t *testing.T) {
 // block of its own after the text's, its input as one JSON delta), the
 // round trip's tool_use and tool_result blocks reach the template, and
 // extended thinking is answered by a model whose template does not
-// reason, refused by one whose does.
+// reason, refused by one whose does (its budget cannot be kept).
 func TestAnthropicTools(t *testing.T) {
 	cfg := testConfig()
 	cfg.Jinja, cfg.ChatTemplate = true, hermesTemplate
@@ -177,8 +177,8 @@ func TestAnthropicTools(t *testing.T) {
 	}
 
 	ts.post("/v1/messages", `{"max_tokens":4,"thinking":{"type":"enabled","budget_tokens":50},"messages":[{"role":"user","content":"hi"}]}`, 200, &m)
-	cfg.ChatTemplate = `{%- for m in messages -%}{{ m.content }}{%- endfor -%}{%- if add_generation_prompt -%}<think>{%- endif -%}`
+	cfg.ChatTemplate = thinkTemplate
 	ts = startServer(t, cfg)
 	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", `{"max_tokens":4,"thinking":{"type":"enabled","budget_tokens":50},"messages":[{"role":"user","content":"hi"}]}`)
-	wantError(t, code, b, 400, typeInvalidRequest, "reasoning")
+	wantError(t, code, b, 400, typeInvalidRequest, "reasoning budget")
 }

@@ -115,6 +115,11 @@ type Config struct {
 	// (--chat-template-kwargs, and enable_thinking from --reasoning); a
 	// request's chat_template_kwargs override them.
 	TemplateKwargs map[string]any
+	// ReasoningFormat is how a thinking model's reasoning is returned
+	// (--reasoning-format): "auto" or "deepseek" (the default, "" too) in
+	// reasoning_content, apart from the content; "deepseek-legacy" there
+	// and left in the content; "none" left in the content only.
+	ReasoningFormat string
 	// NoPrefillAssistant renders a final assistant message as a finished
 	// turn (--no-prefill-assistant); by default the prompt continues it.
 	NoPrefillAssistant bool

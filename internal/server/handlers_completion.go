@@ -51,13 +51,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, e *engine) {
 func (s *Server) generateChat(w http.ResponseWriter, r *http.Request, e *engine, req *Request, resp responder) {
 	prompt, err := e.render(req.Chat)
 	if err == nil {
+		req.Prompt = prompt
 		err = e.prepareTools(req)
+	}
+	if err == nil {
+		err = e.prepareReasoning(req)
 	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	req.Prompt = prompt
 	s.generate(w, r, e, req, resp)
 }
 
@@ -192,8 +195,10 @@ type oaiResponder struct {
 	first   bool // the role chunk of a chat stream is still to send
 	index   int  // of the choice (or prompt), when several stream together
 	// calls holds back a streamed chat answer's text that may be a tool
-	// call (made at the first delta of a request that reads calls).
+	// call (made at the first delta of a request that reads calls); think
+	// splits its reasoning out (nil when there is none to read).
 	calls *toolcall.Stream
+	think *reasoningStream
 }
 
 func newOAIResponder(req *Request, e *engine, chat bool) *oaiResponder {
@@ -226,9 +231,14 @@ func (o *oaiResponder) whole(r *result) any {
 	content := r.content
 	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
 	if o.chat {
+		var reasoningText string
+		reasoningText, content = o.req.reasoning.split(r.content)
 		choice.Message = &oaiMessage{Role: "assistant", Content: &content}
+		if reasoningText != "" {
+			choice.Message.ReasoningContent = &reasoningText
+		}
 		if f := o.req.ToolUse.format; f != nil {
-			o.readCalls(f.Parse(r.content))(&choice)
+			o.readCalls(f.Parse(content))(&choice)
 		}
 	} else {
 		choice.Text = &content
@@ -273,17 +283,33 @@ func (o *oaiResponder) delta(ev event) []any {
 		c.Timings = ev.timings
 		return []any{c}
 	}
+	if o.think == nil {
+		o.think = o.req.reasoning.stream()
+	}
+	reasoningText, text := o.think.write(text)
+	return o.chatDeltas(reasoningText, text, logprobs, ev.timings)
+}
+
+// chatDeltas are a chat stream's chunks for a piece of reasoning and of
+// content: the content goes through the tool-call splitter when the
+// request reads calls, and a chunk with nothing to carry is left out.
+func (o *oaiResponder) chatDeltas(reasoningText, text string, logprobs any, timings *Timings) []any {
+	out := o.roleChunk()
+	if reasoningText != "" {
+		out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{ReasoningContent: &reasoningText}}))
+	}
 	if f := o.req.ToolUse.format; f != nil {
 		if o.calls == nil {
 			o.calls = f.NewStream()
 		}
-		if text = o.calls.Write(text); text == "" && logprobs == nil && ev.timings == nil {
-			return o.roleChunk() // held back: it may be a tool call
-		}
+		text = o.calls.Write(text) // what may be a tool call is held back
+	}
+	if text == "" && logprobs == nil && timings == nil {
+		return out
 	}
 	c := o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs})
-	c.Timings = ev.timings
-	return append(o.roleChunk(), c)
+	c.Timings = timings
+	return append(out, c)
 }
 
 // readCalls returns what sets a chat choice's content and tool calls from
@@ -329,6 +355,10 @@ func (o *oaiResponder) final(r *result) []any {
 	// the timings (and kvtrim's stats) ride on the last. Text held back
 	// as a possible tool call goes before them, as content or calls.
 	out := o.roleChunk() // the role goes out even when nothing was generated
+	if o.think != nil {
+		reasoningText, text := o.think.finish()
+		out = append(out, o.chatDeltas(reasoningText, text, nil, nil)...)
+	}
 	if o.calls != nil {
 		rest, calls, err := o.calls.Finish()
 		if err != nil {

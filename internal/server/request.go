@@ -29,6 +29,11 @@ type Request struct {
 	// offers.
 	Chat
 	ToolUse ToolUse
+	// ReasoningFormat is the request's reasoning_format, "" for the
+	// server's; reasoning is how its answer is split (set when the chat is
+	// rendered).
+	ReasoningFormat string
+	reasoning       *reasoningUse
 	// Sampling is the server's defaults with the request's overrides.
 	Sampling Sampling
 	// Stop strings end generation and are trimmed from the content.
@@ -218,7 +223,8 @@ type Chat struct {
 	// role and content (tool calls, reasoning), or nil.
 	Extra []map[string]any
 	// Thinking is Anthropic's extended thinking, asked for: answered only
-	// by a model whose template has no reasoning to parse out.
+	// by a model whose template does not reason, since its budget cannot
+	// be kept.
 	Thinking bool
 }
 
@@ -233,6 +239,7 @@ type chatBody struct {
 	// AddGenerationPrompt, true when absent, ends the prompt with the
 	// opening of the assistant's turn.
 	AddGenerationPrompt  *bool                      `json:"add_generation_prompt"`
+	ReasoningFormat      string                     `json:"reasoning_format"`
 	ContinueFinalMessage json.RawMessage            `json:"continue_final_message"`
 	TemplateKwargs       map[string]json.RawMessage `json:"chat_template_kwargs"`
 	samplingFields
@@ -433,6 +440,10 @@ func ParseChatRequest(body []byte, def Sampling, comp kvtrim.Compression) (*Requ
 	if r.ToolUse, err = b.toolUse(b.Grammar); err != nil {
 		return nil, err
 	}
+	if !ReasoningFormatKnown(b.ReasoningFormat) {
+		return nil, badRequest("Unknown reasoning format: %s", b.ReasoningFormat)
+	}
+	r.ReasoningFormat = b.ReasoningFormat
 	if err := r.constrain(schema); err != nil {
 		return nil, err
 	}

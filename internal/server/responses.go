@@ -283,9 +283,10 @@ type oaiChoice struct {
 }
 
 type oaiMessage struct {
-	Role      string        `json:"role,omitempty"`
-	Content   *string       `json:"content,omitempty"`
-	ToolCalls []oaiToolCall `json:"tool_calls,omitempty"`
+	Role             string        `json:"role,omitempty"`
+	Content          *string       `json:"content,omitempty"`
+	ReasoningContent *string       `json:"reasoning_content,omitempty"`
+	ToolCalls        []oaiToolCall `json:"tool_calls,omitempty"`
 }
 
 // roleDelta is the first chunk's delta of a chat stream: the role, and a

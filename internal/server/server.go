@@ -16,6 +16,7 @@ import (
 	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/hooks"
 	"github.com/kvtrim/kvtrim/internal/chattemplate"
+	"github.com/kvtrim/kvtrim/internal/reasoning"
 	"github.com/kvtrim/kvtrim/internal/toolcall"
 )
 
@@ -67,8 +68,10 @@ type engine struct {
 	// model its tools at all.
 	toolFormat *toolcall.Format
 	toolsShown bool
-	// reasons says the chat template has reasoning (thinking) markers.
-	reasons bool
+	// reasoningTags are the Jinja template's reasoning markers (nil
+	// without), and reasoningFormat the server's --reasoning-format.
+	reasoningTags   *reasoning.Tags
+	reasoningFormat string
 	// aliases and tags are -a's and --tags' names, sorted (/v1/models).
 	aliases, tags []string
 	// eog is the vocabulary's end-of-generation tokens, which ignore_eos
@@ -187,24 +190,13 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasons: templateReasons(src),
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasoningTags: reasoning.Detect(src), reasoningFormat: s.cfg.ReasoningFormat,
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
 	s.log.Info().Int("slots", s.cfg.Parallel).Int("n_ctx_slot", e.slotCtx).Int("threads", opt.Threads).
 		Str("kv_policy", opt.Compression.PolicyName()).Msg("slots ready")
 	return nil
-}
-
-// templateReasons says whether a chat template writes reasoning (a
-// thinking model's), which kvtrim serve does not yet parse out of answers.
-func templateReasons(src string) bool {
-	for _, m := range []string{"<think>", "reasoning_content", "<|START_THINKING|>", "enable_thinking"} {
-		if strings.Contains(src, m) {
-			return true
-		}
-	}
-	return false
 }
 
 // toolFormatOf is the tool-call format of a Jinja template's model.

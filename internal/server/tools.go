@@ -113,9 +113,6 @@ func hasTool(tools []toolcall.Tool, name string) bool {
 // is known: the format its answer is read in and, when a call is
 // required, the grammar that forces one.
 func (e *engine) prepareTools(req *Request) error {
-	if req.Chat.Thinking && e.reasons {
-		return badRequest(`"thinking": this model's chat template reasons, and kvtrim serve does not parse reasoning out of answers yet`)
-	}
 	u := &req.ToolUse
 	if !u.active() {
 		return nil

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// thinkTemplate opens the reasoning in its generation prompt, as DeepSeek
+// R1's and QwQ's do, and drops earlier answers' reasoning as they do.
+const thinkTemplate = `{%- for m in messages -%}<|{{ m.role }}|>{{ m.content.split('</think>')[-1] }}<|end|>{%- endfor -%}` +
+	`{%- if add_generation_prompt -%}<|assistant|><think>` + "\n" + `{%- endif -%}`
+
+// TestReasoning: a thinking model's answer is split into reasoning_content
+// and content (reasoning_format auto), whole and streamed, kept whole with
+// none, in both with deepseek-legacy; Anthropic's answer gets a thinking
+// block first. A grammar makes the tiny model write the reasoning's end.
+func TestReasoning(t *testing.T) {
+	cfg := testConfig()
+	cfg.Jinja, cfg.ChatTemplate = true, thinkTemplate
+	ts := startServer(t, cfg)
+	const ask = `{"messages":[{"role":"user","content":"2+2?"}],"max_tokens":40,"grammar":"root ::= \"add two and two\" \"</think>\" \"\\n\\nfour\""`
+	type answer struct {
+		Choices []struct {
+			Message struct {
+				Content          string
+				ReasoningContent *string `json:"reasoning_content"`
+			}
+		}
+	}
+	for format, want := range map[string]string{
+		"":                  `add two and two|four`,
+		`"auto"`:            `add two and two|four`,
+		`"none"`:            `|add two and two</think>` + "\n\nfour",
+		`"deepseek-legacy"`: `add two and two|add two and two</think>` + "\n\nfour",
+	} {
+		body := ask + `}`
+		if format != "" {
+			body = ask + `,"reasoning_format":` + format + `}`
+		}
+		var a answer
+		ts.post("/v1/chat/completions", body, 200, &a)
+		r := ""
+		if p := a.Choices[0].Message.ReasoningContent; p != nil {
+			r = *p
+		}
+		if got := r + "|" + a.Choices[0].Message.Content; got != want {
+			t.Errorf("reasoning_format %s: %q, want %q", format, got, want)
+		}
+	}
+
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`,"stream":true}`)
+	if code != 200 {
+		t.Fatalf("streamed: %d %s", code, b)
+	}
+	var reasoningText, content string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || line == "[DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content          *string
+					ReasoningContent *string `json:"reasoning_content"`
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &chunk); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range chunk.Choices {
+			if c.Delta.Content != nil {
+				content += *c.Delta.Content
+			}
+			if c.Delta.ReasoningContent != nil {
+				reasoningText += *c.Delta.ReasoningContent
+			}
+		}
+	}
+	if strings.TrimSpace(reasoningText) != "add two and two" || content != "four" {
+		t.Errorf("streamed: reasoning %q, content %q", reasoningText, content)
+	}
+
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`,"reasoning_format":"sometimes"}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "Unknown reasoning format: sometimes")
+
+	// Anthropic: the thinking block first, whole and streamed.
+	const anth = `{"max_tokens":40,"messages":[{"role":"user","content":"2+2?"}]`
+	var m struct {
+		Content []struct{ Type, Text, Thinking string }
+	}
+	ts.post("/v1/messages", anth+`}`, 200, &m)
+	if len(m.Content) == 0 || m.Content[0].Type != "thinking" || m.Content[0].Thinking == "" {
+		t.Errorf("Anthropic: %+v", m)
+	}
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", anth+`,"stream":true}`)
+	if code != 200 || !strings.Contains(string(b), `"thinking_delta"`) || !strings.Contains(string(b), `"content_block":{"thinking":"","type":"thinking"}`) {
+		t.Errorf("Anthropic streamed: %d %s", code, b)
+	}
+	// Its extended thinking cannot keep a budget here.
+	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", anth+`,"thinking":{"type":"enabled","budget_tokens":50}}`)
+	wantError(t, code, b, 400, typeInvalidRequest, "reasoning budget")
+}
