@@ -105,29 +105,30 @@ type functions struct {
 	llamaStateSeqSetDataExt func(c uintptr, src *byte, size uint64, seq SeqID, flags uint32) uint64 `sym:"llama:llama_state_seq_set_data_ext"`
 
 	// sampling
-	llamaSamplerChainInit      func(p SamplerChainParams) uintptr                                                                             `sym:"llama:llama_sampler_chain_init"`
-	llamaSamplerChainAdd       func(chain, s uintptr)                                                                                         `sym:"llama:llama_sampler_chain_add"`
-	llamaSamplerInitGreedy     func() uintptr                                                                                                 `sym:"llama:llama_sampler_init_greedy"`
-	llamaSamplerInitDist       func(seed uint32) uintptr                                                                                      `sym:"llama:llama_sampler_init_dist"`
-	llamaSamplerInitTopK       func(k int32) uintptr                                                                                          `sym:"llama:llama_sampler_init_top_k"`
-	llamaSamplerInitTopP       func(p float32, minKeep uint64) uintptr                                                                        `sym:"llama:llama_sampler_init_top_p"`
-	llamaSamplerInitMinP       func(p float32, minKeep uint64) uintptr                                                                        `sym:"llama:llama_sampler_init_min_p"`
-	llamaSamplerInitLogitBias  func(nVocab, n int32, biases *LogitBias) uintptr                                                               `sym:"llama:llama_sampler_init_logit_bias"`
-	llamaSamplerInitPenalties  func(nVocab, lastN int32, repeat, freq, present float32) uintptr                                               `sym:"llama:llama_sampler_init_penalties"`
-	llamaSamplerInitTemp       func(t float32) uintptr                                                                                        `sym:"llama:llama_sampler_init_temp"`
-	llamaSamplerInitGrammar    func(vocab uintptr, grammar, root *byte) uintptr                                                               `sym:"llama:llama_sampler_init_grammar"`
-	llamaSamplerInitTopNSigma  func(n float32) uintptr                                                                                        `sym:"llama:llama_sampler_init_top_n_sigma"`
-	llamaSamplerInitTypical    func(p float32, minKeep uint64) uintptr                                                                        `sym:"llama:llama_sampler_init_typical"`
-	llamaSamplerInitXTC        func(p, t float32, minKeep uint64, seed uint32) uintptr                                                        `sym:"llama:llama_sampler_init_xtc"`
-	llamaSamplerInitTempExt    func(t, delta, exponent float32) uintptr                                                                       `sym:"llama:llama_sampler_init_temp_ext"`
-	llamaSamplerInitMirostat   func(nVocab int32, seed uint32, tau, eta float32, m int32) uintptr                                             `sym:"llama:llama_sampler_init_mirostat"`
-	llamaSamplerInitMirostatV2 func(seed uint32, tau, eta float32) uintptr                                                                    `sym:"llama:llama_sampler_init_mirostat_v2"`
-	llamaSamplerInitDRY        func(vocab uintptr, multiplier, base float32, allowed, lastN int32, breakers unsafe.Pointer, n uint64) uintptr `sym:"llama:llama_sampler_init_dry"`
-	llamaSamplerSample         func(s, ctx uintptr, idx int32) Token                                                                          `sym:"llama:llama_sampler_sample"`
-	llamaSamplerAccept         func(s uintptr, t Token)                                                                                       `sym:"llama:llama_sampler_accept"`
-	llamaSamplerApply          func(s uintptr, cur unsafe.Pointer)                                                                            `sym:"llama:llama_sampler_apply"`
-	llamaSamplerReset          func(s uintptr)                                                                                                `sym:"llama:llama_sampler_reset"`
-	llamaSamplerFree           func(s uintptr)                                                                                                `sym:"llama:llama_sampler_free"`
+	llamaSamplerChainInit       func(p SamplerChainParams) uintptr                                                                                                 `sym:"llama:llama_sampler_chain_init"`
+	llamaSamplerChainAdd        func(chain, s uintptr)                                                                                                             `sym:"llama:llama_sampler_chain_add"`
+	llamaSamplerInitGreedy      func() uintptr                                                                                                                     `sym:"llama:llama_sampler_init_greedy"`
+	llamaSamplerInitDist        func(seed uint32) uintptr                                                                                                          `sym:"llama:llama_sampler_init_dist"`
+	llamaSamplerInitTopK        func(k int32) uintptr                                                                                                              `sym:"llama:llama_sampler_init_top_k"`
+	llamaSamplerInitTopP        func(p float32, minKeep uint64) uintptr                                                                                            `sym:"llama:llama_sampler_init_top_p"`
+	llamaSamplerInitMinP        func(p float32, minKeep uint64) uintptr                                                                                            `sym:"llama:llama_sampler_init_min_p"`
+	llamaSamplerInitLogitBias   func(nVocab, n int32, biases *LogitBias) uintptr                                                                                   `sym:"llama:llama_sampler_init_logit_bias"`
+	llamaSamplerInitPenalties   func(nVocab, lastN int32, repeat, freq, present float32) uintptr                                                                   `sym:"llama:llama_sampler_init_penalties"`
+	llamaSamplerInitTemp        func(t float32) uintptr                                                                                                            `sym:"llama:llama_sampler_init_temp"`
+	llamaSamplerInitGrammar     func(vocab uintptr, grammar, root *byte) uintptr                                                                                   `sym:"llama:llama_sampler_init_grammar"`
+	llamaSamplerInitGrammarLazy func(vocab uintptr, grammar, root *byte, patterns unsafe.Pointer, nPatterns uint64, tokens unsafe.Pointer, nTokens uint64) uintptr `sym:"llama:llama_sampler_init_grammar_lazy_patterns"`
+	llamaSamplerInitTopNSigma   func(n float32) uintptr                                                                                                            `sym:"llama:llama_sampler_init_top_n_sigma"`
+	llamaSamplerInitTypical     func(p float32, minKeep uint64) uintptr                                                                                            `sym:"llama:llama_sampler_init_typical"`
+	llamaSamplerInitXTC         func(p, t float32, minKeep uint64, seed uint32) uintptr                                                                            `sym:"llama:llama_sampler_init_xtc"`
+	llamaSamplerInitTempExt     func(t, delta, exponent float32) uintptr                                                                                           `sym:"llama:llama_sampler_init_temp_ext"`
+	llamaSamplerInitMirostat    func(nVocab int32, seed uint32, tau, eta float32, m int32) uintptr                                                                 `sym:"llama:llama_sampler_init_mirostat"`
+	llamaSamplerInitMirostatV2  func(seed uint32, tau, eta float32) uintptr                                                                                        `sym:"llama:llama_sampler_init_mirostat_v2"`
+	llamaSamplerInitDRY         func(vocab uintptr, multiplier, base float32, allowed, lastN int32, breakers unsafe.Pointer, n uint64) uintptr                     `sym:"llama:llama_sampler_init_dry"`
+	llamaSamplerSample          func(s, ctx uintptr, idx int32) Token                                                                                              `sym:"llama:llama_sampler_sample"`
+	llamaSamplerAccept          func(s uintptr, t Token)                                                                                                           `sym:"llama:llama_sampler_accept"`
+	llamaSamplerApply           func(s uintptr, cur unsafe.Pointer)                                                                                                `sym:"llama:llama_sampler_apply"`
+	llamaSamplerReset           func(s uintptr)                                                                                                                    `sym:"llama:llama_sampler_reset"`
+	llamaSamplerFree            func(s uintptr)                                                                                                                    `sym:"llama:llama_sampler_free"`
 }
 
 // bindAll resolves every field of f from its library and returns the names

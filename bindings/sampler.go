@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"unsafe"
 )
 
@@ -33,6 +34,13 @@ type SamplerOptions struct {
 	// llama-server's grammar field does.
 	Grammar string
 	Vocab   *Vocab
+	// GrammarTriggers, when set, make the grammar lazy: it constrains
+	// nothing until the generated text matches one of these regular
+	// expressions (C++ std::regex syntax; one that does not compile aborts
+	// llama.cpp, so give only patterns made here, such as TriggerWord's),
+	// and then constrains the text from the match (its first group, if
+	// any) on, as llama-server's tool-call grammars do.
+	GrammarTriggers []string
 	// The rest of llama-server's samplers, each left out at its neutral
 	// setting: top-n-sigma (<= 0), locally typical (<= 0 or >= 1), XTC
 	// (probability 0), dynamic temperature (range 0), DRY (multiplier 0;
@@ -105,12 +113,41 @@ func (v *Vocab) CheckGrammar(grammar string) error {
 // any, constrains the candidates before all of them.
 func (l *Library) NewSampler(o SamplerOptions) *Sampler {
 	s := &Sampler{lib: l, ptr: l.chain(o), greedy: o.Temp <= 0 && o.Mirostat == 0}
-	if o.Grammar != "" && o.Vocab != nil {
+	switch {
+	case o.Grammar == "" || o.Vocab == nil:
+	case len(o.GrammarTriggers) > 0:
+		s.grammar = l.lazyGrammar(o)
+	default:
 		// A grammar that does not parse gives none: check it first
 		// (Vocab.CheckGrammar).
 		s.grammar = l.fn.llamaSamplerInitGrammar(o.Vocab.ptr, cString(o.Grammar), cString("root"))
 	}
 	return s
+}
+
+// lazyGrammar makes a grammar sampler that waits for a trigger, its
+// patterns going to C as an array of C strings.
+func (l *Library) lazyGrammar(o SamplerOptions) uintptr {
+	patterns := make([]*byte, len(o.GrammarTriggers))
+	for i, p := range o.GrammarTriggers {
+		patterns[i] = cString(p)
+	}
+	g := l.fn.llamaSamplerInitGrammarLazy(o.Vocab.ptr, cString(o.Grammar), cString("root"), unsafe.Pointer(&patterns[0]), uint64(len(patterns)), nil, 0)
+	runtime.KeepAlive(patterns) // llama.cpp copies them
+	return g
+}
+
+// TriggerWord is a grammar trigger pattern that matches word anywhere in
+// the generated text, the grammar starting at it.
+func TriggerWord(word string) string {
+	var b strings.Builder
+	for _, r := range word {
+		if strings.ContainsRune(`\^$.|?*+()[]{}`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // Sample picks a token from output idx of ctx's last decode (-1: the last

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -444,6 +445,23 @@ func serveFlagSet() (*pflag.FlagSet, *serveFlags, *common) {
 	return fs, &f, &c
 }
 
+// goProcs is how many cores Go's own work (HTTP, JSON, sampling) runs on
+// beside llama.cpp's threads (0: one per CPU): the cores they leave, at
+// least one, and whether to set it (not when GOMAXPROCS is in the
+// environment, nor when it would change nothing). On a 2-core machine
+// running llama.cpp on both, Go work on both cores stalls its threads at
+// their barriers (docs/SERVE.md measures it).
+func goProcs(threads, cpus int, env func(string) (string, bool)) (int, bool) {
+	if _, set := env("GOMAXPROCS"); set {
+		return 0, false
+	}
+	if threads <= 0 || threads > cpus {
+		threads = cpus
+	}
+	procs := max(1, cpus-threads)
+	return procs, procs < cpus
+}
+
 // templateVars are the variables every Jinja rendering gets:
 // --chat-template-kwargs, and enable_thinking from --reasoning.
 func (f *serveFlags) templateVars() (map[string]any, error) {
@@ -610,6 +628,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		} else {
 			log.Warn().Str("flag", l.flagName()).Msg("not applied: " + l.why)
 		}
+	}
+	if procs, ok := goProcs(cfg.Threads, runtime.NumCPU(), os.LookupEnv); ok {
+		runtime.GOMAXPROCS(procs)
+		log.Info().Int("gomaxprocs", procs).Int("threads", cfg.Threads).Msg("Go's own work keeps to the cores llama.cpp's threads leave (set GOMAXPROCS to choose)")
 	}
 	// Vertex AI's prediction protocol, as llama-server reads it from the
 	// environment: AIP_HTTP_PORT wins over --port.

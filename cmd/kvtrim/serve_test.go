@@ -397,3 +397,23 @@ func TestServeTemplateFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestGoProcs: Go keeps to the cores llama.cpp's threads leave, at least
+// one, unless GOMAXPROCS is set.
+func TestGoProcs(t *testing.T) {
+	none := envLookup(nil)
+	for _, c := range []struct {
+		threads, cpus, want int
+		set                 bool
+	}{
+		{2, 2, 1, true}, {0, 2, 1, true}, {4, 16, 12, true}, {16, 16, 1, true}, {32, 16, 1, true}, {0, 1, 1, false},
+	} {
+		got, set := goProcs(c.threads, c.cpus, none)
+		if got != c.want || set != c.set {
+			t.Errorf("-t %d on %d CPUs: %d %v, want %d %v", c.threads, c.cpus, got, set, c.want, c.set)
+		}
+	}
+	if _, set := goProcs(2, 2, envLookup(map[string]string{"GOMAXPROCS": "2"})); set {
+		t.Error("GOMAXPROCS in the environment was overridden")
+	}
+}

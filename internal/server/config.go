@@ -32,8 +32,11 @@ type Sampling struct {
 	// all of them).
 	Keep int
 	// Grammar is a GBNF grammar every generated token must follow (start
-	// symbol root; grammar, --grammar), or empty.
-	Grammar string
+	// symbol root; grammar, --grammar), or empty. With GrammarTriggers it
+	// is lazy: it applies from the first match of one of them on (a tool
+	// call's opening; bindings.SamplerOptions.GrammarTriggers).
+	Grammar         string
+	GrammarTriggers []string
 	// llama-server's other samplers, neutral by default (their meaning is
 	// bindings.SamplerOptions'; DRYPenaltyLastN -1 is the slot's context),
 	// and the order the samplers run in (nil: llama-server's).

@@ -692,7 +692,7 @@ func (s Sampling) samplerOptions() bindings.SamplerOptions {
 	return bindings.SamplerOptions{
 		Temp: s.Temp, TopK: int32(max(0, s.TopK)), TopP: s.TopP, MinP: s.MinP, Seed: s.Seed,
 		PenaltyLastN: int32(s.RepeatLastN), RepeatPenalty: s.RepeatPenalty, FrequencyPenalty: s.FrequencyPenalty, PresencePenalty: s.PresencePenalty,
-		Grammar: s.Grammar, TopNSigma: s.TopNSigma, TypicalP: s.TypicalP, XTCProbability: s.XTCProbability, XTCThreshold: s.XTCThreshold,
+		Grammar: s.Grammar, GrammarTriggers: s.GrammarTriggers, TopNSigma: s.TopNSigma, TypicalP: s.TypicalP, XTCProbability: s.XTCProbability, XTCThreshold: s.XTCThreshold,
 		DynatempRange: s.DynatempRange, DynatempExponent: s.DynatempExponent, DRYMultiplier: s.DRYMultiplier, DRYBase: s.DRYBase,
 		DRYAllowedLength: int32(s.DRYAllowedLength), DRYPenaltyLastN: int32(s.DRYPenaltyLastN), DRYBreakers: s.DRYBreakers,
 		Mirostat: s.Mirostat, MirostatTau: s.MirostatTau, MirostatEta: s.MirostatEta, MinKeep: s.MinKeep, Order: s.Order,

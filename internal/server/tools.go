@@ -130,8 +130,8 @@ func (e *engine) prepareTools(req *Request) error {
 		return badRequest(`"tools": this model's chat template writes tool calls in a form kvtrim serve does not read yet (it reads %s)`, strings.Join(toolcall.Names(), ", "))
 	}
 	u.format = e.toolFormat
-	if u.Choice != toolsRequired {
-		return nil
+	if u.Choice != toolsRequired && u.format.Triggers() == nil {
+		return nil // calls read, not constrained: the format has no grammar
 	}
 	tools := u.Tools
 	if u.Name != "" {
@@ -146,9 +146,14 @@ func (e *engine) prepareTools(req *Request) error {
 		return badRequest("tool_choice %q: %v", u.Choice, err)
 	}
 	if e.model.Vocab().CheckGrammar(g) != nil {
-		return fmt.Errorf("the grammar of a required tool call does not parse (llama.cpp's log says where)")
+		return fmt.Errorf("the grammar of a tool call does not parse (llama.cpp's log says where)")
 	}
 	req.Sampling.Grammar = g
+	if u.Choice != toolsRequired {
+		// As llama-server: a call may come, and from its opening on the
+		// grammar holds it to the tools' schemas.
+		req.Sampling.GrammarTriggers = u.format.Triggers()
+	}
 	return nil
 }
 

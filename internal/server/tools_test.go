@@ -166,3 +166,38 @@ func TestToolCalls(t *testing.T) {
 	code, b = ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", ask+`"tools":`+weatherTools+`}`)
 	wantError(t, code, b, 400, typeInvalidRequest, "tools param requires --jinja flag")
 }
+
+// TestToolCallsAutoEachFormat: with tool_choice auto, each format with a
+// grammar builds its lazy grammar and triggers (a trigger libllama's regex
+// could not compile would abort the process) and the tiny model's story
+// comes back as content.
+func TestToolCallsAutoEachFormat(t *testing.T) {
+	for name, marker := range map[string]string{
+		"hermes":  "<tool_call>",
+		"llama3":  "Given the following functions, please respond with a JSON for a function call",
+		"mistral": "[TOOL_CALLS]",
+	} {
+		cfg := testConfig()
+		cfg.Jinja = true
+		cfg.ChatTemplate = `{%- if tools -%}` + marker + `{{ tools | tojson }}{%- endif -%}{%- for m in messages -%}{{ m.content }}{%- endfor -%}`
+		ts := startServer(t, cfg)
+		var a struct {
+			Choices []struct {
+				Message struct {
+					Content   string
+					ToolCalls []any `json:"tool_calls"`
+				}
+			}
+		}
+		for _, stream := range []string{"false", "true"} {
+			code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"temperature":0,"stream":`+stream+`,"tools":`+weatherTools+`}`)
+			if code != 200 {
+				t.Errorf("%s, stream %s: %d %s", name, stream, code, b)
+			}
+		}
+		ts.post("/v1/chat/completions", `{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"temperature":0,"tools":`+weatherTools+`}`, 200, &a)
+		if len(a.Choices) != 1 || a.Choices[0].Message.Content == "" || len(a.Choices[0].Message.ToolCalls) != 0 {
+			t.Errorf("%s: %+v", name, a)
+		}
+	}
+}

@@ -10,9 +10,10 @@ import (
 // hermes is Hermes 2/3's and Qwen 2.5/3's: each call a JSON object
 // {"name", "arguments"} between <tool_call> and </tool_call>.
 var hermes = &Format{
-	Name:    "hermes",
-	starts:  []string{"<tool_call>"},
-	argsKey: "arguments",
+	Name:     "hermes",
+	starts:   []string{"<tool_call>"},
+	triggers: []string{`<tool_call>`},
+	argsKey:  "arguments",
 	parse: func(text string) (string, []Call, error) {
 		return tagged(text, "<tool_call>", "</tool_call>", "arguments")
 	},
@@ -64,10 +65,12 @@ var functionary31 = &Format{
 // "parameters"} (or several, separated by semicolons), optionally after
 // <|python_tag|>.
 var llama3 = &Format{
-	Name:    "llama3",
-	starts:  []string{"{", "<|python_tag|>"},
-	atStart: true,
-	argsKey: "parameters",
+	Name:   "llama3",
+	starts: []string{"{", "<|python_tag|>"},
+	// An answer that opens with a JSON object naming a function.
+	triggers: []string{`^\s*(\{\s*"name")[\s\S]*$`},
+	atStart:  true,
+	argsKey:  "parameters",
 	parse: func(text string) (string, []Call, error) {
 		body := strings.TrimSpace(text)
 		body = strings.TrimSpace(strings.TrimPrefix(body, "<|python_tag|>"))
@@ -100,9 +103,10 @@ var llama3 = &Format{
 // mistral is Mistral's: [TOOL_CALLS] then a JSON list of {"name",
 // "arguments"}, or, in newer templates, NAME[ARGS]{arguments}.
 var mistral = &Format{
-	Name:    "mistral",
-	starts:  []string{"[TOOL_CALLS]"},
-	argsKey: "arguments",
+	Name:     "mistral",
+	starts:   []string{"[TOOL_CALLS]"},
+	triggers: []string{`\[TOOL_CALLS\]`},
+	argsKey:  "arguments",
 	parse: func(text string) (string, []Call, error) {
 		i := strings.Index(text, "[TOOL_CALLS]")
 		if i < 0 {

@@ -50,6 +50,19 @@ type Format struct {
 	// {name, arguments} (argsKey names its arguments).
 	grammar func(many bool) string
 	argsKey string
+	// triggers are the regular expressions (C++ std::regex syntax) whose
+	// match begins a call: a lazy grammar constrains the answer from
+	// there on when calls are allowed but not required.
+	triggers []string
+}
+
+// Triggers are the patterns that begin a call, for a lazy grammar; none
+// when the format has no grammar.
+func (f *Format) Triggers() []string {
+	if f.grammar == nil {
+		return nil
+	}
+	return f.triggers
 }
 
 // formats are the formats Detect knows.
