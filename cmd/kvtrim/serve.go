@@ -62,7 +62,8 @@ type serveFlags struct {
 	chatTemplate, chatTemplateFile     string
 	jinja, noJinja                     bool
 	templateKwargs, reasoning          string
-	reasoningFormat                    string
+	reasoningFormat, reasoningEffort   string
+	preserve, noPreserve               bool
 	prefill, noPrefill                 bool
 	jsonSchema, jsonSchemaFile         string
 }
@@ -117,6 +118,9 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.noJinja, "no-jinja", false, "render chats with llama.cpp's built-in templates")
 	fs.StringVar(&f.templateKwargs, "chat-template-kwargs", "", `variables for the Jinja template, a JSON object ('{"key":"value"}'); requests' chat_template_kwargs override them`)
 	fs.StringVar(&f.reasoning, "reasoning", "auto", "thinking in the chat: on, off or auto (the template's default); sets the template's enable_thinking")
+	fs.StringVar(&f.reasoningEffort, "reasoning-effort", "default", "reasoning effort given to the chat template (reasoning_effort): default keeps the template's, or a level such as low, medium, high")
+	fs.BoolVar(&f.preserve, "reasoning-preserve", true, "keep earlier answers' reasoning in the prompt, for templates that can (preserve_reasoning; the default)")
+	fs.BoolVar(&f.noPreserve, "no-reasoning-preserve", false, "drop earlier answers' reasoning from the prompt, for templates that can")
 	fs.StringVar(&f.reasoningFormat, "reasoning-format", "auto", "where a thinking model's reasoning goes: auto or deepseek (reasoning_content), deepseek-legacy (there and in the content), none (the content)")
 	fs.BoolVar(&f.prefill, "prefill-assistant", true, "continue a final assistant message instead of answering after it (the default)")
 	fs.BoolVar(&f.noPrefill, "no-prefill-assistant", false, "render a final assistant message as a finished turn")
@@ -324,11 +328,11 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_JINJA", flag: "jinja", neg: "no-jinja"},
 		{name: "LLAMA_ARG_REASONING", flag: "reasoning"},
 		{name: "LLAMA_ARG_THINK", flag: "reasoning-format"},
-		// taken, not implemented (llamaFlags): reasoning and tools
 		{name: "LLAMA_ARG_REASONING_EFFORT", flag: "reasoning-effort"},
+		{name: "LLAMA_ARG_REASONING_PRESERVE", flag: "reasoning-preserve", neg: "no-reasoning-preserve"},
+		// taken, not implemented (llamaFlags): reasoning and tools
 		{name: "LLAMA_ARG_THINK_BUDGET", flag: "reasoning-budget"},
 		{name: "LLAMA_ARG_THINK_BUDGET_MESSAGE", flag: "reasoning-budget-message"},
-		{name: "LLAMA_ARG_REASONING_PRESERVE", flag: "reasoning-preserve", neg: "no-reasoning-preserve"},
 		{name: "LLAMA_ARG_SKIP_CHAT_PARSING", flag: "skip-chat-parsing", neg: "no-skip-chat-parsing"},
 		{name: "LLAMA_ARG_PREFILL_ASSISTANT", flag: "prefill-assistant", neg: "no-prefill-assistant"},
 		// kvtrim's own, from before it read LLAMA_API_KEY and LLAMA_ARG_UI
@@ -470,6 +474,12 @@ func (f *serveFlags) templateVars() (map[string]any, error) {
 		if err := json.Unmarshal([]byte(f.templateKwargs), &vars); err != nil {
 			return nil, usageErrorf("--chat-template-kwargs: give a JSON object: %v", err)
 		}
+	}
+	if f.noPreserve || !f.preserve {
+		vars["preserve_reasoning"] = false
+	}
+	if f.reasoningEffort != "" && f.reasoningEffort != "default" {
+		vars["reasoning_effort"] = f.reasoningEffort
 	}
 	switch strings.ToLower(f.reasoning) {
 	case "on", "enabled", "true", "1":

@@ -55,7 +55,7 @@ const (
 	whyEmbed     = "kvtrim serve has no embeddings or reranking endpoints"
 	whyAdapter   = "kvtrim serve loads no LoRA adapters or control vectors"
 	whyLog       = "kvtrim logs with zerolog: --log-format and -v set it"
-	whyTemplate  = "kvtrim serve has no reasoning budget, effort or preservation settings yet"
+	whyTemplate  = "kvtrim serve has no reasoning budget yet"
 	whyRouter    = "kvtrim serve serves one model; no router mode"
 	whyUI        = "kvtrim serve has no web UI"
 	whyTools     = "kvtrim serve has no built-in tools or MCP"
@@ -267,11 +267,8 @@ var llamaFlags = []llamaFlag{
 	{"--models-autoload", false, pending, whyRouter},
 	{"--no-models-autoload", false, inert, whyRouter},
 
-	{"--reasoning-effort", true, pending, whyTemplate},
 	{"--reasoning-budget", true, pending, whyTemplate},
 	{"--reasoning-budget-message", true, pending, whyTemplate},
-	{"--reasoning-preserve", false, pending, whyTemplate},
-	{"--no-reasoning-preserve", false, inert, whyTemplate},
 	{"--skip-chat-parsing", false, pending, "kvtrim serve always reads tool calls out of answers when a request offers tools"},
 	{"--no-skip-chat-parsing", false, pending, whyTemplate},
 

@@ -41,7 +41,7 @@ func TestServeTakesEveryLlamaFlag(t *testing.T) {
 	// Values kvtrim's own flags accept; the others take any.
 	values := map[string]string{
 		"flash-attn": "on", "host": "127.0.0.1", "api-key-file": keyFile, "grammar-file": keyFile, "chat-template-file": keyFile, "chat-template": "chatml",
-		"json-schema": `{"type":"integer"}`, "json-schema-file": schemaFile, "chat-template-kwargs": `{"a":1}`, "reasoning": "off", "reasoning-format": "none",
+		"json-schema": `{"type":"integer"}`, "json-schema-file": schemaFile, "chat-template-kwargs": `{"a":1}`, "reasoning": "off", "reasoning-format": "none", "reasoning-effort": "low",
 		"samplers": "top_k;temperature", "sampling-seq": "kt",
 		"temp": "0.5", "top-p": "0.9", "min-p": "0.05", "slot-prompt-similarity": "0.5", "log-file": filepath.Join(t.TempDir(), "log"),
 	}
@@ -387,6 +387,10 @@ func TestServeTemplateFlags(t *testing.T) {
 	cfg, err = parse(nil, "-rea", "off", "--chat-template-kwargs", `{"effort":"low","enable_thinking":true}`)
 	if err != nil || cfg.TemplateKwargs["enable_thinking"] != false || cfg.TemplateKwargs["effort"] != "low" {
 		t.Errorf("-rea off: %v, %v", cfg.TemplateKwargs, err)
+	}
+	cfg, err = parse(nil, "--reasoning-effort", "high", "--no-reasoning-preserve")
+	if err != nil || cfg.TemplateKwargs["reasoning_effort"] != "high" || cfg.TemplateKwargs["preserve_reasoning"] != false {
+		t.Errorf("--reasoning-effort high --no-reasoning-preserve: %v, %v", cfg.TemplateKwargs, err)
 	}
 	if cfg, err = parse(nil, "-j", `{"type":"boolean"}`); err != nil || !strings.Contains(cfg.Sampling.Grammar, `"true" | "false"`) {
 		t.Errorf("-j: %q, %v", cfg.Sampling.Grammar, err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/ardanlabs/jinja"
+
+	"github.com/kvtrim/kvtrim/internal/reasoning"
 )
 
 // Template is a compiled chat template with its model's BOS and EOS text.
@@ -26,6 +28,10 @@ type Template struct {
 	// not gets it merged into the next message, as llama.cpp's chat layer
 	// does.
 	system bool
+	// reasons says the template has reasoning tags kvtrim reads: only
+	// then is enable_thinking true by default, as llama-server turns it on
+	// only for templates whose reasoning its chat layer finds.
+	reasons bool
 }
 
 // Message is one turn of a conversation; Extra holds its other fields
@@ -37,8 +43,10 @@ type Message struct {
 
 // Input is what a template renders: the conversation, whether to open
 // the assistant's turn after it, more variables (llama-server's
-// chat_template_kwargs; enable_thinking among them, true unless set), and
-// the time strftime_now reads.
+// chat_template_kwargs: enable_thinking, true by default for a template
+// that reasons; preserve_reasoning, true by default as llama-server sets
+// it, and the variables it stands for; reasoning_effort), and the time
+// strftime_now reads.
 type Input struct {
 	Messages            []Message
 	AddGenerationPrompt bool
@@ -53,7 +61,7 @@ func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}
-	tmpl := &Template{t: t, bos: bos, eos: eos, stripBOS: addBOS, system: true}
+	tmpl := &Template{t: t, bos: bos, eos: eos, stripBOS: addBOS, system: true, reasons: reasoning.Detect(source) != nil}
 	// Does it render a system message? Probe it with a marker, as
 	// llama.cpp probes a template's capabilities.
 	const marker = "kvtrim-system-probe"
@@ -108,7 +116,7 @@ func (t *Template) render(in Input) (string, error) {
 		"messages":              jinja.NewList(list),
 		"bos_token":             jinja.NewString(t.bos),
 		"eos_token":             jinja.NewString(t.eos),
-		"enable_thinking":       jinja.NewBool(true),
+		"enable_thinking":       jinja.NewBool(t.reasons),
 		"add_generation_prompt": jinja.NewBool(in.AddGenerationPrompt),
 		// What llama.cpp's chat layer adds: today, as Llama 3.x's
 		// templates and others read it.
@@ -122,8 +130,22 @@ func (t *Template) render(in Input) (string, error) {
 			return jinja.NewString(Strftime(now, format)), nil
 		}),
 	}
+	preserve := true // llama-server's default preserve_reasoning
 	for k, v := range in.Vars {
 		data[k] = jinja.FromGoValue(v)
+	}
+	if p, ok := in.Vars["preserve_reasoning"].(bool); ok {
+		preserve = p
+	}
+	// What llama.cpp's chat layer sets for preserve_reasoning, by the
+	// names templates read it under.
+	for k, v := range map[string]bool{"preserve_thinking": preserve, "clear_thinking": !preserve, "truncate_history_thinking": !preserve, "drop_thinking": !preserve} {
+		if _, set := in.Vars[k]; !set {
+			data[k] = jinja.NewBool(v)
+		}
+	}
+	if effort, ok := in.Vars["reasoning_effort"].(string); ok {
+		data["reasoning_strength"] = jinja.NewString(effort)
 	}
 	out, err := t.t.RenderValues(data)
 	if err != nil {

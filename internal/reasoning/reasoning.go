@@ -1,7 +1,8 @@
 // Package reasoning splits a thinking model's answer into its reasoning
 // and its content, as llama-server's reasoning_format "auto" and
 // "deepseek" do: the text between the model family's start and end tags
-// (<think>...</think>, Command R7B's <|START_THINKING|>...<|END_THINKING|>)
+// (<think>...</think>, Command R7B's <|START_THINKING|>...<|END_THINKING|>,
+// Gemma 4's <|channel>thought...<channel|>)
 // is reasoning, the rest content. The prompt may have opened the
 // reasoning already (DeepSeek R1's and QwQ's templates end with <think>),
 // in which case the answer begins inside it.
@@ -18,6 +19,7 @@ type Tags struct {
 var known = []Tags{
 	{"<think>", "</think>"},
 	{"<|START_THINKING|>", "<|END_THINKING|>"},
+	{"<|channel>thought", "<channel|>"}, // Gemma 4
 }
 
 // Detect finds the reasoning tags a chat template writes, or nil for a

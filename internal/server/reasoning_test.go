@@ -107,3 +107,35 @@ func TestReasoning(t *testing.T) {
 	code, b = ts.do(t.Context(), http.MethodPost, "/v1/messages", anth+`,"thinking":{"type":"enabled","budget_tokens":50}}`)
 	wantError(t, code, b, 400, typeInvalidRequest, "reasoning budget")
 }
+
+// TestThinkingVariables: enable_thinking is true by default only for a
+// template whose reasoning kvtrim reads (as llama-server turns it on only
+// where its chat layer finds reasoning); chat_template_kwargs and OpenAI's
+// reasoning_effort set it ("none" turns it off) and reasoning_effort; the
+// preserve_reasoning default (true) reaches templates under its other
+// names too.
+func TestThinkingVariables(t *testing.T) {
+	const vars = `[{{ enable_thinking }}|{{ reasoning_effort if reasoning_effort is defined else "-" }}|{{ drop_thinking }}]`
+	cfg := testConfig()
+	cfg.Jinja = true
+	for _, c := range []struct{ template, body, want string }{
+		{vars + `<think></think>`, `{}`, "[True|-|False]"},
+		{vars, `{}`, "[False|-|False]"},
+		{vars + `<think></think>`, `{"reasoning_effort":"none"}`, "[False|-|False]"},
+		{vars, `{"reasoning_effort":"high"}`, "[False|high|False]"},
+		{vars, `{"chat_template_kwargs":{"enable_thinking":true,"preserve_reasoning":false}}`, "[True|-|True]"},
+	} {
+		cfg.ChatTemplate = c.template + `{%- for m in messages -%}{{ m.content }}{%- endfor -%}`
+		ts := startServer(t, cfg)
+		body := strings.Replace(c.body, "{", `{"messages":[{"role":"user","content":"hi"}],`, 1)
+		body = strings.Replace(body, ",}", "}", 1)
+		var p struct{ Prompt string }
+		ts.post("/apply-template", body, 200, &p)
+		if !strings.HasPrefix(p.Prompt, c.want) {
+			t.Errorf("%s with %s: %q, want %s...", c.template, c.body, p.Prompt, c.want)
+		}
+	}
+	ts := startServer(t, cfg)
+	code, b := ts.do(t.Context(), http.MethodPost, "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"chat_template_kwargs":{"enable_thinking":"yes"}}`)
+	wantError(t, code, b, 400, typeInvalidRequest, `invalid type for "enable_thinking"`)
+}

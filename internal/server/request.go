@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"strings"
@@ -240,6 +241,7 @@ type chatBody struct {
 	// opening of the assistant's turn.
 	AddGenerationPrompt  *bool                      `json:"add_generation_prompt"`
 	ReasoningFormat      string                     `json:"reasoning_format"`
+	ReasoningEffort      *string                    `json:"reasoning_effort"`
 	ContinueFinalMessage json.RawMessage            `json:"continue_final_message"`
 	TemplateKwargs       map[string]json.RawMessage `json:"chat_template_kwargs"`
 	samplingFields
@@ -258,6 +260,24 @@ func (b *chatBody) chat() (Chat, error) {
 		}
 	}
 	c := Chat{Messages: msgs, Kwargs: b.TemplateKwargs, Continued: b.Messages[len(b.Messages)-1].Content.continued()}
+	if raw, ok := c.Kwargs["enable_thinking"]; ok && string(raw) != "true" && string(raw) != "false" {
+		return Chat{}, badRequest(`invalid type for "enable_thinking" (expected boolean, got %s)`, raw)
+	}
+	if e := b.ReasoningEffort; e != nil && *e != "" {
+		// OpenAI's reasoning_effort, as llama-server reads it: "none"
+		// turns thinking off, another level goes to the template.
+		kw := maps.Clone(c.Kwargs)
+		if kw == nil {
+			kw = map[string]json.RawMessage{}
+		}
+		if *e == "none" {
+			kw["enable_thinking"] = json.RawMessage("false")
+			delete(kw, "reasoning_effort")
+		} else {
+			kw["reasoning_effort"], _ = json.Marshal(*e)
+		}
+		c.Kwargs = kw
+	}
 	if given(b.Tools) {
 		c.Tools = b.Tools
 	}

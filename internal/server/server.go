@@ -148,7 +148,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	if err != nil {
 		return err
 	}
-	vars := map[string]any{"enable_thinking": true} // as llama-server, unless --reasoning off
+	vars := map[string]any{} // enable_thinking: the template's default, unless --reasoning
 	for k, v := range s.cfg.TemplateKwargs {
 		vars[k] = v
 	}
