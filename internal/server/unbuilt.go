@@ -13,6 +13,7 @@ import (
 type unbuiltFields struct {
 	AdaptiveTarget  json.RawMessage `json:"adaptive_target"`
 	GrammarLazy     json.RawMessage `json:"grammar_lazy"`
+	ReasoningBudget json.RawMessage `json:"reasoning_budget_tokens"`
 	GrammarTriggers json.RawMessage `json:"grammar_triggers"`
 	PreservedTokens json.RawMessage `json:"preserved_tokens"`
 	NIndent         json.RawMessage `json:"n_indent"`
@@ -40,6 +41,7 @@ func (u *unbuiltFields) check() error {
 	}{
 		{"adaptive_target", u.AdaptiveTarget, below(0), whySampler},
 		{"grammar_lazy", u.GrammarLazy, isFalse, whyGrammar},
+		{"reasoning_budget_tokens", u.ReasoningBudget, equals(-1), "kvtrim serve has no reasoning budget yet"},
 		{"grammar_triggers", u.GrammarTriggers, empty, whyGrammar},
 		{"preserved_tokens", u.PreservedTokens, empty, whyGrammar},
 		{"n_indent", u.NIndent, equals(0), "kvtrim serve does not stop on indentation yet"},

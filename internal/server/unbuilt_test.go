@@ -17,6 +17,7 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 		`{"prompt":"x","grammar":"","json_schema":{},"response_format":{"type":"text"},"n":1,"lora":[]}`,
 		`{"prompt":"x","tools":[],"tool_choice":"auto","echo":false,"return_progress":false,"timings_per_token":false,"adaptive_target":-1}`,
 		`{"prompt":"x","grammar":null,"samplers":null}`,
+		`{"prompt":"x","reasoning_budget_tokens":-1}`,
 	} {
 		if _, err := ParseCompletionRequest([]byte(body), testConfig().Sampling, kvtrim.Compression{}); err != nil {
 			t.Errorf("%s: %v", body, err)
@@ -28,6 +29,7 @@ func TestUnbuiltFieldsAtNeutral(t *testing.T) {
 	}
 	for _, body := range []string{
 		`{"prompt":"x","adaptive_target":0.5}`,
+		`{"prompt":"x","reasoning_budget_tokens":100}`,
 		`{"prompt":"x","samplers":["infill"]}`,
 		`{"prompt":"x","samplers":"kqz"}`,
 		`{"prompt":"x","response_format":{"type":"json_schema"}}`,
