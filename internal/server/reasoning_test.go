@@ -1,8 +1,6 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -57,10 +55,8 @@ func TestReasoning(t *testing.T) {
 		t.Fatalf("streamed: %d %s", code, b)
 	}
 	var reasoningText, content string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || line == "[DONE]" {
+	for _, line := range sseEvents(t, b) {
+		if line == "[DONE]" {
 			continue
 		}
 		var chunk struct {

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -84,10 +82,8 @@ func TestToolCalls(t *testing.T) {
 	}
 	var calls []call
 	var content, finish string
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "data: ")
-		if !ok || line == "[DONE]" {
+	for _, line := range sseEvents(t, body) {
+		if line == "[DONE]" {
 			continue
 		}
 		var chunk struct {
