@@ -129,7 +129,7 @@ func (e *engine) prepareTools(req *Request) error {
 	case e.toolFormat == nil:
 		return badRequest(`"tools": this model's chat template writes tool calls in a form kvtrim serve does not read yet (it reads %s)`, strings.Join(toolcall.Names(), ", "))
 	}
-	u.format = e.toolFormat
+	u.format = e.toolFormat.WithTools(u.Tools)
 	if u.Choice != toolsRequired && u.format.Triggers() == nil {
 		return nil // calls read, not constrained: the format has no grammar
 	}

@@ -164,7 +164,8 @@ func TestToolCalls(t *testing.T) {
 }
 
 // TestToolCallsAutoEachFormat: with tool_choice auto, each format with a
-// grammar builds its lazy grammar and triggers (a trigger libllama's regex
+// grammar builds its lazy grammar and triggers (the one without reads its
+// calls unconstrained) (a trigger libllama's regex
 // could not compile would abort the process) and the tiny model's story
 // comes back as content.
 func TestToolCallsAutoEachFormat(t *testing.T) {
@@ -172,6 +173,8 @@ func TestToolCallsAutoEachFormat(t *testing.T) {
 		"hermes":  "<tool_call>",
 		"llama3":  "Given the following functions, please respond with a JSON for a function call",
 		"mistral": "[TOOL_CALLS]",
+		// Qwen3-Coder's XML: no grammar, its calls read as written.
+		"qwen-xml": "<tool_call><function=NAME><parameter=KEY>",
 	} {
 		cfg := testConfig()
 		cfg.Jinja = true

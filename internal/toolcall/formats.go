@@ -213,3 +213,76 @@ func tagged(text, open, close, argsKey string) (string, []Call, error) {
 		text = rest[j+len(close):]
 	}
 }
+
+// qwenXML is Qwen3-Coder's (and Qwen 3.5's, Nemotron 3's, Seed-OSS's):
+// <tool_call><function=NAME><parameter=KEY>VALUE</parameter>...</function>
+// </tool_call>, each value as written: text for a string parameter, JSON
+// for the others (valueTypes says which, from the tools' schemas).
+var qwenXML = &Format{
+	Name:   "qwen-xml",
+	starts: []string{"<tool_call>", "<function="},
+	parse:  func(text string) (string, []Call, error) { return parseQwenXML(text, nil) },
+}
+
+// parseQwenXML reads Qwen3-Coder's calls; textParams names the parameters
+// whose values are text (by tool), and any other value that is JSON is
+// taken as JSON, else as text.
+func parseQwenXML(text string, textParams map[string]map[string]bool) (string, []Call, error) {
+	var content strings.Builder
+	var calls []Call
+	for {
+		i := strings.Index(text, "<function=")
+		if i < 0 {
+			content.WriteString(text)
+			return strings.TrimSpace(strings.ReplaceAll(strings.ReplaceAll(content.String(), "<tool_call>", ""), "</tool_call>", "")), calls, nil
+		}
+		content.WriteString(text[:i])
+		rest := text[i+len("<function="):]
+		j := strings.Index(rest, ">")
+		end := strings.Index(rest, "</function>")
+		if j < 0 || end < 0 || end < j {
+			return "", nil, errors.New("a <function= the answer never closes")
+		}
+		name := strings.TrimSpace(rest[:j])
+		body := rest[j+1 : end]
+		args := map[string]json.RawMessage{}
+		var order []string
+		for {
+			k := strings.Index(body, "<parameter=")
+			if k < 0 {
+				break
+			}
+			after := body[k+len("<parameter="):]
+			gt := strings.Index(after, ">")
+			close := strings.Index(after, "</parameter>")
+			if gt < 0 || close < 0 || close < gt {
+				return "", nil, fmt.Errorf("call %s: a <parameter= it never closes", name)
+			}
+			key := strings.TrimSpace(after[:gt])
+			value := strings.TrimSuffix(strings.TrimPrefix(after[gt+1:close], "\n"), "\n")
+			raw, _ := json.Marshal(value)
+			if !textParams[name][key] && json.Valid([]byte(value)) {
+				raw = compact([]byte(value))
+			}
+			if _, dup := args[key]; !dup {
+				order = append(order, key)
+			}
+			args[key] = raw
+			body = after[close+len("</parameter>"):]
+		}
+		var b strings.Builder
+		b.WriteByte('{')
+		for n, k := range order {
+			if n > 0 {
+				b.WriteByte(',')
+			}
+			key, _ := json.Marshal(k)
+			b.Write(key)
+			b.WriteByte(':')
+			b.Write(args[k])
+		}
+		b.WriteByte('}')
+		calls = append(calls, Call{Name: name, Arguments: b.String()})
+		text = rest[end+len("</function>"):]
+	}
+}

@@ -66,7 +66,7 @@ func (f *Format) Triggers() []string {
 }
 
 // formats are the formats Detect knows.
-var formats = []*Format{hermes, llama3, mistral, functionary31, deepseekR1}
+var formats = []*Format{hermes, llama3, mistral, functionary31, deepseekR1, qwenXML}
 
 // Names are the names of the formats Detect knows.
 func Names() []string {
@@ -87,7 +87,7 @@ func Detect(template string) *Format {
 	case has("[TOOL_CALLS]"):
 		return mistral
 	case has("<function=") && has("<parameter="):
-		return nil // Qwen3-Coder's XML calls: not read yet
+		return qwenXML
 	case has("<function=") && has("<|python_tag|>"):
 		return functionary31
 	case has("<tool_call>"):
@@ -96,6 +96,33 @@ func Detect(template string) *Format {
 		return llama3
 	}
 	return nil
+}
+
+// WithTools is f reading calls to tools: Qwen3-Coder's format writes
+// parameter values bare, and a string parameter's value must stay text
+// even when it reads as JSON (a zip code). Other formats are unchanged.
+func (f *Format) WithTools(tools []Tool) *Format {
+	if f != qwenXML {
+		return f
+	}
+	text := map[string]map[string]bool{}
+	for _, t := range tools {
+		var schema struct {
+			Properties map[string]struct {
+				Type any `json:"type"`
+			} `json:"properties"`
+		}
+		if json.Unmarshal(t.Parameters, &schema) != nil {
+			continue
+		}
+		text[t.Name] = map[string]bool{}
+		for k, p := range schema.Properties {
+			text[t.Name][k] = p.Type == "string"
+		}
+	}
+	g := *f
+	g.parse = func(s string) (string, []Call, error) { return parseQwenXML(s, text) }
+	return &g
 }
 
 // Parse splits an answer into its content and its tool calls, giving

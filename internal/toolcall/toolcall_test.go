@@ -23,7 +23,8 @@ func TestDetect(t *testing.T) {
 		"meetkai-functionary-medium-v3.1":             "functionary-v3.1",
 		"mistralai-Mistral-Nemo-Instruct-2407":        "mistral",
 		"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B":    "deepseek-r1",
-		"Qwen3-Coder":          "",
+		"Qwen3-Coder":          "qwen-xml",
+		"Qwen3.5-4B":           "qwen-xml",
 		"google-gemma-2-2b-it": "",
 	} {
 		src, err := os.ReadFile(filepath.Join(dir, name+".jinja"))
@@ -61,6 +62,10 @@ func TestParse(t *testing.T) {
 		{mistral, `Sure.[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Rome"}, "id": "abc123def"}]`, "Sure.", []Call{{Name: "get_weather", Arguments: `{"city":"Rome"}`}}, false},
 		{mistral, `[TOOL_CALLS]get_weather[ARGS]{"city": "Oslo"}`, "", []Call{{Name: "get_weather", Arguments: `{"city":"Oslo"}`}}, false},
 		{functionary31, `<function=get_weather>{"city": "Lima"}</function>`, "", []Call{{Name: "get_weather", Arguments: `{"city":"Lima"}`}}, false},
+		{qwenXML, "Let me check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>", "Let me check.", []Call{{Name: "get_weather", Arguments: `{"city":"Paris","days":3}`}}, false},
+		{qwenXML.WithTools([]Tool{{Name: "zip", Parameters: json.RawMessage(`{"type":"object","properties":{"code":{"type":"string"},"n":{"type":"integer"}}}`)}}),
+			"<tool_call>\n<function=zip>\n<parameter=code>\n75001\n</parameter>\n<parameter=n>\n2\n</parameter>\n</function>\n</tool_call>", "", []Call{{Name: "zip", Arguments: `{"code":"75001","n":2}`}}, false},
+		{qwenXML, "<tool_call>\n<function=f>\n<parameter=x>\n1", "", nil, true},
 		{deepseekR1, "I will call.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": \"Kyiv\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>", "I will call.", []Call{{Name: "get_weather", Arguments: `{"city":"Kyiv"}`}}, false},
 	} {
 		content, calls, err := c.f.Parse(c.text)
