@@ -32,32 +32,16 @@ var functionary31 = &Format{
 	Name:   "functionary-v3.1",
 	starts: []string{"<function="},
 	parse: func(text string) (string, []Call, error) {
-		var content strings.Builder
-		var calls []Call
-		for {
-			i := strings.Index(text, "<function=")
-			if i < 0 {
-				content.WriteString(text)
-				return strings.TrimSpace(content.String()), calls, nil
-			}
-			content.WriteString(text[:i])
-			rest := text[i+len("<function="):]
-			j := strings.Index(rest, ">")
-			if j < 0 {
-				return "", nil, errors.New("a <function= tag the answer never closes")
-			}
-			name := rest[:j]
-			args, after, err := firstJSON(rest[j+1:])
+		return functionBlocks(text, func(name, body string) (string, error) {
+			args, after, err := firstJSON(body)
 			if err != nil {
-				return "", nil, fmt.Errorf("call %s: arguments: %w", name, err)
+				return "", fmt.Errorf("call %s: arguments: %w", name, err)
 			}
-			after = strings.TrimLeft(after, " \t\r\n")
-			if !strings.HasPrefix(after, "</function>") {
-				return "", nil, fmt.Errorf("call %s: no </function> after its arguments", name)
+			if strings.TrimSpace(after) != "" {
+				return "", fmt.Errorf("call %s: text after its arguments", name)
 			}
-			calls = append(calls, Call{Name: name, Arguments: string(compact([]byte(args)))})
-			text = after[len("</function>"):]
-		}
+			return string(compact([]byte(args))), nil
+		})
 	},
 }
 
@@ -224,27 +208,41 @@ var qwenXML = &Format{
 	parse:  func(text string) (string, []Call, error) { return parseQwenXML(text, nil) },
 }
 
-// parseQwenXML reads Qwen3-Coder's calls; textParams names the parameters
-// whose values are text (by tool), and any other value that is JSON is
-// taken as JSON, else as text.
-func parseQwenXML(text string, textParams map[string]map[string]bool) (string, []Call, error) {
+// functionBlocks reads calls written as <function=NAME>BODY</function>,
+// args turning a body into the call's arguments; the text around them is
+// the content (less any <tool_call> wrappers).
+func functionBlocks(text string, args func(name, body string) (string, error)) (string, []Call, error) {
 	var content strings.Builder
 	var calls []Call
 	for {
 		i := strings.Index(text, "<function=")
 		if i < 0 {
 			content.WriteString(text)
-			return strings.TrimSpace(strings.ReplaceAll(strings.ReplaceAll(content.String(), "<tool_call>", ""), "</tool_call>", "")), calls, nil
+			rest := strings.NewReplacer("<tool_call>", "", "</tool_call>", "").Replace(content.String())
+			return strings.TrimSpace(rest), calls, nil
 		}
 		content.WriteString(text[:i])
 		rest := text[i+len("<function="):]
 		j := strings.Index(rest, ">")
 		end := strings.Index(rest, "</function>")
-		if j < 0 || end < 0 || end < j {
+		if j < 0 || end < j {
 			return "", nil, errors.New("a <function= the answer never closes")
 		}
 		name := strings.TrimSpace(rest[:j])
-		body := rest[j+1 : end]
+		a, err := args(name, rest[j+1:end])
+		if err != nil {
+			return "", nil, err
+		}
+		calls = append(calls, Call{Name: name, Arguments: a})
+		text = rest[end+len("</function>"):]
+	}
+}
+
+// parseQwenXML reads Qwen3-Coder's calls; textParams names the parameters
+// whose values are text (by tool), and any other value that is JSON is
+// taken as JSON, else as text.
+func parseQwenXML(text string, textParams map[string]map[string]bool) (string, []Call, error) {
+	return functionBlocks(text, func(name, body string) (string, error) {
 		args := map[string]json.RawMessage{}
 		var order []string
 		for {
@@ -255,8 +253,8 @@ func parseQwenXML(text string, textParams map[string]map[string]bool) (string, [
 			after := body[k+len("<parameter="):]
 			gt := strings.Index(after, ">")
 			close := strings.Index(after, "</parameter>")
-			if gt < 0 || close < 0 || close < gt {
-				return "", nil, fmt.Errorf("call %s: a <parameter= it never closes", name)
+			if gt < 0 || close < gt {
+				return "", fmt.Errorf("call %s: a <parameter= it never closes", name)
 			}
 			key := strings.TrimSpace(after[:gt])
 			value := strings.TrimSuffix(strings.TrimPrefix(after[gt+1:close], "\n"), "\n")
@@ -282,7 +280,6 @@ func parseQwenXML(text string, textParams map[string]map[string]bool) (string, [
 			b.Write(args[k])
 		}
 		b.WriteByte('}')
-		calls = append(calls, Call{Name: name, Arguments: b.String()})
-		text = rest[end+len("</function>"):]
-	}
+		return b.String(), nil
+	})
 }
