@@ -20,6 +20,7 @@ type functions struct {
 	ggmlBackendDevDesc      func(dev uintptr) string                                 `sym:"base:ggml_backend_dev_description"`
 	// libggml
 	ggmlBackendLoadAllFromPath func(dir string)         `sym:"ggml:ggml_backend_load_all_from_path"`
+	ggmlBackendLoadAll         func()                   `sym:"ggml:ggml_backend_load_all"`
 	ggmlBackendRegCount        func() uint64            `sym:"ggml:ggml_backend_reg_count"`
 	ggmlBackendRegGet          func(i uint64) uintptr   `sym:"ggml:ggml_backend_reg_get"`
 	ggmlBackendRegName         func(reg uintptr) string `sym:"base:ggml_backend_reg_name"`

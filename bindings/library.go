@@ -139,7 +139,7 @@ func (l *Library) open() error {
 	// Check the version before any call whose struct layout depends on it.
 	var llamaVersion, ggmlVersion, ggmlCommit func() string
 	if err := bind(&llamaVersion, llama, "llama_version"); err != nil {
-		return l.versionError("a llama.cpp without llama_version()" + versionFromName(l.LlamaPath) + ", older than " + SupportedVersion)
+		return l.versionError("a llama.cpp without llama_version(), " + releaseBySymbols(llama) + versionFromName(l.LlamaPath) + ", older than " + SupportedVersion)
 	}
 	if bind(&ggmlVersion, ggmlBase, "ggml_version") == nil {
 		l.GGMLVersion = ggmlVersion()
@@ -160,13 +160,51 @@ func (l *Library) open() error {
 
 	l.logCB = puregoCallback(l.logs.callback)
 	l.fn.llamaLogSet(l.logCB, 0)
-	l.fn.ggmlBackendLoadAllFromPath(l.Dir)
+	if err := l.loadBackends(); err != nil {
+		return err
+	}
 	l.fn.llamaBackendInit()
+	return nil
+}
+
+// loadBackends registers ggml's backends: those beside libllama (an
+// upstream release folder, node-llama-cpp's prebuilts, kvtrim's own
+// builds), else those in the folder ggml was built to search (Debian's
+// and Homebrew's layouts keep them apart from libllama). A library with
+// none could load no model.
+func (l *Library) loadBackends() error {
+	l.fn.ggmlBackendLoadAllFromPath(l.Dir)
+	if l.fn.ggmlBackendRegCount() == 0 {
+		l.fn.ggmlBackendLoadAll()
+	}
+	if l.fn.ggmlBackendRegCount() == 0 {
+		return fmt.Errorf("libllama %s: no ggml backend to compute with, neither beside it nor where ggml looks (a build with separate backends keeps libggml-cpu*.so next to libllama); %s", l.LlamaPath, FetchHint)
+	}
 	return nil
 }
 
 func (l *Library) versionError(found string) error {
 	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedVersion, FetchHint)
+}
+
+// symbolFingerprints tell apart the llama.cpp releases that have no
+// llama_version(), by the newest of them whose first new function the
+// library has (probed in node-llama-cpp's prebuilts 3.18.1 to 3.20.0).
+var symbolFingerprints = []struct{ symbol, release string }{
+	{"llama_sampler_copy", "b10361"},
+	{"llama_model_ftype", "b10068"},
+	{"llama_n_rs_seq", "b9842"},
+}
+
+// releaseBySymbols names the release a libllama without llama_version()
+// is closest to, by its functions.
+func releaseBySymbols(handle uintptr) string {
+	for _, f := range symbolFingerprints {
+		if sym, err := purego.Dlsym(handle, f.symbol); err == nil && sym != 0 {
+			return "whose functions are those of " + f.release + " or a build after it"
+		}
+	}
+	return "whose functions are those of b8390 or older"
 }
 
 // versionFromName reads a version from a file name like libllama.b8390.so.

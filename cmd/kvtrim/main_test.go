@@ -108,7 +108,7 @@ func TestLibraryNotASharedObject(t *testing.T) {
 func TestLibraryOfAnotherVersion(t *testing.T) {
 	dir := testenv.OtherVersionLib(t)
 	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", "model.gguf", "-p", "hi")
-	wantOneLineError(t, r, dir, "b8390", "kvtrim supports llama.cpp 0.5.0", "kvtrim lib fetch")
+	wantOneLineError(t, r, dir, "functions are those of b8390", "file name says b8390", "kvtrim supports llama.cpp 0.5.0", "kvtrim lib fetch")
 }
 
 func TestBadModels(t *testing.T) {
@@ -786,4 +786,27 @@ func TestEvalPPL(t *testing.T) {
 	bad := runKvtrim(t, nil, "eval", "ppl", "--lib", lib, "-m", model, "-f", filepath.Join(testenv.RepoRoot(), "testdata", "moby-dick-ch1-35.txt"),
 		"--configs", "dense:8/16")
 	wantOneLineError(t, bad, "dense:8/16", "stride")
+}
+
+// TestLibraryWithoutBackends: libllama and ggml copied without the
+// backends beside them (a build with separate backends: node-llama-cpp's,
+// the default one) is refused with one line saying so, not a model load
+// that blames the GGUF file.
+func TestLibraryWithoutBackends(t *testing.T) {
+	lib := testenv.Library(t)
+	dir := t.TempDir()
+	for _, p := range []string{lib.LlamaPath, lib.GGMLPath, lib.GGMLBasePath} {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi", "-n", "2")
+	if strings.Contains(r.stderr, "libggml-cpu") && strings.Contains(r.stderr, "cannot load") {
+		t.Skip("this build links its CPU backend into libggml: there is no backend to leave out")
+	}
+	wantOneLineError(t, r, "no ggml backend", "libggml-cpu", "kvtrim lib fetch")
 }
