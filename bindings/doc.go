@@ -7,6 +7,9 @@
 // passed across the boundary is mirrored in structs.go, and its size and field
 // offsets are tested against a table generated from the pinned headers.
 //
-// kvtrim supports exactly one llama.cpp version at a time (SupportedVersion).
-// Load refuses any other, naming what it found and how to get the right one.
+// What is specific to a llama.cpp release is one Release descriptor
+// (release.go; release_050.go is llama.cpp 0.5.0, the only one so far),
+// chosen at load by llama_version(). Load refuses a release with no
+// descriptor, naming what it found (by its functions when it predates
+// llama_version()) and how to get a supported one.
 package bindings

@@ -11,8 +11,9 @@ import (
 	"testing"
 )
 
-// layoutFile is generated from the pinned headers by native/gen-layout.sh.
-const layoutFile = "testdata/layout-v0.5.0.txt"
+// layoutFile is the layout table of the release the Go mirrors copy,
+// generated from its headers by native/gen-layout.sh.
+var layoutFile = filepath.Join("testdata", release050.Layout)
 
 // mirrors maps each Go mirror to the C struct it copies.
 var mirrors = map[string]reflect.Type{

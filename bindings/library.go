@@ -12,8 +12,8 @@ import (
 	"github.com/ebitengine/purego"
 )
 
-// SupportedVersion is the llama.cpp release kvtrim is built and tested
-// against: the one node-llama-cpp@3.22.1 ships (ggml 0.25.1).
+// SupportedVersion is the llama.cpp release kvtrim fetches and builds by
+// default, the newest of those it supports (releases).
 const SupportedVersion = "0.5.0"
 
 // FetchHint tells a user how to get a supported libllama.
@@ -26,8 +26,10 @@ type Library struct {
 	Dir string
 	// LlamaPath, GGMLPath and GGMLBasePath are the files that were opened.
 	LlamaPath, GGMLPath, GGMLBasePath string
-	// Version is what llama_version() reports, e.g. "0.5.0-dev".
+	// Version is what llama_version() reports, e.g. "0.5.0-dev", and
+	// Release what kvtrim knows of that release.
 	Version string
+	Release *Release
 	// GGMLVersion and GGMLCommit are what libggml reports.
 	GGMLVersion, GGMLCommit string
 
@@ -148,13 +150,15 @@ func (l *Library) open() error {
 		l.GGMLCommit = ggmlCommit()
 	}
 	l.Version = llamaVersion()
-	if l.Version != SupportedVersion && !strings.HasPrefix(l.Version, SupportedVersion+"-") {
+	release, ok := releaseOf(l.Version)
+	if !ok {
 		return l.versionError("llama.cpp " + l.Version)
 	}
+	l.Release = release
 	if missing := l.fn.bindAll(llama, ggml, ggmlBase); len(missing) > 0 {
 		return l.versionError(fmt.Sprintf("llama.cpp %s without %s", l.Version, strings.Join(missing, ", ")))
 	}
-	if err := l.checkDefaults(); err != nil {
+	if err := l.Release.check(l); err != nil {
 		return l.versionError(fmt.Sprintf("llama.cpp %s whose %v", l.Version, err))
 	}
 
@@ -224,43 +228,6 @@ func bind(fptr any, handle uintptr, name string) error {
 		return fmt.Errorf("symbol %s not found", name)
 	}
 	purego.RegisterFunc(fptr, sym)
-	return nil
-}
-
-// checkDefaults compares the default parameters with the pinned version's,
-// which catches a changed struct even when the version string looks right.
-func (l *Library) checkDefaults() error {
-	m := l.fn.llamaModelDefaultParams()
-	c := l.fn.llamaContextDefaultParams()
-	s := l.fn.llamaSamplerChainDefaultParams()
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"model n_gpu_layers", m.NGPULayers, int32(-1)},
-		{"model split_mode", m.SplitMode, int32(1)},
-		{"model load_mode", m.LoadMode, int32(-1)},
-		{"model lazy_mode", m.LazyMode, int32(1)},
-		{"model use_extra_bufts", m.UseExtraBufts, true},
-		{"model vocab_only", m.VocabOnly, false},
-		{"context n_ctx", c.NCtx, uint32(512)},
-		{"context n_batch", c.NBatch, uint32(2048)},
-		{"context n_ubatch", c.NUbatch, uint32(512)},
-		{"context n_seq_max", c.NSeqMax, uint32(1)},
-		{"context flash_attn_type", c.FlashAttnType, FlashAttnAuto},
-		{"context type_k", c.TypeK, int32(1)},
-		{"context type_v", c.TypeV, int32(1)},
-		{"context offload_kqv", c.OffloadKQV, true},
-		{"context yarn_attn_factor", c.YarnAttnFactor, float32(-1)},
-		{"context cb_eval", c.CbEval, uintptr(0)},
-		{"context ctx_other", c.CtxOther, uintptr(0)},
-		{"sampler no_perf", s.NoPerf, true},
-	}
-	for _, ch := range checks {
-		if ch.got != ch.want {
-			return fmt.Errorf("default %s is %v (the pinned version's is %v)", ch.name, ch.got, ch.want)
-		}
-	}
 	return nil
 }
 
