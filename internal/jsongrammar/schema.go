@@ -253,8 +253,9 @@ func (c *converter) ref(v any) (string, error) {
 	if name == "" || name == "#" {
 		name = "ref"
 	}
-	// Reserve the name first: the target may refer to itself.
-	rule := c.add(name, "")
+	// Reserve the name first, with a body no rule has (two references
+	// may end in the same name): the target may refer to itself.
+	rule := c.add(name, "\x00"+ref)
 	c.refs[ref] = rule
 	got, err := c.visit(target, rule+"-def")
 	if err != nil {
@@ -308,8 +309,8 @@ func (c *converter) allOf(v any, name string) (string, error) {
 	var required []any
 	var enumOrder []string
 	enumCount := map[string]int{}
-	var add func(s any, req bool) error
-	add = func(s any, req bool) error {
+	var add func(s any, req bool, seen map[string]bool) error
+	add = func(s any, req bool, seen map[string]bool) error {
 		o, ok := s.(*object)
 		if !ok {
 			return errors.New("json schema: allOf's schemas must be objects")
@@ -319,11 +320,15 @@ func (c *converter) allOf(v any, name string) (string, error) {
 			if !isString {
 				return fmt.Errorf("json schema: $ref %s is not a string", encode(ref))
 			}
+			if seen[r] {
+				return fmt.Errorf("json schema: $ref %q refers to itself with nothing in between", r)
+			}
+			seen[r] = true
 			target, err := c.resolve(r)
 			if err != nil {
 				return err
 			}
-			return add(target, req)
+			return add(target, req, seen)
 		}
 		if p, ok := o.get("properties"); ok {
 			po, ok := p.(*object)
@@ -363,14 +368,14 @@ func (c *converter) allOf(v any, name string) (string, error) {
 			if alts, ok := o.get("anyOf"); ok {
 				altList, _ := alts.([]any)
 				for _, alt := range altList {
-					if err := add(alt, false); err != nil {
+					if err := add(alt, false, map[string]bool{}); err != nil {
 						return "", err
 					}
 				}
 				continue
 			}
 		}
-		if err := add(s, true); err != nil {
+		if err := add(s, true, map[string]bool{}); err != nil {
 			return "", err
 		}
 	}

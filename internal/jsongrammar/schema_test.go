@@ -244,6 +244,9 @@ func TestFromSchemaLanguages(t *testing.T) {
 	check(`{"type":"array","items":{"type":"string","format":"date"},"minItems":1,"maxItems":2}`,
 		[]string{`["2024-02-29"]`, "[ \"2024-12-01\",\n \"1999-01-31\" ]"}, []string{`[]`, `["2024-13-01"]`, `["2024-01-01","2024-01-02","2024-01-03"]`})
 	check(`{"anyOf":[{"type":"null"},{"const":{"a":[1,"x"]}}]}`, []string{`null`, `{"a":[1,"x"]}`}, []string{`{"a":[1, "x"]}`, `{}`})
+	// Two references ending in the same name are two rules.
+	check(`{"type":"array","prefixItems":[{"$ref":"#/$defs/a"},{"$ref":"#/definitions/a"}],"$defs":{"a":{"type":"integer"}},"definitions":{"a":{"type":"boolean"}}}`,
+		[]string{`[1,true]`, `[ -7, false ]`}, []string{`[true,1]`, `[1,1]`, `[true,true]`})
 	check(`{"$ref":"#/$defs/node","$defs":{"node":{"type":"object","properties":{"next":{"$ref":"#/$defs/node"}}}}}`,
 		[]string{`{}`, `{"next":{}}`, `{"next":{"next":{}}}`}, []string{`{"next":1}`})
 }
@@ -267,6 +270,7 @@ func TestFromSchemaErrors(t *testing.T) {
 		`{"type":"string","pattern":"^*a$"}`:         "nothing to repeat",
 		`{"a":1} x`:                                  "json schema",
 		`false`:                                      "matches no value",
+		`{"allOf":[{"$ref":"#/$defs/a"}],"$defs":{"a":{"$ref":"#/$defs/a"}}}`: "refers to itself",
 	} {
 		_, err := FromSchema([]byte(schema))
 		if err == nil || !strings.Contains(err.Error(), want) {
