@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -190,7 +191,10 @@ func (f *samplingFields) checkProbs(n int, name string) error {
 }
 
 // isSet reports whether a raw JSON field was given and is not null.
-func isSet(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+func isSet(raw json.RawMessage) bool {
+	b := bytes.TrimSpace(raw)
+	return len(b) > 0 && string(b) != "null"
+}
 
 type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 
 	"github.com/kvtrim/kvtrim/internal/jsongrammar"
@@ -25,9 +24,7 @@ type responseFormat struct {
 }
 
 // isNull says whether a raw field is absent or null.
-func isNull(raw json.RawMessage) bool {
-	return len(raw) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
-}
+func isNull(raw json.RawMessage) bool { return !isSet(raw) }
 
 // given says whether a raw field holds something: present, not null, and
 // not an empty string, list or object.
