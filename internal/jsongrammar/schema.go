@@ -224,15 +224,24 @@ func firstOf(o *object, keys ...string) (any, bool) {
 
 // alternatives is a rule matching any of schemas.
 func (c *converter) alternatives(schemas []any, name string) (string, error) {
-	alts := make([]string, len(schemas))
-	for i, s := range schemas {
-		r, err := c.visit(s, fmt.Sprintf("%s-%d", name, i))
-		if err != nil {
-			return "", err
-		}
-		alts[i] = r
+	alts, err := c.visitAll(schemas, name)
+	if err != nil {
+		return "", err
 	}
 	return c.add(name, strings.Join(alts, " | ")), nil
+}
+
+// visitAll makes the rules of schemas, named prefix-0, prefix-1, ...
+func (c *converter) visitAll(schemas []any, prefix string) ([]string, error) {
+	rules := make([]string, len(schemas))
+	for i, s := range schemas {
+		r, err := c.visit(s, fmt.Sprintf("%s-%d", prefix, i))
+		if err != nil {
+			return nil, err
+		}
+		rules[i] = r
+	}
+	return rules, nil
 }
 
 // ref is the rule for a local reference ("#", "#/$defs/x", any JSON
@@ -494,13 +503,9 @@ func (c *converter) array(o *object, name string) (string, error) {
 		}
 	}
 	if tuple, ok := items.([]any); ok {
-		parts := make([]string, len(tuple))
-		for i, s := range tuple {
-			r, err := c.visit(s, fmt.Sprintf("%s-tuple-%d", name, i))
-			if err != nil {
-				return "", err
-			}
-			parts[i] = r
+		parts, err := c.visitAll(tuple, name+"-tuple")
+		if err != nil {
+			return "", err
 		}
 		return c.add(name, `"[" space `+strings.Join(parts, ` "," space `)+` space "]"`), nil
 	}
