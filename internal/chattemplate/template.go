@@ -28,10 +28,10 @@ type Template struct {
 	// not gets it merged into the next message, as llama.cpp's chat layer
 	// does.
 	system bool
-	// reasons says the template has reasoning tags kvtrim reads: only
-	// then is enable_thinking true by default, as llama-server turns it on
+	// reasoning is the template's reasoning tags, nil without: only with
+	// them is enable_thinking true by default, as llama-server turns it on
 	// only for templates whose reasoning its chat layer finds.
-	reasons bool
+	reasoning *reasoning.Tags
 }
 
 // Message is one turn of a conversation; Extra holds its other fields
@@ -61,13 +61,22 @@ func Compile(source, bos, eos string, addBOS bool) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}
-	tmpl := &Template{t: t, bos: bos, eos: eos, stripBOS: addBOS, system: true, reasons: reasoning.Detect(source) != nil}
+	tmpl := &Template{t: t, bos: bos, eos: eos, stripBOS: addBOS, system: true, reasoning: reasoning.Detect(source)}
 	// Does it render a system message? Probe it with a marker, as
 	// llama.cpp probes a template's capabilities.
 	const marker = "kvtrim-system-probe"
 	out, err := tmpl.render(Input{Messages: []Message{{Role: "system", Content: marker}, {Role: "user", Content: "hi"}}})
 	tmpl.system = err == nil && strings.Contains(out, marker)
 	return tmpl, nil
+}
+
+// Reasoning is the template's reasoning tags, or nil when it has none
+// kvtrim reads (or for no template).
+func (t *Template) Reasoning() *reasoning.Tags {
+	if t == nil {
+		return nil
+	}
+	return t.reasoning
 }
 
 // ShowsTools says whether the template writes the tools it is given into
@@ -116,7 +125,7 @@ func (t *Template) render(in Input) (string, error) {
 		"messages":              jinja.NewList(list),
 		"bos_token":             jinja.NewString(t.bos),
 		"eos_token":             jinja.NewString(t.eos),
-		"enable_thinking":       jinja.NewBool(t.reasons),
+		"enable_thinking":       jinja.NewBool(t.reasoning != nil),
 		"add_generation_prompt": jinja.NewBool(in.AddGenerationPrompt),
 		// What llama.cpp's chat layer adds: today, as Llama 3.x's
 		// templates and others read it.

@@ -190,7 +190,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
 		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
-		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasoningTags: reasoning.Detect(src), reasoningFormat: s.cfg.ReasoningFormat,
+		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasoningTags: jinja.Reasoning(), reasoningFormat: s.cfg.ReasoningFormat,
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}
 	s.eng.Store(e)
