@@ -286,3 +286,48 @@ func checkNoLeakedCells(t *testing.T, srv *Server) {
 		t.Errorf("leaked cells: %v", err)
 	}
 }
+
+// streamedChat is a chat stream's deltas gathered: its content and
+// reasoning, its tool calls (each as sent) and its finish reason.
+type streamedChat struct {
+	Content, Reasoning string
+	ToolCalls          []json.RawMessage
+	Finish             string
+}
+
+// readChatStream gathers a chat completion's event stream.
+func readChatStream(t *testing.T, body []byte) streamedChat {
+	t.Helper()
+	var out streamedChat
+	for _, line := range sseEvents(t, body) {
+		if line == "[DONE]" {
+			continue
+		}
+		var chunk struct {
+			Choices []struct {
+				Delta struct {
+					Content          *string
+					ReasoningContent *string           `json:"reasoning_content"`
+					ToolCalls        []json.RawMessage `json:"tool_calls"`
+				}
+				FinishReason *string `json:"finish_reason"`
+			}
+		}
+		if err := json.Unmarshal([]byte(line), &chunk); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range chunk.Choices {
+			if c.Delta.Content != nil {
+				out.Content += *c.Delta.Content
+			}
+			if c.Delta.ReasoningContent != nil {
+				out.Reasoning += *c.Delta.ReasoningContent
+			}
+			out.ToolCalls = append(out.ToolCalls, c.Delta.ToolCalls...)
+			if c.FinishReason != nil {
+				out.Finish = *c.FinishReason
+			}
+		}
+	}
+	return out
+}

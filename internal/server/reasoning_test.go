@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -54,31 +53,8 @@ func TestReasoning(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("streamed: %d %s", code, b)
 	}
-	var reasoningText, content string
-	for _, line := range sseEvents(t, b) {
-		if line == "[DONE]" {
-			continue
-		}
-		var chunk struct {
-			Choices []struct {
-				Delta struct {
-					Content          *string
-					ReasoningContent *string `json:"reasoning_content"`
-				}
-			}
-		}
-		if err := json.Unmarshal([]byte(line), &chunk); err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range chunk.Choices {
-			if c.Delta.Content != nil {
-				content += *c.Delta.Content
-			}
-			if c.Delta.ReasoningContent != nil {
-				reasoningText += *c.Delta.ReasoningContent
-			}
-		}
-	}
+	st := readChatStream(t, b)
+	reasoningText, content := st.Reasoning, st.Content
 	if strings.TrimSpace(reasoningText) != "add two and two" || content != "four" {
 		t.Errorf("streamed: reasoning %q, content %q", reasoningText, content)
 	}

@@ -80,32 +80,12 @@ func TestToolCalls(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("streamed: %d %s", code, body)
 	}
-	var calls []call
-	var content, finish string
-	for _, line := range sseEvents(t, body) {
-		if line == "[DONE]" {
-			continue
-		}
-		var chunk struct {
-			Choices []struct {
-				Delta struct {
-					Content   *string
-					ToolCalls []call `json:"tool_calls"`
-				}
-				FinishReason *string `json:"finish_reason"`
-			}
-		}
-		if err := json.Unmarshal([]byte(line), &chunk); err != nil {
+	st := readChatStream(t, body)
+	content, finish := st.Content, st.Finish
+	calls := make([]call, len(st.ToolCalls))
+	for i, raw := range st.ToolCalls {
+		if err := json.Unmarshal(raw, &calls[i]); err != nil {
 			t.Fatal(err)
-		}
-		for _, c := range chunk.Choices {
-			if c.Delta.Content != nil {
-				content += *c.Delta.Content
-			}
-			calls = append(calls, c.Delta.ToolCalls...)
-			if c.FinishReason != nil {
-				finish = *c.FinishReason
-			}
 		}
 	}
 	if len(calls) != 1 || calls[0].Index == nil || *calls[0].Index != 0 || strings.Contains(content, "<tool_call>") || finish != "tool_calls" {
