@@ -373,10 +373,9 @@ type anthropicResponder struct {
 	// and index its index, or the next one's when none is open.
 	kind  string
 	index int
-	// calls holds back streamed text that may be a tool call; think
-	// splits the reasoning out (nil when there is none to read).
-	calls *toolcall.Stream
-	think *reasoningStream
+	// answer splits a streamed answer's reasoning and tool calls out
+	// (made at its first delta).
+	answer *answerStream
 }
 
 // anthropicStop is Anthropic's name for how generation ended, and the stop
@@ -435,16 +434,13 @@ func toolUses(calls []toolcall.Call) []anthropicToolUse {
 func (a *anthropicResponder) whole(r *result) any {
 	reason, seq := anthropicStop(r)
 	content := []any{}
-	reasoningText, text := a.req.reasoning.split(r.content)
+	reasoningText, text, calls := splitAnswer(a.req, r.content)
 	if reasoningText != "" {
 		// First, as llama-server: a local model signs nothing.
 		content = append(content, map[string]string{"type": "thinking", "thinking": reasoningText, "signature": ""})
 	}
-	var calls []toolcall.Call
-	if f := a.req.ToolUse.format; f != nil {
-		if c, cs, err := f.Parse(text); err == nil && len(cs) > 0 {
-			text, calls, reason = c, cs, "tool_use"
-		}
+	if len(calls) > 0 {
+		reason = "tool_use"
 	}
 	if text != "" {
 		content = append(content, anthropicTextOut{Type: "text", Text: text})
@@ -509,15 +505,14 @@ func (a *anthropicResponder) delta(ev event) []any {
 	if ev.progress != nil {
 		return out // Anthropic's stream has no progress events
 	}
-	if a.think == nil {
-		a.think = a.req.reasoning.stream()
+	if a.answer == nil {
+		a.answer = newAnswerStream(a.req)
 	}
-	reasoningText, text := a.think.write(ev.delta)
-	return append(out, a.pieces(reasoningText, text)...)
+	return append(out, a.pieces(a.answer.write(ev.delta))...)
 }
 
-// pieces are the events for a piece of reasoning and of text: each in
-// its block, text held back while it may be a tool call.
+// pieces are the events for a piece of reasoning and of text (split by
+// answerStream), each in its block.
 func (a *anthropicResponder) pieces(reasoningText, text string) []any {
 	var out []any
 	if reasoningText != "" {
@@ -525,12 +520,6 @@ func (a *anthropicResponder) pieces(reasoningText, text string) []any {
 		out = append(out, namedEvent{"content_block_delta", map[string]any{
 			"type": "content_block_delta", "index": a.index, "delta": map[string]string{"type": "thinking_delta", "thinking": reasoningText},
 		}})
-	}
-	if f := a.req.ToolUse.format; f != nil {
-		if a.calls == nil {
-			a.calls = f.NewStream()
-		}
-		text = a.calls.Write(text)
 	}
 	if text != "" {
 		out = append(out, a.textDelta(text)...)
@@ -550,19 +539,11 @@ func (a *anthropicResponder) textDelta(text string) []any {
 func (a *anthropicResponder) final(r *result) []any {
 	reason, seq := anthropicStop(r)
 	out := a.begin(r.promptN, r.cacheN)
-	if a.think != nil {
-		out = append(out, a.pieces(a.think.finish())...)
-	}
 	var calls []toolcall.Call
-	if a.calls != nil {
-		rest, cs, err := a.calls.Finish()
-		if err != nil {
-			rest, cs = a.calls.Held(), nil // a call it never closed: the text as written
-		}
-		if rest != "" {
-			out = append(out, a.textDelta(rest)...)
-		}
-		calls = cs
+	if a.answer != nil {
+		var reasoningText, text string
+		reasoningText, text, calls = a.answer.finish()
+		out = append(out, a.pieces(reasoningText, text)...)
 	}
 	out = append(out, a.closeBlock()...)
 	// Each call a block of its own after the others: its start, its input

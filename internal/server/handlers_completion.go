@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim"
-	"github.com/kvtrim/kvtrim/internal/toolcall"
 )
 
 // responder shapes one endpoint's answers: the whole response, or the
@@ -194,11 +193,9 @@ type oaiResponder struct {
 	created int64
 	first   bool // the role chunk of a chat stream is still to send
 	index   int  // of the choice (or prompt), when several stream together
-	// calls holds back a streamed chat answer's text that may be a tool
-	// call (made at the first delta of a request that reads calls); think
-	// splits its reasoning out (nil when there is none to read).
-	calls *toolcall.Stream
-	think *reasoningStream
+	// answer splits a streamed chat answer's reasoning and tool calls
+	// out (made at its first delta).
+	answer *answerStream
 }
 
 func newOAIResponder(req *Request, e *engine, chat bool) *oaiResponder {
@@ -231,14 +228,18 @@ func (o *oaiResponder) whole(r *result) any {
 	content := r.content
 	choice := oaiChoice{FinishReason: finishReason(r.stopType)}
 	if o.chat {
-		var reasoningText string
-		reasoningText, content = o.req.reasoning.split(r.content)
+		reasoningText, text, calls := splitAnswer(o.req, r.content)
+		content = text
 		choice.Message = &oaiMessage{Role: "assistant", Content: &content}
 		if reasoningText != "" {
 			choice.Message.ReasoningContent = &reasoningText
 		}
-		if f := o.req.ToolUse.format; f != nil {
-			o.readCalls(f.Parse(content))(&choice)
+		if len(calls) > 0 {
+			choice.Message.ToolCalls = toolCallsOut(calls, false)
+			if content == "" {
+				choice.Message.Content = nil
+			}
+			choice.FinishReason = toolCallsReason()
 		}
 	} else {
 		choice.Text = &content
@@ -283,26 +284,20 @@ func (o *oaiResponder) delta(ev event) []any {
 		c.Timings = ev.timings
 		return []any{c}
 	}
-	if o.think == nil {
-		o.think = o.req.reasoning.stream()
+	if o.answer == nil {
+		o.answer = newAnswerStream(o.req)
 	}
-	reasoningText, text := o.think.write(text)
+	reasoningText, text := o.answer.write(text)
 	return o.chatDeltas(reasoningText, text, logprobs, ev.timings)
 }
 
 // chatDeltas are a chat stream's chunks for a piece of reasoning and of
-// content: the content goes through the tool-call splitter when the
-// request reads calls, and a chunk with nothing to carry is left out.
+// content (split by answerStream); a chunk with nothing to carry is left
+// out.
 func (o *oaiResponder) chatDeltas(reasoningText, text string, logprobs any, timings *Timings) []any {
 	out := o.roleChunk()
 	if reasoningText != "" {
 		out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{ReasoningContent: &reasoningText}}))
-	}
-	if f := o.req.ToolUse.format; f != nil {
-		if o.calls == nil {
-			o.calls = f.NewStream()
-		}
-		text = o.calls.Write(text) // what may be a tool call is held back
 	}
 	if text == "" && logprobs == nil && timings == nil {
 		return out
@@ -310,24 +305,6 @@ func (o *oaiResponder) chatDeltas(reasoningText, text string, logprobs any, timi
 	c := o.response(true, oaiChoice{Delta: &oaiMessage{Content: &text}, Logprobs: logprobs})
 	c.Timings = timings
 	return append(out, c)
-}
-
-// readCalls returns what sets a chat choice's content and tool calls from
-// an answer's parse. An answer whose calls do not read (a call it never
-// closes) is given whole as content, as it was written.
-func (o *oaiResponder) readCalls(content string, calls []toolcall.Call, err error) func(*oaiChoice) {
-	return func(c *oaiChoice) {
-		if err != nil || len(calls) == 0 {
-			return
-		}
-		c.Message.ToolCalls = toolCallsOut(calls, false)
-		c.Message.Content = nil
-		if content != "" {
-			c.Message.Content = &content
-		}
-		reason := "tool_calls"
-		c.FinishReason = &reason
-	}
 }
 
 // roleChunk is a chat stream's first chunk, once: the assistant's role
@@ -355,22 +332,12 @@ func (o *oaiResponder) final(r *result) []any {
 	// the timings (and kvtrim's stats) ride on the last. Text held back
 	// as a possible tool call goes before them, as content or calls.
 	out := o.roleChunk() // the role goes out even when nothing was generated
-	if o.think != nil {
-		reasoningText, text := o.think.finish()
+	if o.answer != nil {
+		reasoningText, text, calls := o.answer.finish()
 		out = append(out, o.chatDeltas(reasoningText, text, nil, nil)...)
-	}
-	if o.calls != nil {
-		rest, calls, err := o.calls.Finish()
-		if err != nil {
-			rest, calls = o.calls.Held(), nil // a call it never closed: the text as written
-		}
-		if rest != "" {
-			out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{Content: &rest}}))
-		}
 		if len(calls) > 0 {
 			out = append(out, o.response(true, oaiChoice{Delta: &oaiMessage{ToolCalls: toolCallsOut(calls, true)}}))
-			reason := "tool_calls"
-			choice.FinishReason = &reason
+			choice.FinishReason = toolCallsReason()
 		}
 	}
 	choice.Delta = &oaiMessage{}
@@ -442,18 +409,7 @@ func (s *Server) generateBatch(ctx context.Context, w http.ResponseWriter, e *en
 		}
 		jobs[i] = newJob(ctx, sub, tokens)
 	}
-	if req.Stream {
-		s.streamJobs(ctx, w, e, jobs, resp)
-		return
-	}
-	results, err := s.runJobs(ctx, e, jobs)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if results != nil {
-		newSSE(w, s.cfg.WriteTimeout).whole(br.wholeBatch(req.Batch, results))
-	}
+	s.serveJobs(ctx, w, e, req, jobs, resp, func(rs []*result) any { return br.wholeBatch(req.Batch, rs) })
 }
 
 // runJobs submits jobs and waits for them all; results is nil when the
@@ -626,6 +582,13 @@ func (s *Server) generateChoices(ctx context.Context, w http.ResponseWriter, e *
 		}
 		jobs[i] = newJob(ctx, &ri, tokens)
 	}
+	s.serveJobs(ctx, w, e, req, jobs, resp, cr.wholeChoices)
+}
+
+// serveJobs answers the jobs of one request (several prompts or
+// choices): streamed as they come, or whole, once all are done, as whole
+// shapes them.
+func (s *Server) serveJobs(ctx context.Context, w http.ResponseWriter, e *engine, req *Request, jobs []*job, resp responder, whole func([]*result) any) {
 	if req.Stream {
 		s.streamJobs(ctx, w, e, jobs, resp)
 		return
@@ -636,7 +599,7 @@ func (s *Server) generateChoices(ctx context.Context, w http.ResponseWriter, e *
 		return
 	}
 	if results != nil {
-		newSSE(w, s.cfg.WriteTimeout).whole(cr.wholeChoices(results))
+		newSSE(w, s.cfg.WriteTimeout).whole(whole(results))
 	}
 }
 

@@ -2,7 +2,7 @@ package server
 
 import (
 	"encoding/json"
-	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/kvtrim/kvtrim/internal/jsongrammar"
@@ -81,7 +81,7 @@ func (f *toolFields) toolUse(grammar *string) (ToolUse, error) {
 			u.Choice = choice
 		case json.Unmarshal(f.ToolChoice, &named) == nil && named.Type == "function" && named.Function.Name != "":
 			u.Choice, u.Name = toolsRequired, named.Function.Name
-			if !hasTool(u.Tools, u.Name) {
+			if toolIndex(u.Tools, u.Name) < 0 {
 				return ToolUse{}, badRequest("tool_choice: no tool named %q among the request's tools", u.Name)
 			}
 		default:
@@ -100,13 +100,9 @@ func (f *toolFields) toolUse(grammar *string) (ToolUse, error) {
 // active says whether the answer may hold tool calls.
 func (u *ToolUse) active() bool { return len(u.Tools) > 0 && u.Choice != toolsNone }
 
-func hasTool(tools []toolcall.Tool, name string) bool {
-	for _, t := range tools {
-		if t.Name == name {
-			return true
-		}
-	}
-	return false
+// toolIndex is the index of the tool named name, or -1.
+func toolIndex(tools []toolcall.Tool, name string) int {
+	return slices.IndexFunc(tools, func(t toolcall.Tool) bool { return t.Name == name })
 }
 
 // prepareTools readies a chat request for tool calls, once its template
@@ -134,27 +130,26 @@ func (e *engine) prepareTools(req *Request) error {
 		return nil // calls read, not constrained: the format has no grammar
 	}
 	tools := u.Tools
-	if u.Name != "" {
-		for _, t := range u.Tools {
-			if t.Name == u.Name {
-				tools = []toolcall.Tool{t}
-			}
-		}
+	if i := toolIndex(u.Tools, u.Name); i >= 0 {
+		tools = u.Tools[i : i+1]
 	}
 	g, err := u.format.Grammar(tools, u.Parallel)
 	if err != nil {
 		return badRequest("tool_choice %q: %v", u.Choice, err)
 	}
-	if e.model.Vocab().CheckGrammar(g) != nil {
-		return fmt.Errorf("the grammar of a tool call does not parse (llama.cpp's log says where)")
-	}
-	req.Sampling.Grammar = g
+	req.Sampling.Grammar = g // parsed with the prompt (engine.prepare), as every grammar
 	if u.Choice != toolsRequired {
 		// As llama-server: a call may come, and from its opening on the
 		// grammar holds it to the tools' schemas.
 		req.Sampling.GrammarTriggers = u.format.Triggers()
 	}
 	return nil
+}
+
+// toolCallsReason is OpenAI's finish_reason for an answer of tool calls.
+func toolCallsReason() *string {
+	reason := "tool_calls"
+	return &reason
 }
 
 // oaiToolCall is one call in an OpenAI message's tool_calls; Index is set
