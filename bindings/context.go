@@ -3,6 +3,7 @@ package bindings
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"unsafe"
 )
 
@@ -56,7 +57,10 @@ type Context struct {
 // NewContext creates a context over m.
 func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 	l := m.lib
-	p := l.fn.llamaContextDefaultParams()
+	p, raw, err := l.params.contextParams()
+	if err != nil {
+		return nil, fmt.Errorf("create context for %s: %w", m.Path, err)
+	}
 	if opt.NCtx > 0 {
 		p.NCtx = opt.NCtx
 	} else {
@@ -91,7 +95,15 @@ func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 	}
 	p.CbEval = opt.EvalCallback
 	p.CbEvalUserData = opt.EvalUserData
-	ptr, llamaErr := withLlamaError(l, func() uintptr { return l.fn.llamaInitFromModel(m.ptr, p) })
+	var callErr error
+	ptr, llamaErr := withLlamaError(l, func() uintptr {
+		var ptr uintptr
+		ptr, callErr = l.params.call(l.params.initContext, l.params.context, reflect.ValueOf(m.ptr), raw, p)
+		return ptr
+	})
+	if callErr != nil {
+		return nil, fmt.Errorf("create context for %s: %w", m.Path, callErr)
+	}
 	if ptr == 0 {
 		return nil, errors.New(quoteLlama(fmt.Sprintf("create context for %s (n_ctx %d, n_batch %d): llama.cpp refused", m.Path, p.NCtx, p.NBatch), llamaErr))
 	}

@@ -28,14 +28,11 @@ type functions struct {
 	// libllama: set-up
 	llamaBackendInit               func()                    `sym:"llama:llama_backend_init"`
 	llamaLogSet                    func(cb, user uintptr)    `sym:"llama:llama_log_set"`
-	llamaModelDefaultParams        func() ModelParams        `sym:"llama:llama_model_default_params"`
-	llamaContextDefaultParams      func() ContextParams      `sym:"llama:llama_context_default_params"`
 	llamaSamplerChainDefaultParams func() SamplerChainParams `sym:"llama:llama_sampler_chain_default_params"`
 	llamaPrintSystemInfo           func() string             `sym:"llama:llama_print_system_info"`
 	llamaSupportsGPUOffload        func() bool               `sym:"llama:llama_supports_gpu_offload"`
 
 	// model
-	llamaModelLoadFromFile func(path *byte, p ModelParams) uintptr                                                     `sym:"llama:llama_model_load_from_file"`
 	llamaModelFree         func(m uintptr)                                                                             `sym:"llama:llama_model_free"`
 	llamaModelGetVocab     func(m uintptr) uintptr                                                                     `sym:"llama:llama_model_get_vocab"`
 	llamaModelNCtxTrain    func(m uintptr) int32                                                                       `sym:"llama:llama_model_n_ctx_train"`
@@ -69,20 +66,19 @@ type functions struct {
 	llamaDetokenize     func(v uintptr, tokens *Token, n int32, text *byte, max int32, removeSpecial, unparseSpecial bool) int32   `sym:"llama:llama_detokenize"`
 
 	// context
-	llamaInitFromModel    func(m uintptr, p ContextParams) uintptr `sym:"llama:llama_init_from_model"`
-	llamaFree             func(c uintptr)                          `sym:"llama:llama_free"`
-	llamaNCtx             func(c uintptr) uint32                   `sym:"llama:llama_n_ctx"`
-	llamaNBatch           func(c uintptr) uint32                   `sym:"llama:llama_n_batch"`
-	llamaNUbatch          func(c uintptr) uint32                   `sym:"llama:llama_n_ubatch"`
-	llamaNSeqMax          func(c uintptr) uint32                   `sym:"llama:llama_n_seq_max"`
-	llamaGetMemory        func(c uintptr) uintptr                  `sym:"llama:llama_get_memory"`
-	llamaDecode           func(c uintptr, b cBatch) int32          `sym:"llama:llama_decode"`
-	llamaGetLogitsIth     func(c uintptr, i int32) *float32        `sym:"llama:llama_get_logits_ith"`
-	llamaSetNThreads      func(c uintptr, n, nBatch int32)         `sym:"llama:llama_set_n_threads"`
-	llamaNThreads         func(c uintptr) int32                    `sym:"llama:llama_n_threads"`
-	llamaNThreadsBatch    func(c uintptr) int32                    `sym:"llama:llama_n_threads_batch"`
-	llamaPerfContext      func(c uintptr) PerfContext              `sym:"llama:llama_perf_context"`
-	llamaPerfContextReset func(c uintptr)                          `sym:"llama:llama_perf_context_reset"`
+	llamaFree             func(c uintptr)                   `sym:"llama:llama_free"`
+	llamaNCtx             func(c uintptr) uint32            `sym:"llama:llama_n_ctx"`
+	llamaNBatch           func(c uintptr) uint32            `sym:"llama:llama_n_batch"`
+	llamaNUbatch          func(c uintptr) uint32            `sym:"llama:llama_n_ubatch"`
+	llamaNSeqMax          func(c uintptr) uint32            `sym:"llama:llama_n_seq_max"`
+	llamaGetMemory        func(c uintptr) uintptr           `sym:"llama:llama_get_memory"`
+	llamaDecode           func(c uintptr, b cBatch) int32   `sym:"llama:llama_decode"`
+	llamaGetLogitsIth     func(c uintptr, i int32) *float32 `sym:"llama:llama_get_logits_ith"`
+	llamaSetNThreads      func(c uintptr, n, nBatch int32)  `sym:"llama:llama_set_n_threads"`
+	llamaNThreads         func(c uintptr) int32             `sym:"llama:llama_n_threads"`
+	llamaNThreadsBatch    func(c uintptr) int32             `sym:"llama:llama_n_threads_batch"`
+	llamaPerfContext      func(c uintptr) PerfContext       `sym:"llama:llama_perf_context"`
+	llamaPerfContextReset func(c uintptr)                   `sym:"llama:llama_perf_context_reset"`
 
 	// batch
 	llamaBatchInit func(nTokens, embd, nSeqMax int32) cBatch `sym:"llama:llama_batch_init"`
@@ -125,11 +121,14 @@ type functions struct {
 	llamaSamplerInitMirostat    func(nVocab int32, seed uint32, tau, eta float32, m int32) uintptr                                                                 `sym:"llama:llama_sampler_init_mirostat"`
 	llamaSamplerInitMirostatV2  func(seed uint32, tau, eta float32) uintptr                                                                                        `sym:"llama:llama_sampler_init_mirostat_v2"`
 	llamaSamplerInitDRY         func(vocab uintptr, multiplier, base float32, allowed, lastN int32, breakers unsafe.Pointer, n uint64) uintptr                     `sym:"llama:llama_sampler_init_dry"`
-	llamaSamplerSample          func(s, ctx uintptr, idx int32) Token                                                                                              `sym:"llama:llama_sampler_sample"`
-	llamaSamplerAccept          func(s uintptr, t Token)                                                                                                           `sym:"llama:llama_sampler_accept"`
-	llamaSamplerApply           func(s uintptr, cur unsafe.Pointer)                                                                                                `sym:"llama:llama_sampler_apply"`
-	llamaSamplerReset           func(s uintptr)                                                                                                                    `sym:"llama:llama_sampler_reset"`
-	llamaSamplerFree            func(s uintptr)                                                                                                                    `sym:"llama:llama_sampler_free"`
+	// The same two functions as b8390 to b10068 declare them (Release.LegacySamplers).
+	llamaSamplerInitPenaltiesLegacy func(lastN int32, repeat, freq, present float32) uintptr                                                                        `sym:"llama:llama_sampler_init_penalties"`
+	llamaSamplerInitDRYLegacy       func(vocab uintptr, nCtxTrain int32, multiplier, base float32, allowed, lastN int32, breakers unsafe.Pointer, n uint64) uintptr `sym:"llama:llama_sampler_init_dry"`
+	llamaSamplerSample              func(s, ctx uintptr, idx int32) Token                                                                                           `sym:"llama:llama_sampler_sample"`
+	llamaSamplerAccept              func(s uintptr, t Token)                                                                                                        `sym:"llama:llama_sampler_accept"`
+	llamaSamplerApply               func(s uintptr, cur unsafe.Pointer)                                                                                             `sym:"llama:llama_sampler_apply"`
+	llamaSamplerReset               func(s uintptr)                                                                                                                 `sym:"llama:llama_sampler_reset"`
+	llamaSamplerFree                func(s uintptr)                                                                                                                 `sym:"llama:llama_sampler_free"`
 }
 
 // bindAll resolves every field of f from its library and returns the names

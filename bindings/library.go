@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"unsafe"
@@ -13,7 +14,7 @@ import (
 )
 
 // SupportedVersion is the llama.cpp release kvtrim fetches and builds by
-// default, the newest of those it supports (releases).
+// default, the newest of those it supports (Releases).
 const SupportedVersion = "0.5.0"
 
 // FetchHint tells a user how to get a supported libllama.
@@ -26,17 +27,19 @@ type Library struct {
 	Dir string
 	// LlamaPath, GGMLPath and GGMLBasePath are the files that were opened.
 	LlamaPath, GGMLPath, GGMLBasePath string
-	// Version is what llama_version() reports, e.g. "0.5.0-dev", and
-	// Release what kvtrim knows of that release.
+	// Version is what llama_version() reports, e.g. "0.5.0-dev" (for a
+	// release without that function, the release's name, e.g. "b8390"),
+	// and Release what kvtrim knows of that release.
 	Version string
 	Release *Release
 	// GGMLVersion and GGMLCommit are what libggml reports.
 	GGMLVersion, GGMLCommit string
 
-	fn    functions
-	logCB uintptr
-	logs  logSink
-	eval  evalRegistry
+	fn     functions
+	params *paramCalls
+	logCB  uintptr
+	logs   logSink
+	eval   evalRegistry
 }
 
 var (
@@ -137,29 +140,21 @@ func (l *Library) open() error {
 		handles[i] = h
 	}
 	ggmlBase, ggml, llama := handles[0], handles[1], handles[2]
-
-	// Check the version before any call whose struct layout depends on it.
-	var llamaVersion, ggmlVersion, ggmlCommit func() string
-	if err := bind(&llamaVersion, llama, "llama_version"); err != nil {
-		return l.versionError("a llama.cpp without llama_version(), " + releaseBySymbols(llama) + versionFromName(l.LlamaPath) + ", older than " + SupportedVersion)
+	if err := l.identify(llama, ggmlBase); err != nil {
+		return err
 	}
-	if bind(&ggmlVersion, ggmlBase, "ggml_version") == nil {
-		l.GGMLVersion = ggmlVersion()
-	}
-	if bind(&ggmlCommit, ggmlBase, "ggml_commit") == nil {
-		l.GGMLCommit = ggmlCommit()
-	}
-	l.Version = llamaVersion()
-	release, ok := releaseOf(l.Version)
-	if !ok {
-		return l.versionError("llama.cpp " + l.Version)
-	}
-	l.Release = release
 	if missing := l.fn.bindAll(llama, ggml, ggmlBase); len(missing) > 0 {
-		return l.versionError(fmt.Sprintf("llama.cpp %s without %s", l.Version, strings.Join(missing, ", ")))
+		return l.versionError(fmt.Sprintf("llama.cpp %s without %s", l.Release.Name, strings.Join(missing, ", ")))
 	}
-	if err := l.Release.check(l); err != nil {
-		return l.versionError(fmt.Sprintf("llama.cpp %s whose %v", l.Version, err))
+	m, _, err := l.params.modelParams()
+	if err == nil {
+		var c ContextParams
+		if c, _, err = l.params.contextParams(); err == nil {
+			err = l.Release.check(m, c, l.fn.llamaSamplerChainDefaultParams())
+		}
+	}
+	if err != nil {
+		return l.versionError(fmt.Sprintf("not laid out as llama.cpp %s: %v", l.Release.Name, err))
 	}
 
 	l.logCB = puregoCallback(l.logs.callback)
@@ -168,6 +163,67 @@ func (l *Library) open() error {
 		return err
 	}
 	l.fn.llamaBackendInit()
+	return nil
+}
+
+// identify finds which supported release the library is, before any call
+// whose struct layout depends on it: by llama_version() where it exists,
+// else by the newest release fingerprint among its functions; its
+// libggml-base must then report that release's ggml version, and its
+// structs must be laid out as that release's table says (checked by the
+// default-params calls in open). An unknown release is refused, never
+// loaded on a guessed layout.
+func (l *Library) identify(llama, ggmlBase uintptr) error {
+	var llamaVersion, ggmlVersion, ggmlCommit func() string
+	if bind(&ggmlVersion, ggmlBase, "ggml_version") == nil {
+		l.GGMLVersion = ggmlVersion()
+	}
+	if bind(&ggmlCommit, ggmlBase, "ggml_commit") == nil {
+		l.GGMLCommit = ggmlCommit()
+	}
+	var ok bool
+	if bind(&llamaVersion, llama, "llama_version") == nil {
+		l.Version = llamaVersion()
+		if l.Release, ok = releaseOf(l.Version); !ok {
+			return l.versionError("llama.cpp " + l.Version)
+		}
+	} else {
+		has := func(symbol string) bool {
+			sym, err := purego.Dlsym(llama, symbol)
+			return err == nil && sym != 0
+		}
+		build := buildFromName(l.LlamaPath)
+		named := ""
+		if build != "" {
+			named = " (its file name says " + build + ")"
+		}
+		if l.Release = releaseByFingerprint(has); l.Release == nil {
+			return l.versionError("a llama.cpp without llama_version(), older than " + releases[len(releases)-1].Name + named)
+		}
+		// Builds between two releases share their functions; a build the
+		// file name tells apart is not taken for the release.
+		if build != "" && build != l.Release.Name {
+			return l.versionError("llama.cpp " + build + named + ", whose functions are those of " + l.Release.Name)
+		}
+		l.Version = l.Release.Name
+	}
+	if l.GGMLVersion != l.Release.GGML {
+		return fmt.Errorf("libllama %s is llama.cpp %s, built with ggml %s, but %s is ggml %q: use the libggml-base.so, libggml.so and backends of the same build as libllama; %s",
+			l.LlamaPath, l.Release.Name, l.Release.GGML, l.GGMLBasePath, l.GGMLVersion, FetchHint)
+	}
+	table, err := readLayout(l.Release.Layout)
+	if err == nil {
+		err = table.checkMirrors()
+	}
+	if err == nil {
+		err = table.checkFunctions(reflect.TypeFor[functions](), l.Release.LegacySamplers)
+	}
+	if err == nil {
+		l.params, err = newParamCalls(llama, table)
+	}
+	if err != nil {
+		return fmt.Errorf("libllama %s is llama.cpp %s, but kvtrim cannot bind it: %w", l.LlamaPath, l.Release.Name, err)
+	}
 	return nil
 }
 
@@ -188,37 +244,25 @@ func (l *Library) loadBackends() error {
 }
 
 func (l *Library) versionError(found string) error {
-	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedVersion, FetchHint)
+	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedNames(), FetchHint)
 }
 
-// symbolFingerprints tell apart the llama.cpp releases that have no
-// llama_version(), by the newest of them whose first new function the
-// library has (probed in node-llama-cpp's prebuilts 3.18.1 to 3.20.0).
-var symbolFingerprints = []struct{ symbol, release string }{
-	{"llama_sampler_copy", "b10361"},
-	{"llama_model_ftype", "b10068"},
-	{"llama_n_rs_seq", "b9842"},
-}
-
-// releaseBySymbols names the release a libllama without llama_version()
-// is closest to, by its functions.
-func releaseBySymbols(handle uintptr) string {
-	for _, f := range symbolFingerprints {
-		if sym, err := purego.Dlsym(handle, f.symbol); err == nil && sym != 0 {
-			return "whose functions are those of " + f.release + " or a build after it"
-		}
+// buildFromName reads the build a file name carries: "b8390" from
+// libllama.b8390.so (node-llama-cpp's naming) or libllama.so.0.0.8390
+// (upstream's), following a symbolic link to the file it names; "" when
+// the name carries none.
+func buildFromName(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
 	}
-	return "whose functions are those of b8390 or older"
-}
-
-// versionFromName reads a version from a file name like libllama.b8390.so.
-func versionFromName(path string) string {
 	base := filepath.Base(path)
-	name, ok := strings.CutPrefix(base, "libllama.")
-	if !ok || !strings.HasSuffix(name, ".so") || strings.HasPrefix(name, "so") {
-		return ""
+	if name, ok := strings.CutPrefix(base, "libllama."); ok && strings.HasSuffix(name, ".so") && !strings.HasPrefix(name, "so") {
+		return strings.TrimSuffix(name, ".so")
 	}
-	return " (its file name says " + strings.TrimSuffix(name, ".so") + ")"
+	if n, ok := strings.CutPrefix(base, "libllama.so.0.0."); ok && n != "" && strings.Trim(n, "0123456789") == "" {
+		return "b" + n
+	}
+	return ""
 }
 
 // bind resolves name in handle and makes fptr call it.

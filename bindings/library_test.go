@@ -25,8 +25,11 @@ func loadStories(t *testing.T) (*bindings.Library, *bindings.Model) {
 
 func TestLibraryVersionAndBackends(t *testing.T) {
 	lib := testenv.Library(t)
-	if !strings.HasPrefix(lib.Version, bindings.SupportedVersion) {
-		t.Errorf("version %q", lib.Version)
+	if lib.Release == nil || !strings.HasPrefix(lib.Version, lib.Release.Name) {
+		t.Errorf("version %q, release %v", lib.Version, lib.Release)
+	}
+	if want := os.Getenv("KVTRIM_TEST_RELEASE"); want != "" && (lib.Release == nil || lib.Release.Name != want) {
+		t.Errorf("loaded as release %v, want %s (KVTRIM_TEST_RELEASE)", lib.Release, want)
 	}
 	if lib.GGMLVersion == "" {
 		t.Error("no ggml version")
@@ -377,6 +380,19 @@ func TestLocateOrder(t *testing.T) {
 		t.Errorf("llama-server's ../lib: got %q (%v)", got, places)
 	}
 	env.LookPath = func(string) (string, error) { return "", os.ErrNotExist }
+	ldLib := mk(filepath.Join(root, "ld", "b"))
+	vars["LD_LIBRARY_PATH"] = filepath.Join(root, "ld", "a") + ":" + filepath.Dir(ldLib)
+	if got, _ := bindings.Locate("", env); got != ldLib {
+		t.Errorf("LD_LIBRARY_PATH: got %q", got)
+	}
+	delete(vars, "LD_LIBRARY_PATH")
+	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/libllama.so"); err == nil {
+		t.Skip("a system libllama is installed: the cache comes after it")
+	}
+	older := mk(bindings.CacheDirFor(env, "b8390"))
+	if got, _ := bindings.Locate("", env); got != older {
+		t.Errorf("another release's cache, with the default's empty: got %q", got)
+	}
 	cached := mk(bindings.CacheDir(env))
 	got, places := bindings.Locate("", env)
 	if got != cached && !strings.HasPrefix(got, "/usr") && !strings.HasPrefix(got, "/opt") {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Place is one location Locate looked at.
@@ -25,15 +26,24 @@ type Env struct {
 // OSEnv is the process's real environment.
 func OSEnv() Env { return Env{Getenv: os.Getenv, LookPath: exec.LookPath} }
 
-// DefaultPrefixes are the usual install folders searched after PATH.
+// DefaultPrefixes are the usual install folders searched after PATH and
+// LD_LIBRARY_PATH: a source install's, Debian's multiarch folder (whose
+// backends ggml finds in ggml/backends0 itself), Homebrew on Linux's, and
+// an upstream build or release folder unpacked into /opt.
 var DefaultPrefixes = []string{
 	"/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu",
+	"/home/linuxbrew/.linuxbrew/lib",
 	"/opt/llama.cpp/lib", "/opt/llama.cpp/build/bin", "/opt/llama.cpp",
 }
 
-// CacheDir is where 'kvtrim lib fetch' installs libllama:
-// $XDG_CACHE_HOME/kvtrim/lib/v<version>, or ~/.cache/kvtrim/lib/v<version>.
-func CacheDir(env Env) string {
+// CacheDir is where 'kvtrim lib fetch' installs the default release:
+// CacheDirFor(env, SupportedVersion).
+func CacheDir(env Env) string { return CacheDirFor(env, SupportedVersion) }
+
+// CacheDirFor is where 'kvtrim lib fetch --version' installs a release:
+// $XDG_CACHE_HOME/kvtrim/lib/<dir>, or ~/.cache/kvtrim/lib/<dir>, where
+// dir is "v0.5.0" for a version and "b8390" for a build.
+func CacheDirFor(env Env, release string) string {
 	base := env.Getenv("XDG_CACHE_HOME")
 	if base == "" {
 		home := env.Getenv("HOME")
@@ -42,12 +52,17 @@ func CacheDir(env Env) string {
 		}
 		base = filepath.Join(home, ".cache")
 	}
-	return filepath.Join(base, "kvtrim", "lib", "v"+SupportedVersion)
+	dir := strings.TrimPrefix(release, "v")
+	if !strings.HasPrefix(dir, "b") {
+		dir = "v" + dir
+	}
+	return filepath.Join(base, "kvtrim", "lib", dir)
 }
 
 // Locate finds libllama, looking in this order: explicit (the --lib flag), the
 // KVTRIM_LIB variable (each a file or a folder); the folders of llama-server
-// and llama-cli on PATH and their ../lib; DefaultPrefixes; kvtrim's cache.
+// and llama-cli on PATH and their ../lib; LD_LIBRARY_PATH; DefaultPrefixes;
+// kvtrim's cache, the default release's and then the others'.
 // It returns the first libllama found ("" if none) and every place it looked,
 // in order. An explicit path or KVTRIM_LIB that holds no libllama ends the
 // search: the user asked for that one.
@@ -88,10 +103,33 @@ func Locate(explicit string, env Env) (string, []Place) {
 			return f, places
 		}
 	}
+	for _, dir := range filepath.SplitList(env.Getenv("LD_LIBRARY_PATH")) {
+		if dir == "" {
+			continue
+		}
+		if f := try("LD_LIBRARY_PATH", dir); f != "" {
+			return f, places
+		}
+	}
 	for _, dir := range DefaultPrefixes {
 		if f := try("prefix", dir); f != "" {
 			return f, places
 		}
 	}
-	return try("cache", CacheDir(env)), places
+	if f := try("cache", CacheDir(env)); f != "" {
+		return f, places
+	}
+	// Other releases fetched with 'kvtrim lib fetch --version', newest first.
+	for _, r := range releases {
+		dir := CacheDirFor(env, r.Name)
+		if dir == CacheDir(env) {
+			continue
+		}
+		if _, err := os.Stat(dir); err == nil {
+			if f := try("cache", dir); f != "" {
+				return f, places
+			}
+		}
+	}
+	return "", places
 }

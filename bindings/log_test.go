@@ -82,15 +82,17 @@ func TestLogSinkErrorsPerThread(t *testing.T) {
 	}
 }
 
-func TestVersionFromName(t *testing.T) {
+func TestBuildFromName(t *testing.T) {
 	for in, want := range map[string]string{
-		"/x/libllama.b8390.so":  " (its file name says b8390)",
-		"/x/libllama.so":        "",
-		"/x/libllama.so.0.5.0":  "",
-		"/x/libllama.v0.4.0.so": " (its file name says v0.4.0)",
+		"/x/libllama.b8390.so":    "b8390",
+		"/x/libllama.so":          "",
+		"/x/libllama.so.0.5.0":    "",
+		"/x/libllama.so.0.0.8390": "b8390",
+		"/x/libllama.so.0.0.83x":  "",
+		"/x/libllama.v0.4.0.so":   "v0.4.0",
 	} {
-		if got := versionFromName(in); got != want {
-			t.Errorf("versionFromName(%q) = %q, want %q", in, got, want)
+		if got := buildFromName(in); got != want {
+			t.Errorf("buildFromName(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

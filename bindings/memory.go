@@ -47,53 +47,96 @@ type StateFlags uint32
 const StateOnDevice StateFlags = 2
 
 // SeqState returns the saved state of seq (its cells' positions, K and V),
-// as llama_state_seq_get_data_ext writes it with flags.
+// as llama_state_seq_get_data_ext writes it with flags. The state always
+// starts with a header, a magic and the sequence id, as every release
+// after b8390 writes it; for b8390, which writes none, kvtrim adds it.
+// StateOnDevice is dropped where the release's on-device round trip does
+// not work (Release.StateOnDevice).
 func (c *Context) SeqState(seq SeqID, flags StateFlags) ([]byte, error) {
 	f := c.lib.fn
-	size := f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags))
-	if size == 0 {
-		return nil, fmt.Errorf("save state of sequence %d: it is empty", seq)
-	}
-	buf := make([]byte, size)
-	if n := f.llamaStateSeqGetDataExt(c.ptr, &buf[0], size, seq, uint32(flags)); n != size {
-		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, n, size)
-	}
-	return buf, nil
+	flags = c.lib.stateFlags(flags)
+	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags)) },
+		func(dst *byte, size uint64) uint64 {
+			return f.llamaStateSeqGetDataExt(c.ptr, dst, size, seq, uint32(flags))
+		})
 }
 
 // SetSeqState loads a state saved by SeqState into seq, which should be empty.
 func (c *Context) SetSeqState(seq SeqID, state []byte, flags StateFlags) error {
-	if len(state) == 0 {
-		return fmt.Errorf("load state of sequence %d: empty state", seq)
-	}
-	if n := c.lib.fn.llamaStateSeqSetDataExt(c.ptr, &state[0], uint64(len(state)), seq, uint32(flags)); n == 0 {
-		return fmt.Errorf("load state of sequence %d: llama.cpp refused it (no room in the cache, or a state from another model)", seq)
-	}
-	return nil
+	flags = c.lib.stateFlags(flags)
+	return c.lib.setSeqState(seq, state, func(src *byte, size uint64) uint64 {
+		return c.lib.fn.llamaStateSeqSetDataExt(c.ptr, src, size, seq, uint32(flags))
+	})
 }
 
 // SeqStateBasic and SetSeqStateBasic are the plain (non-_ext) forms, which
 // always copy through host memory.
 func (c *Context) SeqStateBasic(seq SeqID) ([]byte, error) {
 	f := c.lib.fn
-	size := f.llamaStateSeqGetSize(c.ptr, seq)
-	if size == 0 {
-		return nil, fmt.Errorf("save state of sequence %d: it is empty", seq)
-	}
-	buf := make([]byte, size)
-	if n := f.llamaStateSeqGetData(c.ptr, &buf[0], size, seq); n != size {
-		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, n, size)
-	}
-	return buf, nil
+	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSize(c.ptr, seq) },
+		func(dst *byte, size uint64) uint64 { return f.llamaStateSeqGetData(c.ptr, dst, size, seq) })
 }
 
 // SetSeqStateBasic loads a state saved by SeqStateBasic into seq.
 func (c *Context) SetSeqStateBasic(seq SeqID, state []byte) error {
-	if len(state) == 0 {
-		return fmt.Errorf("load state of sequence %d: empty state", seq)
+	return c.lib.setSeqState(seq, state, func(src *byte, size uint64) uint64 {
+		return c.lib.fn.llamaStateSeqSetData(c.ptr, src, size, seq)
+	})
+}
+
+// stateMagic starts a sequence state in memory (llama.cpp's io_magic),
+// before the sequence id.
+const stateMagic uint32 = 0xaf143cd8
+
+// stateHeaderSize is the magic and the sequence id.
+const stateHeaderSize = 8
+
+// stateHeader is the header of a state saved from seq.
+func stateHeader(seq SeqID) []byte {
+	h := make([]byte, stateHeaderSize)
+	binary.LittleEndian.PutUint32(h, stateMagic)
+	binary.LittleEndian.PutUint32(h[4:], uint32(seq))
+	return h
+}
+
+// stateFlags drops the flags the release cannot honour.
+func (l *Library) stateFlags(flags StateFlags) StateFlags {
+	if !l.Release.StateOnDevice {
+		flags &^= StateOnDevice
 	}
-	if n := c.lib.fn.llamaStateSeqSetData(c.ptr, &state[0], uint64(len(state)), seq); n == 0 {
-		return fmt.Errorf("load state of sequence %d: llama.cpp refused it", seq)
+	return flags
+}
+
+// seqState saves a sequence with a size and a get call, in the form
+// SeqState describes.
+func (l *Library) seqState(seq SeqID, size func() uint64, get func(dst *byte, size uint64) uint64) ([]byte, error) {
+	n := size()
+	if n == 0 {
+		return nil, fmt.Errorf("save state of sequence %d: it is empty", seq)
+	}
+	at := 0
+	if !l.Release.StateHeader {
+		at = stateHeaderSize
+	}
+	buf := make([]byte, at+int(n))
+	if got := get(&buf[at], n); got != n {
+		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, got, n)
+	}
+	copy(buf, stateHeader(seq)[:at])
+	return buf, nil
+}
+
+// setSeqState loads a state in SeqState's form with a set call, without
+// its header for a release that writes none.
+func (l *Library) setSeqState(seq SeqID, state []byte, set func(src *byte, size uint64) uint64) error {
+	if len(state) <= stateHeaderSize || binary.LittleEndian.Uint32(state) != stateMagic {
+		return fmt.Errorf("load state of sequence %d: not a sequence state (%d bytes, no header)", seq, len(state))
+	}
+	if !l.Release.StateHeader {
+		state = state[stateHeaderSize:]
+	}
+	if n := set(&state[0], uint64(len(state))); n == 0 {
+		return fmt.Errorf("load state of sequence %d: llama.cpp refused it (no room in the cache, or a state from another model)", seq)
 	}
 	return nil
 }
@@ -115,12 +158,10 @@ func (c *Context) SaveSeqFile(path string, seq SeqID, tokens []Token) (int64, er
 	return int64(n), nil
 }
 
-// seqFileMagic and seqFileVersion start llama.cpp's sequence state files
-// (llama_state_seq_save_file: LLAMA_STATE_SEQ_MAGIC, _VERSION).
-const (
-	seqFileMagic   uint32 = 0x67677371 // 'ggsq'
-	seqFileVersion uint32 = 3
-)
+// seqFileMagic starts llama.cpp's sequence state files
+// (llama_state_seq_save_file: LLAMA_STATE_SEQ_MAGIC), before the
+// release's LLAMA_STATE_SEQ_VERSION (Release.SeqFileVersion).
+const seqFileMagic uint32 = 0x67677371 // 'ggsq'
 
 // LoadSeqFile loads a file SaveSeqFile (or llama-server) wrote into seq,
 // which should be empty, and returns the tokens stored beside the cells
@@ -142,8 +183,8 @@ func (c *Context) LoadSeqFile(path string, seq SeqID, maxTokens int, maxBytes in
 		return nil, 0, fmt.Errorf("load %s: larger than the %d bytes it may be", path, maxBytes)
 	case len(b) < 12 || binary.LittleEndian.Uint32(b) != seqFileMagic:
 		return nil, 0, fmt.Errorf("load %s: not a llama.cpp sequence state file", path)
-	case binary.LittleEndian.Uint32(b[4:]) != seqFileVersion:
-		return nil, 0, fmt.Errorf("load %s: sequence state file version %d, this libllama's is %d", path, binary.LittleEndian.Uint32(b[4:]), seqFileVersion)
+	case binary.LittleEndian.Uint32(b[4:]) != c.lib.Release.SeqFileVersion:
+		return nil, 0, fmt.Errorf("load %s: sequence state file version %d, but llama.cpp %s's is %d", path, binary.LittleEndian.Uint32(b[4:]), c.lib.Release.Name, c.lib.Release.SeqFileVersion)
 	}
 	n := int64(binary.LittleEndian.Uint32(b[8:]))
 	if n > int64(maxTokens) || 12+4*n > int64(len(b)) {
@@ -153,16 +194,8 @@ func (c *Context) LoadSeqFile(path string, seq SeqID, maxTokens int, maxBytes in
 	for i := range tokens {
 		tokens[i] = Token(binary.LittleEndian.Uint32(b[12+4*i:]))
 	}
-	// llama_state_seq_get_data's form is the file's cells after an
-	// in-memory header (a magic and the sequence id), taken from this
-	// libllama's own empty state rather than hard-coded.
-	size := c.lib.fn.llamaStateSeqGetSizeExt(c.ptr, seq, 0)
-	if size < 8 {
-		return nil, 0, fmt.Errorf("load %s: libllama gave a %d-byte empty state", path, size)
-	}
-	head := make([]byte, size)
-	c.lib.fn.llamaStateSeqGetDataExt(c.ptr, &head[0], size, seq, 0)
-	state := append(head[:8:8], b[12+4*n:]...)
+	// SeqState's form is the file's cells after the in-memory header.
+	state := append(stateHeader(seq), b[12+4*n:]...)
 	if err := c.SetSeqState(seq, state, 0); err != nil {
 		return nil, 0, fmt.Errorf("load %s: %w", path, err)
 	}

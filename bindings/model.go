@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime"
 	"strconv"
 )
@@ -44,9 +45,20 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 	if err != nil || string(magic) != string(ggufMagic) {
 		return nil, fmt.Errorf("load model %s: not a GGUF file (it does not start with \"GGUF\"); pass a llama.cpp .gguf model", path)
 	}
-	p := l.fn.llamaModelDefaultParams()
+	p, raw, err := l.params.modelParams()
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w", path, err)
+	}
 	p.NGPULayers = opt.GPULayers
-	ptr, llamaErr := withLlamaError(l, func() uintptr { return l.fn.llamaModelLoadFromFile(cString(path), p) })
+	var callErr error
+	ptr, llamaErr := withLlamaError(l, func() uintptr {
+		var ptr uintptr
+		ptr, callErr = l.params.call(l.params.loadModel, l.params.model, reflect.ValueOf(cString(path)), raw, p)
+		return ptr
+	})
+	if callErr != nil {
+		return nil, fmt.Errorf("load model %s: %w", path, callErr)
+	}
 	if ptr == 0 {
 		return nil, errors.New(quoteLlama(fmt.Sprintf("load model %s: llama.cpp could not load it; the file may be truncated or corrupt", path), llamaErr))
 	}

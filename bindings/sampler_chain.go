@@ -78,6 +78,9 @@ func (l *Library) sampler(kind SamplerKind, o SamplerOptions, minKeep uint64) ui
 			if repeat == 0 {
 				repeat = 1
 			}
+			if l.Release.LegacySamplers {
+				return f.llamaSamplerInitPenaltiesLegacy(o.PenaltyLastN, repeat, o.FrequencyPenalty, o.PresencePenalty)
+			}
 			return f.llamaSamplerInitPenalties(o.NVocab, o.PenaltyLastN, repeat, o.FrequencyPenalty, o.PresencePenalty)
 		}
 	case SamplerDRY:
@@ -131,7 +134,14 @@ func (l *Library) dry(o SamplerOptions) uintptr {
 	if len(strs) > 0 {
 		first = &strs[0]
 	}
-	s := l.fn.llamaSamplerInitDRY(o.Vocab.ptr, o.DRYMultiplier, o.DRYBase, o.DRYAllowedLength, o.DRYPenaltyLastN, unsafe.Pointer(first), uint64(len(strs)))
+	var s uintptr
+	if l.Release.LegacySamplers {
+		// Its n_ctx_train only stands in for a last-n of -1 and caps the
+		// last-n, which kvtrim always gives: the last-n is as good.
+		s = l.fn.llamaSamplerInitDRYLegacy(o.Vocab.ptr, o.DRYPenaltyLastN, o.DRYMultiplier, o.DRYBase, o.DRYAllowedLength, o.DRYPenaltyLastN, unsafe.Pointer(first), uint64(len(strs)))
+	} else {
+		s = l.fn.llamaSamplerInitDRY(o.Vocab.ptr, o.DRYMultiplier, o.DRYBase, o.DRYAllowedLength, o.DRYPenaltyLastN, unsafe.Pointer(first), uint64(len(strs)))
+	}
 	runtime.KeepAlive(strs) // llama.cpp copies the breakers
 	return s
 }

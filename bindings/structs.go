@@ -2,10 +2,14 @@ package bindings
 
 import "unsafe"
 
-// The structs below mirror llama.cpp v0.5.0 (include/llama.h, ggml/include/ggml.h)
-// field for field, with explicit padding. Their sizes and offsets are checked
-// against testdata/layout-v0.5.0.txt, which native/gen-layout.sh generates by
-// compiling the pinned headers (see layout_test.go).
+// The structs below are of two kinds. ModelParams and ContextParams, whose
+// layout changes from release to release, are kvtrim's own form of
+// llama.cpp's parameter structs, each field tagged with its C name; a
+// release's layout table (layouts/) says where those fields lie, and
+// params.go moves them in and out of the C bytes. The others mirror the C
+// structs field for field, with explicit padding, and are used as they lie
+// in memory: every supported release must lay them out alike, which the
+// library checks against the release's table at load (layout.go).
 
 // Token is a llama_token: an index into the model's vocabulary.
 type Token = int32
@@ -26,7 +30,8 @@ const (
 	FlashAttnEnabled  FlashAttn = 1
 )
 
-// ModelParams mirrors struct llama_model_params (80 bytes).
+// ModelParams is struct llama_model_params: the fields of 0.5.0's, of
+// which an older release may lack some (params.go).
 type ModelParams struct {
 	Devices                  uintptr `c:"devices"`               // ggml_backend_dev_t *
 	TensorBuftOverrides      uintptr `c:"tensor_buft_overrides"` // const struct llama_model_tensor_buft_override *
@@ -35,7 +40,6 @@ type ModelParams struct {
 	LoadMode                 int32   `c:"load_mode"`
 	LazyMode                 int32   `c:"lazy_mode"`
 	MainGPU                  int32   `c:"main_gpu"`
-	_                        [4]byte
 	TensorSplit              uintptr `c:"tensor_split"`      // const float *
 	ProgressCallback         uintptr `c:"progress_callback"` // llama_progress_callback
 	ProgressCallbackUserData uintptr `c:"progress_callback_user_data"`
@@ -46,10 +50,10 @@ type ModelParams struct {
 	NoHost                   bool    `c:"no_host"`
 	NoAlloc                  bool    `c:"no_alloc"`
 	LoadMTP                  bool    `c:"load_mtp"`
-	_                        [2]byte
 }
 
-// ContextParams mirrors struct llama_context_params (160 bytes).
+// ContextParams is struct llama_context_params: the fields of 0.5.0's, of
+// which an older release may lack some (params.go).
 type ContextParams struct {
 	NCtx              uint32    `c:"n_ctx"`
 	NBatch            uint32    `c:"n_batch"`
@@ -85,10 +89,9 @@ type ContextParams struct {
 	OpOffload         bool      `c:"op_offload"`
 	SwaFull           bool      `c:"swa_full"`
 	KVUnified         bool      `c:"kv_unified"`
-	_                 [2]byte
-	Samplers          uintptr `c:"samplers"` // struct llama_sampler_seq_config *
-	NSamplers         uint64  `c:"n_samplers"`
-	CtxOther          uintptr `c:"ctx_other"` // struct llama_context *
+	Samplers          uintptr   `c:"samplers"` // struct llama_sampler_seq_config *
+	NSamplers         uint64    `c:"n_samplers"`
+	CtxOther          uintptr   `c:"ctx_other"` // struct llama_context *
 }
 
 // cBatch mirrors struct llama_batch (56 bytes). Its arrays are allocated by

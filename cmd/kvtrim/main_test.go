@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
@@ -108,7 +109,7 @@ func TestLibraryNotASharedObject(t *testing.T) {
 func TestLibraryOfAnotherVersion(t *testing.T) {
 	dir := testenv.OtherVersionLib(t)
 	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", "model.gguf", "-p", "hi")
-	wantOneLineError(t, r, dir, "functions are those of b8390", "file name says b8390", "kvtrim supports llama.cpp 0.5.0", "kvtrim lib fetch")
+	wantOneLineError(t, r, dir, "older than b8390", "file name says b8179", "kvtrim supports llama.cpp "+bindings.SupportedNames(), "kvtrim lib fetch")
 }
 
 func TestBadModels(t *testing.T) {

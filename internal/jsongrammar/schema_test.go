@@ -125,6 +125,10 @@ var knownDifferent = map[string]string{
 // and judges them.
 func TestFromSchemaMatchesLlamaCpp(t *testing.T) {
 	g := newGrammarTester(t)
+	if r := g.lib.Release; r.Name != bindings.SupportedVersion {
+		// Older grammar parsers refuse escapes 0.5.0's accepts ([a-z\-]).
+		t.Skipf("the converter's cases and the grammars kvtrim writes are llama.cpp %s's; this libllama is %s", bindings.SupportedVersion, r.Name)
+	}
 	const draws = 12
 	matched := 0
 	cases := llamaCases(t)

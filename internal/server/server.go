@@ -50,8 +50,8 @@ type engine struct {
 	created   int64  // when the model was loaded, Unix seconds
 	// fingerprint is the OpenAI responses' system_fingerprint:
 	// llama-server's form, "b" then the build (here the loaded libllama's
-	// version, since libllama carries no build number or commit), then
-	// kvtrim's version.
+	// version, or its build for a release without one, since libllama
+	// carries no build number or commit), then kvtrim's version.
 	fingerprint string
 	// verboseAll is Config.Verbose.
 	verboseAll bool
@@ -189,7 +189,7 @@ func (s *Server) Start(model *kvtrim.Model) error {
 	e := &engine{
 		model: model, pool: p, name: name, template: tmpl, slotCtx: p.slots[0].nCtx,
 		evictable: hooks.CheckEvictable(model.Model), created: time.Now().Unix(),
-		fingerprint: "b" + model.Library().Version + "-kvtrim" + kvtrim.Version,
+		fingerprint: "b" + strings.TrimPrefix(model.Library().Version, "b") + "-kvtrim" + kvtrim.Version,
 		verboseAll:  s.cfg.Verbose, grammarOK: s.cfg.Sampling.Grammar, jinja: jinja, templateVars: vars, prefill: !s.cfg.NoPrefillAssistant, toolFormat: toolFormatOf(jinja, src), toolsShown: jinja != nil && jinja.ShowsTools(), reasoningTags: jinja.Reasoning(), reasoningFormat: s.cfg.ReasoningFormat,
 		aliases: aliases, tags: tags, eog: eogTokens(model),
 	}

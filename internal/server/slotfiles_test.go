@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/testenv"
 )
 
 type slotAnswer struct {
@@ -151,9 +153,17 @@ func TestSlotFilesOfLlamaServer(t *testing.T) {
 	legacy[8] = byte(n)
 	legacy = append(legacy, recorded[header+4*packed:header+4*(packed+n)]...)
 	legacy = append(legacy, recorded[header+4*(packed+n+1):]...)
+	// The files are 0.5.0's; a release whose files have another version
+	// must refuse them, saying so.
+	sameFormat := testenv.Library(t).Release.SeqFileVersion == binary.LittleEndian.Uint32(recorded[4:])
 	for name, b := range map[string][]byte{"llama.bin": recorded, "legacy.bin": legacy} {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
 			t.Fatal(err)
+		}
+		if !sameFormat {
+			code, body := ts.do(t.Context(), http.MethodPost, "/slots/0?action=restore", `{"filename":"`+name+`"}`)
+			wantError(t, code, body, 400, typeInvalidRequest, "sequence state file version 3")
+			continue
 		}
 		var loaded map[string]any
 		ts.post("/slots/0?action=restore", `{"filename":"`+name+`"}`, 200, &loaded)
@@ -166,6 +176,10 @@ func TestSlotFilesOfLlamaServer(t *testing.T) {
 			t.Errorf("%s: after the restore %q, cache_n %d", name, a.Content, a.Timings.CacheN)
 		}
 	}
+	if !sameFormat { // nothing was restored: fill the slot
+		var a slotAnswer
+		ts.post("/completion", `{"prompt":"Once upon a time","n_predict":6,"id_slot":0}`, 200, &a)
+	}
 	var saved map[string]any
 	ts.post("/slots/0?action=save", `{"filename":"kvtrim.bin"}`, 200, &saved)
 	b, err := os.ReadFile(filepath.Join(dir, "kvtrim.bin"))
@@ -174,6 +188,9 @@ func TestSlotFilesOfLlamaServer(t *testing.T) {
 	}
 	if !kvtrim.IsLlamaSeqFile(b) || int(b[8]) != int(saved["n_saved"].(float64))+4 || b[12] != 0xff || b[16] != 1 {
 		t.Errorf("a plain slot's file starts % x: want llama.cpp's header and llama-server's packed tokens", b[:20])
+	}
+	if !sameFormat {
+		return
 	}
 	for _, bad := range []struct{ name, msg string }{{"truncated.bin", "sequence"}, {"media.bin", "mmproj"}} {
 		mutated := append([]byte(nil), recorded...)

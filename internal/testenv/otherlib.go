@@ -10,14 +10,15 @@ import (
 	"github.com/kvtrim/kvtrim/native"
 )
 
-// otherVersion is a real llama.cpp of another version (b8390, from
-// node-llama-cpp 3.18.1), for testing that kvtrim refuses it. Only the three
-// libraries kvtrim opens are installed; it is never used to run a model.
-const otherVersion = `# package: @node-llama-cpp/linux-x64@3.18.1
-# version: b8390
-bcf5a1c9aa7eefb84368a931557a8efa0076b514b63049ceafe1e9cb87e7e811  package/bins/linux-x64/libggml-base.so
-b0d1dd66b8aa4a3a1f3e877d8754b82c8972c9aad9ec1dd5ed0c9f124f80f02f  package/bins/linux-x64/libggml.b8390.so
-f1edd54269c9826c7054cc23da15cd31e763f346b6b36f0a0307bbe012ab8a74  package/bins/linux-x64/libllama.b8390.so
+// otherVersion is a real llama.cpp that kvtrim does not support (b8179,
+// from node-llama-cpp 3.17.1, older than every supported release), for
+// testing that kvtrim refuses it. Only the three libraries kvtrim opens
+// are installed; it is never used to run a model.
+const otherVersion = `# package: @node-llama-cpp/linux-x64@3.17.1
+# version: b8179
+524f8ec8134907a02d836cb6aa273c79585ab268bad2801044d5bfb0219e37ed  package/bins/linux-x64/libggml-base.so
+94997ccc4715588a0bc1a2d5fb054fb4b0fcd5c89346ed7857d6e086739ef795  package/bins/linux-x64/libggml.b8179.so
+2d228f9813d12b6e4ad5606b6dbf9e0083c6094052593a800fed7884f9d2c661  package/bins/linux-x64/libllama.b8179.so
 `
 
 // OtherVersionLib returns the folder of a libllama of an unsupported
@@ -33,7 +34,7 @@ func OtherVersionLib(t testing.TB) string {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(filepath.Dir(bindings.CacheDir(bindings.OSEnv())), "test-"+m.Version)
-	if _, err := os.Stat(filepath.Join(dir, "libllama.b8390.so")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "libllama.b8179.so")); err == nil {
 		return dir
 	}
 	if _, err := native.Fetch(context.Background(), m, dir, func(string) {}); err != nil {

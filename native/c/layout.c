@@ -1,70 +1,126 @@
-// Prints the size of every llama.cpp struct kvtrim mirrors, and the offset
-// and size of each of their fields, as compiled from the pinned headers.
-// native/gen-layout.sh builds and runs it; bindings/layout_test.go reads the
-// table it writes and checks the Go mirrors against it.
-#include <stddef.h>
-#include <stdio.h>
+// Declares one variable of every llama.cpp and ggml struct kvtrim passes or
+// reads, and takes the address of every function it calls, so that a debug
+// build of this file describes their layouts and prototypes in its DWARF.
+// native/gen-layout.sh compiles it against a release's headers and
+// native/layoutgen prints the table bindings embeds. Nothing here names a
+// field, so it compiles against any release's headers, old or new; the
+// functions are those bindings/functions.go binds (TestEveryReleaseLayout
+// checks that every one is in each table).
 #include "llama.h"
 #include "ggml.h"
+#include "ggml-backend.h"
 
-#define S(T) printf("%s - %zu %zu\n", #T, (size_t)0, sizeof(struct T))
-#define F(T, f) printf("%s %s %zu %zu\n", #T, #f, offsetof(struct T, f), sizeof(((struct T *)0)->f))
+struct llama_model_params kvtrim_model_params;
+struct llama_context_params kvtrim_context_params;
+struct llama_batch kvtrim_batch;
+struct llama_sampler_chain_params kvtrim_sampler_chain_params;
+struct llama_token_data kvtrim_token_data;
+struct llama_token_data_array kvtrim_token_data_array;
+struct llama_perf_context_data kvtrim_perf_context_data;
+struct ggml_tensor kvtrim_tensor;
 
-int main(void) {
-    S(llama_model_params);
-    F(llama_model_params, devices); F(llama_model_params, tensor_buft_overrides);
-    F(llama_model_params, n_gpu_layers); F(llama_model_params, split_mode);
-    F(llama_model_params, load_mode); F(llama_model_params, lazy_mode);
-    F(llama_model_params, main_gpu); F(llama_model_params, tensor_split);
-    F(llama_model_params, progress_callback); F(llama_model_params, progress_callback_user_data);
-    F(llama_model_params, kv_overrides); F(llama_model_params, vocab_only);
-    F(llama_model_params, check_tensors); F(llama_model_params, use_extra_bufts);
-    F(llama_model_params, no_host); F(llama_model_params, no_alloc); F(llama_model_params, load_mtp);
-
-    S(llama_context_params);
-    F(llama_context_params, n_ctx); F(llama_context_params, n_batch); F(llama_context_params, n_ubatch);
-    F(llama_context_params, n_seq_max); F(llama_context_params, n_rs_seq);
-    F(llama_context_params, n_outputs_max); F(llama_context_params, n_outputs_max_per_seq);
-    F(llama_context_params, n_threads); F(llama_context_params, n_threads_batch);
-    F(llama_context_params, ctx_type); F(llama_context_params, rope_scaling_type);
-    F(llama_context_params, pooling_type); F(llama_context_params, attention_type);
-    F(llama_context_params, flash_attn_type); F(llama_context_params, rope_freq_base);
-    F(llama_context_params, rope_freq_scale); F(llama_context_params, yarn_ext_factor);
-    F(llama_context_params, yarn_attn_factor); F(llama_context_params, yarn_beta_fast);
-    F(llama_context_params, yarn_beta_slow); F(llama_context_params, yarn_orig_ctx);
-    F(llama_context_params, defrag_thold); F(llama_context_params, cb_eval);
-    F(llama_context_params, cb_eval_user_data); F(llama_context_params, type_k);
-    F(llama_context_params, type_v); F(llama_context_params, abort_callback);
-    F(llama_context_params, abort_callback_data); F(llama_context_params, embeddings);
-    F(llama_context_params, offload_kqv); F(llama_context_params, no_perf);
-    F(llama_context_params, op_offload); F(llama_context_params, swa_full);
-    F(llama_context_params, kv_unified); F(llama_context_params, samplers);
-    F(llama_context_params, n_samplers); F(llama_context_params, ctx_other);
-
-    S(llama_batch);
-    F(llama_batch, n_tokens); F(llama_batch, token); F(llama_batch, embd); F(llama_batch, pos);
-    F(llama_batch, n_seq_id); F(llama_batch, seq_id); F(llama_batch, logits);
-
-    S(llama_sampler_chain_params);
-    F(llama_sampler_chain_params, no_perf);
-
-    S(llama_token_data);
-    F(llama_token_data, id); F(llama_token_data, logit); F(llama_token_data, p);
-
-    S(llama_token_data_array);
-    F(llama_token_data_array, data); F(llama_token_data_array, size);
-    F(llama_token_data_array, selected); F(llama_token_data_array, sorted);
-
-    S(llama_perf_context_data);
-    F(llama_perf_context_data, t_start_ms); F(llama_perf_context_data, t_load_ms);
-    F(llama_perf_context_data, t_p_eval_ms); F(llama_perf_context_data, t_eval_ms);
-    F(llama_perf_context_data, n_p_eval); F(llama_perf_context_data, n_eval);
-    F(llama_perf_context_data, n_reused);
-
-    S(ggml_tensor);
-    F(ggml_tensor, type); F(ggml_tensor, buffer); F(ggml_tensor, ne); F(ggml_tensor, nb);
-    F(ggml_tensor, op); F(ggml_tensor, op_params); F(ggml_tensor, flags); F(ggml_tensor, src);
-    F(ggml_tensor, view_src); F(ggml_tensor, view_offs); F(ggml_tensor, data);
-    F(ggml_tensor, name); F(ggml_tensor, extra); F(ggml_tensor, padding);
-    return 0;
-}
+void *kvtrim_functions[] = {
+    (void *)ggml_backend_buffer_is_host,
+    (void *)ggml_backend_dev_count,
+    (void *)ggml_backend_dev_description,
+    (void *)ggml_backend_dev_get,
+    (void *)ggml_backend_dev_name,
+    (void *)ggml_backend_load_all,
+    (void *)ggml_backend_load_all_from_path,
+    (void *)ggml_backend_reg_count,
+    (void *)ggml_backend_reg_get,
+    (void *)ggml_backend_reg_name,
+    (void *)ggml_backend_tensor_get,
+    (void *)ggml_op_name,
+    (void *)ggml_type_name,
+    (void *)llama_backend_init,
+    (void *)llama_batch_free,
+    (void *)llama_batch_init,
+    (void *)llama_chat_apply_template,
+    (void *)llama_context_default_params,
+    (void *)llama_decode,
+    (void *)llama_detokenize,
+    (void *)llama_free,
+    (void *)llama_get_logits_ith,
+    (void *)llama_get_memory,
+    (void *)llama_init_from_model,
+    (void *)llama_log_set,
+    (void *)llama_memory_can_shift,
+    (void *)llama_memory_clear,
+    (void *)llama_memory_seq_add,
+    (void *)llama_memory_seq_pos_max,
+    (void *)llama_memory_seq_pos_min,
+    (void *)llama_memory_seq_rm,
+    (void *)llama_model_chat_template,
+    (void *)llama_model_default_params,
+    (void *)llama_model_desc,
+    (void *)llama_model_free,
+    (void *)llama_model_get_vocab,
+    (void *)llama_model_is_hybrid,
+    (void *)llama_model_is_recurrent,
+    (void *)llama_model_load_from_file,
+    (void *)llama_model_meta_val_str,
+    (void *)llama_model_n_ctx_train,
+    (void *)llama_model_n_embd,
+    (void *)llama_model_n_head,
+    (void *)llama_model_n_head_kv,
+    (void *)llama_model_n_layer,
+    (void *)llama_model_n_params,
+    (void *)llama_model_n_swa,
+    (void *)llama_model_rope_freq_scale_train,
+    (void *)llama_model_rope_type,
+    (void *)llama_model_size,
+    (void *)llama_n_batch,
+    (void *)llama_n_ctx,
+    (void *)llama_n_seq_max,
+    (void *)llama_n_threads,
+    (void *)llama_n_threads_batch,
+    (void *)llama_n_ubatch,
+    (void *)llama_perf_context,
+    (void *)llama_perf_context_reset,
+    (void *)llama_print_system_info,
+    (void *)llama_sampler_accept,
+    (void *)llama_sampler_apply,
+    (void *)llama_sampler_chain_add,
+    (void *)llama_sampler_chain_default_params,
+    (void *)llama_sampler_chain_init,
+    (void *)llama_sampler_free,
+    (void *)llama_sampler_init_dist,
+    (void *)llama_sampler_init_dry,
+    (void *)llama_sampler_init_grammar,
+    (void *)llama_sampler_init_grammar_lazy_patterns,
+    (void *)llama_sampler_init_greedy,
+    (void *)llama_sampler_init_logit_bias,
+    (void *)llama_sampler_init_min_p,
+    (void *)llama_sampler_init_mirostat,
+    (void *)llama_sampler_init_mirostat_v2,
+    (void *)llama_sampler_init_penalties,
+    (void *)llama_sampler_init_temp,
+    (void *)llama_sampler_init_temp_ext,
+    (void *)llama_sampler_init_top_k,
+    (void *)llama_sampler_init_top_n_sigma,
+    (void *)llama_sampler_init_top_p,
+    (void *)llama_sampler_init_typical,
+    (void *)llama_sampler_init_xtc,
+    (void *)llama_sampler_reset,
+    (void *)llama_sampler_sample,
+    (void *)llama_set_n_threads,
+    (void *)llama_state_seq_get_data,
+    (void *)llama_state_seq_get_data_ext,
+    (void *)llama_state_seq_get_size,
+    (void *)llama_state_seq_get_size_ext,
+    (void *)llama_state_seq_save_file,
+    (void *)llama_state_seq_set_data,
+    (void *)llama_state_seq_set_data_ext,
+    (void *)llama_supports_gpu_offload,
+    (void *)llama_token_to_piece,
+    (void *)llama_tokenize,
+    (void *)llama_vocab_bos,
+    (void *)llama_vocab_eos,
+    (void *)llama_vocab_fim_mid,
+    (void *)llama_vocab_fim_pre,
+    (void *)llama_vocab_fim_suf,
+    (void *)llama_vocab_get_add_bos,
+    (void *)llama_vocab_is_eog,
+    (void *)llama_vocab_n_tokens,
+};
