@@ -79,7 +79,7 @@ func noLibraryError(places []bindings.Place) error {
 // FetchLibrary installs the pinned prebuilt libllama into kvtrim's cache and
 // returns the path of libllama there.
 func FetchLibrary(ctx context.Context, env bindings.Env, log zerolog.Logger) (string, error) {
-	m, err := native.PinnedManifest()
+	m, err := native.ManifestFor(bindings.SupportedVersion)
 	if err != nil {
 		return "", err
 	}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build the pinned llama.cpp (the source bundled in node-llama-cpp@3.22.1,
-# llama.cpp v0.5.0) as shared libraries plus llama-completion, llama-server
-# and llama-bench, for side-by-side comparisons with kvtrim.
+# Build a llama.cpp release (the source bundled in node-llama-cpp's npm
+# package; by default 3.22.1, llama.cpp 0.5.0) as shared libraries plus
+# llama-completion, llama-server and llama-bench, for side-by-side
+# comparisons with kvtrim.
 #
-# usage: native/build-llama.sh [--cuda] [--jobs N] [--work DIR] OUT_DIR
+# usage: native/build-llama.sh [--cuda] [--jobs N] [--work DIR] [--node-llama-cpp V]
+#                              [--tools "llama-completion ..."] OUT_DIR
 #
 # OUT_DIR receives lib*.so and the llama-* tools in one folder, so that
 # `kvtrim --lib OUT_DIR` loads exactly the library the tools use.
@@ -12,20 +14,28 @@ set -euo pipefail
 
 cuda=0
 jobs=$(nproc 2>/dev/null || echo 2)
-work="${TMPDIR:-/tmp}/kvtrim-llama-build"
+work=""
+nlc=3.22.1
+tools="llama-completion llama-server llama-bench"
 out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) cuda=1 ;;
     --jobs) jobs="$2"; shift ;;
     --work) work="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --node-llama-cpp) nlc="$2"; shift ;;
+    --tools) tools="$2"; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "build-llama: unknown option $1" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
   shift
 done
 [ -n "$out" ] || { echo "build-llama: missing OUT_DIR (see --help)" >&2; exit 2; }
+if [ -z "$work" ]; then
+  work="${TMPDIR:-/tmp}/kvtrim-llama-build"
+  [ "$nlc" = 3.22.1 ] || work="$work-$nlc"
+fi
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "build-llama: $1 not found: install the Debian package $2 (apt-get install $2)" >&2; exit 3; }; }
 need npm npm
@@ -35,7 +45,7 @@ need c++ build-essential
 
 mkdir -p "$work" "$out"
 out=$(cd "$out" && pwd)
-src=$("$(dirname "$0")/llama-source.sh" "$work")
+src=$("$(dirname "$0")/llama-source.sh" "$work" "$nlc")
 
 flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=ON -DCMAKE_INSTALL_RPATH='$ORIGIN'
@@ -46,8 +56,9 @@ if [ "$cuda" = 1 ]; then
 fi
 build="$work/build-$([ "$cuda" = 1 ] && echo cuda || echo cpu)"
 cmake -S "$src" -B "$build" "${flags[@]}" >&2
-cmake --build "$build" -j "$jobs" --target llama llama-completion llama-server llama-bench >&2
-cp -a "$build"/bin/lib*.so* "$build"/bin/llama-completion "$build"/bin/llama-server "$build"/bin/llama-bench "$out"/ 2>/dev/null || true
+# shellcheck disable=SC2086
+cmake --build "$build" -j "$jobs" --target llama $tools >&2
+for tool in $tools; do cp -a "$build/bin/$tool" "$out"/; done
 # Shared libraries land beside the tools in bin/ on this version; fall back to a search.
 find "$build" -name 'lib*.so*' -exec cp -a {} "$out"/ \;
 echo "$out"

@@ -48,7 +48,7 @@ func Fetch(ctx context.Context, m Manifest, dir string, progress Progress) (stri
 		return "", fmt.Errorf("lib fetch: %w", err)
 	}
 	defer unlock()
-	if lib, ok := installed(m, dir); ok {
+	if lib, ok := Installed(m, dir); ok {
 		progress("already installed and verified")
 		return lib, nil
 	}
@@ -96,9 +96,9 @@ func libllamaIn(m Manifest, dir string) string {
 	return ""
 }
 
-// installed reports whether dir already holds every file of m with the
+// Installed reports whether dir already holds every file of m with the
 // right sum, and returns its libllama.
-func installed(m Manifest, dir string) (string, bool) {
+func Installed(m Manifest, dir string) (string, bool) {
 	for p, want := range m.Files {
 		f, err := os.Open(filepath.Join(dir, path.Base(p)))
 		if err != nil {
@@ -195,37 +195,57 @@ func lastLine(b []byte) string {
 	return lines[len(lines)-1]
 }
 
-// Build compiles the pinned llama.cpp source with the embedded
-// build-llama.sh (CMake) and installs libraries and tools into dir. Its
+// BuildOptions say what Build builds and where.
+type BuildOptions struct {
+	// Dir receives the libraries and tools.
+	Dir string
+	// NodeLlamaCpp is the node-llama-cpp version whose source bundle to
+	// build (a Manifest's NodeLlamaCpp); empty builds the default release.
+	NodeLlamaCpp string
+	// CUDA builds the CUDA backend too; Jobs is the parallel compile jobs
+	// (0: all cores).
+	CUDA bool
+	Jobs int
+}
+
+// Build compiles a release's llama.cpp source with the embedded
+// build-llama.sh (CMake) and installs libraries and tools into o.Dir. Its
 // output goes to log.
-func Build(ctx context.Context, dir string, cuda bool, jobs int, log io.Writer) error {
+func Build(ctx context.Context, o BuildOptions, log io.Writer) error {
 	for _, t := range [][3]string{{"cmake", "cmake", "kvtrim lib build"}, {"npm", "npm", "kvtrim lib build"}, {"git", "git", "kvtrim lib build"}, {"c++", "build-essential", "kvtrim lib build"}} {
 		if err := NeedTool(t[0], t[1], t[2]); err != nil {
 			return err
 		}
 	}
-	script, err := os.CreateTemp("", "kvtrim-build-llama-*.sh")
+	dir, err := os.MkdirTemp("", "kvtrim-build-llama-")
 	if err != nil {
 		return fmt.Errorf("lib build: %w", err)
 	}
-	defer os.Remove(script.Name())
-	if _, err := script.Write(buildScript); err != nil {
-		script.Close()
-		return fmt.Errorf("lib build: %w", err)
+	defer os.RemoveAll(dir)
+	for _, name := range []string{"build-llama.sh", "llama-source.sh"} {
+		text, err := scripts.ReadFile(name)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name), text, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("lib build: %w", err)
+		}
 	}
-	script.Close()
-	args := []string{script.Name()}
-	if cuda {
+	args := []string{filepath.Join(dir, "build-llama.sh")}
+	if o.CUDA {
 		args = append(args, "--cuda")
 	}
-	if jobs > 0 {
-		args = append(args, "--jobs", fmt.Sprint(jobs))
+	if o.Jobs > 0 {
+		args = append(args, "--jobs", fmt.Sprint(o.Jobs))
 	}
-	args = append(args, dir)
+	if o.NodeLlamaCpp != "" {
+		args = append(args, "--node-llama-cpp", o.NodeLlamaCpp)
+	}
+	args = append(args, o.Dir)
 	cmd := exec.CommandContext(ctx, "bash", args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("lib build: native/build-llama.sh %s: %w", dir, err)
+		return fmt.Errorf("lib build: native/build-llama.sh %s: %w", strings.Join(args[1:], " "), err)
 	}
 	return nil
 }

@@ -1,34 +1,78 @@
-// Package native installs the llama.cpp that kvtrim supports: the pinned
-// prebuilt CPU libraries from their npm package, checked against the sha256
-// sums in manifest-v0.5.0.txt, or a build of the pinned source made by
-// build-llama.sh. Both scripts and the manifest are embedded, so an installed
-// kvtrim binary can do this on its own.
+// Package native installs the llama.cpp releases kvtrim supports: a
+// release's prebuilt CPU libraries from their npm package, checked against
+// the sha256 sums in its manifest-<release>.txt, or a build of its source
+// made by build-llama.sh. The scripts and manifests are embedded, so an
+// installed kvtrim binary can do this on its own.
 package native
 
 import (
 	"bufio"
 	"bytes"
-	_ "embed"
+	"embed"
 	"fmt"
+	"sort"
 	"strings"
 )
 
-//go:embed manifest-v0.5.0.txt
-var manifestText []byte
+//go:embed manifest-*.txt
+var manifestFiles embed.FS
 
-//go:embed build-llama.sh
-var buildScript []byte
+//go:embed build-llama.sh llama-source.sh
+var scripts embed.FS
 
-// Manifest is a pinned prebuilt release: which npm package holds it, which
-// files kvtrim installs from it, and their sha256 sums.
+// Manifest is a prebuilt release: which npm package holds it, which files
+// kvtrim installs from it, and their sha256 sums.
 type Manifest struct {
 	Package string            // npm package@version
-	Version string            // llama.cpp version
+	Version string            // llama.cpp release, as kvtrim names it ("0.5.0", "b8390")
 	Files   map[string]string // path inside the package tarball -> sha256 hex
 }
 
-// PinnedManifest is the release kvtrim supports.
-func PinnedManifest() (Manifest, error) { return ParseManifest(manifestText) }
+// NodeLlamaCpp is the node-llama-cpp version whose package holds the
+// release: its source bundle is in node-llama-cpp@that version.
+func (m Manifest) NodeLlamaCpp() string {
+	_, v, _ := strings.Cut(strings.TrimPrefix(m.Package, "@"), "@")
+	return v
+}
+
+// Manifests returns every embedded manifest, sorted by release name.
+func Manifests() ([]Manifest, error) {
+	entries, err := manifestFiles.ReadDir(".")
+	if err != nil {
+		return nil, err
+	}
+	var out []Manifest
+	for _, e := range entries {
+		text, err := manifestFiles.ReadFile(e.Name())
+		if err != nil {
+			return nil, err
+		}
+		m, err := ParseManifest(text)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out, nil
+}
+
+// ManifestFor returns the manifest of the release named version ("0.5.0",
+// "v0.5.0" or "b8390").
+func ManifestFor(version string) (Manifest, error) {
+	all, err := Manifests()
+	if err != nil {
+		return Manifest{}, err
+	}
+	names := make([]string, len(all))
+	for i, m := range all {
+		if m.Version == strings.TrimPrefix(version, "v") {
+			return m, nil
+		}
+		names[i] = m.Version
+	}
+	return Manifest{}, fmt.Errorf("no prebuilt llama.cpp %q: kvtrim has manifests for %s", version, strings.Join(names, ", "))
+}
 
 // ParseManifest reads a manifest: "# package: ..." and "# version: ..." lines,
 // then one "sha256  path" line per file, as sha256sum prints them.

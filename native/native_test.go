@@ -7,27 +7,49 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvtrim/kvtrim/bindings"
 )
 
-func TestPinnedManifest(t *testing.T) {
-	m, err := PinnedManifest()
+// TestManifests: every supported llama.cpp release has a manifest naming
+// its package, its three libraries and CPU backends, and no manifest is of
+// a release kvtrim does not support.
+func TestManifests(t *testing.T) {
+	all, err := Manifests()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Package != "@node-llama-cpp/linux-x64@3.22.1" || m.Version != "0.5.0" {
-		t.Errorf("package %q version %q", m.Package, m.Version)
+	if len(all) != len(bindings.Releases()) {
+		t.Errorf("%d manifests for %d supported releases", len(all), len(bindings.Releases()))
 	}
-	for _, want := range []string{"libllama.v0.5.0.so", "libggml.v0.5.0.so", "libggml-base.so", "libggml-cpu-x64.so"} {
-		found := false
-		for p := range m.Files {
-			found = found || strings.HasSuffix(p, "/"+want)
+	for _, r := range bindings.Releases() {
+		m, err := ManifestFor(r.Name)
+		if err != nil {
+			t.Error(err)
+			continue
 		}
-		if !found {
-			t.Errorf("manifest lacks %s", want)
+		if !strings.HasPrefix(m.Package, "@node-llama-cpp/linux-x64@") || m.NodeLlamaCpp() == "" {
+			t.Errorf("%s: package %q", r.Name, m.Package)
 		}
+		for _, want := range []string{"libllama.", "libggml.", "libggml-base.so", "libggml-cpu-x64.so"} {
+			found := false
+			for p := range m.Files {
+				found = found || strings.HasPrefix(path.Base(p), want)
+			}
+			if !found {
+				t.Errorf("%s: manifest lacks %s", r.Name, want)
+			}
+		}
+	}
+	if m, err := ManifestFor("v" + bindings.SupportedVersion); err != nil || m.Package != "@node-llama-cpp/linux-x64@3.22.1" {
+		t.Errorf("default release: %v %v", m.Package, err)
+	}
+	if _, err := ManifestFor("b1"); err == nil || !strings.Contains(err.Error(), "b8390") {
+		t.Errorf("an unknown release: %v, want an error listing the known ones", err)
 	}
 	if _, err := ParseManifest([]byte("# package: x\n# version: 1\nnot-a-sum  file\n")); err == nil {
 		t.Error("a bad line was accepted")
@@ -64,11 +86,11 @@ func TestExtractVerified(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "libllama.so")); string(b) != "llama" {
 		t.Errorf("extracted %q", b)
 	}
-	if lib, ok := installed(m, dir); !ok || lib != filepath.Join(dir, "libllama.so") {
+	if lib, ok := Installed(m, dir); !ok || lib != filepath.Join(dir, "libllama.so") {
 		t.Errorf("installed = %q, %v", lib, ok)
 	}
 	os.WriteFile(filepath.Join(dir, "libggml.so"), []byte("tampered"), 0o644)
-	if _, ok := installed(m, dir); ok {
+	if _, ok := Installed(m, dir); ok {
 		t.Error("a tampered install counts as installed")
 	}
 	bad := tarball(t, map[string]string{"package/bins/libllama.so": "evil", "package/bins/libggml.so": "ggml"})

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/kvtrim/kvtrim"
 	"github.com/kvtrim/kvtrim/bindings"
@@ -20,7 +23,7 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return cmdLibBuild(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use and where it looked\n  lib fetch  install the pinned prebuilt CPU libllama into kvtrim's cache (needs npm)\n  lib build  build the pinned llama.cpp source with CMake into kvtrim's cache")
+	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use, where it looked, and the supported releases\n  lib fetch  install a supported release's prebuilt CPU libllama into kvtrim's cache (needs npm)\n  lib build  build a supported release's llama.cpp source with CMake into kvtrim's cache")
 	var c common
 	c.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -29,7 +32,8 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if fs.NArg() > 0 {
 		return usageErrorf("unknown lib command %q: use fetch or build", fs.Arg(0))
 	}
-	path, places := bindings.Locate(c.lib, bindings.OSEnv())
+	env := bindings.OSEnv()
+	path, places := bindings.Locate(c.lib, env)
 	fmt.Fprintln(stdout, "looked in:")
 	for _, p := range places {
 		mark := "  "
@@ -37,6 +41,18 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			mark = "* "
 		}
 		fmt.Fprintf(stdout, "  %s%-18s %s\n", mark, p.Source, p.Path)
+	}
+	fmt.Fprintln(stdout, "supported releases (kvtrim lib fetch --version V):")
+	for _, r := range bindings.Releases() {
+		state := "not installed"
+		if lib := installedRelease(env, r.Name); lib != "" {
+			state = "installed in " + filepath.Dir(lib)
+		}
+		def := ""
+		if r.Name == bindings.SupportedVersion {
+			def = " (default)"
+		}
+		fmt.Fprintf(stdout, "  %-8s ggml %-7s %s%s\n", r.Name, r.GGML, state, def)
 	}
 	if path == "" {
 		return fmt.Errorf("%w: %s", kvtrim.ErrNoLibrary, bindings.FetchHint)
@@ -46,7 +62,7 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintf(stdout, "libllama:  %s\n", lib.LlamaPath)
-	fmt.Fprintf(stdout, "version:   llama.cpp %s, ggml %s (%s); kvtrim supports %s\n", lib.Version, lib.GGMLVersion, lib.GGMLCommit, bindings.SupportedVersion)
+	fmt.Fprintf(stdout, "version:   llama.cpp %s (release %s), ggml %s (%s)\n", lib.Version, lib.Release.Name, lib.GGMLVersion, lib.GGMLCommit)
 	fmt.Fprintf(stdout, "backends:  %s\n", strings.Join(lib.Backends(), ", "))
 	for _, d := range lib.Devices() {
 		fmt.Fprintf(stdout, "device:    %s (%s)\n", d.Name, d.Description)
@@ -55,12 +71,38 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
+// installedRelease is the libllama of release in kvtrim's cache, if its
+// manifest's files are there and intact.
+func installedRelease(env bindings.Env, release string) string {
+	m, err := native.ManifestFor(release)
+	if err != nil {
+		return ""
+	}
+	lib, _ := native.Installed(m, bindings.CacheDirFor(env, release))
+	return lib
+}
+
+// releaseFlag registers --version, the supported release to fetch or build.
+func releaseFlag(fs *pflag.FlagSet) *string {
+	return fs.String("version", bindings.SupportedVersion, "the llama.cpp release: one of "+bindings.SupportedNames())
+}
+
+// chosenRelease checks --version and returns its manifest.
+func chosenRelease(version string) (native.Manifest, error) {
+	r, ok := bindings.ReleaseNamed(version)
+	if !ok {
+		return native.Manifest{}, usageErrorf("--version %s: kvtrim supports llama.cpp %s", version, bindings.SupportedNames())
+	}
+	return native.ManifestFor(r.Name)
+}
+
 func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lib fetch", "lib fetch [--dir DIR]")
+	fs := newFlagSet("lib fetch", "lib fetch [--version V] [--dir DIR]")
 	var c common
 	c.register(fs)
 	env := bindings.OSEnv()
-	dir := fs.String("dir", bindings.CacheDir(env), "install into this folder")
+	version := releaseFlag(fs)
+	dir := fs.String("dir", "", "install into this folder (default: kvtrim's cache for the release)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
@@ -69,9 +111,12 @@ func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer c.close()
-	m, err := native.PinnedManifest()
+	m, err := chosenRelease(*version)
 	if err != nil {
 		return err
+	}
+	if *dir == "" {
+		*dir = bindings.CacheDirFor(env, m.Version)
 	}
 	path, err := native.Fetch(ctx, m, *dir, func(msg string) { log.Info().Str("into", *dir).Msg(msg) })
 	if err != nil {
@@ -82,16 +127,24 @@ func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func cmdLibBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lib build", "lib build [--cuda] [--jobs N] [--dir DIR]")
+	fs := newFlagSet("lib build", "lib build [--version V] [--cuda] [--jobs N] [--dir DIR]")
 	var c common
 	c.register(fs)
+	version := releaseFlag(fs)
 	cuda := fs.Bool("cuda", false, "build the CUDA backend too (needs nvcc)")
 	jobs := fs.Int("jobs", 0, "parallel compile jobs (0: all cores)")
-	dir := fs.String("dir", bindings.CacheDir(bindings.OSEnv()), "install into this folder")
+	dir := fs.String("dir", "", "install into this folder (default: kvtrim's cache for the release)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	if err := native.Build(ctx, *dir, *cuda, *jobs, stderr); err != nil {
+	m, err := chosenRelease(*version)
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		*dir = bindings.CacheDirFor(bindings.OSEnv(), m.Version)
+	}
+	if err := native.Build(ctx, native.BuildOptions{Dir: *dir, NodeLlamaCpp: m.NodeLlamaCpp(), CUDA: *cuda, Jobs: *jobs}, stderr); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, *dir)
@@ -105,7 +158,7 @@ func cmdVersion(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "kvtrim %s (supports llama.cpp %s)\n", kvtrim.Version, bindings.SupportedVersion)
+	fmt.Fprintf(stdout, "kvtrim %s (supports llama.cpp %s)\n", kvtrim.Version, bindings.SupportedNames())
 	path, _ := bindings.Locate(c.lib, bindings.OSEnv())
 	if path == "" {
 		fmt.Fprintf(stdout, "libllama: none found (%s)\n", bindings.FetchHint)
