@@ -23,9 +23,20 @@ type parityCase struct {
 	want                string
 }
 
-func readParityCases(t *testing.T) []parityCase {
+// readParityCases reads the cases and the recordings of release: those of
+// its own llama-completion (testdata/parity/<release>/), the default
+// release's (testdata/parity/) when it has none.
+func readParityCases(t *testing.T, release string) []parityCase {
 	t.Helper()
 	dir := filepath.Join("testdata", "parity")
+	outs := dir
+	if release != bindings.SupportedVersion {
+		if _, err := os.Stat(filepath.Join(dir, release)); err == nil {
+			outs = filepath.Join(dir, release)
+		} else {
+			t.Logf("no recordings of llama.cpp %s's own llama-completion: comparing with %s's", release, bindings.SupportedVersion)
+		}
+	}
 	f, err := os.Open(filepath.Join(dir, "cases.tsv"))
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +56,7 @@ func readParityCases(t *testing.T) []parityCase {
 		c := parityCase{name: fields[0], model: fields[1], prompt: fields[5], ignoreEOS: fields[4] == "--ignore-eos"}
 		c.ctx, _ = strconv.Atoi(fields[2])
 		c.n, _ = strconv.Atoi(fields[3])
-		want, err := os.ReadFile(filepath.Join(dir, c.name+".out"))
+		want, err := os.ReadFile(filepath.Join(outs, c.name+".out"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -90,10 +101,11 @@ func greedy(t *testing.T, lib *bindings.Library, c parityCase, nBatch, nUbatch i
 }
 
 // TestParityWithLlamaCompletion: at temperature 0 kvtrim generates exactly
-// the text llama-completion generated for the same model, prompt, -c and -n.
+// the text the loaded release's llama-completion generated for the same
+// model, prompt, -c and -n.
 func TestParityWithLlamaCompletion(t *testing.T) {
 	lib := testenv.Library(t)
-	for _, c := range readParityCases(t) {
+	for _, c := range readParityCases(t, lib.Release.Name) {
 		t.Run(c.name, func(t *testing.T) {
 			got := greedy(t, lib, c, 2048, 512)
 			// llama-completion ends its output with newlines of its own.
@@ -108,7 +120,7 @@ func TestParityWithLlamaCompletion(t *testing.T) {
 // and in many small ubatches gives the same greedy continuation.
 func TestPrefillBatchingKeepsContinuation(t *testing.T) {
 	lib := testenv.Library(t)
-	for _, c := range readParityCases(t) {
+	for _, c := range readParityCases(t, lib.Release.Name) {
 		if c.name != "long-260k" {
 			continue
 		}

@@ -1,8 +1,10 @@
 package bindings
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -133,9 +135,16 @@ func fileExists(path string) bool {
 func (l *Library) open() error {
 	var handles [3]uintptr
 	for i, p := range []string{l.GGMLBasePath, l.GGMLPath, l.LlamaPath} {
+		if err := checkELF(p); err != nil {
+			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v); %s", l.LlamaPath, p, err, FetchHint)
+		}
 		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 		if err != nil {
-			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v); %s", l.LlamaPath, p, err, FetchHint)
+			hint := ""
+			if strings.Contains(err.Error(), "undefined symbol") {
+				hint = ", perhaps libllama, libggml and libggml-base are from different builds"
+			}
+			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v%s); %s", l.LlamaPath, p, err, hint, FetchHint)
 		}
 		handles[i] = h
 	}
@@ -233,6 +242,12 @@ func (l *Library) identify(llama, ggmlBase uintptr) error {
 // and Homebrew's layouts keep them apart from libllama). A library with
 // none could load no model.
 func (l *Library) loadBackends() error {
+	backends, _ := filepath.Glob(filepath.Join(l.Dir, "libggml-*.so"))
+	for _, p := range backends {
+		if err := checkELF(p); err != nil {
+			return fmt.Errorf("libllama %s: the ggml backend %s beside it cannot be loaded (%v); %s", l.LlamaPath, p, err, FetchHint)
+		}
+	}
 	l.fn.ggmlBackendLoadAllFromPath(l.Dir)
 	if l.fn.ggmlBackendRegCount() == 0 {
 		l.fn.ggmlBackendLoadAll()
@@ -245,6 +260,34 @@ func (l *Library) loadBackends() error {
 
 func (l *Library) versionError(found string) error {
 	return fmt.Errorf("libllama %s is %s, but kvtrim supports llama.cpp %s: %s", l.LlamaPath, found, SupportedNames(), FetchHint)
+}
+
+// checkELF refuses a file the dynamic loader would map past its end (a
+// truncated download or copy): the loader maps each segment whole and the
+// process dies of SIGBUS when it touches the missing pages.
+func checkELF(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	e, err := elf.NewFile(f)
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("the file is truncated (%d bytes)", st.Size())
+	}
+	if err != nil {
+		return fmt.Errorf("not an ELF file: %v", err)
+	}
+	for _, p := range e.Progs {
+		if p.Type == elf.PT_LOAD && p.Off+p.Filesz > uint64(st.Size()) {
+			return fmt.Errorf("the file is truncated (%d bytes, its segments need %d)", st.Size(), p.Off+p.Filesz)
+		}
+	}
+	return nil
 }
 
 // buildFromName reads the build a file name carries: "b8390" from

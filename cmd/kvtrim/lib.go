@@ -21,16 +21,21 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return cmdLibFetch(ctx, args[1:], stdout, stderr)
 		case "build":
 			return cmdLibBuild(ctx, args[1:], stdout, stderr)
+		case "releases":
+			for _, r := range bindings.Releases() {
+				fmt.Fprintln(stdout, r.Name)
+			}
+			return nil
 		}
 	}
-	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use, where it looked, and the supported releases\n  lib fetch  install a supported release's prebuilt CPU libllama into kvtrim's cache (needs npm)\n  lib build  build a supported release's llama.cpp source with CMake into kvtrim's cache")
+	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use, where it looked, and the supported releases\n  lib fetch  install a supported release's prebuilt CPU libllama into kvtrim's cache (needs npm)\n  lib build  build a supported release's llama.cpp source with CMake into kvtrim's cache\n  lib releases  list the supported releases, newest first")
 	var c common
 	c.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return usageErrorf("unknown lib command %q: use fetch or build", fs.Arg(0))
+		return usageErrorf("unknown lib command %q: use fetch, build or releases", fs.Arg(0))
 	}
 	env := bindings.OSEnv()
 	path, places := bindings.Locate(c.lib, env)

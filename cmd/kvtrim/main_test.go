@@ -811,3 +811,57 @@ func TestLibraryWithoutBackends(t *testing.T) {
 	}
 	wantOneLineError(t, r, "no ggml backend", "libggml-cpu", "kvtrim lib fetch")
 }
+
+// copyLibs copies files into dir, the first n bytes of each when n > 0.
+func copyLibs(t *testing.T, dir string, n int, files ...string) {
+	t.Helper()
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			data = data[:min(n, len(data))]
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLibraryTruncated: a truncated libllama, or a truncated backend
+// beside it, is refused with one line, before the dynamic loader maps it
+// (which kills the process with SIGBUS).
+func TestLibraryTruncated(t *testing.T) {
+	lib := testenv.Library(t)
+	backends, _ := filepath.Glob(filepath.Join(lib.Dir, "libggml-*.so"))
+	for _, c := range []struct{ name, cut string }{{"libllama", lib.LlamaPath}, {"backend", ""}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyLibs(t, dir, 0, append([]string{lib.LlamaPath, lib.GGMLPath, lib.GGMLBasePath}, backends...)...)
+			cut := c.cut
+			if cut == "" {
+				if len(backends) == 0 {
+					t.Skip("this build has no separate backends")
+				}
+				cut = backends[len(backends)-1]
+			}
+			copyLibs(t, dir, 1<<20, cut)
+			r := runKvtrim(t, nil, "run", "--lib", dir, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi", "-n", "2")
+			wantOneLineError(t, r, filepath.Base(cut), "truncated", "kvtrim lib fetch")
+		})
+	}
+}
+
+// TestLibraryWithMismatchedGGML: a libllama beside a libggml-base of
+// another build is refused in one line naming the mismatch: older than
+// the libllama, the loader finds symbols missing; newer, kvtrim finds the
+// ggml version wrong.
+func TestLibraryWithMismatchedGGML(t *testing.T) {
+	lib := testenv.Library(t)
+	dir := t.TempDir()
+	copyLibs(t, dir, 0, lib.LlamaPath, lib.GGMLPath)
+	copyLibs(t, dir, 0, filepath.Join(testenv.OtherVersionLib(t), "libggml-base.so"))
+	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi", "-n", "2")
+	wantOneLineError(t, r, "libggml-base", "different builds", "kvtrim lib fetch")
+}
