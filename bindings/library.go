@@ -34,6 +34,13 @@ type Library struct {
 	// and Release what kvtrim knows of that release.
 	Version string
 	Release *Release
+	// FileBuild is the build the file name gives, for a release without
+	// llama_version() ("b8352" from libllama.b8352.so or
+	// libllama.so.0.0.8352). It is only shown: builds between two releases
+	// share the older one's functions and layout, which is what kvtrim
+	// checks, and a build from a source bundle without its git history
+	// numbers itself 1.
+	FileBuild string
 	// GGMLVersion and GGMLCommit are what libggml reports.
 	GGMLVersion, GGMLCommit string
 
@@ -201,18 +208,13 @@ func (l *Library) identify(llama, ggmlBase uintptr) error {
 			sym, err := purego.Dlsym(llama, symbol)
 			return err == nil && sym != 0
 		}
-		build := buildFromName(l.LlamaPath)
-		named := ""
-		if build != "" {
-			named = " (its file name says " + build + ")"
-		}
+		l.FileBuild = buildFromName(l.LlamaPath)
 		if l.Release = releaseByFingerprint(has); l.Release == nil {
+			named := ""
+			if l.FileBuild != "" {
+				named = " (its file name says " + l.FileBuild + ")"
+			}
 			return l.versionError("a llama.cpp without llama_version(), older than " + releases[len(releases)-1].Name + named)
-		}
-		// Builds between two releases share their functions; a build the
-		// file name tells apart is not taken for the release.
-		if build != "" && build != l.Release.Name {
-			return l.versionError("llama.cpp " + build + named + ", whose functions are those of " + l.Release.Name)
 		}
 		l.Version = l.Release.Name
 	}

@@ -67,7 +67,11 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	fmt.Fprintf(stdout, "libllama:  %s\n", lib.LlamaPath)
-	fmt.Fprintf(stdout, "version:   llama.cpp %s (release %s), ggml %s (%s)\n", lib.Version, lib.Release.Name, lib.GGMLVersion, lib.GGMLCommit)
+	named := ""
+	if lib.FileBuild != "" && lib.FileBuild != lib.Release.Name {
+		named = ", its file name says " + lib.FileBuild
+	}
+	fmt.Fprintf(stdout, "version:   llama.cpp %s (release %s%s), ggml %s (%s)\n", lib.Version, lib.Release.Name, named, lib.GGMLVersion, lib.GGMLCommit)
 	fmt.Fprintf(stdout, "backends:  %s\n", strings.Join(lib.Backends(), ", "))
 	for _, d := range lib.Devices() {
 		fmt.Fprintf(stdout, "device:    %s (%s)\n", d.Name, d.Description)
