@@ -82,6 +82,10 @@ type Session struct {
 	haveLogits bool
 	// progress, when set, replaces opt.Progress (SetProgress).
 	progress func(done, total int)
+	// attached: ctx is another binding's (Attach), observed through hook
+	// when the host installed it; compression happens in it, in place.
+	attached bool
+	hook     *Hook
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's
@@ -415,7 +419,7 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		if err := into.Decode(s.batch); err != nil {
 			return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 		}
-		if o != nil {
+		if o != nil && !o.blind {
 			if err := o.obs.Record(positions); err != nil {
 				return err
 			}

@@ -15,11 +15,39 @@ type observing struct {
 	ctx     *bindings.Context
 	obs     *hooks.Observer // it keeps the sequence's cell map
 	release func()
+	// inPlace: ctx is the session's own (an attached one's), not a
+	// temporary context to free; blind: no hook feeds obs, whose cell map
+	// is then read from the sequence's state (learnCells).
+	inPlace, blind bool
+}
+
+// learnCells gives a blind observer the sequence's cells: their order in
+// its saved state, which is all that eviction and compaction use of them.
+func (o *observing) learnCells(seq bindings.SeqID) error {
+	if !o.blind {
+		return nil
+	}
+	state, err := o.ctx.SeqState(seq, 0)
+	if err != nil {
+		return err
+	}
+	byCell, err := hooks.StatePositions(state, seq)
+	if err != nil {
+		return err
+	}
+	cells := hooks.NewCellMap()
+	for i, p := range byCell {
+		cells.Set(p, int32(i))
+	}
+	o.obs.SetCells(cells)
+	return nil
 }
 
 func (o *observing) close() {
 	if o.ctx != nil {
-		o.ctx.Close()
+		if !o.inPlace {
+			o.ctx.Close()
+		}
 		o.ctx = nil
 		o.release()
 	}
@@ -43,6 +71,9 @@ func newObserver(m *Model, fa bindings.FlashAttn) *hooks.Observer {
 // with queries its observer reads the queries whatever flash attention
 // does (Qcur exists either way).
 func (s *Session) openObserving(n int, queries bool) (*observing, error) {
+	if s.attached {
+		return s.openAttachedObserving(n, queries)
+	}
 	m := s.model
 	obs := newObserver(m, s.copt.FlashAttn)
 	if queries {
@@ -118,6 +149,9 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	t0 := time.Now() // observing: the lookahead and the scores
 	if err == nil {
 		err = s.lookahead(o, lookahead)
+	}
+	if err == nil {
+		err = o.learnCells(s.seqIn(o.ctx))
 	}
 	o.obs.Disarm()
 	if err != nil {

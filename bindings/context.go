@@ -52,6 +52,8 @@ type Context struct {
 	ptr   uintptr
 	model *Model
 	mem   *Memory
+	// borrowed: another binding made it, and frees it (Library.Borrow).
+	borrowed bool
 }
 
 // NewContext creates a context over m.
@@ -114,11 +116,58 @@ func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 
 // Close frees the context and its cache.
 func (c *Context) Close() {
-	if c.ptr != 0 {
-		c.lib.fn.llamaFree(c.ptr)
-		c.ptr = 0
+	if c.ptr == 0 {
+		return
 	}
+	if c.borrowed {
+		c.lib.unborrow(c.ptr)
+	} else {
+		c.lib.fn.llamaFree(c.ptr)
+	}
+	c.ptr = 0
 }
+
+// Borrow wraps a context another binding made with this library (a
+// llama_context * as a number), and its model, without taking them over:
+// closing the wrapper frees neither. A context can be borrowed once at a
+// time.
+func (l *Library) Borrow(ctx uintptr) (*Context, error) {
+	if ctx == 0 {
+		return nil, errors.New("borrow a llama.cpp context: the handle is 0 (no context)")
+	}
+	l.borrowedMu.Lock()
+	defer l.borrowedMu.Unlock()
+	if l.borrowed[ctx] {
+		return nil, fmt.Errorf("borrow the llama.cpp context %#x: it is already attached; close that attachment first", ctx)
+	}
+	mptr := l.fn.llamaGetModel(ctx)
+	if mptr == 0 {
+		return nil, fmt.Errorf("borrow the llama.cpp context %#x: it has no model", ctx)
+	}
+	if l.borrowed == nil {
+		l.borrowed = map[uintptr]bool{}
+	}
+	l.borrowed[ctx] = true
+	m := &Model{lib: l, ptr: mptr, borrowed: true}
+	m.vocab = &Vocab{lib: l, ptr: l.fn.llamaModelGetVocab(mptr)}
+	c := &Context{lib: l, ptr: ctx, model: m, borrowed: true}
+	c.mem = &Memory{lib: l, ptr: l.fn.llamaGetMemory(ctx)}
+	return c, nil
+}
+
+// unborrow forgets a borrowed context.
+func (l *Library) unborrow(ctx uintptr) {
+	l.borrowedMu.Lock()
+	delete(l.borrowed, ctx)
+	l.borrowedMu.Unlock()
+}
+
+// Handle is the context's llama_context * as a number, for another binding
+// that shares the library.
+func (c *Context) Handle() uintptr { return c.ptr }
+
+// Borrowed reports whether the context belongs to another binding.
+func (c *Context) Borrowed() bool { return c.borrowed }
 
 // Model returns the model the context was made from.
 func (c *Context) Model() *Model { return c.model }

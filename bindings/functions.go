@@ -72,6 +72,7 @@ type functions struct {
 	llamaNUbatch          func(c uintptr) uint32            `sym:"llama:llama_n_ubatch"`
 	llamaNSeqMax          func(c uintptr) uint32            `sym:"llama:llama_n_seq_max"`
 	llamaGetMemory        func(c uintptr) uintptr           `sym:"llama:llama_get_memory"`
+	llamaGetModel         func(c uintptr) uintptr           `sym:"llama:llama_get_model"`
 	llamaDecode           func(c uintptr, b cBatch) int32   `sym:"llama:llama_decode"`
 	llamaGetLogitsIth     func(c uintptr, i int32) *float32 `sym:"llama:llama_get_logits_ith"`
 	llamaSetNThreads      func(c uintptr, n, nBatch int32)  `sym:"llama:llama_set_n_threads"`

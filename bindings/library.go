@@ -47,8 +47,13 @@ type Library struct {
 	fn     functions
 	params *paramCalls
 	logCB  uintptr
-	logs   logSink
-	eval   evalRegistry
+	// Shared: another binding loaded this llama.cpp first (Share).
+	Shared bool
+	// borrowed are the contexts of other bindings wrapped now (Borrow).
+	borrowedMu sync.Mutex
+	borrowed   map[uintptr]bool
+	logs       logSink
+	eval       evalRegistry
 }
 
 var (
@@ -61,7 +66,17 @@ var (
 // loads ggml's compute backends from that folder, and checks that the library
 // is the supported llama.cpp version. Loading the same folder again returns
 // the same Library; loading a different one in the same process is an error.
-func Load(path string) (*Library, error) {
+func Load(path string) (*Library, error) { return load(path, false) }
+
+// Share opens the llama.cpp another binding in this process already loaded
+// (yzma, for one), by the same path, so that both use one copy. It checks
+// the release as Load does; when that binding has registered ggml's
+// backends it neither loads them again (llama.cpp does not deduplicate
+// them) nor calls llama_backend_init, and it leaves llama.cpp's log to
+// that binding.
+func Share(path string) (*Library, error) { return load(path, true) }
+
+func load(path string, shared bool) (*Library, error) {
 	files, err := libraryFiles(path)
 	if err != nil {
 		return nil, err
@@ -74,7 +89,7 @@ func Load(path string) (*Library, error) {
 		}
 		return nil, fmt.Errorf("libllama %s: another llama.cpp (%s) is already loaded in this process", files.llama, loaded.LlamaPath)
 	}
-	lib := &Library{Dir: files.dir, LlamaPath: files.llama, GGMLPath: files.ggml, GGMLBasePath: files.ggmlBase}
+	lib := &Library{Dir: files.dir, LlamaPath: files.llama, GGMLPath: files.ggml, GGMLBasePath: files.ggmlBase, Shared: shared}
 	if err := lib.open(); err != nil {
 		return nil, err
 	}
@@ -173,6 +188,9 @@ func (l *Library) open() error {
 		return l.versionError(fmt.Sprintf("not laid out as llama.cpp %s: %v", l.Release.Name, err))
 	}
 
+	if l.Shared && l.fn.ggmlBackendRegCount() > 0 {
+		return nil // the other binding set llama.cpp up
+	}
 	l.logCB = puregoCallback(l.logs.callback)
 	l.fn.llamaLogSet(l.logCB, 0)
 	if err := l.loadBackends(); err != nil {

@@ -21,8 +21,10 @@ type Model struct {
 	lib   *Library
 	ptr   uintptr
 	vocab *Vocab
-	// Path is the file the model was loaded from.
+	// Path is the file the model was loaded from ("" for a borrowed one).
 	Path string
+	// borrowed: another binding loaded it, and frees it.
+	borrowed bool
 }
 
 // ggufMagic starts every GGUF file.
@@ -69,7 +71,7 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 
 // Close frees the model. Contexts made from it must be closed first.
 func (m *Model) Close() {
-	if m.ptr != 0 {
+	if m.ptr != 0 && !m.borrowed {
 		m.lib.fn.llamaModelFree(m.ptr)
 		m.ptr = 0
 	}

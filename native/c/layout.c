@@ -43,6 +43,7 @@ void *kvtrim_functions[] = {
     (void *)llama_free,
     (void *)llama_get_logits_ith,
     (void *)llama_get_memory,
+    (void *)llama_get_model,
     (void *)llama_init_from_model,
     (void *)llama_log_set,
     (void *)llama_memory_can_shift,

@@ -1,0 +1,178 @@
+package kvtrim
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/policies"
+	"github.com/rs/zerolog"
+)
+
+// Hook is kvtrim's eval callback for a context another binding makes: the
+// host puts Callback and UserData into its context parameters (cb_eval,
+// cb_eval_user_data) before it creates the context, and passes the Hook
+// to Attach. Until a session attached to that context observes a decode,
+// the hook asks for no tensor, so decoding costs what it did without it.
+// One hook serves one context.
+type Hook struct {
+	// Callback and UserData are what the context parameters take.
+	Callback, UserData uintptr
+
+	mu      sync.Mutex
+	obs     bindings.EvalObserver
+	release func()
+}
+
+// NewHook makes a hook for a context of lib's.
+func NewHook(lib *bindings.Library) *Hook {
+	h := &Hook{}
+	h.Callback, h.UserData, h.release = lib.EvalCallback(h)
+	return h
+}
+
+// Close unregisters the hook. A context still made with it decodes on,
+// observed by nothing: kvtrim's callback asks for no tensor of an
+// unregistered user data.
+func (h *Hook) Close() { h.release() }
+
+// Ask implements bindings.EvalObserver for the observer in use, if any.
+func (h *Hook) Ask(t bindings.Tensor) bool {
+	if o := h.current(); o != nil {
+		return o.Ask(t)
+	}
+	return false
+}
+
+// Observe implements bindings.EvalObserver.
+func (h *Hook) Observe(t bindings.Tensor) bool {
+	if o := h.current(); o != nil {
+		return o.Observe(t)
+	}
+	return true
+}
+
+func (h *Hook) current() bindings.EvalObserver {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.obs
+}
+
+// use makes o the hook's observer and returns what puts the previous one
+// back.
+func (h *Hook) use(o bindings.EvalObserver) (restore func()) {
+	h.mu.Lock()
+	prev := h.obs
+	h.obs = o
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		h.obs = prev
+		h.mu.Unlock()
+	}
+}
+
+// AttachOptions say how to compress a context another binding made.
+type AttachOptions struct {
+	// Hook is the kvtrim hook the host put into the context's parameters
+	// before making it (NewHook), or nil if it put none. Without it only
+	// the policies that read no attention work: StreamingLLM, recent and
+	// random, Knorm and KeyDiff.
+	Hook *Hook
+	// FlashAttn is what the host asked of flash attention ("auto", "on"
+	// or "off"; auto is on wherever llama.cpp supports it, as on every CPU
+	// build): it decides which tensors the hook reads.
+	FlashAttn string
+	// Threads are the threads the host gave the context (for the stats).
+	Threads int
+	// Compression is the policy, as for a session of kvtrim's own.
+	Compression Compression
+	// Log receives kvtrim's debug lines.
+	Log zerolog.Logger
+}
+
+// Attach makes a session on sequence 0 of a context another binding (yzma,
+// for one) made with lib, a llama_context * as a number. The session
+// prefills, compresses and generates in that context, in place: kept cells
+// are compacted there with a state round trip. The host keeps ownership:
+// closing the session frees nothing of the host's, and the context is
+// usable afterwards. A context is attached to one session at a time.
+func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session, error) {
+	if hostCtx == 0 {
+		return nil, errors.New("attach: the context handle is 0 (no context)")
+	}
+	fa, err := ParseFlashAttn(opt.FlashAttn)
+	if err != nil {
+		return nil, err
+	}
+	comp := opt.Compression
+	if err := comp.Check(); err != nil {
+		return nil, err
+	}
+	needs := func(what string) error {
+		return fmt.Errorf("attach: %s reads attention, which needs kvtrim's hook in the context's parameters: make the context with NewHook's Callback and UserData as cb_eval and cb_eval_user_data, and pass the hook in AttachOptions", what)
+	}
+	if opt.Hook == nil {
+		if p, ok := comp.promptPolicy(); ok && (p.Observes == policies.ObservesWindow || p.Observes == policies.ObservesQueries) {
+			return nil, needs(p.Name)
+		}
+		if p, _, ok := comp.decodeEntry(); ok && p.Observes == policies.ObservesSteps {
+			return nil, needs(p.Name)
+		}
+	}
+	c, err := lib.Borrow(hostCtx)
+	if err != nil {
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	model := &Model{Model: c.Model(), lib: lib, log: opt.Log}
+	fail := func(err error) (*Session, error) {
+		c.Close()
+		return nil, fmt.Errorf("attach: %w", err)
+	}
+	if err := checkEvictable(model, comp); err != nil {
+		return fail(err)
+	}
+	copt := bindings.ContextOptions{NCtx: uint32(c.NCtx()), NBatch: uint32(c.NBatch()), Threads: int32(opt.Threads), FlashAttn: fa}
+	if err := checkShifting(model, comp, c.Memory(), c.NCtx(), "a context of %d cells"); err != nil {
+		return fail(err)
+	}
+	if c.Memory().SeqPosMax(0) >= 0 {
+		return fail(errors.New("sequence 0 of the context already holds tokens: attach before the prompt, or clear it (llama_memory_seq_rm)"))
+	}
+	var evict *evicting
+	release := func() {}
+	if p, _, ok := comp.decodeEntry(); ok {
+		evict = &evicting{policy: p}
+		if p.Observes == policies.ObservesSteps {
+			evict.obs = newObserver(model, fa)
+			release = opt.Hook.use(evict.obs)
+		}
+	}
+	s := &Session{model: model, ctx: c, copt: copt, opt: SessionOptions{Compression: comp, NCtx: c.NCtx(), NBatch: c.NBatch(), Threads: opt.Threads},
+		evict: evict, release: release, hook: opt.Hook, attached: true}
+	s.be = ownBackend{s} // closing it closes the borrowed context: frees nothing
+	s.batch = lib.NewBatch(c.NBatch(), 1)
+	s.stats = s.freshStats()
+	return s, nil
+}
+
+// openAttachedObserving makes the host's own context the observing one:
+// the prompt is decoded there, observed through the hook, and its kept
+// cells compacted in place.
+func (s *Session) openAttachedObserving(n int, queries bool) (*observing, error) {
+	if n > s.ctx.NCtx() {
+		return nil, fmt.Errorf("%w: %d prompt tokens (and lookahead) do not fit in the host's context of %d cells; compressing in place needs the whole prompt there first", ErrPromptTooLong, n, s.ctx.NCtx())
+	}
+	fa := s.copt.FlashAttn
+	if queries {
+		fa = bindings.FlashAttnEnabled
+	}
+	obs := newObserver(s.model, fa)
+	restore := func() {}
+	if s.hook != nil {
+		restore = s.hook.use(obs)
+	}
+	s.stats.Attention = obs.Source().String()
+	return &observing{ctx: s.ctx, obs: obs, release: restore, inPlace: true, blind: s.hook == nil}, nil
+}
