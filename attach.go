@@ -76,16 +76,21 @@ func (h *Hook) use(o bindings.EvalObserver) (restore func()) {
 // AttachOptions say how to compress a context another binding made.
 type AttachOptions struct {
 	// Hook is the kvtrim hook the host put into the context's parameters
-	// before making it (NewHook), or nil if it put none. Without it only
-	// the policies that read no attention work: StreamingLLM, recent and
-	// random, Knorm and KeyDiff.
+	// before making it (NewHook), or nil if it put none. Without it, H2O
+	// (which reads every decode's attention) is refused, and SnapKV and
+	// Expected Attention prefill in a temporary context of kvtrim's own,
+	// as large as the prompt, and move the kept cells into the host's;
+	// with it they work in the host's context, in place.
 	Hook *Hook
 	// FlashAttn is what the host asked of flash attention ("auto", "on"
 	// or "off"; auto is on wherever llama.cpp supports it, as on every CPU
 	// build): it decides which tensors the hook reads.
 	FlashAttn string
-	// Threads are the threads the host gave the context (for the stats).
-	Threads int
+	// Threads are the threads the host gave the context, and CacheType
+	// its KV cache's element type ("f16", llama.cpp's default, or "f32"):
+	// a temporary context of kvtrim's (see Hook) must match them.
+	Threads   int
+	CacheType string
 	// Compression is the policy, as for a session of kvtrim's own.
 	Compression Compression
 	// Log receives kvtrim's debug lines.
@@ -111,12 +116,12 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 		return nil, err
 	}
 	needs := func(what string) error {
-		return fmt.Errorf("attach: %s reads attention, which needs kvtrim's hook in the context's parameters: make the context with NewHook's Callback and UserData as cb_eval and cb_eval_user_data, and pass the hook in AttachOptions", what)
+		return fmt.Errorf("attach: %s reads the attention of every decode, which needs kvtrim's hook in the context's parameters: make the context with NewHook's Callback and UserData as cb_eval and cb_eval_user_data, and pass the hook in AttachOptions", what)
 	}
 	if opt.Hook == nil {
-		if p, ok := comp.promptPolicy(); ok && (p.Observes == policies.ObservesWindow || p.Observes == policies.ObservesQueries) {
-			return nil, needs(p.Name)
-		}
+		// Prompt policies that read attention observe in a temporary
+		// context of kvtrim's own instead; a decode-time one must see
+		// every step of the host's.
 		if p, _, ok := comp.decodeEntry(); ok && p.Observes == policies.ObservesSteps {
 			return nil, needs(p.Name)
 		}
@@ -133,7 +138,10 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 	if err := checkEvictable(model, comp); err != nil {
 		return fail(err)
 	}
-	copt := bindings.ContextOptions{NCtx: uint32(c.NCtx()), NBatch: uint32(c.NBatch()), Threads: int32(opt.Threads), FlashAttn: fa}
+	copt, err := contextOptions(SessionOptions{NCtx: c.NCtx(), NBatch: c.NBatch(), Threads: opt.Threads, FlashAttn: opt.FlashAttn, CacheType: opt.CacheType})
+	if err != nil {
+		return fail(err)
+	}
 	if err := checkShifting(model, comp, c.Memory(), c.NCtx(), "a context of %d cells"); err != nil {
 		return fail(err)
 	}
@@ -149,7 +157,7 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 			release = opt.Hook.use(evict.obs)
 		}
 	}
-	s := &Session{model: model, ctx: c, copt: copt, opt: SessionOptions{Compression: comp, NCtx: c.NCtx(), NBatch: c.NBatch(), Threads: opt.Threads},
+	s := &Session{model: model, ctx: c, copt: copt, opt: SessionOptions{Compression: comp, NCtx: c.NCtx(), NBatch: c.NBatch(), Threads: int(copt.Threads)},
 		evict: evict, release: release, hook: opt.Hook, attached: true}
 	s.be = ownBackend{s} // closing it closes the borrowed context: frees nothing
 	s.batch = lib.NewBatch(c.NBatch(), 1)

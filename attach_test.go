@@ -2,6 +2,7 @@ package kvtrim_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -27,8 +28,9 @@ func hostContext(t *testing.T, m *kvtrim.Model, fa bindings.FlashAttn, hook *kvt
 }
 
 // TestAttachedEvictsExactly: a session attached to a context another
-// binding made, with kvtrim's hook in it, compresses that context in
-// place, with flash attention off and on: the host's own memory calls
+// binding made compresses it with SnapKV, with flash attention off and
+// on: in place through kvtrim's hook there, or without it through a
+// temporary context of kvtrim's own. The host's own memory calls then
 // see only the kept cells, and the logits after the eviction equal those
 // of a fresh context decoding the kept tokens. Closing the session leaves
 // the host's context usable, and the host frees it.
@@ -36,14 +38,21 @@ func TestAttachedEvictsExactly(t *testing.T) {
 	m := loadModel(t, "llama-2-tiny-random.gguf")
 	lib := m.Library()
 	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 4)
-	for _, fa := range []string{"off", "on"} {
-		t.Run("fa-"+fa, func(t *testing.T) {
-			hook := kvtrim.NewHook(lib)
-			defer hook.Close()
+	for _, c := range []struct {
+		fa   string
+		hook bool
+	}{{"off", true}, {"on", true}, {"off", false}, {"on", false}} {
+		fa := c.fa
+		t.Run(fmt.Sprintf("fa-%s-hook-%v", c.fa, c.hook), func(t *testing.T) {
+			var hook *kvtrim.Hook
+			if c.hook {
+				hook = kvtrim.NewHook(lib)
+				defer hook.Close()
+			}
 			flash, _ := kvtrim.ParseFlashAttn(fa)
 			host := hostContext(t, m, flash, hook)
 			defer host.Close()
-			s, err := kvtrim.Attach(lib, host.Handle(), kvtrim.AttachOptions{Hook: hook, FlashAttn: fa, Threads: 1,
+			s, err := kvtrim.Attach(lib, host.Handle(), kvtrim.AttachOptions{Hook: hook, FlashAttn: fa, Threads: 1, CacheType: "f32",
 				Compression: kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 4}})
 			if err != nil {
 				t.Fatal(err)
@@ -102,7 +111,6 @@ func TestAttachBadInput(t *testing.T) {
 		want   string
 	}{
 		{0, "snapkv", "handle is 0"},
-		{host.Handle(), "snapkv", "kvtrim's hook"},
 		{host.Handle(), "h2o", "kvtrim's hook"},
 	} {
 		if err := attach(c.handle, c.policy); err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {

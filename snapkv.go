@@ -69,9 +69,15 @@ func newObserver(m *Model, fa bindings.FlashAttn) *hooks.Observer {
 
 // openObserving makes the temporary context for a prompt of n tokens;
 // with queries its observer reads the queries whatever flash attention
-// does (Qcur exists either way).
-func (s *Session) openObserving(n int, queries bool) (*observing, error) {
-	if s.attached {
+// does (Qcur exists either way). An attached session observes in the
+// host's context itself when it can (a hook there, or a policy that reads
+// no attention); otherwise, like a session of kvtrim's own, in a temporary
+// context made from the host's model, whose kept cells then move into the
+// host's.
+func (s *Session) openObserving(n int, observes policies.Observes) (*observing, error) {
+	queries := observes == policies.ObservesQueries
+	readsAttention := queries || observes == policies.ObservesWindow
+	if s.attached && (s.hook != nil || !readsAttention) {
 		return s.openAttachedObserving(n, queries)
 	}
 	m := s.model
@@ -110,7 +116,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	}
 	lookahead := comp.lookaheadTokens()
 	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
-	o, err := s.openObserving(n+lookahead, pol.Observes == policies.ObservesQueries)
+	o, err := s.openObserving(n+lookahead, pol.Observes)
 	if err != nil {
 		return err
 	}

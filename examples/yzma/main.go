@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hybridgroup/yzma/pkg/llama"
 	"github.com/kvtrim/kvtrim"
@@ -33,6 +34,7 @@ type Result struct {
 	StateBytes        uint64 // llama_state_seq_get_size of sequence 0, through yzma
 	PosMin, PosMax    int32  // the sequence's positions, through yzma
 	KeptCells, Budget int
+	PrefillMs         float64 // decoding and compressing the prompt
 }
 
 // runner holds what yzma and kvtrim share across runs: the library and
@@ -67,13 +69,16 @@ func (r *runner) close() { llama.ModelFree(r.model) }
 // generate runs prompt greedily for n tokens in a context of nCtx cells
 // that yzma makes; with a ratio above 0 kvtrim compresses the prompt to
 // that share of it with SnapKV first.
-func (r *runner) generate(prompt string, nCtx, n int, ratio float64) (Result, error) {
+//
+// Without the hook (hook false) kvtrim prefills in a temporary context of
+// its own and moves the kept cells into yzma's.
+func (r *runner) generate(prompt string, nCtx, n int, ratio float64, withHook bool) (Result, error) {
 	var res Result
 	params := llama.ContextDefaultParams()
 	params.NCtx = uint32(nCtx)
 	params.NBatch = uint32(nCtx)
 	var hook *kvtrim.Hook
-	if ratio > 0 {
+	if ratio > 0 && withHook {
 		// kvtrim's hook goes into yzma's parameters before the context exists.
 		hook = kvtrim.NewHook(r.lib)
 		defer hook.Close()
@@ -97,15 +102,24 @@ func (r *runner) generate(prompt string, nCtx, n int, ratio float64) (Result, er
 		for i, t := range tokens {
 			ids[i] = kvtrim.Token(t)
 		}
+		start := time.Now()
 		err = s.Prefill(context.Background(), ids)
+		res.PrefillMs = float64(time.Since(start).Microseconds()) / 1000
 		st := s.Stats()
 		s.Close() // yzma's context stays, holding the kept cells
 		if err != nil {
 			return res, fmt.Errorf("kvtrim: %w", err)
 		}
 		res.KeptCells, res.Budget = st.KeptCells, st.Budget
-	} else if _, err := llama.Decode(ctx, llama.BatchGetOne(tokens)); err != nil {
-		return res, fmt.Errorf("yzma: decode the prompt: %w", err)
+	} else {
+		start := time.Now()
+		for i := 0; i < len(tokens); i += nCtx {
+			chunk := tokens[i:min(i+nCtx, len(tokens))] // n_batch is nCtx
+			if _, err := llama.Decode(ctx, llama.BatchGetOne(chunk)); err != nil {
+				return res, fmt.Errorf("yzma: decode the prompt: %w", err)
+			}
+		}
+		res.PrefillMs = float64(time.Since(start).Microseconds()) / 1000
 	}
 
 	mem, err := llama.GetMemory(ctx)
@@ -146,14 +160,15 @@ func main() {
 	ratio := flag.Float64("ratio", 0.1, "SnapKV keeps this share of the prompt (0: no compression)")
 	nCtx := flag.Int("c", 4096, "context cells")
 	n := flag.Int("n", 32, "tokens to generate")
+	withHook := flag.Bool("hook", true, "put kvtrim's hook into yzma's context (false: kvtrim prefills in a temporary context of its own)")
 	flag.Parse()
-	if err := run(*libDir, *modelPath, *prompt, *file, *ratio, *nCtx, *n); err != nil {
+	if err := run(*libDir, *modelPath, *prompt, *file, *ratio, *nCtx, *n, *withHook); err != nil {
 		fmt.Fprintln(os.Stderr, "yzma example:", err)
 		os.Exit(1)
 	}
 }
 
-func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int) error {
+func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int, withHook bool) error {
 	if modelPath == "" {
 		return errors.New("give a model with -m")
 	}
@@ -169,12 +184,12 @@ func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int) err
 		return err
 	}
 	defer r.close()
-	res, err := r.generate(prompt, nCtx, n, ratio)
+	res, err := r.generate(prompt, nCtx, n, ratio, withHook)
 	if err != nil {
 		return err
 	}
 	fmt.Println(res.Text)
-	fmt.Fprintf(os.Stderr, "prompt %d tokens; yzma's context holds positions %d..%d, %d bytes of state; kvtrim kept %d cells (budget %d)\n",
-		res.PromptTokens, res.PosMin, res.PosMax, res.StateBytes, res.KeptCells, res.Budget)
+	fmt.Fprintf(os.Stderr, "prompt %d tokens, prefilled in %.0f ms; yzma's context holds positions %d..%d, %d bytes of state; kvtrim kept %d cells (budget %d)\n",
+		res.PromptTokens, res.PrefillMs, res.PosMin, res.PosMax, res.StateBytes, res.KeptCells, res.Budget)
 	return nil
 }

@@ -38,9 +38,10 @@ func linkLibrary(t *testing.T) string {
 }
 
 // TestPasskeysThroughYzma: on the retrieval model, kvtrim compressing
-// yzma's own context with SnapKV at 10% finds the pass keys a full-cache
-// yzma run finds (at least 95% of them, over 20 prompts of 1000 tokens),
-// and yzma's own memory calls show the cache shrunk to the budget.
+// yzma's own context with SnapKV at 10% (half the prompts through its hook
+// in yzma's context, half without) finds the pass keys a full-cache yzma
+// run finds (at least 95% of them, over 20 prompts of 1000 tokens), and
+// yzma's own memory calls show the cache shrunk to the budget.
 func TestPasskeysThroughYzma(t *testing.T) {
 	model := filepath.Join("..", "..", "..", "shared", "models", "kvtrim-retrieval-1m.gguf")
 	if _, err := os.Stat(model); err != nil {
@@ -56,11 +57,11 @@ func TestPasskeysThroughYzma(t *testing.T) {
 	const prompts = 20
 	for i := range prompts {
 		p := tasks.Passkey(rng, 1000, []float64{0.1, 0.5, 0.9}[i%3])
-		a, err := r.generate(p.Text, 1200, 7, 0)
+		a, err := r.generate(p.Text, 1200, 7, 0, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := r.generate(p.Text, 1200, 7, 0.1)
+		b, err := r.generate(p.Text, 1200, 7, 0.1, i%2 == 0) // with kvtrim's hook, and without
 		if err != nil {
 			t.Fatal(err)
 		}
