@@ -108,26 +108,27 @@ func defaults(fn uintptr, s *cStruct) ([]byte, error) {
 	return buf[:s.Size:s.Size], nil
 }
 
-// modelDefaults returns the release's default model parameters and the C
-// bytes they came from.
-func (p *paramCalls) modelParams() (ModelParams, []byte, error) {
-	raw, err := defaults(p.modelDefaults, p.model)
-	var m ModelParams
+// defaultParams returns a release's default parameters (T is ModelParams
+// or ContextParams) from the default-params function fn, and the C bytes
+// they came from.
+func defaultParams[T any](fn uintptr, s *cStruct) (T, []byte, error) {
+	var params T
+	raw, err := defaults(fn, s)
 	if err == nil {
-		p.model.decode(raw, &m)
+		s.decode(raw, &params)
 	}
-	return m, raw, err
+	return params, raw, err
 }
 
-// contextParams returns the release's default context parameters and the
-// C bytes they came from.
+// modelParams returns the release's default model parameters and their bytes.
+func (p *paramCalls) modelParams() (ModelParams, []byte, error) {
+	return defaultParams[ModelParams](p.modelDefaults, p.model)
+}
+
+// contextParams returns the release's default context parameters and
+// their bytes.
 func (p *paramCalls) contextParams() (ContextParams, []byte, error) {
-	raw, err := defaults(p.contextDefaults, p.context)
-	var c ContextParams
-	if err == nil {
-		p.context.decode(raw, &c)
-	}
-	return c, raw, err
+	return defaultParams[ContextParams](p.contextDefaults, p.context)
 }
 
 // call encodes params over the default bytes raw and calls fn(first, params).

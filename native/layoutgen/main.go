@@ -95,29 +95,19 @@ func run(path string, w io.Writer) error {
 // object: per function its result type (nil for void) and its parameters'.
 func findFuncs(d *dwarf.Data) (map[string][]dwarf.Type, error) {
 	out := map[string][]dwarf.Type{}
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return nil, fmt.Errorf("read debug information: %w", err)
-		}
-		if e == nil {
-			return out, nil
-		}
-		if e.Tag != dwarf.TagSubprogram {
-			continue
-		}
+	err := eachEntry(d, dwarf.TagSubprogram, func(r *dwarf.Reader, e *dwarf.Entry) error {
 		name, _ := e.Val(dwarf.AttrName).(string)
 		sig := []dwarf.Type{nil}
 		if off, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+			var err error
 			if sig[0], err = d.Type(off); err != nil {
-				return nil, fmt.Errorf("function %s: %w", name, err)
+				return fmt.Errorf("function %s: %w", name, err)
 			}
 		}
 		for e.Children {
 			c, err := r.Next()
 			if err != nil {
-				return nil, fmt.Errorf("function %s: %w", name, err)
+				return fmt.Errorf("function %s: %w", name, err)
 			}
 			if c == nil || c.Tag == 0 {
 				break
@@ -129,12 +119,34 @@ func findFuncs(d *dwarf.Data) (map[string][]dwarf.Type, error) {
 			off, _ := c.Val(dwarf.AttrType).(dwarf.Offset)
 			t, err := d.Type(off)
 			if err != nil {
-				return nil, fmt.Errorf("function %s: %w", name, err)
+				return fmt.Errorf("function %s: %w", name, err)
 			}
 			sig = append(sig, t)
 		}
 		if name != "" {
 			out[name] = sig
+		}
+		return nil
+	})
+	return out, err
+}
+
+// eachEntry calls f for each entry of d tagged tag, with the reader after it.
+func eachEntry(d *dwarf.Data, tag dwarf.Tag, f func(r *dwarf.Reader, e *dwarf.Entry) error) error {
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("read debug information: %w", err)
+		}
+		if e == nil {
+			return nil
+		}
+		if e.Tag != tag {
+			continue
+		}
+		if err := f(r, e); err != nil {
+			return err
 		}
 	}
 }
@@ -147,36 +159,24 @@ func findStructs(d *dwarf.Data) (map[string]*dwarf.StructType, error) {
 		want[s] = true
 	}
 	out := map[string]*dwarf.StructType{}
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return nil, fmt.Errorf("read debug information: %w", err)
-		}
-		if e == nil {
-			break
-		}
-		if e.Tag != dwarf.TagStructType {
-			continue
-		}
+	err := eachEntry(d, dwarf.TagStructType, func(_ *dwarf.Reader, e *dwarf.Entry) error {
 		name, _ := e.Val(dwarf.AttrName).(string)
 		if !want[name] || out[name] != nil {
-			continue
+			return nil
 		}
 		if decl, _ := e.Val(dwarf.AttrDeclaration).(bool); decl {
-			continue
+			return nil
 		}
 		t, err := d.Type(e.Offset)
 		if err != nil {
-			return nil, fmt.Errorf("struct %s: %w", name, err)
+			return fmt.Errorf("struct %s: %w", name, err)
 		}
-		st, ok := t.(*dwarf.StructType)
-		if !ok || st.Incomplete {
-			continue
+		if st, ok := t.(*dwarf.StructType); ok && !st.Incomplete {
+			out[name] = st
 		}
-		out[name] = st
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // kind names a C type by what a binding must know of it.
