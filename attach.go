@@ -1,11 +1,14 @@
 package kvtrim
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
 	"github.com/kvtrim/kvtrim/policies"
 	"github.com/rs/zerolog"
 )
@@ -91,6 +94,11 @@ type AttachOptions struct {
 	// a temporary context of kvtrim's (see Hook) must match them.
 	Threads   int
 	CacheType string
+	// Prompt, when the host has already decoded its prompt into sequence
+	// 0 (at positions 0..len-1), is those tokens: CompressPrompt then
+	// compresses them there. Without it the sequence must be empty, and
+	// Prefill decodes and compresses the prompt.
+	Prompt []Token
 	// Compression is the policy, as for a session of kvtrim's own.
 	Compression Compression
 	// Log receives kvtrim's debug lines.
@@ -145,8 +153,12 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 	if err := checkShifting(model, comp, c.Memory(), c.NCtx(), "a context of %d cells"); err != nil {
 		return fail(err)
 	}
-	if c.Memory().SeqPosMax(0) >= 0 {
-		return fail(errors.New("sequence 0 of the context already holds tokens: attach before the prompt, or clear it (llama_memory_seq_rm)"))
+	mem := c.Memory()
+	switch n := len(opt.Prompt); {
+	case n == 0 && mem.SeqPosMax(0) >= 0:
+		return fail(errors.New("sequence 0 of the context already holds tokens: attach before the prompt, or pass the tokens it holds as AttachOptions.Prompt"))
+	case n > 0 && (mem.SeqPosMin(0) != 0 || int(mem.SeqPosMax(0)) != n-1):
+		return fail(fmt.Errorf("AttachOptions.Prompt has %d tokens, but sequence 0 holds positions %d..%d: give the tokens the host decoded there, from position 0", n, mem.SeqPosMin(0), mem.SeqPosMax(0)))
 	}
 	var evict *evicting
 	release := func() {}
@@ -159,6 +171,10 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 	}
 	s := &Session{model: model, ctx: c, copt: copt, opt: SessionOptions{Compression: comp, NCtx: c.NCtx(), NBatch: c.NBatch(), Threads: int(copt.Threads)},
 		evict: evict, release: release, hook: opt.Hook, attached: true}
+	if len(opt.Prompt) > 0 {
+		s.hostFilled, s.hostPrompt = true, opt.Prompt
+		s.nextPos, s.used = int32(len(opt.Prompt)), len(opt.Prompt)
+	}
 	s.be = ownBackend{s} // closing it closes the borrowed context: frees nothing
 	s.batch = lib.NewBatch(c.NBatch(), 1)
 	s.stats = s.freshStats()
@@ -183,4 +199,65 @@ func (s *Session) openAttachedObserving(n int, queries bool) (*observing, error)
 	}
 	s.stats.Attention = obs.Source().String()
 	return &observing{ctx: s.ctx, obs: obs, release: restore, inPlace: true, blind: s.hook == nil}, nil
+}
+
+// CompressPrompt compresses the prompt the host decoded into the attached
+// context itself (AttachOptions.Prompt) with the session's prompt policy:
+// the host's cells are copied into a temporary context of kvtrim's own,
+// whose observer sees the policy's last rows decoded again (the host's
+// decodes were not observed), and the kept cells replace the host's
+// sequence, packed. Positions stay the prompt's, so the host decodes on
+// after them. A budget that covers the prompt leaves it whole.
+func (s *Session) CompressPrompt(ctx context.Context) error {
+	if !s.hostFilled {
+		return errors.New("compress the host's prompt: this session was not attached to a prefilled sequence (AttachOptions.Prompt)")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	comp := s.opt.Compression.withDefaults()
+	n := len(s.hostPrompt)
+	if _, ok := comp.promptPolicy(); !ok {
+		return fmt.Errorf("compress the host's prompt: %q is not a prompt policy (one of %v); a decode-time policy must see the prompt decoded: use Prefill", comp.Policy, policies.PromptNames())
+	}
+	s.stats.Budget = comp.BudgetFor(n)
+	if !comp.PrefillsAside(n) {
+		s.hostFilled = false
+		s.stats.PromptTokens = n
+		s.stats.Note = fmt.Sprintf("budget %d covers the prompt of %d tokens (or it is too short to compress): nothing evicted", s.stats.Budget, n)
+		return nil
+	}
+	s.nextPos, s.used = 0, 0
+	return s.prefillCompressed(ctx, s.hostPrompt, comp, s.stats.Budget)
+}
+
+// copyHostPrompt loads the host's prompt cells into the observing context,
+// less the positions from on, which are decoded there again with the
+// observer armed; the observer learns the loaded cells from the state
+// (they sit in cells 0..k-1 in its order).
+func (s *Session) copyHostPrompt(o *observing, n, from int) error {
+	state, err := s.ctx.SeqState(s.seq, 0)
+	if err != nil {
+		return fmt.Errorf("copy the host's prompt: %w", err)
+	}
+	byCell, err := hooks.StatePositions(state, s.seq)
+	if err != nil {
+		return fmt.Errorf("copy the host's prompt: %w", err)
+	}
+	if len(byCell) != n {
+		return fmt.Errorf("copy the host's prompt: the host's sequence holds %d cells for %d tokens", len(byCell), n)
+	}
+	if err := o.ctx.SetSeqState(0, state, 0); err != nil {
+		return fmt.Errorf("copy the host's prompt: %w", err)
+	}
+	o.ctx.Memory().SeqRm(0, int32(from), -1)
+	cells := hooks.NewCellMap()
+	for i, p := range byCell {
+		if int(p) < from {
+			cells.Set(p, int32(i))
+		}
+	}
+	o.obs.SetCells(cells)
+	s.nextPos, s.used = int32(from), from
+	s.stats.PromptTokens += from
+	return nil
 }

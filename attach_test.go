@@ -193,3 +193,61 @@ func TestAttachedPolicies(t *testing.T) {
 		})
 	}
 }
+
+// TestAttachedCompressesHostPrompt: a host that decoded its prompt itself
+// (no hook) passes the tokens to Attach, and CompressPrompt compresses its
+// sequence with SnapKV through a temporary context that decodes only the
+// window again: the logits after equal those of a fresh context decoding
+// the kept tokens, with flash attention off and on.
+func TestAttachedCompressesHostPrompt(t *testing.T) {
+	m := loadModel(t, "llama-2-tiny-random.gguf")
+	lib := m.Library()
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 4)
+	for _, fa := range []string{"off", "on"} {
+		t.Run("fa-"+fa, func(t *testing.T) {
+			flash, _ := kvtrim.ParseFlashAttn(fa)
+			host := hostContext(t, m, flash, nil)
+			defer host.Close()
+			toks, err := m.Vocab().Tokenize(text, true, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := lib.NewBatch(len(toks), 1)
+			for i, tok := range toks {
+				b.Add(tok, int32(i), []bindings.SeqID{0}, i == len(toks)-1)
+			}
+			err = host.Decode(b)
+			b.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := kvtrim.Attach(lib, host.Handle(), kvtrim.AttachOptions{FlashAttn: fa, Threads: 1, CacheType: "f32", Prompt: toks,
+				Compression: kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 4}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CompressPrompt(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.Stats(); st.KeptCells != 16 || st.PromptTokens != len(toks) {
+				t.Errorf("stats %+v", st)
+			}
+			s.Close()
+			state, err := host.SeqState(0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, err := hooks.StatePositions(state, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(kept) != 16 || int(kept[len(kept)-1]) != len(toks)-1 {
+				t.Fatalf("the host's context holds %v", kept)
+			}
+			next, pos := toks[3], int32(len(toks))
+			if worst := maxAbsDiff(decodeOne(t, m, host, next, pos), keptTokensLogits(t, m, toks, kept, next, pos)); worst > 1e-3 {
+				t.Errorf("logits after compressing the host's prompt differ from a fresh context of the kept tokens by %g", worst)
+			}
+		})
+	}
+}

@@ -86,6 +86,10 @@ type Session struct {
 	// when the host installed it; compression happens in it, in place.
 	attached bool
 	hook     *Hook
+	// hostFilled: the host decoded the prompt into the attached context
+	// itself (AttachOptions.Prompt), and CompressPrompt has yet to run.
+	hostFilled bool
+	hostPrompt []Token
 }
 
 // Stats are a session's counts and timings; JSON names are kvtrim's

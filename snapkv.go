@@ -77,7 +77,7 @@ func newObserver(m *Model, fa bindings.FlashAttn) *hooks.Observer {
 func (s *Session) openObserving(n int, observes policies.Observes) (*observing, error) {
 	queries := observes == policies.ObservesQueries
 	readsAttention := queries || observes == policies.ObservesWindow
-	if s.attached && (s.hook != nil || !readsAttention) {
+	if s.attached && !s.hostFilled && (s.hook != nil || !readsAttention) {
 		return s.openAttachedObserving(n, queries)
 	}
 	m := s.model
@@ -141,7 +141,13 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		last += nb
 	}
 	last = min(last, n)
-	if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
+	if s.hostFilled {
+		// The host decoded the prompt itself: its cells come in, and only
+		// the last call's tokens are decoded again, observed.
+		if err := s.copyHostPrompt(o, n, n-last); err != nil {
+			return err
+		}
+	} else if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
 		return err
 	}
 	// The lookahead tokens' rows join the window's.
@@ -211,7 +217,15 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// Compaction: the kept cells move, packed, into the session's context
 	// (which has no eval callback); the observing one is freed first.
 	var packed *hooks.CellMap
-	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.obs.Cells(), 0, o.close) })
+	beforeLoad := o.close
+	if s.hostFilled {
+		beforeLoad = func() {
+			o.close()
+			s.ctx.Memory().SeqRm(s.seq, -1, -1) // the host's whole prompt goes; the kept cells come back
+			s.hostFilled = false
+		}
+	}
+	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.obs.Cells(), 0, beforeLoad) })
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,7 @@
 // yzma's context parameters, and prefills and compresses the prompt in
 // yzma's context, in place.
 //
-//	go run . -lib DIR -m model.gguf -f prompt.txt -ratio 0.1
+//	go run . -lib DIR -m model.gguf -f prompt.txt -ratio 0.1 [-mode hook|temp|host]
 //
 // DIR holds libllama.so, libggml.so and libggml-base.so under those plain
 // names, as yzma opens them (kvtrim's cache names them by version: link
@@ -70,15 +70,19 @@ func (r *runner) close() { llama.ModelFree(r.model) }
 // that yzma makes; with a ratio above 0 kvtrim compresses the prompt to
 // that share of it with SnapKV first.
 //
-// Without the hook (hook false) kvtrim prefills in a temporary context of
-// its own and moves the kept cells into yzma's.
-func (r *runner) generate(prompt string, nCtx, n int, ratio float64, withHook bool) (Result, error) {
+// How kvtrim compresses (mode): "hook", its hook in yzma's context, where
+// it prefills and compresses in place; "temp", no hook: it prefills in a
+// temporary context of its own and moves the kept cells into yzma's;
+// "host", no hook and yzma prefills the prompt itself: kvtrim copies the
+// cells out, decodes the window again to observe it, and puts the kept
+// cells back.
+func (r *runner) generate(prompt string, nCtx, n int, ratio float64, mode string) (Result, error) {
 	var res Result
 	params := llama.ContextDefaultParams()
 	params.NCtx = uint32(nCtx)
 	params.NBatch = uint32(nCtx)
 	var hook *kvtrim.Hook
-	if ratio > 0 && withHook {
+	if ratio > 0 && mode == "hook" {
 		// kvtrim's hook goes into yzma's parameters before the context exists.
 		hook = kvtrim.NewHook(r.lib)
 		defer hook.Close()
@@ -92,35 +96,41 @@ func (r *runner) generate(prompt string, nCtx, n int, ratio float64, withHook bo
 
 	tokens := llama.Tokenize(r.vocab, prompt, true, true)
 	res.PromptTokens = len(tokens)
-	if ratio > 0 {
-		s, err := kvtrim.Attach(r.lib, uintptr(ctx), kvtrim.AttachOptions{Hook: hook,
-			Compression: kvtrim.Compression{Policy: "snapkv", Ratio: ratio}})
-		if err != nil {
-			return res, err
-		}
-		ids := make([]kvtrim.Token, len(tokens))
-		for i, t := range tokens {
-			ids[i] = kvtrim.Token(t)
-		}
-		start := time.Now()
-		err = s.Prefill(context.Background(), ids)
-		res.PrefillMs = float64(time.Since(start).Microseconds()) / 1000
-		st := s.Stats()
-		s.Close() // yzma's context stays, holding the kept cells
-		if err != nil {
-			return res, fmt.Errorf("kvtrim: %w", err)
-		}
-		res.KeptCells, res.Budget = st.KeptCells, st.Budget
-	} else {
-		start := time.Now()
+	ids := make([]kvtrim.Token, len(tokens))
+	for i, t := range tokens {
+		ids[i] = kvtrim.Token(t)
+	}
+	start := time.Now()
+	if ratio == 0 || mode == "host" {
 		for i := 0; i < len(tokens); i += nCtx {
 			chunk := tokens[i:min(i+nCtx, len(tokens))] // n_batch is nCtx
 			if _, err := llama.Decode(ctx, llama.BatchGetOne(chunk)); err != nil {
 				return res, fmt.Errorf("yzma: decode the prompt: %w", err)
 			}
 		}
-		res.PrefillMs = float64(time.Since(start).Microseconds()) / 1000
 	}
+	if ratio > 0 {
+		opt := kvtrim.AttachOptions{Hook: hook, Compression: kvtrim.Compression{Policy: "snapkv", Ratio: ratio}}
+		if mode == "host" {
+			opt.Prompt = ids // what yzma decoded into sequence 0
+		}
+		s, err := kvtrim.Attach(r.lib, uintptr(ctx), opt)
+		if err != nil {
+			return res, err
+		}
+		if mode == "host" {
+			err = s.CompressPrompt(context.Background())
+		} else {
+			err = s.Prefill(context.Background(), ids)
+		}
+		st := s.Stats()
+		s.Close() // yzma's context stays, holding the kept cells
+		if err != nil {
+			return res, fmt.Errorf("kvtrim: %w", err)
+		}
+		res.KeptCells, res.Budget = st.KeptCells, st.Budget
+	}
+	res.PrefillMs = float64(time.Since(start).Microseconds()) / 1000
 
 	mem, err := llama.GetMemory(ctx)
 	if err != nil {
@@ -160,15 +170,18 @@ func main() {
 	ratio := flag.Float64("ratio", 0.1, "SnapKV keeps this share of the prompt (0: no compression)")
 	nCtx := flag.Int("c", 4096, "context cells")
 	n := flag.Int("n", 32, "tokens to generate")
-	withHook := flag.Bool("hook", true, "put kvtrim's hook into yzma's context (false: kvtrim prefills in a temporary context of its own)")
+	mode := flag.String("mode", "hook", "hook: kvtrim's hook in yzma's context; temp: no hook, kvtrim prefills in a context of its own; host: yzma prefills, kvtrim compresses after")
 	flag.Parse()
-	if err := run(*libDir, *modelPath, *prompt, *file, *ratio, *nCtx, *n, *withHook); err != nil {
+	if err := run(*libDir, *modelPath, *prompt, *file, *ratio, *nCtx, *n, *mode); err != nil {
 		fmt.Fprintln(os.Stderr, "yzma example:", err)
 		os.Exit(1)
 	}
 }
 
-func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int, withHook bool) error {
+func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int, mode string) error {
+	if mode != "hook" && mode != "temp" && mode != "host" {
+		return fmt.Errorf("-mode %q: use hook, temp or host", mode)
+	}
 	if modelPath == "" {
 		return errors.New("give a model with -m")
 	}
@@ -184,7 +197,7 @@ func run(libDir, modelPath, prompt, file string, ratio float64, nCtx, n int, wit
 		return err
 	}
 	defer r.close()
-	res, err := r.generate(prompt, nCtx, n, ratio, withHook)
+	res, err := r.generate(prompt, nCtx, n, ratio, mode)
 	if err != nil {
 		return err
 	}

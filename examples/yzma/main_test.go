@@ -38,8 +38,9 @@ func linkLibrary(t *testing.T) string {
 }
 
 // TestPasskeysThroughYzma: on the retrieval model, kvtrim compressing
-// yzma's own context with SnapKV at 10% (half the prompts through its hook
-// in yzma's context, half without) finds the pass keys a full-cache yzma
+// yzma's own context with SnapKV at 10% (a third of the prompts through
+// its hook in yzma's context, a third without, a third after yzma
+// prefilled the prompt itself) finds the pass keys a full-cache yzma
 // run finds (at least 95% of them, over 20 prompts of 1000 tokens), and
 // yzma's own memory calls show the cache shrunk to the budget.
 func TestPasskeysThroughYzma(t *testing.T) {
@@ -57,11 +58,12 @@ func TestPasskeysThroughYzma(t *testing.T) {
 	const prompts = 20
 	for i := range prompts {
 		p := tasks.Passkey(rng, 1000, []float64{0.1, 0.5, 0.9}[i%3])
-		a, err := r.generate(p.Text, 1200, 7, 0, false)
+		a, err := r.generate(p.Text, 1200, 7, 0, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := r.generate(p.Text, 1200, 7, 0.1, i%2 == 0) // with kvtrim's hook, and without
+		mode := []string{"hook", "temp", "host"}[i%3]
+		b, err := r.generate(p.Text, 1200, 7, 0.1, mode)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,8 +74,8 @@ func TestPasskeysThroughYzma(t *testing.T) {
 			compressed++
 		}
 		if b.KeptCells != b.Budget || b.Budget > b.PromptTokens/10+1 || int(b.PosMax) != b.PromptTokens-1 || 5*b.StateBytes > a.StateBytes {
-			t.Errorf("prompt %d: kept %d of %d (budget %d), yzma sees positions %d..%d and %d bytes of state against %d uncompressed",
-				i, b.KeptCells, b.PromptTokens, b.Budget, b.PosMin, b.PosMax, b.StateBytes, a.StateBytes)
+			t.Errorf("prompt %d (%s): kept %d of %d (budget %d), yzma sees positions %d..%d and %d bytes of state against %d uncompressed",
+				i, mode, b.KeptCells, b.PromptTokens, b.Budget, b.PosMin, b.PosMax, b.StateBytes, a.StateBytes)
 		}
 	}
 	t.Logf("pass keys found: full cache %d/%d, kvtrim SnapKV 10%% in yzma's context %d/%d", full, prompts, compressed, prompts)
