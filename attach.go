@@ -251,12 +251,17 @@ func (s *Session) copyHostPrompt(o *observing, n, from int) error {
 	}
 	o.ctx.Memory().SeqRm(0, int32(from), -1)
 	cells := hooks.NewCellMap()
+	loaded := make([]int64, 0, from)
 	for i, p := range byCell {
 		if int(p) < from {
 			cells.Set(p, int32(i))
+			loaded = append(loaded, int64(i))
 		}
 	}
 	o.obs.SetCells(cells)
+	// The loaded cells' keys were written by the state load, not by a
+	// decode the observer saw: it must read them from the cache.
+	o.obs.Refresh(loaded...)
 	s.nextPos, s.used = int32(from), from
 	s.stats.PromptTokens += from
 	return nil

@@ -3,6 +3,7 @@ package kvtrim_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,6 +26,41 @@ func hostContext(t *testing.T, m *kvtrim.Model, fa bindings.FlashAttn, hook *kvt
 		t.Fatal(err)
 	}
 	return c
+}
+
+// ownKept is what a session of kvtrim's own keeps of text with the same
+// settings: an attached session must choose the same positions.
+func ownKept(t *testing.T, m *kvtrim.Model, text, fa string, comp kvtrim.Compression) []int32 {
+	t.Helper()
+	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: fa, CacheType: "f32", Compression: comp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := s.Tokenize(text)
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	state, err := s.Context().SeqState(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := hooks.StatePositions(state, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(kept)
+	return kept
+}
+
+// sameKept compares an attached session's kept positions with ownKept's.
+func sameKept(t *testing.T, kept, own []int32) {
+	t.Helper()
+	got := slices.Clone(kept)
+	slices.Sort(got)
+	if !slices.Equal(got, own) {
+		t.Errorf("kept %v, a session of kvtrim's own keeps %v", got, own)
+	}
 }
 
 // TestAttachedEvictsExactly: a session attached to a context another
@@ -80,6 +116,7 @@ func TestAttachedEvictsExactly(t *testing.T) {
 			if len(kept) != 16 {
 				t.Fatalf("the host's context holds %d cells, want 16", len(kept))
 			}
+			sameKept(t, kept, ownKept(t, m, text, fa, kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 4}))
 			next, pos := toks[3], int32(len(toks))
 			got := decodeOne(t, m, host, next, pos)
 			want := keptTokensLogits(t, m, toks, kept, next, pos)
@@ -197,8 +234,10 @@ func TestAttachedPolicies(t *testing.T) {
 // TestAttachedCompressesHostPrompt: a host that decoded its prompt itself
 // (no hook) passes the tokens to Attach, and CompressPrompt compresses its
 // sequence with SnapKV through a temporary context that decodes only the
-// window again: the logits after equal those of a fresh context decoding
-// the kept tokens, with flash attention off and on.
+// window again: it keeps what a session of kvtrim's own keeps (so the
+// copied keys are read, not only the decoded ones), and the logits after
+// equal those of a fresh context decoding the kept tokens, with flash
+// attention off and on.
 func TestAttachedCompressesHostPrompt(t *testing.T) {
 	m := loadModel(t, "llama-2-tiny-random.gguf")
 	lib := m.Library()
@@ -244,6 +283,7 @@ func TestAttachedCompressesHostPrompt(t *testing.T) {
 			if len(kept) != 16 || int(kept[len(kept)-1]) != len(toks)-1 {
 				t.Fatalf("the host's context holds %v", kept)
 			}
+			sameKept(t, kept, ownKept(t, m, text, fa, kvtrim.Compression{Policy: "snapkv", Budget: 16, Window: 4}))
 			next, pos := toks[3], int32(len(toks))
 			if worst := maxAbsDiff(decodeOne(t, m, host, next, pos), keptTokensLogits(t, m, toks, kept, next, pos)); worst > 1e-3 {
 				t.Errorf("logits after compressing the host's prompt differ from a fresh context of the kept tokens by %g", worst)

@@ -140,6 +140,11 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if last < rows {
 		last += nb
 	}
+	if s.hostFilled {
+		// Only the rows the policy reads need decoding again (one, for a
+		// policy that reads no attention: the last token's logits).
+		last = max(rows, 1)
+	}
 	last = min(last, n)
 	if s.hostFilled {
 		// The host decoded the prompt itself: its cells come in, and only
