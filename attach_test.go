@@ -32,25 +32,25 @@ func hostContext(t *testing.T, m *kvtrim.Model, fa bindings.FlashAttn, hook *kvt
 // settings: an attached session must choose the same positions.
 func ownKept(t *testing.T, m *kvtrim.Model, text, fa string, comp kvtrim.Compression) []int32 {
 	t.Helper()
-	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: fa, CacheType: "f32", Compression: comp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	toks, _ := s.Tokenize(text)
-	if err := s.Prefill(context.Background(), toks); err != nil {
-		t.Fatal(err)
-	}
-	state, err := s.Context().SeqState(0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kept, err := hooks.StatePositions(state, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := prefilled(t, m, kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: fa, CacheType: "f32", Compression: comp}, text)
+	kept := statePositions(t, s.Context())
 	slices.Sort(kept)
 	return kept
+}
+
+// statePositions is the positions sequence 0 of c holds, in cell order,
+// read from its saved state as a host would.
+func statePositions(t *testing.T, c *bindings.Context) []int32 {
+	t.Helper()
+	state, err := c.SeqState(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := hooks.StatePositions(state, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos
 }
 
 // sameKept compares an attached session's kept positions with ownKept's.
@@ -105,14 +105,7 @@ func TestAttachedEvictsExactly(t *testing.T) {
 			if got := host.Memory().SeqPosMax(0); int(got) != len(toks)-1 {
 				t.Fatalf("host's pos max %d, want %d", got, len(toks)-1)
 			}
-			state, err := host.SeqState(0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kept, err := hooks.StatePositions(state, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			kept := statePositions(t, host)
 			if len(kept) != 16 {
 				t.Fatalf("the host's context holds %d cells, want 16", len(kept))
 			}
@@ -216,14 +209,7 @@ func TestAttachedPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.Close()
-			state, err := host.SeqState(0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			held, err := hooks.StatePositions(state, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			held := statePositions(t, host)
 			if len(held) > c.cells+1 || len(held) >= len(toks) || out.Len() == 0 {
 				t.Errorf("the host's context holds %d cells (budget %d, prompt %d) after generating %q", len(held), c.cells, len(toks), out.String())
 			}
@@ -272,14 +258,7 @@ func TestAttachedCompressesHostPrompt(t *testing.T) {
 				t.Errorf("stats %+v", st)
 			}
 			s.Close()
-			state, err := host.SeqState(0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kept, err := hooks.StatePositions(state, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			kept := statePositions(t, host)
 			if len(kept) != 16 || int(kept[len(kept)-1]) != len(toks)-1 {
 				t.Fatalf("the host's context holds %v", kept)
 			}

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/kvtrim/kvtrim"
-	"github.com/kvtrim/kvtrim/hooks"
 	"github.com/kvtrim/kvtrim/policies"
 )
 
@@ -31,14 +30,7 @@ func TestPromptPoliciesEvictExactly(t *testing.T) {
 			if err := s.Prefill(context.Background(), toks); err != nil {
 				t.Fatal(err)
 			}
-			state, err := s.Context().SeqState(0, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kept, err := hooks.StatePositions(state, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			kept := statePositions(t, s.Context())
 			if len(kept) != 16 || int(kept[len(kept)-1]) != len(toks)-1 || s.Stats().EvictedCells != len(toks)-16 {
 				t.Fatalf("kept %v of %d tokens, stats %+v", kept, len(toks), s.Stats())
 			}
