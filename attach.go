@@ -123,16 +123,11 @@ func Attach(lib *bindings.Library, hostCtx uintptr, opt AttachOptions) (*Session
 	if err := comp.Check(); err != nil {
 		return nil, err
 	}
-	needs := func(what string) error {
-		return fmt.Errorf("attach: %s reads the attention of every decode, which needs kvtrim's hook in the context's parameters: make the context with NewHook's Callback and UserData as cb_eval and cb_eval_user_data, and pass the hook in AttachOptions", what)
-	}
-	if opt.Hook == nil {
-		// Prompt policies that read attention observe in a temporary
-		// context of kvtrim's own instead; a decode-time one must see
-		// every step of the host's.
-		if p, _, ok := comp.decodeEntry(); ok && p.Observes == policies.ObservesSteps {
-			return nil, needs(p.Name)
-		}
+	// Prompt policies that read attention can observe in a temporary
+	// context of kvtrim's own; a decode-time one must see every step of
+	// the host's.
+	if p, _, ok := comp.decodeEntry(); ok && opt.Hook == nil && p.Observes == policies.ObservesSteps {
+		return nil, fmt.Errorf("attach: %s reads the attention of every decode, which needs kvtrim's hook in the context's parameters: make the context with NewHook's Callback and UserData as cb_eval and cb_eval_user_data, and pass the hook in AttachOptions", p.Name)
 	}
 	c, err := lib.Borrow(hostCtx)
 	if err != nil {
@@ -250,17 +245,15 @@ func (s *Session) copyHostPrompt(o *observing, n, from int) error {
 		return fmt.Errorf("copy the host's prompt: %w", err)
 	}
 	o.ctx.Memory().SeqRm(0, int32(from), -1)
-	cells := hooks.NewCellMap()
-	loaded := make([]int64, 0, from)
-	for i, p := range byCell {
-		if int(p) < from {
-			cells.Set(p, int32(i))
-			loaded = append(loaded, int64(i))
-		}
-	}
+	cells := hooks.Packed(byCell)
+	cells.Remove(int32(from), int32(n))
 	o.obs.SetCells(cells)
 	// The loaded cells' keys were written by the state load, not by a
 	// decode the observer saw: it must read them from the cache.
+	loaded := make([]int64, len(byCell))
+	for i := range loaded {
+		loaded[i] = int64(i)
+	}
 	o.obs.Refresh(loaded...)
 	s.nextPos, s.used = int32(from), from
 	s.stats.PromptTokens += from

@@ -28,6 +28,16 @@ func hostContext(t *testing.T, m *kvtrim.Model, fa bindings.FlashAttn, hook *kvt
 	return c
 }
 
+// newHook is a kvtrim hook closed when the test ends, or nil without want.
+func newHook(t *testing.T, lib *bindings.Library, want bool) *kvtrim.Hook {
+	if !want {
+		return nil
+	}
+	h := kvtrim.NewHook(lib)
+	t.Cleanup(h.Close)
+	return h
+}
+
 // ownKept is what a session of kvtrim's own keeps of text with the same
 // settings: an attached session must choose the same positions.
 func ownKept(t *testing.T, m *kvtrim.Model, text, fa string, comp kvtrim.Compression) []int32 {
@@ -80,11 +90,7 @@ func TestAttachedEvictsExactly(t *testing.T) {
 	}{{"off", true}, {"on", true}, {"off", false}, {"on", false}} {
 		fa := c.fa
 		t.Run(fmt.Sprintf("fa-%s-hook-%v", c.fa, c.hook), func(t *testing.T) {
-			var hook *kvtrim.Hook
-			if c.hook {
-				hook = kvtrim.NewHook(lib)
-				defer hook.Close()
-			}
+			hook := newHook(t, lib, c.hook)
 			flash, _ := kvtrim.ParseFlashAttn(fa)
 			host := hostContext(t, m, flash, hook)
 			defer host.Close()
@@ -185,11 +191,7 @@ func TestAttachedPolicies(t *testing.T) {
 		{"h2o", true, kvtrim.Compression{Policy: "h2o", Heavy: 16, Recent: 16}, 32},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var hook *kvtrim.Hook
-			if c.hook {
-				hook = kvtrim.NewHook(lib)
-				defer hook.Close()
-			}
+			hook := newHook(t, lib, c.hook)
 			host := hostContext(t, m, bindings.FlashAttnAuto, hook)
 			defer host.Close()
 			s, err := kvtrim.Attach(lib, host.Handle(), kvtrim.AttachOptions{Hook: hook, Threads: 1, Compression: c.comp})

@@ -22,7 +22,8 @@ type observing struct {
 }
 
 // learnCells gives a blind observer the sequence's cells: their order in
-// its saved state, which is all that eviction and compaction use of them.
+// its saved state (as if packed from cell 0), which is all that eviction
+// and compaction use of them.
 func (o *observing) learnCells(seq bindings.SeqID) error {
 	if !o.blind {
 		return nil
@@ -35,11 +36,7 @@ func (o *observing) learnCells(seq bindings.SeqID) error {
 	if err != nil {
 		return err
 	}
-	cells := hooks.NewCellMap()
-	for i, p := range byCell {
-		cells.Set(p, int32(i))
-	}
-	o.obs.SetCells(cells)
+	o.obs.SetCells(hooks.Packed(byCell))
 	return nil
 }
 

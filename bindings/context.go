@@ -97,21 +97,22 @@ func (m *Model) NewContext(opt ContextOptions) (*Context, error) {
 	}
 	p.CbEval = opt.EvalCallback
 	p.CbEvalUserData = opt.EvalUserData
-	var callErr error
-	ptr, llamaErr := withLlamaError(l, func() uintptr {
-		var ptr uintptr
-		ptr, callErr = l.params.call(l.params.initContext, l.params.context, reflect.ValueOf(m.ptr), raw, p)
-		return ptr
-	})
-	if callErr != nil {
-		return nil, fmt.Errorf("create context for %s: %w", m.Path, callErr)
+	if err := l.params.context.encode(raw, p); err != nil {
+		return nil, fmt.Errorf("create context for %s: %w", m.Path, err)
 	}
+	ptr, llamaErr := withLlamaError(l, func() uintptr { return invoke(l.params.initContext, reflect.ValueOf(m.ptr), raw) })
 	if ptr == 0 {
 		return nil, errors.New(quoteLlama(fmt.Sprintf("create context for %s (n_ctx %d, n_batch %d): llama.cpp refused", m.Path, p.NCtx, p.NBatch), llamaErr))
 	}
-	c := &Context{lib: l, ptr: ptr, model: m}
+	return l.wrapContext(ptr, m, false), nil
+}
+
+// wrapContext makes the Context of a llama_context * over m: kvtrim's
+// own, or borrowed from another binding (never freed).
+func (l *Library) wrapContext(ptr uintptr, m *Model, borrowed bool) *Context {
+	c := &Context{lib: l, ptr: ptr, model: m, borrowed: borrowed}
 	c.mem = &Memory{lib: l, ptr: l.fn.llamaGetMemory(ptr)}
-	return c, nil
+	return c
 }
 
 // Close frees the context and its cache.
@@ -148,11 +149,7 @@ func (l *Library) Borrow(ctx uintptr) (*Context, error) {
 		l.borrowed = map[uintptr]bool{}
 	}
 	l.borrowed[ctx] = true
-	m := &Model{lib: l, ptr: mptr, borrowed: true}
-	m.vocab = &Vocab{lib: l, ptr: l.fn.llamaModelGetVocab(mptr)}
-	c := &Context{lib: l, ptr: ctx, model: m, borrowed: true}
-	c.mem = &Memory{lib: l, ptr: l.fn.llamaGetMemory(ctx)}
-	return c, nil
+	return l.wrapContext(ctx, l.wrapModel(mptr, "", true), true), nil
 }
 
 // unborrow forgets a borrowed context.

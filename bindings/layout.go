@@ -160,6 +160,12 @@ func goKindClass(t reflect.Type) string {
 	return t.Kind().String()
 }
 
+// sameKind reports whether a Go type holds a C field's value as it lies:
+// the same size and the same kind class.
+func sameKind(t reflect.Type, c cField) bool {
+	return t.Size() == c.Size && goKindClass(t) == kindClass(c.Kind)
+}
+
 // checkMirror reports whether the Go type t is laid out exactly as the C
 // struct: the same size, and each C field mirrored by a field tagged with
 // its name at the same offset, of the same size and kind.
@@ -178,7 +184,7 @@ func (s *cStruct) checkMirror(t reflect.Type) error {
 		if !ok {
 			return fmt.Errorf("struct %s has no field %s", s.Name, name)
 		}
-		if f.Offset != c.Offset || f.Type.Size() != c.Size || goKindClass(f.Type) != kindClass(c.Kind) {
+		if f.Offset != c.Offset || !sameKind(f.Type, c) {
 			return fmt.Errorf("%s.%s is a %s of %d bytes at %d, kvtrim's mirror a %s of %d at %d",
 				s.Name, name, c.Kind, c.Size, c.Offset, f.Type, f.Type.Size(), f.Offset)
 		}
@@ -203,7 +209,7 @@ func (s *cStruct) checkParams(t reflect.Type) error {
 		if !ok {
 			continue
 		}
-		if f.Type.Size() != c.Size || goKindClass(f.Type) != kindClass(c.Kind) {
+		if !sameKind(f.Type, c) {
 			return fmt.Errorf("%s.%s is a %s of %d bytes, kvtrim's a %s of %d",
 				s.Name, f.Tag.Get("c"), c.Kind, c.Size, f.Type, f.Type.Size())
 		}
@@ -314,5 +320,5 @@ func sameArg(t reflect.Type, c cField) bool {
 	case reflect.Struct:
 		return c.Kind == "struct" && t.Size() == c.Size
 	}
-	return goKindClass(t) == kindClass(c.Kind) && t.Size() == c.Size
+	return sameKind(t, c)
 }

@@ -223,8 +223,8 @@ func (l *Library) identify(llama, ggmlBase uintptr) error {
 		}
 	} else {
 		has := func(symbol string) bool {
-			sym, err := purego.Dlsym(llama, symbol)
-			return err == nil && sym != 0
+			_, err := lookup(llama, symbol)
+			return err == nil
 		}
 		l.FileBuild = buildFromName(l.LlamaPath)
 		if l.Release = releaseByFingerprint(has); l.Release == nil {
@@ -330,12 +330,21 @@ func buildFromName(path string) string {
 
 // bind resolves name in handle and makes fptr call it.
 func bind(fptr any, handle uintptr, name string) error {
-	sym, err := purego.Dlsym(handle, name)
-	if err != nil || sym == 0 {
-		return fmt.Errorf("symbol %s not found", name)
+	sym, err := lookup(handle, name)
+	if err != nil {
+		return err
 	}
 	purego.RegisterFunc(fptr, sym)
 	return nil
+}
+
+// lookup is the address of symbol name in handle.
+func lookup(handle uintptr, name string) (uintptr, error) {
+	sym, err := purego.Dlsym(handle, name)
+	if err != nil || sym == 0 {
+		return 0, fmt.Errorf("symbol %s not found", name)
+	}
+	return sym, nil
 }
 
 // goString copies a NUL-terminated C string.

@@ -52,21 +52,22 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
 	p.NGPULayers = opt.GPULayers
-	var callErr error
-	ptr, llamaErr := withLlamaError(l, func() uintptr {
-		var ptr uintptr
-		ptr, callErr = l.params.call(l.params.loadModel, l.params.model, reflect.ValueOf(cString(path)), raw, p)
-		return ptr
-	})
-	if callErr != nil {
-		return nil, fmt.Errorf("load model %s: %w", path, callErr)
+	if err := l.params.model.encode(raw, p); err != nil {
+		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
+	ptr, llamaErr := withLlamaError(l, func() uintptr { return invoke(l.params.loadModel, reflect.ValueOf(cString(path)), raw) })
 	if ptr == 0 {
 		return nil, errors.New(quoteLlama(fmt.Sprintf("load model %s: llama.cpp could not load it; the file may be truncated or corrupt", path), llamaErr))
 	}
-	m := &Model{lib: l, ptr: ptr, Path: path}
+	return l.wrapModel(ptr, path, false), nil
+}
+
+// wrapModel makes the Model of a llama_model *: kvtrim's own, or
+// borrowed from another binding (never freed).
+func (l *Library) wrapModel(ptr uintptr, path string, borrowed bool) *Model {
+	m := &Model{lib: l, ptr: ptr, Path: path, borrowed: borrowed}
 	m.vocab = &Vocab{lib: l, ptr: l.fn.llamaModelGetVocab(ptr)}
-	return m, nil
+	return m
 }
 
 // Close frees the model. Contexts made from it must be closed first.

@@ -50,9 +50,9 @@ func newParamCalls(llama uintptr, l layout) (*paramCalls, error) {
 		name string
 		sym  *uintptr
 	}{{"llama_model_default_params", &p.modelDefaults}, {"llama_context_default_params", &p.contextDefaults}} {
-		sym, err := purego.Dlsym(llama, s.name)
-		if err != nil || sym == 0 {
-			return nil, fmt.Errorf("symbol %s not found", s.name)
+		sym, err := lookup(llama, s.name)
+		if err != nil {
+			return nil, err
 		}
 		*s.sym = sym
 	}
@@ -69,9 +69,9 @@ func newParamCalls(llama uintptr, l layout) (*paramCalls, error) {
 // paramFunc binds a function taking (first, struct s by value) and
 // returning a pointer, with a Go struct type exactly s's size.
 func paramFunc(llama uintptr, name string, first reflect.Type, s *cStruct) (reflect.Value, error) {
-	sym, err := purego.Dlsym(llama, name)
-	if err != nil || sym == 0 {
-		return reflect.Value{}, fmt.Errorf("symbol %s not found", name)
+	sym, err := lookup(llama, name)
+	if err != nil {
+		return reflect.Value{}, err
 	}
 	ft := reflect.FuncOf([]reflect.Type{first, wireType(s)}, []reflect.Type{reflect.TypeFor[uintptr]()}, false)
 	fn := reflect.New(ft)
@@ -131,12 +131,10 @@ func (p *paramCalls) contextParams() (ContextParams, []byte, error) {
 	return defaultParams[ContextParams](p.contextDefaults, p.context)
 }
 
-// call encodes params over the default bytes raw and calls fn(first, params).
-func (p *paramCalls) call(fn reflect.Value, s *cStruct, first reflect.Value, raw []byte, params any) (uintptr, error) {
-	if err := s.encode(raw, params); err != nil {
-		return 0, err
-	}
+// invoke calls fn(first, the struct whose bytes are raw): raw holds the
+// release's defaults with the caller's parameters encoded over them.
+func invoke(fn reflect.Value, first reflect.Value, raw []byte) uintptr {
 	wire := reflect.New(fn.Type().In(1)).Elem()
-	copy(unsafe.Slice((*byte)(wire.Addr().UnsafePointer()), s.Size), raw)
-	return uintptr(fn.Call([]reflect.Value{first, wire})[0].Uint()), nil
+	copy(unsafe.Slice((*byte)(wire.Addr().UnsafePointer()), wire.Type().Size()), raw)
+	return uintptr(fn.Call([]reflect.Value{first, wire})[0].Uint())
 }

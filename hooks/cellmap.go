@@ -87,9 +87,14 @@ func (m *CellMap) Remove(p0, p1 int32) {
 
 // Compacted re-places the held positions in cells 0..n-1, keeping their
 // cell order, which is what a state round trip does.
-func (m *CellMap) Compacted() *CellMap {
+func (m *CellMap) Compacted() *CellMap { return Packed(m.ByCell()) }
+
+// Packed is the map of positions held in cells 0..n-1 in the order given:
+// a sequence state's positions (StatePositions) once loaded into an empty
+// cache, or a compacted sequence.
+func Packed(byCell []int32) *CellMap {
 	out := NewCellMap()
-	for i, p := range m.ByCell() {
+	for i, p := range byCell {
 		out.Set(p, int32(i))
 	}
 	return out
