@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"unsafe"
@@ -160,7 +161,7 @@ func (l *Library) open() error {
 		if err := checkELF(p); err != nil {
 			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v); %s", l.LlamaPath, p, err, FetchHint)
 		}
-		h, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		h, err := dlopen(p)
 		if err != nil {
 			hint := ""
 			if strings.Contains(err.Error(), "undefined symbol") {
@@ -336,6 +337,16 @@ func bind(fptr any, handle uintptr, name string) error {
 	}
 	purego.RegisterFunc(fptr, sym)
 	return nil
+}
+
+// dlopen opens a library by absolute path, on one OS thread: the
+// message dlerror gives after a failed dlopen belongs to the thread that
+// called it, and Go may move a goroutine to another between the two calls
+// (the error then read empty).
+func dlopen(path string) (uintptr, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 }
 
 // lookup is the address of symbol name in handle.
