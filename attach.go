@@ -228,7 +228,8 @@ func (s *Session) CompressPrompt(ctx context.Context) error {
 // copyHostPrompt loads the host's prompt cells into the observing context,
 // less the positions from on, which are decoded there again with the
 // observer armed; the observer learns the loaded cells from the state
-// (they sit in cells 0..k-1 in its order).
+// (they sit in cells 0..k-1 in its order) and reads their keys from the
+// cache as it reads any.
 func (s *Session) copyHostPrompt(o *observing, n, from int) error {
 	state, err := s.ctx.SeqState(s.seq, 0)
 	if err != nil {
@@ -248,13 +249,6 @@ func (s *Session) copyHostPrompt(o *observing, n, from int) error {
 	cells := hooks.Packed(byCell)
 	cells.Remove(int32(from), int32(n))
 	o.obs.SetCells(cells)
-	// The loaded cells' keys were written by the state load, not by a
-	// decode the observer saw: it must read them from the cache.
-	loaded := make([]int64, len(byCell))
-	for i := range loaded {
-		loaded[i] = int64(i)
-	}
-	o.obs.Refresh(loaded...)
 	s.nextPos, s.used = int32(from), from
 	s.stats.PromptTokens += from
 	return nil

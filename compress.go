@@ -81,7 +81,35 @@ type Compression struct {
 	Heavy int `json:"heavy"`
 	// Seed draws the random baseline's positions.
 	Seed uint64 `json:"seed"`
+	// Chunk prefills a prompt a prompt-time policy compresses Chunk tokens
+	// at a time, into a context of about Budget + Chunk cells, evicting
+	// back to the budget after each chunk, so that the prompt's cells are
+	// never all held at once: peak memory is the budget's and a chunk's,
+	// not the prompt's. The last chunk ends with the prompt's own window
+	// (and lookahead), and the policy makes the final choice as it would
+	// over the whole prompt. 0 chunks only a prompt that does not fit in
+	// the session's context (-c), in chunks of DefaultChunk or what -c
+	// leaves beside the budget; a negative value never chunks.
+	Chunk int `json:"chunk"`
+	// ChunkPolicy chooses what each chunk's eviction keeps, before the
+	// prompt's end is known: a policy that reads only keys ("keydiff",
+	// "knorm"), "snapkv" (the chunk's own last Window tokens vote, as
+	// SnapKV's window does over a prompt) or "h2o" (H2O's heavy hitters:
+	// every token of every chunk so far votes, votes accumulate, and the
+	// last Window positions stay). "" means DefaultChunkPolicy, keydiff,
+	// which kept the most pass keys of them (docs/CHUNKED.md).
+	ChunkPolicy string `json:"chunk_policy"`
 }
+
+// Defaults of the chunked prefill (Compression.Chunk, ChunkPolicy).
+const (
+	DefaultChunk       = 512
+	DefaultChunkPolicy = "keydiff"
+)
+
+// ChunkH2O is the chunk policy of accumulated attention (H2O's heavy
+// hitters), which is not a prompt-time policy of its own.
+const ChunkH2O = "h2o"
 
 // DefaultCompression is the full cache, with every policy's settings at
 // their defaults: what the command line's flags start from.
@@ -254,6 +282,9 @@ func (c Compression) withDefaults() Compression {
 	if c.Aggregate == "" {
 		c.Aggregate = DefaultAggregate
 	}
+	if c.ChunkPolicy == "" {
+		c.ChunkPolicy = DefaultChunkPolicy
+	}
 	return c
 }
 
@@ -300,7 +331,73 @@ func (c Compression) Check() error {
 			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 	}
+	if _, err := c.chunkPolicy(); err != nil {
+		return err
+	}
+	if c.Budget > 0 && c.Chunk > 0 && c.Chunk <= c.WindowFor(c.Budget) {
+		return fmt.Errorf("chunk %d must be larger than the window %d: each chunk's last window tokens choose what it keeps", c.Chunk, c.WindowFor(c.Budget))
+	}
 	return nil
+}
+
+// ChunkPolicyNames are the policies a chunked prefill can evict with
+// between chunks: those that need neither the prompt's end nor its
+// queries.
+func ChunkPolicyNames() []string {
+	out := []string{ChunkH2O}
+	for _, name := range policies.PromptNames() {
+		if p, _ := policies.LookupPrompt(name); p.Observes == policies.ObservesWindow || p.Observes == policies.ObservesKeys {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// chunkPolicy is the registered policy ChunkPolicy names; for ChunkH2O,
+// a policy with only its name, which observes the window.
+func (c Compression) chunkPolicy() (policies.Policy, error) {
+	name := c.withDefaults().ChunkPolicy
+	if !slices.Contains(ChunkPolicyNames(), name) {
+		return policies.Policy{}, fmt.Errorf("chunk policy %q: use %s", name, strings.Join(ChunkPolicyNames(), ", "))
+	}
+	if name == ChunkH2O {
+		return policies.Policy{Name: name, Observes: policies.ObservesWindow}, nil
+	}
+	p, _ := policies.LookupPrompt(name)
+	return p, nil
+}
+
+// chunkFor is the chunk a prompt of n tokens compressed to budget cells is
+// prefilled in, with a session context of nctx cells: 0 for one go (the
+// prompt whole in a context of its own), with a note saying why when
+// chunking was asked for or needed.
+func (c Compression) chunkFor(n, budget, nctx int) (chunk int, note string, err error) {
+	window := c.WindowFor(budget)
+	switch {
+	case c.Chunk < 0:
+		return 0, "", nil
+	case c.Chunk == 0:
+		if n <= nctx {
+			return 0, "", nil
+		}
+		chunk = min(DefaultChunk, nctx-budget)
+		if chunk <= window {
+			return 0, fmt.Sprintf("prefilled in one go: -c %d leaves %d cells beside the budget %d, too few for a chunk larger than the window %d", nctx, nctx-budget, budget, window), nil
+		}
+	default:
+		chunk = c.Chunk
+	}
+	switch {
+	case chunk <= window:
+		return 0, "", fmt.Errorf("chunk %d must be larger than the window %d: each chunk's last window tokens choose what it keeps", chunk, window)
+	case chunk > nctx:
+		return 0, "", fmt.Errorf("chunk %d is larger than the context's %d cells (-c): lower --chunk or raise -c", chunk, nctx)
+	case budget+chunk > nctx:
+		return 0, "", fmt.Errorf("budget %d + chunk %d = %d cells is more than the context's %d (-c): the chunks are prefilled beside the kept cells; lower --chunk or the budget, or raise -c", budget, chunk, budget+chunk, nctx)
+	case chunk >= n:
+		return 0, "", nil // one chunk: the prompt whole
+	}
+	return chunk, "", nil
 }
 
 // promptOptions is the prompt-time policy's settings, defaults filled.

@@ -21,6 +21,8 @@ type CompressionPatch struct {
 	Heavy        *int     `json:"heavy"`
 	EvictEvery   *int     `json:"evict_every"`
 	Seed         *uint64  `json:"seed"`
+	Chunk        *int     `json:"chunk"`
+	ChunkPolicy  *string  `json:"chunk_policy"`
 }
 
 // Patch returns c with p's fields laid over it, checked (Check). A budget
@@ -41,6 +43,8 @@ func (c Compression) Patch(p CompressionPatch) (Compression, error) {
 	set(&c.Heavy, p.Heavy)
 	set(&c.EvictEvery, p.EvictEvery)
 	set(&c.Seed, p.Seed)
+	set(&c.Chunk, p.Chunk)
+	set(&c.ChunkPolicy, p.ChunkPolicy)
 	switch {
 	case p.Budget != nil && p.Ratio == nil:
 		c.Budget, c.Ratio = *p.Budget, 0

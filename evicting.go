@@ -197,9 +197,9 @@ func (s *Session) prefillShifting(ctx context.Context, tokens []Token, o policie
 // startEvicting hands a compressed prompt (or one kept whole, packed nil)
 // to the decode-time policy for the generation: the kept positions (after
 // a shifting policy closed their gaps: 0..k-1), the last one just decoded,
-// scored by the attention the observation window gave them (att; nil:
-// none observed).
-func (s *Session) startEvicting(packed *hooks.CellMap, kept []int, att []policies.WindowAttention, o policies.DecodeOptions) error {
+// with the scores the observation window's attention gave them (nil: none
+// observed; keptScores), which only a policy that observes its steps uses.
+func (s *Session) startEvicting(packed *hooks.CellMap, kept []int, scores []float32, o policies.DecodeOptions) error {
 	e := s.evict
 	ev, err := e.policy.New(o)
 	if err != nil {
@@ -210,23 +210,12 @@ func (s *Session) startEvicting(packed *hooks.CellMap, kept []int, att []policie
 		_, err := ev.Start(positions(0, len(kept)), nil)
 		return err
 	}
-	var scores []float32
-	if e.obs != nil {
+	if e.obs == nil {
+		scores = nil
+	} else {
 		e.obs.SetCells(packed)
 		if err := e.obs.Record([]int32{int32(kept[len(kept)-1])}); err != nil {
 			return err
-		}
-		// The moved rows were loaded, not written by a decode: read them anew.
-		for c := range packed.Len() {
-			e.obs.Refresh(int64(c))
-		}
-		if att != nil {
-			all := make([]float32, att[0].Cols)
-			columnScores(all, att)
-			scores = make([]float32, len(kept))
-			for i, p := range kept {
-				scores[i] = all[p]
-			}
 		}
 	}
 	evicted, err := ev.Start(kept, scores)

@@ -108,14 +108,23 @@ type Stats struct {
 	// Compression: the budget asked for, the cells kept and evicted, n_kv
 	// (the cells attention scans) and the K+V bytes the sequence holds,
 	// before and after.
-	Budget        int    `json:"budget,omitempty"`
-	KeptCells     int    `json:"kept_cells"`
-	EvictedCells  int    `json:"evicted_cells"`
-	NKVBefore     int    `json:"n_kv_before"`
-	NKVAfter      int    `json:"n_kv_after"`
-	KVBytesBefore int64  `json:"kv_bytes_before"`
-	KVBytesAfter  int64  `json:"kv_bytes_after"`
-	Note          string `json:"note,omitempty"`
+	Budget        int   `json:"budget,omitempty"`
+	KeptCells     int   `json:"kept_cells"`
+	EvictedCells  int   `json:"evicted_cells"`
+	NKVBefore     int   `json:"n_kv_before"`
+	NKVAfter      int   `json:"n_kv_after"`
+	KVBytesBefore int64 `json:"kv_bytes_before"`
+	KVBytesAfter  int64 `json:"kv_bytes_after"`
+	// KVBytesPeak is the most K+V bytes the sequence's cells took at once
+	// on the way, in every context it used (a compressed prompt is
+	// prefilled in a context of its own first: whole, or a chunk at a
+	// time); NCtxPeak the most cells those contexts had at once.
+	KVBytesPeak int64 `json:"kv_bytes_peak"`
+	NCtxPeak    int   `json:"n_ctx_peak"`
+	// Chunks is how many times a chunked prefill evicted before the
+	// prompt's last chunk (Compression.Chunk).
+	Chunks int    `json:"chunks,omitempty"`
+	Note   string `json:"note,omitempty"`
 
 	PrefillMs   float64 `json:"prefill_ms"`
 	PrefillTokS float64 `json:"prefill_tok_s"`
@@ -317,6 +326,8 @@ func (s *Session) recordHeld(whole int) {
 	st.KeptCells = s.used
 	st.KVBytesBefore = int64(whole) * s.kvBytesPerCell()
 	st.KVBytesAfter = int64(s.used) * s.kvBytesPerCell()
+	st.KVBytesPeak = max(st.KVBytesPeak, st.KVBytesAfter)
+	st.NCtxPeak = max(st.NCtxPeak, s.NCtx())
 }
 
 // Prefill decodes prompt tokens after what the cache holds, in batches of
@@ -591,6 +602,11 @@ func (s *Session) finishStep(st *tokenStep) (float64, error) {
 	obs := s.evict != nil && s.evict.obs != nil
 	if obs {
 		s.evict.obs.Arm(1)
+	}
+	if s.be.ownThread() {
+		// A session of its own decodes now: what ran since startStep was
+		// the caller's emit (writing the token out), not decoding.
+		st.start = time.Now()
 	}
 	err := st.pending.wait()
 	s.haveLogits = err == nil

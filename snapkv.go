@@ -3,6 +3,7 @@ package kvtrim
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
@@ -98,7 +99,9 @@ func (s *Session) openObserving(n int, observes policies.Observes) (*observing, 
 // prefillCompressed prefills n > budget tokens into an observing context,
 // armed over the last decode call so that it keeps the window's rows,
 // scores and evicts there, and moves the kept cells into the session's
-// context.
+// context. A chunked prefill (Compression.Chunk) fills that context a chunk
+// at a time, evicting back to the budget after each (prefillChunks), so
+// that it needs only budget + chunk cells.
 func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) error {
 	n := len(tokens)
 	cfg, err := comp.snapKV(budget)
@@ -111,13 +114,18 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	if budget > s.NCtx() {
 		return fmt.Errorf("%w: a budget of %d cells does not fit in a context of %d cells (-c); raise -c or lower the budget", ErrPromptTooLong, budget, s.NCtx())
 	}
-	lookahead := comp.lookaheadTokens()
-	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
-	o, err := s.openObserving(n+lookahead, pol.Observes)
+	chunk, note, err := comp.chunkFor(n, budget, s.NCtx())
 	if err != nil {
 		return err
 	}
-	defer o.close()
+	if s.hostFilled {
+		chunk = 0 // the host's cells are all there already
+	}
+	if note != "" {
+		s.stats.Note = note
+	}
+	lookahead := comp.lookaheadTokens()
+	pol, _ := comp.promptPolicy() // Check and PrefillsAside made sure
 	// The rows the policy reads (the window's, or its last queries) ride in
 	// the prompt's last decode call (or last two, so that they hold that
 	// many tokens): the observer keeps the last rows it sees while armed.
@@ -129,12 +137,33 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	case policies.ObservesQueries:
 		rows = min(pol.QueryRows, n)
 	}
+	cells := n + lookahead
+	if chunk > 0 {
+		// The kept cells, a chunk, and the lookahead after the last one.
+		cells = budget + max(chunk, rows) + lookahead
+	}
+	o, err := s.openObserving(cells, pol.Observes)
+	if err != nil {
+		return err
+	}
+	defer o.close()
+	s.stats.NCtxPeak = s.NCtx() + o.ctx.NCtx()
+	if o.inPlace {
+		s.stats.NCtxPeak = s.NCtx()
+	}
 	nb := min(o.ctx.NBatch(), s.batch.Cap())
 	last := n % nb
 	if last == 0 {
 		last = nb
 	}
-	if last < rows {
+	if chunk > 0 {
+		// Chunks, the last of them holding the rows the policy reads (the
+		// one before it is then shorter).
+		if last = n % chunk; last == 0 {
+			last = chunk
+		}
+		last = max(last, rows, 1)
+	} else if last < rows {
 		last += nb
 	}
 	if s.hostFilled {
@@ -143,13 +172,17 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		last = max(rows, 1)
 	}
 	last = min(last, n)
-	if s.hostFilled {
+	switch {
+	case s.hostFilled:
 		// The host decoded the prompt itself: its cells come in, and only
 		// the last call's tokens are decoded again, observed.
-		if err := s.copyHostPrompt(o, n, n-last); err != nil {
-			return err
-		}
-	} else if err := s.decode(ctx, o.ctx, o, tokens[:n-last], n); err != nil {
+		err = s.copyHostPrompt(o, n, n-last)
+	case chunk > 0:
+		err = s.prefillChunks(ctx, o, tokens[:n-last], n, comp, budget, chunk)
+	default:
+		err = s.decode(ctx, o.ctx, o, tokens[:n-last], n)
+	}
+	if err != nil {
 		return err
 	}
 	// The lookahead tokens' rows join the window's.
@@ -163,6 +196,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	t0 := time.Now() // observing: the lookahead and the scores
 	if err == nil {
 		err = s.lookahead(o, lookahead)
+		s.notePeak(s.used + lookahead)
 	}
 	if err == nil {
 		err = o.learnCells(s.seqIn(o.ctx))
@@ -173,39 +207,27 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	}
 	s.stats.LookaheadTokens = lookahead
 
+	// The columns the policy chooses among: the positions the observing
+	// context holds (all of the prompt's, unless chunks were evicted),
+	// less the lookahead tokens'.
+	held := slices.DeleteFunc(o.obs.Cells().Positions(), func(p int32) bool { return p >= int32(n) })
 	in := policies.Prompt{
-		Len: n, Budget: budget, Window: window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
+		Len: len(held), End: n, Budget: budget, Window: window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
 		Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: cfg.Agg, Seed: comp.Seed,
 	}
 	var att []policies.WindowAttention
-	switch pol.Observes {
-	case policies.ObservesWindow:
-		if att, err = o.obs.Votes(n + lookahead); err != nil {
-			return err
-		}
-		for i := range att {
-			att[i] = att[i].FirstCols(n)
-		}
-		in.Attention = att
-	case policies.ObservesKeys, policies.ObservesQueries:
-		kv, err := s.promptState(o.ctx, n)
-		if err != nil {
-			return err
-		}
-		in.Keys, in.Values = kv.Keys, kv.Values
-		if pol.Observes == policies.ObservesQueries {
-			in.Heads, in.Queries = s.model.NHead(), o.obs.Queries
-			r, ok := s.model.Rope()
-			if !ok {
-				return fmt.Errorf("%s: model %s (architecture %s) rotates positions in a way kvtrim does not model (multi-section or vision RoPE); use another policy", pol.Name, s.model.Path, s.model.Arch())
-			}
-			in.Rope = policies.Rope(r)
-		}
+	if err := s.observeFor(o, pol, &in, held, lookahead); err != nil {
+		return err
 	}
+	att = in.Attention
 	t1 := time.Now()
-	kept, err := pol.Select(in)
+	cols, err := pol.Select(in)
 	if err != nil {
 		return fmt.Errorf("%s: %w", pol.Name, err)
+	}
+	kept := make([]int, len(cols))
+	for i, c := range cols {
+		kept[i] = int(held[c])
 	}
 	t2 := time.Now()
 	// The last prompt token is decoded again in the session's context for
@@ -252,7 +274,11 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		if shifts {
 			start = positions(0, len(kept))
 		}
-		if err := s.startEvicting(packed, start, att, comp.decodeOptions(budget, false)); err != nil {
+		var scores []float32
+		if att != nil {
+			scores = keptScores(att, cols)
+		}
+		if err := s.startEvicting(packed, start, scores, comp.decodeOptions(budget, false)); err != nil {
 			return err
 		}
 	}
@@ -271,11 +297,47 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	return nil
 }
 
-// promptState reads the keys and values of the n-token prompt an
-// observing context holds from its sequence's state, which carries them
-// whatever eval callback the context has (or none): what key-only policies
-// score.
-func (s *Session) promptState(c *bindings.Context, n int) (*hooks.StateKV, error) {
+// observeFor gives the policy what it reads of the observing context: the
+// window's votes over the held positions (and the lookahead's, which then
+// go), or the held cells' keys and values, and the last queries.
+func (s *Session) observeFor(o *observing, pol policies.Policy, in *policies.Prompt, held []int32, lookahead int) error {
+	switch pol.Observes {
+	case policies.ObservesWindow:
+		over := held
+		for i := range lookahead {
+			over = append(over, int32(in.End+i))
+		}
+		att, err := o.obs.VotesOver(over)
+		if err != nil {
+			return err
+		}
+		for i := range att {
+			att[i] = att[i].FirstCols(len(held))
+		}
+		in.Attention = att
+	case policies.ObservesKeys, policies.ObservesQueries:
+		kv, err := s.promptState(o.ctx, held)
+		if err != nil {
+			return err
+		}
+		in.Keys, in.Values = kv.Keys, kv.Values
+		if pol.Observes == policies.ObservesQueries {
+			in.Heads, in.Queries = s.model.NHead(), o.obs.Queries
+			r, ok := s.model.Rope()
+			if !ok {
+				return fmt.Errorf("%s: model %s (architecture %s) rotates positions in a way kvtrim does not model (multi-section or vision RoPE); use another policy", pol.Name, s.model.Path, s.model.Arch())
+			}
+			in.Rope = policies.Rope(r)
+		}
+	}
+	return nil
+}
+
+// promptState reads the keys and values of the prompt positions an
+// observing context holds (held, ascending) from its sequence's state,
+// which carries them whatever eval callback the context has (or none):
+// what key-only policies score.
+func (s *Session) promptState(c *bindings.Context, held []int32) (*hooks.StateKV, error) {
 	state, err := c.SeqState(0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
@@ -287,6 +349,8 @@ func (s *Session) promptState(c *bindings.Context, n int) (*hooks.StateKV, error
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
 	case kv.Layers != m.NLayer():
 		return nil, fmt.Errorf("read the prompt's keys: the state holds %d layers, the model has %d", kv.Layers, m.NLayer())
+	case !slices.Equal(kv.Positions, held):
+		return nil, fmt.Errorf("read the prompt's keys: the state holds %d positions, not the %d the sequence's map says", len(kv.Positions), len(held))
 	}
 	return kv, nil
 }

@@ -65,21 +65,16 @@ type Observer struct {
 	// kq_soft_max and of Qcur seen while armed, oldest first, across
 	// ubatches and decode calls.
 	soft, q [][]windowRow
-	kCache  []bindings.Tensor // cache_k_l<il>, kept for the context's life
-	// keys[il] holds, per layer, a float32 copy of the K cache rows kvtrim
-	// has needed, indexed by cell; stale lists the cells written since,
-	// whose rows are read again (only those) before the next use. A shift
-	// (seq_add) would change rows without a write: no observed context
-	// shifts.
-	keys  [][]float32
-	stale []int64
-	// keysBehind[il] says keys[il] missed writes while a decode step read
-	// the cache in place (stepQK): its next use reads every row again.
-	keysBehind []bool
-	// qBuf and kBuf are per-layer scratch for layerQK (layers may run at
-	// once, so each has its own); stepBuf is StepScores' scores.
-	qBuf, kBuf [][]float32
-	stepBuf    []float32
+	// kCache[il] is cache_k_l<il>, kept for the context's life: the keys
+	// are read from it, a block of rows at a time, whenever they are
+	// needed (never copied whole, so that observing costs no memory in
+	// proportion to the prompt).
+	kCache []bindings.Tensor
+	// qBuf and stepBuf are scratch: the window's query rows of each layer
+	// (layers may run at once, so each has its own), and StepScores'
+	// scores.
+	qBuf    [][]float32
+	stepBuf []float32
 	// colCell is attention's buffer of the columns' cells.
 	colCell []int
 	err     error
@@ -116,8 +111,7 @@ func NewObserver(s Shape, src Source) *Observer {
 	return &Observer{
 		shape: s, source: src, MapCells: true, cellMap: NewCellMap(),
 		soft: make([][]windowRow, s.Layers), q: make([][]windowRow, s.Layers), kCache: make([]bindings.Tensor, s.Layers),
-		keys: make([][]float32, s.Layers), keysBehind: make([]bool, s.Layers),
-		qBuf: make([][]float32, s.Layers), kBuf: make([][]float32, s.Layers),
+		qBuf: make([][]float32, s.Layers),
 	}
 }
 
@@ -138,10 +132,6 @@ func (o *Observer) Arm(window int) {
 
 // Disarm stops reading attention.
 func (o *Observer) Disarm() { o.armed = false }
-
-// Refresh marks cells whose K rows changed without a decode writing them
-// (a sequence state loaded into them), so that they are read again.
-func (o *Observer) Refresh(cells ...int64) { o.stale = append(o.stale, cells...) }
 
 // Cells is the map of the observed sequence's positions to cells, which
 // Record builds; evict through a Sequence holding it, so that it stays in
@@ -230,7 +220,6 @@ func (o *Observer) observe(t bindings.Tensor) error {
 				return err
 			}
 			o.written = append(o.written, cells...)
-			o.stale = append(o.stale, cells...)
 			return nil
 		case "i32":
 			c32 := make([]int32, len(cells))
@@ -241,7 +230,6 @@ func (o *Observer) observe(t bindings.Tensor) error {
 				cells[i] = int64(c)
 			}
 			o.written = append(o.written, cells...)
-			o.stale = append(o.stale, cells...)
 			return nil
 		}
 		return fmt.Errorf("%s: cell indices of type %s", name, idx.TypeName())
@@ -435,14 +423,9 @@ func (o *Observer) StepScores(positions []int32, dst []float32) error {
 		}
 		return nil
 	}
-	hi, runs := o.takeStale(colCell)
 	scores := grow(&o.stepBuf, s.Heads*n)
 	for il := range s.Layers {
-		keys, keys16, err := o.layerKeys(il, runs, hi, true)
-		if err != nil {
-			return err
-		}
-		if err := o.stepQK(il, colCell, keys, keys16, scores); err != nil {
+		if err := o.stepQK(il, colCell, scores); err != nil {
 			return err
 		}
 		for h := range s.Heads {
@@ -470,21 +453,7 @@ func (o *Observer) fromSoftmax(colCell []int) ([]policies.WindowAttention, error
 	return out, nil
 }
 
-// takeStale returns the highest cell of colCell and of the cells written
-// since the K rows were last read, and those cells as runs, and forgets
-// them.
-func (o *Observer) takeStale(colCell []int) (hi int, runs []Range) {
-	hi = slices.Max(colCell)
-	for _, c := range o.stale {
-		hi = max(hi, int(c))
-	}
-	runs = cellRuns(o.stale)
-	o.stale = o.stale[:0]
-	return hi, runs
-}
-
 func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention, error) {
-	hi, runs := o.takeStale(colCell)
 	out := make([]policies.WindowAttention, o.shape.Layers)
 	errs := make([]error, o.shape.Layers)
 	if s := o.shape; o.window == 1 || s.Layers*s.Heads*o.window*len(colCell)*s.HeadDim < 1<<20 {
@@ -494,7 +463,7 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 		// rather than run beside this one.
 		for il := range out {
 			var err error
-			if out[il], err = o.layerQK(il, colCell, runs, hi, votes); err != nil {
+			if out[il], err = o.layerQK(il, colCell, votes); err != nil {
 				return nil, err
 			}
 		}
@@ -511,7 +480,7 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 	for range workers {
 		wg.Go(func() {
 			for il := range next {
-				out[il], errs[il] = o.layerQK(il, colCell, runs, hi, votes)
+				out[il], errs[il] = o.layerQK(il, colCell, votes)
 			}
 		})
 	}
@@ -523,20 +492,15 @@ func (o *Observer) fromQK(colCell []int, votes bool) ([]policies.WindowAttention
 }
 
 // layerQK computes one layer's window attention from its kept query rows
-// and the K rows of the cells in colCell, first refreshing the copies of the
-// rows in runs (cells written since they were last read; hi is the highest
-// cell of either).
-func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bool) (policies.WindowAttention, error) {
+// and the K rows of the cells in colCell, read from the cache a block at a
+// time.
+func (o *Observer) layerQK(il int, colCell []int, votes bool) (policies.WindowAttention, error) {
 	s, n, w := o.shape, len(colCell), o.window
-	cacheRows, keys16, err := o.layerKeys(il, runs, hi, w == 1)
-	if err != nil {
-		return policies.WindowAttention{}, err
-	}
 	if w == 1 {
 		att := policies.WindowAttention{Heads: s.Heads, Rows: 1, Cols: n, Data: make([]float32, s.Heads*n)}
-		return att, o.stepQK(il, colCell, cacheRows, keys16, att.Data)
+		return att, o.stepQK(il, colCell, att.Data)
 	}
-	// A Qcur row is [head][dim]; AttentionFromQK wants [head][row][dim].
+	// A Qcur row is [head][dim]; the products want [head][row][dim].
 	q := grow(&o.qBuf[il], s.Heads*w*s.HeadDim)
 	for r, row := range o.q[il] {
 		if len(row.data) != s.Heads*s.HeadDim {
@@ -546,71 +510,134 @@ func (o *Observer) layerQK(il int, colCell []int, runs []Range, hi int, votes bo
 			copy(q[(h*w+r)*s.HeadDim:][:s.HeadDim], row.data[h*s.HeadDim:][:s.HeadDim])
 		}
 	}
-	if votes {
-		return policies.VotesFromCacheRows(q, s.Heads, w, cacheRows, colCell, s.KVHeads, s.HeadDim), nil
+	load, err := o.keyLoader(il, colCell)
+	if err != nil {
+		return policies.WindowAttention{}, err
 	}
-	// A cache row is [kv_head][dim]; k wants [kv_head][position][dim].
+	if votes {
+		return policies.VotesFromKeys(q, s.Heads, w, n, s.KVHeads, s.HeadDim, load)
+	}
+	// The whole attention (tests and comparisons, not compression): the
+	// keys in [kv_head][position][dim] order.
 	rowLen := s.KVHeads * s.HeadDim
-	k := grow(&o.kBuf[il], s.KVHeads*n*s.HeadDim)
-	for p, c := range colCell {
-		row := cacheRows[c*rowLen:][:rowLen]
-		for kh := range s.KVHeads {
-			copy(k[(kh*n+p)*s.HeadDim:][:s.HeadDim], row[kh*s.HeadDim:][:s.HeadDim])
+	k := make([]float32, s.KVHeads*n*s.HeadDim)
+	block := make([]float32, min(n, keyBlock)*rowLen)
+	for c0 := 0; c0 < n; c0 += keyBlock {
+		bc := min(keyBlock, n-c0)
+		if err := load(block[:bc*rowLen], c0, bc); err != nil {
+			return policies.WindowAttention{}, err
+		}
+		for c := range bc {
+			for kh := range s.KVHeads {
+				copy(k[(kh*n+c0+c)*s.HeadDim:][:s.HeadDim], block[c*rowLen+kh*s.HeadDim:][:s.HeadDim])
+			}
 		}
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }
 
-// layerKeys returns layer il's K rows, indexed by cell, up to cell hi: with
-// inPlace (a decode step), an F16 cache in host memory itself, the rows the
-// attention just read, at half a float32 copy's size; otherwise kvtrim's
-// float32 copies, first refreshing the rows in runs (cells written since
-// they were last read), or all of them after in-place reads.
-func (o *Observer) layerKeys(il int, runs []Range, hi int, inPlace bool) ([]float32, []uint16, error) {
+// keyBlock is the most K rows a step reads from a cache it cannot read in
+// place at once.
+const keyBlock = 256
+
+// keyLoader reads layer il's K rows of the cells in colCell, column by
+// column, as float32: converted straight from the cache when it is F16 in
+// host memory (the CPU backend's), otherwise copied out of it (device
+// memory, an F32 cache) one run of consecutive cells at a time with
+// ggml_backend_tensor_get. Only the rows asked for are ever read.
+func (o *Observer) keyLoader(il int, colCell []int) (policies.KeyLoader, error) {
 	rowLen := o.shape.KVHeads * o.shape.HeadDim
-	if inPlace {
-		if view, ok := o.kCache[il].HostF16(); ok && int(o.kCache[il].Ne()[0]) == rowLen && (hi+1)*rowLen <= len(view) {
-			o.keysBehind[il] = true
-			return nil, view, nil
+	k := o.kCache[il]
+	if k == (bindings.Tensor{}) {
+		return nil, fmt.Errorf("observe attention: layer %d: the K cache tensor was not seen", il)
+	}
+	ne, nb := k.Ne(), k.Nb()
+	if int(ne[0]) != rowLen {
+		return nil, fmt.Errorf("observe attention: layer %d: the K cache's rows hold %d values, want %d", il, ne[0], rowLen)
+	}
+	for _, c := range colCell {
+		if c < 0 || int64(c) >= ne[1] {
+			return nil, fmt.Errorf("observe attention: layer %d: cell %d outside the K cache's %d", il, c, ne[1])
 		}
 	}
-	if o.keysBehind[il] {
-		runs = []Range{{0, int32(hi + 1)}}
-		o.keysBehind[il] = false
+	if view, ok := k.HostF16(); ok {
+		return func(dst []float32, c0, count int) error {
+			for j, c := range colCell[c0:][:count] {
+				policies.F16ToF32(dst[j*rowLen:][:rowLen], view[c*rowLen:][:rowLen])
+			}
+			return nil
+		}, nil
 	}
-	if need := (hi + 1) * rowLen; len(o.keys[il]) < need {
-		o.keys[il] = append(o.keys[il], make([]float32, need-len(o.keys[il]))...)
+	elem := map[string]uint64{"f32": 4, "f16": 2}[k.TypeName()]
+	if elem == 0 {
+		return nil, fmt.Errorf("observe attention: layer %d: the K cache's type is %s; kvtrim reads f16 and f32 caches", il, k.TypeName())
 	}
-	rows := o.keys[il]
-	for _, r := range runs {
-		first, count := int(r.P0), int(r.P1-r.P0)
-		if err := readKeys(o.kCache[il], first, count, rowLen, rows[first*rowLen:]); err != nil {
-			return nil, nil, fmt.Errorf("observe attention: layer %d: %w", il, err)
+	if nb[1] != uint64(rowLen)*elem {
+		return nil, fmt.Errorf("observe attention: layer %d: the K cache's rows are not contiguous (stride %d)", il, nb[1])
+	}
+	var half []uint16
+	return func(dst []float32, c0, count int) error {
+		cells := colCell[c0:][:count]
+		for j := 0; j < len(cells); {
+			run := 1 // columns j.. whose cells follow one another
+			for j+run < len(cells) && cells[j+run] == cells[j]+run {
+				run++
+			}
+			out, off := dst[j*rowLen:][:run*rowLen], uint64(cells[j])*nb[1]
+			var err error
+			if elem == 4 {
+				err = bindings.ReadTensor(k, out, off)
+			} else {
+				half = slices.Grow(half[:0], len(out))[:len(out)]
+				if err = bindings.ReadTensor(k, half, off); err == nil {
+					policies.F16ToF32(out, half)
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("observe attention: layer %d, cells %d-%d: %w", il, cells[j], cells[j]+run-1, err)
+			}
+			j += run
 		}
-	}
-	return rows, nil, nil
+		return nil
+	}, nil
 }
 
 // stepQK is layerQK for a decode step's single query row: its dot products
-// are taken straight from the cell-indexed key rows (float32 copies, or the
-// F16 cache itself when keys16 is set), with no copy into a position-ordered
-// layout, in one policies.DotHeads call that reads each key row once, in
-// the order of colCell, for all the heads. The scores (head by head, one per
-// position) go to scores. The last of colCell is the row's own position.
-func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uint16, scores []float32) error {
+// are taken straight from the cell-indexed key rows (the F16 cache itself
+// when it is in host memory, else blocks read from it), with no copy into a
+// position-ordered layout, in policies.DotHeads calls that read each key
+// row once, in the order of colCell, for all the heads. The scores (head
+// by head, one per position) go to scores. The last of colCell is the
+// row's own position.
+func (o *Observer) stepQK(il int, colCell []int, scores []float32) error {
 	s, n := o.shape, len(colCell)
 	rowLen, dim := s.KVHeads*s.HeadDim, s.HeadDim
 	q := o.q[il][0].data
 	if len(q) != s.Heads*dim {
 		return fmt.Errorf("observe attention: layer %d: Qcur rows hold %d values, want %d", il, len(q), s.Heads*dim)
 	}
-	scale := float32(1 / math.Sqrt(float64(dim)))
 	group := s.Heads / s.KVHeads
-	if keys16 != nil {
-		policies.DotHeadsF16(scores, q, keys16, colCell, rowLen, dim, group)
+	if view, ok := o.kCache[il].HostF16(); ok && int(o.kCache[il].Ne()[0]) == rowLen && (slices.Max(colCell)+1)*rowLen <= len(view) {
+		policies.DotHeadsF16(scores, q, view, colCell, rowLen, dim, group)
 	} else {
-		policies.DotHeads(scores, q, keyRows, colCell, rowLen, dim, group)
+		load, err := o.keyLoader(il, colCell)
+		if err != nil {
+			return err
+		}
+		bc := min(n, keyBlock)
+		rows, idx, part := make([]float32, bc*rowLen), positionsOf(bc), make([]float32, s.Heads*bc)
+		for c0 := 0; c0 < n; c0 += keyBlock {
+			bc := min(keyBlock, n-c0)
+			if err := load(rows[:bc*rowLen], c0, bc); err != nil {
+				return err
+			}
+			policies.DotHeads(part[:s.Heads*bc], q, rows[:bc*rowLen], idx[:bc], rowLen, dim, group)
+			for h := range s.Heads {
+				copy(scores[h*n+c0:][:bc], part[h*bc:][:bc])
+			}
+		}
 	}
+	scale := float32(1 / math.Sqrt(float64(dim)))
 	for h := range s.Heads {
 		head := scores[h*n:][:n]
 		policies.Scale(head, scale)
@@ -619,48 +646,19 @@ func (o *Observer) stepQK(il int, colCell []int, keyRows []float32, keys16 []uin
 	return nil
 }
 
+// positionsOf is 0, 1, ..., n-1 as ints.
+func positionsOf(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
 // grow returns (*buf)[:n], reallocating when it is too small.
 func grow(buf *[]float32, n int) []float32 {
 	if cap(*buf) < n {
 		*buf = make([]float32, n)
 	}
 	return (*buf)[:n]
-}
-
-// cellRuns turns a list of cells into sorted runs of consecutive cells
-// [P0, P1), so that each run is one read.
-func cellRuns(cells []int64) []Range {
-	sorted := slices.Clone(cells)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	return Runs(sorted)
-}
-
-// readKeys reads count rows of the K cache starting at cell first into dst
-// as float32, converting F16. Only that range is copied, not the cache.
-func readKeys(k bindings.Tensor, first, count, rowLen int, dst []float32) error {
-	if k == (bindings.Tensor{}) {
-		return fmt.Errorf("the K cache tensor was not seen")
-	}
-	ne, nb := k.Ne(), k.Nb()
-	if int(ne[0]) != rowLen {
-		return fmt.Errorf("the K cache's rows hold %d values, want %d", ne[0], rowLen)
-	}
-	off := uint64(first) * nb[1]
-	elem := map[string]uint64{"f32": 4, "f16": 2}[k.TypeName()]
-	if elem != 0 && nb[1] != uint64(rowLen)*elem {
-		return fmt.Errorf("the K cache's rows are not contiguous (stride %d)", nb[1])
-	}
-	switch k.TypeName() {
-	case "f32":
-		return bindings.ReadTensor(k, dst[:count*rowLen], off)
-	case "f16":
-		raw := make([]uint16, count*rowLen)
-		if err := bindings.ReadTensor(k, raw, off); err != nil {
-			return err
-		}
-		policies.F16ToF32(dst[:count*rowLen], raw)
-		return nil
-	}
-	return fmt.Errorf("the K cache's type is %s: kvtrim reads f16 and f32 caches", k.TypeName())
 }

@@ -1,8 +1,10 @@
 package hooks
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/kvtrim/kvtrim/policies"
 )
@@ -114,10 +116,13 @@ const (
 // time, when asked.
 type StateKV struct {
 	Layers, KVHeads, HeadDim int
-	state                    []byte
-	cellOf                   []int // position -> index in the state's cell order
-	vTrans                   bool
-	keys, values             []stateLayer
+	// Positions are the positions held, ascending: row i of Keys and
+	// Values is Positions[i]'s.
+	Positions    []int32
+	state        []byte
+	cellOf       []int // row (rank of its position) -> index in the state's cell order
+	vTrans       bool
+	keys, values []stateLayer
 }
 
 // stateLayer is where one layer's rows start in the state, and their type.
@@ -133,11 +138,17 @@ func ReadStateKV(state []byte, seq int32, kvHeads, headDim int) (*StateKV, error
 		return nil, err
 	}
 	kv := &StateKV{KVHeads: kvHeads, HeadDim: headDim, state: state, cellOf: make([]int, len(pos))}
-	for i, p := range pos {
-		if p < 0 || int(p) >= len(pos) {
-			return nil, fmt.Errorf("sequence state: cell %d holds position %d, outside 0..%d", i, p, len(pos)-1)
+	// Rows go in position order: a chunked prefill's positions have gaps.
+	for i := range kv.cellOf {
+		kv.cellOf[i] = i
+	}
+	slices.SortFunc(kv.cellOf, func(a, b int) int { return cmp.Compare(pos[a], pos[b]) })
+	kv.Positions = make([]int32, len(pos))
+	for i, cell := range kv.cellOf {
+		kv.Positions[i] = pos[cell]
+		if i > 0 && pos[cell] == kv.Positions[i-1] {
+			return nil, fmt.Errorf("sequence state: position %d is held twice", pos[cell])
 		}
-		kv.cellOf[p] = i
 	}
 	kv.vTrans = r.u32() != 0
 	kv.Layers = int(r.u32())
@@ -187,7 +198,7 @@ func ReadStateKV(state []byte, seq int32, kvHeads, headDim int) (*StateKV, error
 	return kv, nil
 }
 
-// Keys is one layer's keys in position order.
+// Keys is one layer's keys in position order (Positions).
 func (kv *StateKV) Keys(il int) (policies.Keys, error) {
 	rows, err := kv.rows(kv.keys, il, false)
 	return policies.Keys{KVHeads: kv.KVHeads, HeadDim: kv.HeadDim, Rows: rows}, err

@@ -71,8 +71,12 @@ func expectedAttentionScores(p Prompt, il int, k Keys, n int, dst []float32) err
 	}
 	group := p.Heads / kvHeads
 	sinks := min(eaSinks, n)
-	future := p.Rope.MeanRotation(d, total, eaFuturePositions)
-	pos0 := total - m
+	end := total // the position after the last key's
+	if p.End > 0 {
+		end = p.End
+	}
+	future := p.Rope.MeanRotation(d, end, eaFuturePositions)
+	pos0 := end - m
 	mean := make([]float32, d)
 	centred := make([]float32, m*d) // then turned by the mean rotation
 	logits := make([]float32, total)

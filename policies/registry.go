@@ -31,6 +31,11 @@ const (
 // of them always.
 type Prompt struct {
 	Len, Budget, Window int
+	// End is the prompt's length when the Len columns are not positions
+	// 0..Len-1 but the ascending positions a chunked prefill kept (the
+	// last Window of them the prompt's last); 0 means Len. Policies that
+	// place queries by position (Expected Attention) use it.
+	End int
 	// KVHeads is the model's KV heads; Layers its layers.
 	KVHeads, Layers int
 	// Attention is, per layer, the window's attention (or votes) over the

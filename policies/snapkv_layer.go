@@ -117,45 +117,77 @@ func AttentionFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, d
 }
 
 // VotesFromQK is AttentionFromQK summed over each head's rows: SnapKV's
-// votes, one row per head ([head][cols]), computed one KV group at a time
-// so that only that group's scores are ever held.
+// votes, one row per head ([head][cols]).
 func VotesFromQK(q []float32, heads, rows int, k []float32, kvHeads, cols, dim int) WindowAttention {
 	checkQK("VotesFromQK", q, heads, rows, 1, k, kvHeads, cols, dim)
-	return votes(q, heads, rows, kvHeads, cols, dim, func(g, c int) []float32 { return k[(g*cols+c)*dim:][:dim] })
+	rowLen := kvHeads * dim
+	v, _ := VotesFromKeys(q, heads, rows, cols, kvHeads, dim, func(dst []float32, c0, count int) error {
+		for c := range count {
+			for g := range kvHeads {
+				copy(dst[c*rowLen+g*dim:][:dim], k[(g*cols+c0+c)*dim:][:dim])
+			}
+		}
+		return nil
+	})
+	return v
 }
 
-// VotesFromCacheRows is VotesFromQK over keys laid out as a cache holds
-// them, so that they need no copy into position order: one row of
-// kvHeads*dim values per cell (KV head g's key at g*dim), and column c's
-// row at cells[c]. It panics if the sizes are inconsistent or a cell is
-// outside cacheRows.
-func VotesFromCacheRows(q []float32, heads, rows int, cacheRows []float32, cells []int, kvHeads, dim int) WindowAttention {
-	cols, rowLen := len(cells), kvHeads*dim
+// KeyLoader fills dst with the keys of columns c0 .. c0+count-1, one row
+// of kvHeads*dim values per column (KV head g's key at g*dim), as a K
+// cache holds them: it reads them from wherever they are, a block at a
+// time, so that no copy of every key is ever needed.
+type KeyLoader func(dst []float32, c0, count int) error
+
+// VotesFromKeys is VotesFromQK over keys that load reads a block of
+// qkBlock columns at a time: each block is read once, for every KV group,
+// so that a cache in device memory is read once and a host one is never
+// copied whole. Only the scores of the rows ([heads][rows][cols]) are held.
+// It returns load's error; it panics if the sizes are inconsistent.
+func VotesFromKeys(q []float32, heads, rows, cols, kvHeads, dim int, load KeyLoader) (WindowAttention, error) {
 	if heads < 1 || kvHeads < 1 || dim < 1 || rows < 1 || rows > cols || heads%kvHeads != 0 || len(q) != heads*rows*dim {
-		panic(fmt.Sprintf("policies.VotesFromCacheRows: q has %d values for %dx%dx%d over %d columns and %d KV heads", len(q), heads, rows, dim, cols, kvHeads))
+		panic(fmt.Sprintf("policies.VotesFromKeys: q has %d values for %dx%dx%d over %d columns and %d KV heads", len(q), heads, rows, dim, cols, kvHeads))
 	}
-	for _, c := range cells {
-		if c < 0 || (c+1)*rowLen > len(cacheRows) {
-			panic(fmt.Sprintf("policies.VotesFromCacheRows: cell %d outside %d rows of %d values", c, len(cacheRows)/rowLen, rowLen))
-		}
-	}
-	return votes(q, heads, rows, kvHeads, cols, dim, func(g, c int) []float32 { return cacheRows[cells[c]*rowLen+g*dim:][:dim] })
-}
-
-// votes computes VotesFromQK with KV head g's key of column c at key(g, c).
-func votes(q []float32, heads, rows, kvHeads, cols, dim int, key func(g, c int) []float32) WindowAttention {
-	votes := WindowAttention{Heads: heads, Rows: 1, Cols: cols, Data: make([]float32, heads*cols)}
 	group := heads / kvHeads
-	rowsG := group * rows
-	kT := make([]float32, qkScratch(rowsG, cols, dim))
-	scores := make([]float32, rowsG*cols)
-	for g := range kvHeads {
-		groupScores(scores, q[g*rowsG*dim:][:rowsG*dim], func(c int) []float32 { return key(g, c) }, kT, rows, cols, dim)
-		for i := range rowsG {
-			vek32.Add_Inplace(votes.Data[(g*group+i/rows)*cols:][:cols], scores[i*cols:][:cols])
+	rowsG, rowLen := group*rows, kvHeads*dim
+	block := min(cols, qkBlock)
+	keys := make([]float32, block*rowLen)
+	kT, out := make([]float32, dim*block), make([]float32, rowsG*block)
+	scores := make([]float32, heads*rows*cols) // [head][row][col]
+	for c0 := 0; c0 < cols; c0 += block {
+		bc := min(block, cols-c0)
+		if err := load(keys[:bc*rowLen], c0, bc); err != nil {
+			return WindowAttention{}, err
+		}
+		for g := range kvHeads {
+			for c := range bc {
+				for d, v := range keys[c*rowLen+g*dim:][:dim] {
+					kT[d*bc+c] = v
+				}
+			}
+			vek32.MatMul_Into(out[:rowsG*bc], q[g*rowsG*dim:][:rowsG*dim], kT[:dim*bc], dim)
+			sg := scores[g*rowsG*cols:]
+			for i := range rowsG {
+				copy(sg[i*cols+c0:][:bc], out[i*bc:][:bc])
+			}
 		}
 	}
-	return votes
+	scale := float32(1 / math.Sqrt(float64(dim)))
+	votes := WindowAttention{Heads: heads, Rows: 1, Cols: cols, Data: make([]float32, heads*cols)}
+	// The exponentials cost more than the product: spread the heads'
+	// masked softmax over the CPUs, each head's rows summed into its votes.
+	parallel(heads, heads*rows*cols, func(h0, h1 int) {
+		for h := h0; h < h1; h++ {
+			dst := votes.Data[h*cols:][:cols]
+			for r := range rows {
+				row := scores[(h*rows+r)*cols:][:cols]
+				visible := cols - rows + r + 1
+				vek32.MulNumber_Inplace(row[:visible], scale)
+				Softmax(row[:visible])
+				vek32.Add_Inplace(dst[:visible], row[:visible])
+			}
+		}
+	})
+	return votes, nil
 }
 
 // checkQK panics, naming fn, unless q and k hold [heads][rows][dim] and

@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -330,11 +331,12 @@ func TestVotesGiveTheSameSelection(t *testing.T) {
 	}
 }
 
-// TestVotesFromCacheRows: over more columns than one block of the matrix
-// product, VotesFromQK and VotesFromCacheRows (the same keys scattered over
-// a cache's cells in another order, with unused cells between) equal the
-// votes computed naively in float64.
-func TestVotesFromCacheRows(t *testing.T) {
+// TestVotesFromKeys: over more columns than one block of the matrix
+// product, VotesFromQK and VotesFromKeys (the same keys scattered over a
+// cache's cells in another order, with unused cells between, read a block
+// at a time) equal the votes computed naively in float64, and a loader's
+// error comes back.
+func TestVotesFromKeys(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	const heads, kvHeads, rows, cols, dim = 4, 2, 5, 3*qkBlock + 17, 16
 	q := randomNormal(rng, heads*rows*dim)
@@ -354,9 +356,27 @@ func TestVotesFromCacheRows(t *testing.T) {
 			copy(cacheRows[cell*rowLen+g*dim:][:dim], k[(g*cols+c)*dim:][:dim])
 		}
 	}
+	loads := 0
+	fromCells, err := VotesFromKeys(q, heads, rows, cols, kvHeads, dim, func(dst []float32, c0, count int) error {
+		loads++
+		if count > qkBlock || len(dst) != count*rowLen {
+			t.Fatalf("load of %d columns into %d values", count, len(dst))
+		}
+		for c := range count {
+			copy(dst[c*rowLen:][:rowLen], cacheRows[cells[c0+c]*rowLen:][:rowLen])
+		}
+		return nil
+	})
+	if err != nil || loads != 4 {
+		t.Fatalf("VotesFromKeys: %v after %d loads, want 4", err, loads)
+	}
+	broken := errors.New("device gone")
+	if _, err := VotesFromKeys(q, heads, rows, cols, kvHeads, dim, func([]float32, int, int) error { return broken }); !errors.Is(err, broken) {
+		t.Errorf("a failing load gave %v", err)
+	}
 	for name, got := range map[string]WindowAttention{
-		"VotesFromQK":        VotesFromQK(q, heads, rows, k, kvHeads, cols, dim),
-		"VotesFromCacheRows": VotesFromCacheRows(q, heads, rows, cacheRows, cells, kvHeads, dim),
+		"VotesFromQK":   VotesFromQK(q, heads, rows, k, kvHeads, cols, dim),
+		"VotesFromKeys": fromCells,
 	} {
 		for i, v := range got.Data {
 			if !closeTo(float64(v), want[i], 1e-6, 1e-4) {

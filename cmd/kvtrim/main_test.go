@@ -249,7 +249,7 @@ func TestRunSnapKVStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"prompt_tokens", "kept_cells", "evicted_cells", "n_kv_before", "n_kv_after",
-		"kv_bytes_before", "kv_bytes_after", "prefill_ms", "observe_ms", "score_ms", "evict_ms", "compact_ms",
+		"kv_bytes_before", "kv_bytes_after", "kv_bytes_peak", "n_ctx_peak", "prefill_ms", "observe_ms", "score_ms", "evict_ms", "compact_ms",
 		"decode_tokens", "decode_ms", "decode_tok_s", `"policy": "snapkv"`} {
 		if !bytes.Contains(b, []byte(key)) {
 			t.Errorf("stats JSON lacks %s:\n%s", key, b)

@@ -82,12 +82,12 @@ func cmdEvalPPL(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("eval ppl", "eval ppl -m MODEL -f TEXT [--tokens N] [--configs LIST] [flags]")
 	var c common
 	var g genFlags
+	chunk := fs.Int("chunk", 1, "tokens per decode (1: token by token, as the papers measure)")
 	g.register(fs)
 	c.register(fs)
 	fs.Set("ctx-size", "0")
 	nTokens := fs.Int("tokens", 20000, "tokens of the text to score")
 	segment := fs.Int("segment", 2000, "tokens per reported segment")
-	chunk := fs.Int("chunk", 1, "tokens per decode (1: token by token, as the papers measure)")
 	configs := fs.String("configs", "streaming:4+508,window:512,ctxshift:4+508,dense:512/64", "ways to stream the text (see --help)")
 	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {

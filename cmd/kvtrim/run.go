@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +47,8 @@ type genFlags struct {
 	// over the server's.
 	comp kvtrim.Compression
 	fs   *pflag.FlagSet // where the compression flags are
+	// chunkFlag: --chunk is the compression's (eval ppl has its own).
+	chunkFlag bool
 }
 
 // register adds every flag of a generating command.
@@ -92,6 +95,11 @@ func (g *genFlags) registerPolicyOptions(fs *pflag.FlagSet) {
 	fs.IntVar(&g.comp.Heavy, "heavy", 0, "h2o: heavy-hitter positions kept (or --ratio, split evenly with --recent)")
 	fs.IntVar(&g.comp.EvictEvery, "evict-every", 0, "streaming, h2o, tova: positions evicted at once (default: a quarter of --recent up to 16 for streaming, 1 for the others; docs/H2O-STREAMING.md)")
 	fs.StringVar(&g.comp.Aggregate, "aggregate", kvtrim.DefaultAggregate, "how heads and layers share one selection: max, quota, normsum, votes or kvsum (docs/SNAPKV.md)")
+	if fs.Lookup("chunk") == nil { // eval ppl's --chunk is its decode size
+		g.chunkFlag = true
+		fs.IntVar(&g.comp.Chunk, "chunk", 0, "prefill a compressed prompt this many tokens at a time, evicting back to the budget after each, so that only budget + chunk cells are held (0: when the prompt does not fit -c, chunks of "+strconv.Itoa(kvtrim.DefaultChunk)+"; -1: never)")
+	}
+	fs.StringVar(&g.comp.ChunkPolicy, "chunk-policy", kvtrim.DefaultChunkPolicy, "what each chunk's eviction keeps: "+strings.Join(kvtrim.ChunkPolicyNames(), ", ")+" (docs/CHUNKED.md)")
 }
 
 // validate checks the numbers before anything is loaded.
@@ -155,6 +163,8 @@ func (g *genFlags) compressionPatch() kvtrim.CompressionPatch {
 	pick(&p.Recent, &c.Recent, given("recent"))
 	pick(&p.Heavy, &c.Heavy, given("heavy"))
 	pick(&p.EvictEvery, &c.EvictEvery, given("evict-every"))
+	pick(&p.Chunk, &c.Chunk, g.chunkFlag && given("chunk"))
+	pick(&p.ChunkPolicy, &c.ChunkPolicy, given("chunk-policy"))
 	return p
 }
 

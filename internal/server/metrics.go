@@ -26,6 +26,7 @@ type counters struct {
 	cellsKept       int64
 	cellsEvicted    int64
 	bytesSaved      int64
+	bytesPeak       int64
 	observeMs       float64
 	scoreMs         float64
 	evictMs         float64
@@ -55,6 +56,7 @@ func (m *metrics) record(r *result) {
 	c.cellsKept += int64(st.KeptCells)
 	c.cellsEvicted += int64(st.EvictedCells)
 	c.bytesSaved += max(0, st.KVBytesBefore-st.KVBytesAfter)
+	c.bytesPeak = max(c.bytesPeak, st.KVBytesPeak)
 	c.observeMs += st.ObserveMs
 	c.scoreMs += st.ScoreMs
 	c.evictMs += st.EvictMs
@@ -110,6 +112,7 @@ func writeMetrics(w io.Writer, c counters, processing, deferred int, batches kvt
 		{"kvtrim_cells_kept_total", "counter", "KV cells kept after prompt compression.", float64(c.cellsKept)},
 		{"kvtrim_cells_evicted_total", "counter", "KV cells evicted by compression.", float64(c.cellsEvicted)},
 		{"kvtrim_kv_bytes_saved_total", "counter", "KV cache bytes compression saved (before minus after).", float64(c.bytesSaved)},
+		{"kvtrim_kv_bytes_peak", "gauge", "The most KV cache bytes one request's cells took at once on the way (its prefill, chunked or whole, included).", float64(c.bytesPeak)},
 		{"kvtrim_observe_seconds_total", "counter", "Time spent turning observed attention into scores' inputs.", c.observeMs / 1000},
 		{"kvtrim_score_seconds_total", "counter", "Time spent scoring positions.", c.scoreMs / 1000},
 		{"kvtrim_evict_seconds_total", "counter", "Time spent evicting cells.", c.evictMs / 1000},

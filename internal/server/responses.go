@@ -52,18 +52,23 @@ type promptProgress struct {
 // KVStats is the "kvtrim" object of a response: what compression did to
 // this request's cache.
 type KVStats struct {
-	Policy        string  `json:"policy"`
-	PromptTokens  int     `json:"prompt_tokens"`
-	Budget        int     `json:"budget,omitempty"`
-	KeptCells     int     `json:"kept_cells"`
-	EvictedCells  int     `json:"evicted_cells"`
-	KVBytesBefore int64   `json:"kv_bytes_before"`
-	KVBytesAfter  int64   `json:"kv_bytes_after"`
-	ObserveMs     float64 `json:"observe_ms"`
-	ScoreMs       float64 `json:"score_ms"`
-	EvictMs       float64 `json:"evict_ms"`
-	CompactMs     float64 `json:"compact_ms"`
-	Note          string  `json:"note,omitempty"`
+	Policy        string `json:"policy"`
+	PromptTokens  int    `json:"prompt_tokens"`
+	Budget        int    `json:"budget,omitempty"`
+	KeptCells     int    `json:"kept_cells"`
+	EvictedCells  int    `json:"evicted_cells"`
+	KVBytesBefore int64  `json:"kv_bytes_before"`
+	KVBytesAfter  int64  `json:"kv_bytes_after"`
+	// KVBytesPeak and NCtxPeak are the most K+V bytes the request's cells
+	// took at once on the way, and the most cells its contexts had
+	// (kvtrim.Stats).
+	KVBytesPeak int64   `json:"kv_bytes_peak"`
+	NCtxPeak    int     `json:"n_ctx_peak"`
+	ObserveMs   float64 `json:"observe_ms"`
+	ScoreMs     float64 `json:"score_ms"`
+	EvictMs     float64 `json:"evict_ms"`
+	CompactMs   float64 `json:"compact_ms"`
+	Note        string  `json:"note,omitempty"`
 }
 
 func kvStatsOf(st kvtrim.Stats) *KVStats {
@@ -71,6 +76,7 @@ func kvStatsOf(st kvtrim.Stats) *KVStats {
 		Policy: st.Policy, PromptTokens: st.PromptTokens, Budget: st.Budget,
 		KeptCells: st.KeptCells, EvictedCells: st.EvictedCells,
 		KVBytesBefore: st.KVBytesBefore, KVBytesAfter: st.KVBytesAfter,
+		KVBytesPeak: st.KVBytesPeak, NCtxPeak: st.NCtxPeak,
 		ObserveMs: st.ObserveMs, ScoreMs: st.ScoreMs, EvictMs: st.EvictMs, CompactMs: st.CompactMs,
 		Note: st.Note,
 	}
