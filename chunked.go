@@ -125,6 +125,26 @@ func heavyHitters(att []policies.WindowAttention, held []int32, acc []float32, b
 	return cols
 }
 
+// setAside frees the session's own context while a compressed prompt is
+// built in an observing one, and returns the function that makes it again,
+// empty, for the kept cells; nil when the context is not the session's to
+// free (a group's shared one, or a host's).
+func (s *Session) setAside() (reopen func() error) {
+	if s.attached || s.be.shared() {
+		return nil
+	}
+	s.ctx.Close()
+	s.ctx = nil
+	return func() error {
+		ctx, err := s.model.NewContext(s.copt)
+		if err != nil {
+			return fmt.Errorf("make the session's context again for the kept cells: %w", err)
+		}
+		s.ctx = ctx
+		return nil
+	}
+}
+
 // keptScores are the kept columns' scores summed over the layers' window
 // attention (att, over the columns the policy chose among): what a
 // decode-time policy that goes on from a prompt-time one starts from.

@@ -401,11 +401,11 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 	start := time.Now()
 	s.haveLogits = false // until the last chunk is in
 	observed := o != nil || into != s.ctx
-	nb := s.be.chunk()
-	if observed {
-		// The batch was sized for the session's context; an observing
-		// context can take larger ones.
-		nb = min(into.NBatch(), s.batch.Cap())
+	// The batch was sized for the session's context; an observing context
+	// can take larger ones.
+	nb := min(into.NBatch(), s.batch.Cap())
+	if !observed {
+		nb = s.be.chunk()
 	}
 	seqs := []bindings.SeqID{s.seqIn(into)}
 	positions := make([]int32, 0, nb)

@@ -2,6 +2,7 @@ package kvtrim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -102,7 +103,7 @@ func (s *Session) openObserving(n int, observes policies.Observes) (*observing, 
 // context. A chunked prefill (Compression.Chunk) fills that context a chunk
 // at a time, evicting back to the budget after each (prefillChunks), so
 // that it needs only budget + chunk cells.
-func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) error {
+func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Compression, budget int) (err error) {
 	n := len(tokens)
 	cfg, err := comp.snapKV(budget)
 	if err != nil {
@@ -142,14 +143,28 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		// The kept cells, a chunk, and the lookahead after the last one.
 		cells = budget + max(chunk, rows) + lookahead
 	}
+	nctx := s.NCtx()
+	// The session's own context is freed while the prompt is built in the
+	// observing one, and made again for the kept cells: the two never
+	// take memory at once.
+	reopen := s.setAside()
+	defer func() {
+		if reopen != nil {
+			err = errors.Join(err, reopen())
+		}
+	}()
 	o, err := s.openObserving(cells, pol.Observes)
 	if err != nil {
 		return err
 	}
 	defer o.close()
-	s.stats.NCtxPeak = s.NCtx() + o.ctx.NCtx()
-	if o.inPlace {
-		s.stats.NCtxPeak = s.NCtx()
+	switch {
+	case o.inPlace:
+		s.stats.NCtxPeak = nctx
+	case reopen != nil:
+		s.stats.NCtxPeak = max(nctx, o.ctx.NCtx())
+	default:
+		s.stats.NCtxPeak = nctx + o.ctx.NCtx()
 	}
 	nb := min(o.ctx.NBatch(), s.batch.Cap())
 	last := n % nb
@@ -240,16 +255,26 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	t3 := time.Now()
 	// Compaction: the kept cells move, packed, into the session's context
 	// (which has no eval callback); the observing one is freed first.
+	state, err := hooks.Take(o.ctx, 0, o.obs.Cells(), 0)
+	if err != nil {
+		return err
+	}
+	cellMap := o.obs.Cells()
+	o.close()
+	if reopen != nil {
+		if err := reopen(); err != nil {
+			return err
+		}
+		reopen = nil
+	}
 	var packed *hooks.CellMap
-	beforeLoad := o.close
-	if s.hostFilled {
-		beforeLoad = func() {
-			o.close()
+	s.withCtx(func() {
+		if s.hostFilled {
 			s.ctx.Memory().SeqRm(s.seq, -1, -1) // the host's whole prompt goes; the kept cells come back
 			s.hostFilled = false
 		}
-	}
-	s.withCtx(func() { packed, err = hooks.Move(o.ctx, 0, s.ctx, s.seq, o.obs.Cells(), 0, beforeLoad) })
+		packed, err = hooks.Put(s.ctx, s.seq, state, cellMap, 0)
+	})
 	if err != nil {
 		return err
 	}
@@ -316,6 +341,13 @@ func (s *Session) observeFor(o *observing, pol policies.Policy, in *policies.Pro
 		}
 		in.Attention = att
 	case policies.ObservesKeys, policies.ObservesQueries:
+		if !o.blind && pol.Observes == policies.ObservesKeys {
+			// Straight from the cache, a layer at a time.
+			in.Keys = func(il int) (policies.Keys, error) { return o.obs.Keys(il, held) }
+			break
+		}
+		// From a copy of the sequence's state: no hook saw the cache, or
+		// the policy reads values too.
 		kv, err := s.promptState(o.ctx, held)
 		if err != nil {
 			return err

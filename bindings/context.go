@@ -117,7 +117,7 @@ func (l *Library) wrapContext(ptr uintptr, m *Model, borrowed bool) *Context {
 
 // Close frees the context and its cache.
 func (c *Context) Close() {
-	if c.ptr == 0 {
+	if c == nil || c.ptr == 0 {
 		return
 	}
 	if c.borrowed {

@@ -53,13 +53,27 @@ func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bi
 // positions against cells (when the host form makes them readable),
 // removes the sequence from `from`, calls beforeLoad (if set; to free
 // `from` first, say) and loads the state into sequence toSeq of `to`, where
-// the cells land packed from the start of its stream in their old order.
-// A `to` of several sequences is taken to keep a stream for each, as kvtrim
-// makes them (see Restream). It
-// returns the map of the packed cells. flags selects the _ext form
-// (bindings.StateOnDevice keeps the data on the device). Position shifts
-// must come after: a pending seq_add does not survive the round trip.
+// the cells land packed from the start of its stream in their old order:
+// Take, then Put. It returns the map of the packed cells. flags selects the
+// _ext form (bindings.StateOnDevice keeps the data on the device).
+// Position shifts must come after: a pending seq_add does not survive the
+// round trip.
 func Move(from *bindings.Context, fromSeq bindings.SeqID, to *bindings.Context, toSeq bindings.SeqID, cells *CellMap, flags bindings.StateFlags, beforeLoad func()) (*CellMap, error) {
+	state, err := Take(from, fromSeq, cells, flags)
+	if err != nil {
+		return nil, err
+	}
+	if beforeLoad != nil {
+		beforeLoad()
+	}
+	return Put(to, toSeq, state, cells, flags)
+}
+
+// Take saves sequence fromSeq's state from `from`, checks its cell
+// positions against cells (when the host form makes them readable), and
+// removes the sequence from `from`: the first half of Move, whose state
+// Put loads, into a context that may be made in between.
+func Take(from *bindings.Context, fromSeq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) ([]byte, error) {
 	state, err := from.SeqState(fromSeq, flags)
 	if err != nil {
 		return nil, fmt.Errorf("compact: %w", err)
@@ -75,14 +89,19 @@ func Move(from *bindings.Context, fromSeq bindings.SeqID, to *bindings.Context, 
 		}
 	}
 	from.Memory().SeqRm(fromSeq, -1, -1)
+	return state, nil
+}
+
+// Put loads a state Take saved (of the cells in cells) into sequence toSeq
+// of `to`, packed from the start of its stream (a `to` of several
+// sequences is taken to keep a stream for each, as kvtrim makes them: see
+// Restream), and returns the map of the packed cells.
+func Put(to *bindings.Context, toSeq bindings.SeqID, state []byte, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
 	if n := to.NSeqMax(); n > 1 && flags == 0 {
-		// A context of several sequences keeps a stream for each.
+		var err error
 		if state, err = Restream(state, n); err != nil {
 			return nil, fmt.Errorf("compact: %w", err)
 		}
-	}
-	if beforeLoad != nil {
-		beforeLoad()
 	}
 	if err := to.SetSeqState(toSeq, state, flags); err != nil {
 		return nil, fmt.Errorf("compact: %w", err)

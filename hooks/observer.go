@@ -536,6 +536,31 @@ func (o *Observer) layerQK(il int, colCell []int, votes bool) (policies.WindowAt
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
 }
 
+// Keys is layer il's keys of positions (which the cell map must hold),
+// read from the K cache as keyLoader reads them, in the order of positions:
+// what key-only policies score, without a copy of the sequence's state.
+func (o *Observer) Keys(il int, positions []int32) (policies.Keys, error) {
+	s := o.shape
+	keys := policies.Keys{KVHeads: s.KVHeads, HeadDim: s.HeadDim}
+	if il < 0 || il >= s.Layers {
+		return keys, fmt.Errorf("observe keys: layer %d of %d", il, s.Layers)
+	}
+	colCell := make([]int, len(positions))
+	for i, p := range positions {
+		c, ok := o.cellMap.Cell(p)
+		if !ok {
+			return keys, fmt.Errorf("observe keys: position %d has no cell", p)
+		}
+		colCell[i] = int(c)
+	}
+	load, err := o.keyLoader(il, colCell)
+	if err != nil {
+		return keys, err
+	}
+	keys.Rows = make([]float32, len(positions)*s.KVHeads*s.HeadDim)
+	return keys, load(keys.Rows, 0, len(positions))
+}
+
 // keyBlock is the most K rows a step reads from a cache it cannot read in
 // place at once.
 const keyBlock = 256

@@ -31,7 +31,7 @@ type capacityRow struct {
 	// CellsPerSlot is a conversation's cells, rounded up to llama.cpp's
 	// 256-cell unit of a sequence's stream; Slots of them fit in -c.
 	CellsPerSlot int   `json:"cells_per_slot"`
-	PeakCells    int   `json:"peak_cells"` // the slots', plus SnapKV's one prompt-sized temporary context
+	PeakCells    int   `json:"peak_cells"` // the slots', plus SnapKV's one temporary context (prompt-sized, or budget + chunk)
 	KVBytesPeak  int64 `json:"kv_bytes_peak"`
 	Succeeded    int   `json:"succeeded"`
 	// PrefillSeconds is the wall time of the first turns: every
@@ -254,7 +254,9 @@ func runCapacity(ctx context.Context, model *kvtrim.Model, g genFlags, comp kvtr
 		if f.Kvtrim.PromptTokens > 0 && row.KVBytesPeak == 0 {
 			perCell := f.Kvtrim.KVBytesBefore / int64(f.Kvtrim.PromptTokens)
 			if comp.PrefillsAside(f.Kvtrim.PromptTokens) {
-				row.PeakCells += f.Kvtrim.PromptTokens // the one temporary context
+				// The one temporary context a compressed prefill has at a
+				// time: prompt-sized, or budget + chunk cells when chunked.
+				row.PeakCells += max(0, f.Kvtrim.NCtxPeak-cells)
 			}
 			row.KVBytesPeak = int64(row.PeakCells) * perCell
 		}
@@ -279,6 +281,7 @@ type turnAnswer struct {
 	Kvtrim struct {
 		PromptTokens  int   `json:"prompt_tokens"`
 		KVBytesBefore int64 `json:"kv_bytes_before"`
+		NCtxPeak      int   `json:"n_ctx_peak"`
 	} `json:"kvtrim"`
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,14 +26,16 @@ type evalConfig struct {
 }
 
 // parseConfigs reads "none,recent,snapkv:normsum,snapkv:max:maxpool,
-// snapkv+h2o,streaming,...": a policy, optionally "+" a decode policy,
-// optionally ":" an aggregation and ":" a pooling (avgpool or maxpool), so
-// that SnapKV's ablations sit beside each other in one run.
+// snapkv+h2o,snapkv@512/knorm,streaming,...": a policy, optionally "+" a
+// decode policy, optionally ":" an aggregation and ":" a pooling (avgpool
+// or maxpool), optionally "@" a prefill chunk (-1: one go) and "/" a chunk
+// policy, so that SnapKV's ablations sit beside each other in one run.
 func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 	var out []evalConfig
 	for _, item := range strings.Split(list, ",") {
 		item = strings.TrimSpace(item)
-		policy, options, _ := strings.Cut(item, ":")
+		spec, chunking, chunked := strings.Cut(item, "@")
+		policy, options, _ := strings.Cut(spec, ":")
 		policy, decode, _ := strings.Cut(policy, "+")
 		agg, pool, _ := strings.Cut(options, ":")
 		c := base
@@ -43,6 +46,16 @@ func parseConfigs(list string, base kvtrim.Compression) ([]evalConfig, error) {
 		if pool != "" {
 			if c.Pool, _ = strings.CutSuffix(pool, "pool"); c.Pool == pool {
 				return nil, usageErrorf("--policy %q: the pooling is avgpool or maxpool", item)
+			}
+		}
+		if chunked {
+			size, chunkPolicy, _ := strings.Cut(chunking, "/")
+			var err error
+			if c.Chunk, err = strconv.Atoi(size); err != nil {
+				return nil, usageErrorf("--policy %q: the chunk after @ is a number of tokens (-1: none)", item)
+			}
+			if chunkPolicy != "" {
+				c.ChunkPolicy = chunkPolicy
 			}
 		}
 		if policy == kvtrim.PolicyNone {
@@ -254,7 +267,7 @@ func cmdEval(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	g.registerPolicyOptions(fs)
 	c.register(fs)
 	fs.Set("ctx-size", "2048")
-	policyList := fs.String("policy", "none,recent,snapkv", "policies to compare: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation")
+	policyList := fs.String("policy", "none,recent,snapkv", "policies to compare: "+strings.Join(kvtrim.PolicyNames(), ", ")+"; snapkv+h2o or snapkv+streaming for a decode policy; snapkv:AGG for an aggregation; snapkv@CHUNK or snapkv@CHUNK/POLICY for a chunked prefill")
 	fs.StringVar(policyList, "configs", "none,recent,snapkv", "the same as --policy")
 	fs.MarkHidden("configs")
 	ratios := fs.Float64Slice("ratio", nil, "budgets as shares of each prompt, in (0, 1] (default 0.1)")
