@@ -42,6 +42,9 @@ func (s *Session) prefillChunks(ctx context.Context, o *observing, tokens []Toke
 		}
 		err := s.decode(ctx, o.ctx, o, seg, total)
 		o.obs.Disarm()
+		if err == nil {
+			err = o.addAnchors(s.nextPos-int32(len(seg)), s.nextPos)
+		}
 		if err != nil {
 			return err
 		}

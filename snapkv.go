@@ -21,6 +21,41 @@ type observing struct {
 	// temporary context to free; blind: no hook feeds obs, whose cell map
 	// is then read from the sequence's state (learnCells).
 	inPlace, blind bool
+	// anchors is, per layer, the sum of the unit keys of every prompt
+	// position decoded so far, evicted ones too: KeyDiff's mean key over
+	// the whole prompt (policies.Prompt.Anchors), which a chunked prefill
+	// keeps (addAnchors); nil otherwise.
+	anchors [][]float32
+}
+
+// addAnchors adds the unit keys of positions [p0, p1), just decoded, to
+// the anchors (made at the first call), read from the cache; a blind
+// observer, which cannot read it, keeps none.
+func (o *observing) addAnchors(p0, p1 int32) error {
+	if o.blind {
+		return nil
+	}
+	sh := o.obs.Shape()
+	if o.anchors == nil {
+		o.anchors = make([][]float32, sh.Layers)
+		for il := range o.anchors {
+			o.anchors[il] = make([]float32, sh.KVHeads*sh.HeadDim)
+		}
+	}
+	positions := make([]int32, 0, p1-p0)
+	for p := p0; p < p1; p++ {
+		positions = append(positions, p)
+	}
+	for il, sum := range o.anchors {
+		k, err := o.obs.Keys(il, positions)
+		if err != nil {
+			return err
+		}
+		for h := range sh.KVHeads {
+			policies.AddUnitKeys(sum[h*sh.HeadDim:][:sh.HeadDim], k, h)
+		}
+	}
+	return nil
 }
 
 // learnCells gives a blind observer the sequence's cells: their order in
@@ -208,6 +243,9 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		o.obs.Arm(rows)
 	}
 	err = s.decode(ctx, o.ctx, o, tokens[n-last:], n)
+	if err == nil && o.anchors != nil {
+		err = o.addAnchors(int32(n-last), int32(n))
+	}
 	t0 := time.Now() // observing: the lookahead and the scores
 	if err == nil {
 		err = s.lookahead(o, lookahead)
@@ -341,6 +379,7 @@ func (s *Session) observeFor(o *observing, pol policies.Policy, in *policies.Pro
 		}
 		in.Attention = att
 	case policies.ObservesKeys, policies.ObservesQueries:
+		in.Anchors = o.anchors
 		if !o.blind && pol.Observes == policies.ObservesKeys {
 			// Straight from the cache, a layer at a time.
 			in.Keys = func(il int) (policies.Keys, error) { return o.obs.Keys(il, held) }

@@ -115,6 +115,9 @@ func NewObserver(s Shape, src Source) *Observer {
 	}
 }
 
+// Shape is the model's shape the observer was made for.
+func (o *Observer) Shape() Shape { return o.shape }
+
 // Source is where this observer reads attention from.
 func (o *Observer) Source() Source { return o.source }
 

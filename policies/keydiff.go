@@ -18,24 +18,31 @@ var keyDiff = Policy{
 	KeepsWindow: true,
 	Options:     []string{"window", "aggregate"},
 	Check:       checkAggregation,
-	Select:      func(p Prompt) ([]int, error) { return selectByHeadScores(p, keyDiffScores) },
+	Select: func(p Prompt) ([]int, error) {
+		return selectByLayerScores(p, func(il int, k Keys, n int, dst []float32) error {
+			var sums []float32
+			if p.Anchors != nil {
+				sums = p.Anchors[il]
+			}
+			keyDiffScores(k, n, dst, sums)
+			return nil
+		})
+	},
 }
 
 // keyDiffScores scores each KV head's positions by 1 - cos(key, anchor),
 // anchor the mean of the head's normalised keys over the whole prompt
-// (window included): in [0, 2], the least similar highest.
-func keyDiffScores(k Keys, n int, dst []float32) {
-	rows := len(k.Rows) / (k.KVHeads * k.HeadDim)
+// (window included): in [0, 2], the least similar highest. sums, when set,
+// is that sum already taken ([head][dim], Prompt.Anchors), over positions
+// k may no longer hold.
+func keyDiffScores(k Keys, n int, dst []float32, sums []float32) {
 	anchor := make([]float32, k.HeadDim)
-	unit := make([]float32, k.HeadDim)
 	for h := range k.KVHeads {
-		clear(anchor)
-		for i := range rows {
-			row := k.Row(i, h)
-			if norm := vek32.Norm(row); norm > 0 {
-				vek32.MulNumber_Into(unit, row, 1/norm)
-				vek32.Add_Inplace(anchor, unit)
-			}
+		if sums != nil {
+			copy(anchor, sums[h*k.HeadDim:][:k.HeadDim])
+		} else {
+			clear(anchor)
+			AddUnitKeys(anchor, k, h)
 		}
 		an := vek32.Norm(anchor)
 		s := dst[h*n:][:n]
@@ -46,6 +53,20 @@ func keyDiffScores(k Keys, n int, dst []float32) {
 				cos = vek32.Dot(row, anchor) / (norm * an)
 			}
 			s[i] = 1 - float32(math.Max(-1, math.Min(1, float64(cos))))
+		}
+	}
+}
+
+// AddUnitKeys adds KV head h's keys of every position k holds, each
+// normalised to length 1, to sum ([dim]): KeyDiff's anchor, which a
+// chunked prefill sums chunk by chunk (Prompt.Anchors).
+func AddUnitKeys(sum []float32, k Keys, h int) {
+	unit := make([]float32, k.HeadDim)
+	for i := range len(k.Rows) / (k.KVHeads * k.HeadDim) {
+		row := k.Row(i, h)
+		if norm := vek32.Norm(row); norm > 0 {
+			vek32.MulNumber_Into(unit, row, 1/norm)
+			vek32.Add_Inplace(sum, unit)
 		}
 	}
 }

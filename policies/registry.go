@@ -31,6 +31,12 @@ const (
 // of them always.
 type Prompt struct {
 	Len, Budget, Window int
+	// Anchors, when set, are per layer the sum of the unit keys
+	// ([kvHead][dim]) of every position the prompt has had, the evicted
+	// ones of a chunked prefill too: KeyDiff's mean key over the whole
+	// prompt, where Keys holds only the kept positions'. nil: the sum over
+	// Keys.
+	Anchors [][]float32
 	// End is the prompt's length when the Len columns are not positions
 	// 0..Len-1 but the ascending positions a chunked prefill kept (the
 	// last Window of them the prompt's last); 0 means Len. Policies that
