@@ -89,7 +89,8 @@ type Compression struct {
 	// (and lookahead), and the policy makes the final choice as it would
 	// over the whole prompt. 0 chunks only a prompt that does not fit in
 	// the session's context (-c), in chunks of DefaultChunk or what -c
-	// leaves beside the budget; a negative value never chunks.
+	// leaves beside the budget and the lookahead; a negative value never
+	// chunks.
 	Chunk int `json:"chunk"`
 	// ChunkPolicy chooses what each chunk's eviction keeps, before the
 	// prompt's end is known: a policy that reads only keys ("keydiff",
@@ -380,7 +381,9 @@ func (c Compression) chunkFor(n, budget, nctx int) (chunk int, note string, err 
 		if n <= nctx {
 			return 0, "", nil
 		}
-		chunk = min(DefaultChunk, nctx-budget)
+		// The chunk's context (budget + chunk + lookahead cells) then fits
+		// in -c, not a cell over, which llama.cpp would round up by 256.
+		chunk = min(DefaultChunk, nctx-budget-c.lookaheadTokens())
 		if chunk <= window {
 			return 0, fmt.Sprintf("prefilled in one go: -c %d leaves %d cells beside the budget %d, too few for a chunk larger than the window %d", nctx, nctx-budget, budget, window), nil
 		}

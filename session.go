@@ -268,7 +268,9 @@ func (s *Session) Close() {
 }
 
 // Context is the session's llama.cpp context (a group member's is shared
-// with the other members).
+// with the other members). A session of its own makes its context again
+// when it prefills a compressed prompt (the prompt is built in another
+// meanwhile): ask for it after Prefill, not before.
 func (s *Session) Context() *bindings.Context { return s.ctx }
 
 // NCtx is the number of cells the session's sequence can hold: its

@@ -62,13 +62,15 @@ type KVStats struct {
 	// KVBytesPeak and NCtxPeak are the most K+V bytes the request's cells
 	// took at once on the way, and the most cells its contexts had
 	// (kvtrim.Stats).
-	KVBytesPeak int64   `json:"kv_bytes_peak"`
-	NCtxPeak    int     `json:"n_ctx_peak"`
-	ObserveMs   float64 `json:"observe_ms"`
-	ScoreMs     float64 `json:"score_ms"`
-	EvictMs     float64 `json:"evict_ms"`
-	CompactMs   float64 `json:"compact_ms"`
-	Note        string  `json:"note,omitempty"`
+	KVBytesPeak int64 `json:"kv_bytes_peak"`
+	NCtxPeak    int   `json:"n_ctx_peak"`
+	// Chunks is how many times a chunked prefill evicted between chunks.
+	Chunks    int     `json:"chunks,omitempty"`
+	ObserveMs float64 `json:"observe_ms"`
+	ScoreMs   float64 `json:"score_ms"`
+	EvictMs   float64 `json:"evict_ms"`
+	CompactMs float64 `json:"compact_ms"`
+	Note      string  `json:"note,omitempty"`
 }
 
 func kvStatsOf(st kvtrim.Stats) *KVStats {
@@ -76,7 +78,7 @@ func kvStatsOf(st kvtrim.Stats) *KVStats {
 		Policy: st.Policy, PromptTokens: st.PromptTokens, Budget: st.Budget,
 		KeptCells: st.KeptCells, EvictedCells: st.EvictedCells,
 		KVBytesBefore: st.KVBytesBefore, KVBytesAfter: st.KVBytesAfter,
-		KVBytesPeak: st.KVBytesPeak, NCtxPeak: st.NCtxPeak,
+		KVBytesPeak: st.KVBytesPeak, NCtxPeak: st.NCtxPeak, Chunks: st.Chunks,
 		ObserveMs: st.ObserveMs, ScoreMs: st.ScoreMs, EvictMs: st.EvictMs, CompactMs: st.CompactMs,
 		Note: st.Note,
 	}

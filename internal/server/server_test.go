@@ -362,3 +362,29 @@ func TestPerRequestCompression(t *testing.T) {
 		t.Errorf("metrics count no eviction:\n%s", metrics)
 	}
 }
+
+// TestChunkedRequest: a compressed prompt longer than its slot (two slots
+// of 256 cells) is prefilled in chunks of what the slot leaves beside the
+// budget, as a session with a context of the slot's size prefills it: the
+// answer is that session's, the stats say it was chunked, and no context
+// of the request held more than the slot's cells and a chunk's.
+func TestChunkedRequest(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel, cfg.CtxSize = 2, 512
+	ts := startServer(t, cfg)
+	prompt := story(t)
+	if len(prompt) > 1500 {
+		prompt = prompt[:1500]
+	}
+	comp := kvtrim.Compression{Policy: kvtrim.PolicySnapKV, Budget: 64}
+	wantTokens, _ := direct(t, ts.model, 256, prompt, 16, comp)
+	var got completion
+	ts.post("/completion", `{"prompt":`+jsonString(prompt)+`,"n_predict":16,"temperature":0,"return_tokens":true,"kvtrim":{"policy":"snapkv","budget":64}}`, 200, &got)
+	k := got.Kvtrim
+	if k == nil || k.PromptTokens <= 256 || k.KeptCells != 64 || k.Chunks == 0 || k.NCtxPeak > 256+512 || k.KVBytesPeak*int64(k.PromptTokens) > k.KVBytesBefore*256 {
+		t.Fatalf("kvtrim %+v: want a prompt over 256 tokens chunked, keeping 64 cells, holding at most 256 cells at once", k)
+	}
+	if !slices.Equal(got.Tokens, wantTokens) {
+		t.Errorf("chunked generation %v, a session's of 256 cells %v", got.Tokens, wantTokens)
+	}
+}
