@@ -25,38 +25,17 @@ func TestChunkedPrefillEvictsExactly(t *testing.T) {
 	for _, chunkPolicy := range kvtrim.ChunkPolicyNames() {
 		for _, final := range policies.PromptNames() {
 			t.Run(chunkPolicy+"/"+final, func(t *testing.T) {
-				comp := kvtrim.Compression{Policy: final, Budget: budget, Window: 4, Chunk: chunk, ChunkPolicy: chunkPolicy}
-				s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: "off", CacheType: "f32", Compression: comp})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer s.Close()
-				toks, _ := s.Tokenize(text)
-				if err := s.Prefill(context.Background(), toks); err != nil {
-					t.Fatal(err)
-				}
-				kept := statePositions(t, s.Context())
-				st := s.Stats()
-				lookahead := st.LookaheadTokens
-				if len(kept) != budget || int(kept[len(kept)-1]) != len(toks)-1 || st.EvictedCells != len(toks)-budget {
-					t.Fatalf("kept %v of %d tokens, stats %+v", kept, len(toks), st)
-				}
+				st, n := evictExactly(t, m, text, kvtrim.Compression{Policy: final, Budget: budget, Window: 4, Chunk: chunk, ChunkPolicy: chunkPolicy})
 				// The last chunk holds at least the query rows a policy reads.
 				last := chunk
 				if p, _ := policies.LookupPrompt(final); p.Observes == policies.ObservesQueries {
 					last = max(chunk, p.QueryRows)
 				}
-				if want := (len(toks) - last) / chunk; st.Chunks < want || st.Chunks > want+1 {
-					t.Errorf("%d evictions between chunks for %d tokens in chunks of %d, the last of %d", st.Chunks, len(toks), chunk, last)
+				if want := (n - last) / chunk; st.Chunks < want || st.Chunks > want+1 {
+					t.Errorf("%d evictions between chunks for %d tokens in chunks of %d, the last of %d", st.Chunks, n, chunk, last)
 				}
-				if perCell := st.KVBytesBefore / int64(len(toks)); st.KVBytesPeak > int64(budget+last+lookahead)*perCell || st.KVBytesPeak <= int64(budget)*perCell {
-					t.Errorf("peak %d KV bytes: %d cells' worth, budget %d + last chunk %d + lookahead %d", st.KVBytesPeak, st.KVBytesPeak/perCell, budget, last, lookahead)
-				}
-				next, pos := toks[3], int32(len(toks))
-				got := decodeOne(t, m, s.Context(), next, pos)
-				want := keptTokensLogits(t, m, toks, kept, next, pos)
-				if worst := maxAbsDiff(got, want); worst > 1e-3 {
-					t.Errorf("logits after a chunked %s differ from a fresh context of the kept tokens by %g", final, worst)
+				if perCell := st.KVBytesBefore / int64(n); st.KVBytesPeak > int64(budget+last+st.LookaheadTokens)*perCell || st.KVBytesPeak <= int64(budget)*perCell {
+					t.Errorf("peak %d KV bytes: %d cells' worth, budget %d + last chunk %d + lookahead %d", st.KVBytesPeak, st.KVBytesPeak/perCell, budget, last, st.LookaheadTokens)
 				}
 			})
 		}

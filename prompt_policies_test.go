@@ -19,27 +19,7 @@ func TestPromptPoliciesEvictExactly(t *testing.T) {
 	text := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 4)
 	for _, name := range policies.PromptNames() {
 		t.Run(name, func(t *testing.T) {
-			opt := kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: "off", CacheType: "f32",
-				Compression: kvtrim.Compression{Policy: name, Budget: 16, Window: 4}}
-			s, err := m.NewSession(opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			toks, _ := s.Tokenize(text)
-			if err := s.Prefill(context.Background(), toks); err != nil {
-				t.Fatal(err)
-			}
-			kept := statePositions(t, s.Context())
-			if len(kept) != 16 || int(kept[len(kept)-1]) != len(toks)-1 || s.Stats().EvictedCells != len(toks)-16 {
-				t.Fatalf("kept %v of %d tokens, stats %+v", kept, len(toks), s.Stats())
-			}
-			next, pos := toks[3], int32(len(toks))
-			got := decodeOne(t, m, s.Context(), next, pos)
-			want := keptTokensLogits(t, m, toks, kept, next, pos)
-			if worst := maxAbsDiff(got, want); worst > 1e-3 {
-				t.Errorf("logits after %s differ from a fresh context of the kept tokens by %g", name, worst)
-			}
+			evictExactly(t, m, text, kvtrim.Compression{Policy: name, Budget: 16, Window: 4})
 		})
 	}
 	sm := loadModel(t, "stories260K.gguf")
@@ -51,4 +31,34 @@ func TestPromptPoliciesEvictExactly(t *testing.T) {
 			t.Errorf("%s with a budget covering the prompt: %q (%d evicted), full cache %q", name, got, st.EvictedCells, full)
 		}
 	}
+}
+
+// evictExactly prefills text with comp on the one-layer model m (F32
+// cache, flash attention off) and checks that the budget was kept, the
+// prompt's last position with it, and that the logits of one more token
+// equal those of a fresh context holding only the kept tokens at their
+// positions. It returns the session's stats and the prompt's length.
+func evictExactly(t *testing.T, m *kvtrim.Model, text string, comp kvtrim.Compression) (kvtrim.Stats, int) {
+	t.Helper()
+	s, err := m.NewSession(kvtrim.SessionOptions{NCtx: 256, Threads: 1, FlashAttn: "off", CacheType: "f32", Compression: comp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := s.Tokenize(text)
+	if err := s.Prefill(context.Background(), toks); err != nil {
+		t.Fatal(err)
+	}
+	kept := statePositions(t, s.Context())
+	st := s.Stats()
+	if len(kept) != comp.Budget || int(kept[len(kept)-1]) != len(toks)-1 || st.EvictedCells != len(toks)-comp.Budget {
+		t.Fatalf("kept %v of %d tokens, stats %+v", kept, len(toks), st)
+	}
+	next, pos := toks[3], int32(len(toks))
+	got := decodeOne(t, m, s.Context(), next, pos)
+	want := keptTokensLogits(t, m, toks, kept, next, pos)
+	if worst := maxAbsDiff(got, want); worst > 1e-3 {
+		t.Errorf("%+v: logits after compression differ from a fresh context of the kept tokens by %g", comp, worst)
+	}
+	return st, len(toks)
 }

@@ -268,11 +268,10 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		Len: len(held), End: n, Budget: budget, Window: window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
 		Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: cfg.Agg, Seed: comp.Seed,
 	}
-	var att []policies.WindowAttention
 	if err := s.observeFor(o, pol, &in, held, lookahead); err != nil {
 		return err
 	}
-	att = in.Attention
+	att := in.Attention // nil unless the policy reads the window's
 	t1 := time.Now()
 	cols, err := pol.Select(in)
 	if err != nil {
