@@ -54,9 +54,13 @@ func (s *Session) prefillChunks(ctx context.Context, o *observing, tokens []Toke
 		}
 		t0 := time.Now()
 		held := o.obs.Cells().Positions()
+		// The heads' and layers' scores of an eviction between chunks are
+		// summed (normalised), not maxed as the final choice's may be: it
+		// kept as many or more pass keys and recall answers at every
+		// chunk size measured (docs/CHUNKED.md).
 		in := policies.Prompt{
 			Len: len(held), End: int(s.nextPos), Budget: budget, Window: window, KVHeads: s.model.NHeadKV(), Layers: s.model.NLayer(),
-			Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: cfg.Agg, Seed: comp.Seed,
+			Kernel: cfg.Kernel, Pool: cfg.Pool, Agg: policies.AggNormSum, Seed: comp.Seed,
 		}
 		var cols []int
 		var t1 time.Time
