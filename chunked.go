@@ -14,16 +14,14 @@ import (
 // it but the last chunk) into the observing context chunk tokens at a
 // time, and after each evicts the cells held back to the budget, as the
 // chunk policy chooses: so the context never holds more than budget +
-// chunk of the prompt's cells. total is the prompt's length.
-func (s *Session) prefillChunks(ctx context.Context, o *observing, tokens []Token, total int, comp Compression, budget, chunk int) error {
+// chunk of the prompt's cells. total is the prompt's length; cfg is the
+// compression's SnapKV settings for its budget.
+func (s *Session) prefillChunks(ctx context.Context, o *observing, tokens []Token, total int, comp Compression, cfg policies.SnapKVConfig, chunk int) error {
 	pol, err := comp.chunkPolicy()
 	if err != nil {
 		return err
 	}
-	cfg, err := comp.snapKV(budget)
-	if err != nil {
-		return err
-	}
+	budget := cfg.Budget
 	heavy := pol.Name == ChunkH2O
 	var acc []float32 // h2o: each position's accumulated votes
 	if heavy {

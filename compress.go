@@ -335,8 +335,17 @@ func (c Compression) Check() error {
 	if _, err := c.chunkPolicy(); err != nil {
 		return err
 	}
-	if c.Budget > 0 && c.Chunk > 0 && c.Chunk <= c.WindowFor(c.Budget) {
-		return fmt.Errorf("chunk %d must be larger than the window %d: each chunk's last window tokens choose what it keeps", c.Chunk, c.WindowFor(c.Budget))
+	if c.Budget > 0 && c.Chunk > 0 {
+		return checkChunkWindow(c.Chunk, c.WindowFor(c.Budget))
+	}
+	return nil
+}
+
+// checkChunkWindow refuses a chunk not larger than the window, which every
+// eviction between chunks keeps whole.
+func checkChunkWindow(chunk, window int) error {
+	if chunk <= window {
+		return fmt.Errorf("chunk %d must be larger than the window %d, which every eviction between chunks keeps whole", chunk, window)
 	}
 	return nil
 }
@@ -390,9 +399,10 @@ func (c Compression) chunkFor(n, budget, nctx int) (chunk int, note string, err 
 	default:
 		chunk = c.Chunk
 	}
+	if err := checkChunkWindow(chunk, window); err != nil {
+		return 0, "", err
+	}
 	switch {
-	case chunk <= window:
-		return 0, "", fmt.Errorf("chunk %d must be larger than the window %d: each chunk's last window tokens choose what it keeps", chunk, window)
 	case chunk > nctx:
 		return 0, "", fmt.Errorf("chunk %d is larger than the context's %d cells (-c): lower --chunk or raise -c", chunk, nctx)
 	case budget+chunk > nctx:

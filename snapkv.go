@@ -228,7 +228,7 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		// the last call's tokens are decoded again, observed.
 		err = s.copyHostPrompt(o, n, n-last)
 	case chunk > 0:
-		err = s.prefillChunks(ctx, o, tokens[:n-last], n, comp, budget, chunk)
+		err = s.prefillChunks(ctx, o, tokens[:n-last], n, comp, cfg, chunk)
 	default:
 		err = s.decode(ctx, o.ctx, o, tokens[:n-last], n)
 	}

@@ -43,36 +43,23 @@ func CheckEvictable(m *bindings.Model) error {
 }
 
 // Compact re-places seq's cells contiguously from cell 0 with a state round
-// trip (save, remove all, load), so that n_kv shrinks and decoding gets
-// faster: Move within one context.
+// trip (Take, then Put into the same context), so that n_kv shrinks and
+// decoding gets faster. Position shifts must come after: a pending seq_add
+// does not survive the round trip.
 func Compact(ctx *bindings.Context, seq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) (*CellMap, error) {
-	return Move(ctx, seq, ctx, seq, cells, flags, nil)
-}
-
-// Move saves sequence fromSeq's state from `from`, checks its cell
-// positions against cells (when the host form makes them readable),
-// removes the sequence from `from`, calls beforeLoad (if set; to free
-// `from` first, say) and loads the state into sequence toSeq of `to`, where
-// the cells land packed from the start of its stream in their old order:
-// Take, then Put. It returns the map of the packed cells. flags selects the
-// _ext form (bindings.StateOnDevice keeps the data on the device).
-// Position shifts must come after: a pending seq_add does not survive the
-// round trip.
-func Move(from *bindings.Context, fromSeq bindings.SeqID, to *bindings.Context, toSeq bindings.SeqID, cells *CellMap, flags bindings.StateFlags, beforeLoad func()) (*CellMap, error) {
-	state, err := Take(from, fromSeq, cells, flags)
+	state, err := Take(ctx, seq, cells, flags)
 	if err != nil {
 		return nil, err
 	}
-	if beforeLoad != nil {
-		beforeLoad()
-	}
-	return Put(to, toSeq, state, cells, flags)
+	return Put(ctx, seq, state, cells, flags)
 }
 
-// Take saves sequence fromSeq's state from `from`, checks its cell
-// positions against cells (when the host form makes them readable), and
-// removes the sequence from `from`: the first half of Move, whose state
-// Put loads, into a context that may be made in between.
+// Take saves sequence fromSeq's state from `from` (flags selects the _ext
+// form: bindings.StateOnDevice keeps the data on the device), checks its
+// cell positions against cells (when the host form makes them readable),
+// and removes the sequence from `from`. Put loads the state, into another
+// context (which may be made in between: the kept cells of a compressed
+// prompt move from the observing context into the session's) or the same.
 func Take(from *bindings.Context, fromSeq bindings.SeqID, cells *CellMap, flags bindings.StateFlags) ([]byte, error) {
 	state, err := from.SeqState(fromSeq, flags)
 	if err != nil {

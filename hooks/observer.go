@@ -142,7 +142,7 @@ func (o *Observer) Disarm() { o.armed = false }
 func (o *Observer) Cells() *CellMap { return o.cellMap }
 
 // SetCells replaces the map, after the sequence's cells were moved
-// (Move returns the packed map).
+// (Put returns the packed map).
 func (o *Observer) SetCells(m *CellMap) { o.cellMap = m }
 
 // Record adds the cells the last decode wrote, for the batch's positions,
@@ -293,18 +293,14 @@ func (o *Observer) Attention(n int) ([]policies.WindowAttention, error) {
 // AttentionFrom is Attention computed from src, which must be the
 // observer's own source, or FromQK for a softmax observer with AlsoQK.
 func (o *Observer) AttentionFrom(src Source, n int) ([]policies.WindowAttention, error) {
-	positions := make([]int32, n)
-	for p := range positions {
-		positions[p] = int32(p)
-	}
-	return o.attention(src, positions, false)
+	return o.attention(src, positionsUpTo[int32](n), false)
 }
 
 // Votes is Attention summed over each head's window rows (one row per head,
 // WindowAttention.Votes): what SnapKV and H2O use, in a window's fraction of
 // the memory.
 func (o *Observer) Votes(n int) ([]policies.WindowAttention, error) {
-	return o.attention(o.source, positionsUpTo(n), true)
+	return o.attention(o.source, positionsUpTo[int32](n), true)
 }
 
 // VotesOver is AttentionOver summed over each head's rows.
@@ -319,11 +315,11 @@ func (o *Observer) AttentionOver(positions []int32) ([]policies.WindowAttention,
 	return o.attention(o.source, positions, false)
 }
 
-// positionsUpTo is 0, 1, ..., n-1.
-func positionsUpTo(n int) []int32 {
-	out := make([]int32, n)
+// positionsUpTo is 0, 1, ..., n-1: positions (int32) or columns (int).
+func positionsUpTo[T int | int32](n int) []T {
+	out := make([]T, n)
 	for i := range out {
-		out[i] = int32(i)
+		out[i] = T(i)
 	}
 	return out
 }
@@ -388,16 +384,24 @@ func (o *Observer) prepare(src Source, positions []int32) ([]int, error) {
 				il, len(rows), o.window, map[Source]string{FromSoftmax: "off", FromQK: "on"}[o.source])
 		}
 	}
-	o.colCell = slices.Grow(o.colCell[:0], len(positions))[:len(positions)]
-	colCell := o.colCell
-	for i, p := range positions {
+	var err error
+	o.colCell, err = o.cellsOf(o.colCell[:0], positions)
+	if err != nil {
+		return nil, fmt.Errorf("observe attention: %w", err)
+	}
+	return o.colCell, nil
+}
+
+// cellsOf appends the cells of positions, from the cell map, to dst.
+func (o *Observer) cellsOf(dst []int, positions []int32) ([]int, error) {
+	for _, p := range positions {
 		c, ok := o.cellMap.Cell(p)
 		if !ok {
-			return nil, fmt.Errorf("observe attention: position %d has no cell", p)
+			return nil, fmt.Errorf("position %d has no cell", p)
 		}
-		colCell[i] = int(c)
+		dst = append(dst, int(c))
 	}
-	return colCell, nil
+	return dst, nil
 }
 
 // StepScores adds a decode step's attention row (the observer armed for
@@ -521,19 +525,16 @@ func (o *Observer) layerQK(il int, colCell []int, votes bool) (policies.WindowAt
 		return policies.VotesFromKeys(q, s.Heads, w, n, s.KVHeads, s.HeadDim, load)
 	}
 	// The whole attention (tests and comparisons, not compression): the
-	// keys in [kv_head][position][dim] order.
+	// rows, read at once, go into [kv_head][position][dim] order.
 	rowLen := s.KVHeads * s.HeadDim
-	k := make([]float32, s.KVHeads*n*s.HeadDim)
-	block := make([]float32, min(n, keyBlock)*rowLen)
-	for c0 := 0; c0 < n; c0 += keyBlock {
-		bc := min(keyBlock, n-c0)
-		if err := load(block[:bc*rowLen], c0, bc); err != nil {
-			return policies.WindowAttention{}, err
-		}
-		for c := range bc {
-			for kh := range s.KVHeads {
-				copy(k[(kh*n+c0+c)*s.HeadDim:][:s.HeadDim], block[c*rowLen+kh*s.HeadDim:][:s.HeadDim])
-			}
+	rows := make([]float32, n*rowLen)
+	if err := load(rows, 0, n); err != nil {
+		return policies.WindowAttention{}, err
+	}
+	k := make([]float32, len(rows))
+	for c := range n {
+		for kh := range s.KVHeads {
+			copy(k[(kh*n+c)*s.HeadDim:][:s.HeadDim], rows[c*rowLen+kh*s.HeadDim:][:s.HeadDim])
 		}
 	}
 	return policies.AttentionFromQK(q, s.Heads, w, k, s.KVHeads, n, s.HeadDim), nil
@@ -548,13 +549,9 @@ func (o *Observer) Keys(il int, positions []int32) (policies.Keys, error) {
 	if il < 0 || il >= s.Layers {
 		return keys, fmt.Errorf("observe keys: layer %d of %d", il, s.Layers)
 	}
-	colCell := make([]int, len(positions))
-	for i, p := range positions {
-		c, ok := o.cellMap.Cell(p)
-		if !ok {
-			return keys, fmt.Errorf("observe keys: position %d has no cell", p)
-		}
-		colCell[i] = int(c)
+	colCell, err := o.cellsOf(make([]int, 0, len(positions)), positions)
+	if err != nil {
+		return keys, fmt.Errorf("observe keys: %w", err)
 	}
 	load, err := o.keyLoader(il, colCell)
 	if err != nil {
@@ -653,7 +650,7 @@ func (o *Observer) stepQK(il int, colCell []int, scores []float32) error {
 			return err
 		}
 		bc := min(n, keyBlock)
-		rows, idx, part := make([]float32, bc*rowLen), positionsOf(bc), make([]float32, s.Heads*bc)
+		rows, idx, part := make([]float32, bc*rowLen), positionsUpTo[int](bc), make([]float32, s.Heads*bc)
 		for c0 := 0; c0 < n; c0 += keyBlock {
 			bc := min(keyBlock, n-c0)
 			if err := load(rows[:bc*rowLen], c0, bc); err != nil {
@@ -672,15 +669,6 @@ func (o *Observer) stepQK(il int, colCell []int, scores []float32) error {
 		policies.Softmax(head)
 	}
 	return nil
-}
-
-// positionsOf is 0, 1, ..., n-1 as ints.
-func positionsOf(n int) []int {
-	out := make([]int, n)
-	for i := range out {
-		out[i] = i
-	}
-	return out
 }
 
 // grow returns (*buf)[:n], reallocating when it is too small.
