@@ -85,7 +85,10 @@ func (s *Session) prefillChunks(ctx context.Context, o *observing, tokens []Toke
 				drop = append(drop, int(p))
 			}
 		}
-		if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.obs.Cells()}).EvictPositions(drop); err != nil {
+		o.locked(func() {
+			err = hooks.Sequence{Mem: o.ctx.Memory(), ID: s.seqIn(o.ctx), Cells: o.obs.Cells()}.EvictPositions(drop)
+		})
+		if err != nil {
 			return fmt.Errorf("chunk at %d: %w", start, err)
 		}
 		s.used -= len(drop)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvtrim/kvtrim/bindings"
+	"github.com/kvtrim/kvtrim/hooks"
 )
 
 // Group is several sessions that share one llama.cpp context, a sequence
@@ -26,10 +27,16 @@ import (
 // to the shared context (removing and shifting positions, loading a
 // compacted state) runs under the group's lock, between decodes.
 //
-// Members compress their prompts as standalone sessions do, in a
-// temporary context of their own. H2O, which observes every decoded token
-// through an eval callback on the decoding context, cannot be a member: it
-// needs a session of its own (ErrOwnContext).
+// A group made with a compression that compresses prompts (the server's
+// default one) observes its context (hooks.Streams): a member then prefills
+// a compressed prompt in its own stream, chunk by chunk beside the others'
+// decodes, and only the decodes whose attention the policy reads run alone
+// in their round (observedPrefill). In a group made without one, a member
+// compresses its prompt as a standalone session does, in a temporary
+// context of its own, so that decoding pays nothing for a callback. H2O,
+// which observes every decoded token through an eval callback on the
+// decoding context, cannot be a member: it needs a session of its own
+// (ErrOwnContext).
 type Group struct {
 	model   *Model
 	ctx     *bindings.Context
@@ -37,6 +44,11 @@ type Group struct {
 	copt    bindings.ContextOptions
 	seqCtx  int // cells per sequence
 	members []bool
+	// streams observes the context's decodes for the members that prefill
+	// a compressed prompt in their stream; nil when the group does not
+	// observe. releaseCB unregisters it.
+	streams   *hooks.Streams
+	releaseCB func()
 
 	// mu guards the context and the fields below; the decoder holds it
 	// while it decodes.
@@ -62,6 +74,9 @@ type GroupStats struct {
 	// Parts is the members' requests served; Parts/Rounds is how many
 	// sequences a decode carried on average.
 	Parts int64
+	// SoloRounds is the rounds a member had alone, because its policy
+	// read their attention (the end of a compressed prompt).
+	SoloRounds int64
 	// DecodeSeconds is the time spent in llama_decode; WaitSeconds the
 	// time the decoder held requests but waited for members the last
 	// round served (gatherWait), so that their steps share the next one.
@@ -81,8 +96,12 @@ type decodeRequest struct {
 	logits bool
 	out    []float32
 	last   int
-	err    error
-	done   chan struct{}
+	// solo is the member's observer when the policy reads this decode's
+	// attention: it is decoded alone in its round, so that the query rows
+	// the observer reads are all the member's.
+	solo *hooks.Observer
+	err  error
+	done chan struct{}
 }
 
 // NewGroup makes a context for n sequences of opt.NCtx/n cells each
@@ -100,20 +119,30 @@ func (m *Model) NewGroup(opt SessionOptions, n int) (*Group, error) {
 	if copt.NCtx == 0 {
 		copt.NCtx = uint32(m.NCtxTrain() * n)
 	}
+	var streams *hooks.Streams
+	releaseCB := func() {}
+	if _, ok := opt.Compression.promptPolicy(); ok && n > 1 {
+		streams = hooks.NewStreams()
+		copt.EvalCallback, copt.EvalUserData, releaseCB = m.lib.EvalCallback(streams)
+	}
 	ctx, err := m.NewContext(copt)
 	if err != nil {
+		releaseCB()
 		return nil, err
 	}
 	if got := ctx.NSeqMax(); got != n {
 		ctx.Close()
+		releaseCB()
 		return nil, fmt.Errorf("group: llama.cpp made a context for %d sequences, %d asked", got, n)
 	}
 	g := &Group{
 		model: m, ctx: ctx, opt: opt, copt: copt, seqCtx: ctx.NCtx() / n,
 		members: make([]bool, n), awaited: map[bindings.SeqID]bool{},
+		streams: streams, releaseCB: releaseCB,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
-	g.copt.NSeqMax = 1 // what members' temporary contexts get
+	// What members' temporary contexts get: one sequence, no callback.
+	g.copt.NSeqMax, g.copt.EvalCallback, g.copt.EvalUserData = 1, 0, 0
 	go g.decoder()
 	return g, nil
 }
@@ -130,6 +159,18 @@ func (g *Group) Close() {
 	close(g.quit)
 	<-g.done
 	g.ctx.Close()
+	g.releaseCB()
+}
+
+// Observes reports whether members prefill compressed prompts in their own
+// streams (the group was made with a prompt compression).
+func (g *Group) Observes() bool { return g.streams != nil }
+
+// watch passes sequence seq's written cells to o until the returned
+// function is called; the group must observe.
+func (g *Group) watch(seq bindings.SeqID, o *hooks.Observer) (unwatch func()) {
+	g.locked(func() { g.streams.Watch(seq, o) })
+	return func() { g.locked(func() { g.streams.Unwatch(seq) }) }
 }
 
 // Sequences is the number of sequences the group holds.
@@ -354,13 +395,16 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	batch.Clear()
 	var taken, left []*decodeRequest
 	size := 0
+	solo := false
 	for _, r := range g.pending { // first come, first served
-		if size+len(r.tokens) > batch.Cap() {
+		// A solo request goes alone, when it comes first.
+		if size+len(r.tokens) > batch.Cap() || solo || (r.solo != nil && len(taken) > 0) {
 			left = append(left, r)
 			continue
 		}
 		size += len(r.tokens)
 		taken = append(taken, r)
+		solo = r.solo != nil
 	}
 	// In sequence order: llama.cpp splits a batch over per-sequence streams
 	// into ubatches of consecutive sequence ids, so any other order would
@@ -373,6 +417,11 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	// Only this round's members are awaited next: one that got logits and
 	// never came back (its caller went away) delays one round at most.
 	clear(g.awaited)
+	if solo {
+		g.streams.Solo(taken[0].solo)
+		defer g.streams.Solo(nil)
+		g.stats.SoloRounds++
+	}
 	t0 := time.Now()
 	err := g.ctx.Decode(batch)
 	g.stats.DecodeSeconds += time.Since(t0).Seconds()
@@ -380,6 +429,9 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 		// One member's request (a full stream, say) must not fail the
 		// others': decode them one by one.
 		for _, r := range taken {
+			if g.streams != nil {
+				g.streams.Forget(r.seq) // the failed decode's cells
+			}
 			batch.Clear()
 			r.add(batch)
 			r.err = g.ctx.Decode(batch)

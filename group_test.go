@@ -27,8 +27,18 @@ var groupCases = []groupCase{
 // TestGroupMatchesSessions: four members of one group, each with its own
 // compression, prefill and generate at the same time; each greedy
 // continuation equals the same request in a session of its own, the
-// decodes really were batched, and the members leave no cells behind.
+// decodes really were batched, and the members leave no cells behind. In a
+// group that observes its context (made with a prompt compression), the
+// compressed members prefill in their own streams, and still match.
 func TestGroupMatchesSessions(t *testing.T) {
+	for _, observe := range []bool{false, true} {
+		t.Run(map[bool]string{false: "temporary contexts", true: "in stream"}[observe], func(t *testing.T) {
+			testGroupMatchesSessions(t, observe)
+		})
+	}
+}
+
+func testGroupMatchesSessions(t *testing.T, observe bool) {
 	m := loadModel(t, "stories260K.gguf")
 	const n = 80
 	opt := kvtrim.SessionOptions{NCtx: 256, NBatch: 256, Threads: 1}
@@ -44,11 +54,18 @@ func TestGroupMatchesSessions(t *testing.T) {
 		s.Close()
 	}
 
-	g, err := m.NewGroup(kvtrim.SessionOptions{NCtx: 256 * len(groupCases), NBatch: 256, Threads: 1}, len(groupCases))
+	gopt := kvtrim.SessionOptions{NCtx: 256 * len(groupCases), NBatch: 256, Threads: 1}
+	if observe {
+		gopt.Compression = kvtrim.Compression{Policy: "snapkv", Ratio: 0.5}
+	}
+	g, err := m.NewGroup(gopt, len(groupCases))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	if g.Observes() != observe {
+		t.Fatalf("group made with %+v: observes %v", gopt.Compression, g.Observes())
+	}
 	if g.SeqCells() != 256 {
 		t.Fatalf("each member has %d cells, want 256", g.SeqCells())
 	}
@@ -74,6 +91,10 @@ func TestGroupMatchesSessions(t *testing.T) {
 		}
 		if c.comp.Policy != "" && stats[i].EvictedCells == 0 {
 			t.Errorf("member %d (%s): nothing evicted", i, c.comp.Policy)
+		}
+		// A compressed prompt built in the stream makes no other context.
+		if c.comp.Policy == "snapkv" && observe && stats[i].NCtxPeak != g.SeqCells() {
+			t.Errorf("member %d (%s): contexts of %d cells at once, its stream has %d", i, c.comp.Policy, stats[i].NCtxPeak, g.SeqCells())
 		}
 		if lo, hi := g.SeqPositions(i); lo != -1 || hi != -1 {
 			t.Errorf("member %d closed but its sequence holds positions [%d, %d]", i, lo, hi)

@@ -402,11 +402,13 @@ func (s *Session) Prefill(ctx context.Context, tokens []Token) error {
 func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observing, tokens []Token, total int) error {
 	start := time.Now()
 	s.haveLogits = false // until the last chunk is in
-	observed := o != nil || into != s.ctx
+	// Into the session's own sequence the decodes go through the backend
+	// (a group member's through its group's rounds, observed or not).
+	viaBackend := into == s.ctx && (o == nil || o.group != nil)
 	// The batch was sized for the session's context; an observing context
 	// can take larger ones.
 	nb := min(into.NBatch(), s.batch.Cap())
-	if !observed {
+	if viaBackend {
 		nb = s.be.chunk()
 	}
 	seqs := []bindings.SeqID{s.seqIn(into)}
@@ -417,8 +419,14 @@ func (s *Session) decode(ctx context.Context, into *bindings.Context, o *observi
 		}
 		chunk := tokens[i:min(i+nb, len(tokens))]
 		last := i+len(chunk) == len(tokens)
-		if !observed {
-			if err := s.be.start(chunk, s.nextPos, last).wait(); err != nil {
+		if viaBackend {
+			var err error
+			if o != nil {
+				err = o.observedDecode(s, chunk, s.nextPos, last)
+			} else {
+				err = s.be.start(chunk, s.nextPos, last).wait()
+			}
+			if err != nil {
 				return fmt.Errorf("prefill tokens %d-%d: %w", s.nextPos, int(s.nextPos)+len(chunk), err)
 			}
 			s.advance(len(chunk), total)

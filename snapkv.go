@@ -17,10 +17,14 @@ type observing struct {
 	ctx     *bindings.Context
 	obs     *hooks.Observer // it keeps the sequence's cell map
 	release func()
-	// inPlace: ctx is the session's own (an attached one's), not a
-	// temporary context to free; blind: no hook feeds obs, whose cell map
-	// is then read from the sequence's state (learnCells).
+	// inPlace: ctx is the session's own (an attached one's, or a group
+	// member's), not a temporary context to free; blind: no hook feeds obs,
+	// whose cell map is then read from the sequence's state (learnCells).
 	inPlace, blind bool
+	// group is set when ctx is a group's: the member's decodes go through
+	// its rounds (observedDecode), and what else touches ctx holds its
+	// lock (locked).
+	group *Group
 	// anchors is, per layer, the sum of the unit keys of every prompt
 	// position decoded so far, evicted ones too: KeyDiff's mean key over
 	// the whole prompt (policies.Prompt.Anchors), which a chunked prefill
@@ -42,10 +46,7 @@ func (o *observing) addAnchors(p0, p1 int32) error {
 			o.anchors[il] = make([]float32, sh.KVHeads*sh.HeadDim)
 		}
 	}
-	positions := make([]int32, 0, p1-p0)
-	for p := p0; p < p1; p++ {
-		positions = append(positions, p)
-	}
+	positions := positions32(p0, int(p1-p0))
 	for il, sum := range o.anchors {
 		k, err := o.obs.Keys(il, positions)
 		if err != nil {
@@ -75,6 +76,40 @@ func (o *observing) learnCells(seq bindings.SeqID) error {
 	}
 	o.obs.SetCells(hooks.Packed(byCell))
 	return nil
+}
+
+// locked runs f, which uses the observing context other than to decode.
+func (o *observing) locked(f func()) {
+	if o.group != nil {
+		o.group.locked(f)
+		return
+	}
+	f()
+}
+
+// observedDecode decodes tokens at positions from pos0 into a group
+// member's stream through the group's rounds (alone in its round when the
+// observer is armed, so that the rows it reads are the member's) and
+// records their cells.
+func (o *observing) observedDecode(s *Session, tokens []Token, pos0 int32, logits bool) error {
+	r := &decodeRequest{seq: s.seq, tokens: tokens, pos0: pos0, logits: logits, out: s.logits}
+	if o.obs.Armed() {
+		r.solo = o.obs
+	}
+	o.group.submit(r)
+	if err := (memberDecode{s, r}).wait(); err != nil {
+		return err
+	}
+	return o.obs.Record(positions32(pos0, len(tokens)))
+}
+
+// positions32 is pos0, pos0+1, ..., n of them.
+func positions32(pos0 int32, n int) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = pos0 + int32(i)
+	}
+	return out
 }
 
 func (o *observing) close() {
@@ -132,6 +167,66 @@ func (s *Session) openObserving(n int, observes policies.Observes) (*observing, 
 	return &observing{ctx: ctx, obs: obs, release: release}, nil
 }
 
+// openMemberObserving makes a group member's own stream the observing one:
+// the prompt is decoded there in the group's rounds, the group's
+// hooks.Streams passing the observer its cells (and, in the rounds it has
+// alone, the query rows), and the kept cells are compacted in place. The
+// observer reads the queries whatever flash attention does: a softmax's
+// columns would be the stream's cells, not the cache's rows.
+func (s *Session) openMemberObserving(g *Group) *observing {
+	obs := newObserver(s.model, bindings.FlashAttnEnabled)
+	s.stats.Attention = obs.Source().String()
+	return &observing{ctx: s.ctx, obs: obs, release: g.watch(s.seq, obs), inPlace: true, group: g}
+}
+
+// observingGroup is the session's group when it is a member of one that
+// observes its context (Group.Observes), else nil.
+func (s *Session) observingGroup() *Group {
+	if b, ok := s.be.(memberBackend); ok && b.g.Observes() {
+		return b.g
+	}
+	return nil
+}
+
+// prefillCells is how many cells a compressed prefill of n tokens holds at
+// once: the prompt and the lookahead, or when chunked the budget, a chunk
+// (or the rows the policy reads, if more) and the lookahead; and rows.
+func (c Compression) prefillCells(n, budget, chunk int) (cells, rows int) {
+	pol, _ := c.promptPolicy()
+	switch pol.Observes {
+	case policies.ObservesWindow:
+		rows = c.WindowFor(budget)
+	case policies.ObservesQueries:
+		rows = min(pol.QueryRows, n)
+	}
+	if chunk > 0 {
+		return budget + max(chunk, rows) + c.lookaheadTokens(), rows
+	}
+	return n + c.lookaheadTokens(), rows
+}
+
+// inStream reports whether a compressed prefill of n tokens in chunks of
+// chunk runs in the session's own stream of an observing group: it does
+// when the cells it holds at once fit there.
+func (s *Session) inStream(c Compression, n, budget, chunk int) bool {
+	cells, _ := c.prefillCells(n, budget, chunk)
+	return s.observingGroup() != nil && cells <= s.NCtx()
+}
+
+// PrefillsAside reports whether Prefill of a prompt of n tokens builds it
+// in a temporary context of its own (Compression.PrefillsAside) rather
+// than in the session's stream of an observing group, where no context
+// but the group's takes memory.
+func (s *Session) PrefillsAside(n int) bool {
+	c := s.opt.Compression.withDefaults()
+	if !c.PrefillsAside(n) {
+		return false
+	}
+	budget := c.BudgetFor(n)
+	chunk, _, err := c.chunkFor(n, budget, s.NCtx())
+	return err != nil || !s.inStream(c, n, budget, chunk)
+}
+
 // prefillCompressed prefills n > budget tokens into an observing context,
 // armed over the last decode call so that it keeps the window's rows,
 // scores and evicts there, and moves the kept cells into the session's
@@ -166,31 +261,25 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	// the prompt's last decode call (or last two, so that they hold that
 	// many tokens): the observer keeps the last rows it sees while armed.
 	window := cfg.Window
-	rows := 0
-	switch pol.Observes {
-	case policies.ObservesWindow:
-		rows = window
-	case policies.ObservesQueries:
-		rows = min(pol.QueryRows, n)
-	}
-	cells := n + lookahead
-	if chunk > 0 {
-		// The kept cells, a chunk, and the lookahead after the last one.
-		cells = budget + max(chunk, rows) + lookahead
-	}
+	cells, rows := comp.prefillCells(n, budget, chunk)
 	nctx := s.NCtx()
-	// The session's own context is freed while the prompt is built in the
-	// observing one, and made again for the kept cells: the two never
-	// take memory at once.
-	reopen := s.setAside()
+	var o *observing
+	var reopen func() error
 	defer func() {
 		if reopen != nil {
 			err = errors.Join(err, reopen())
 		}
 	}()
-	o, err := s.openObserving(cells, pol.Observes)
-	if err != nil {
-		return err
+	if s.inStream(comp, n, budget, chunk) {
+		o = s.openMemberObserving(s.observingGroup())
+	} else {
+		// The session's own context is freed while the prompt is built in
+		// the observing one, and made again for the kept cells: the two
+		// never take memory at once.
+		reopen = s.setAside()
+		if o, err = s.openObserving(cells, pol.Observes); err != nil {
+			return err
+		}
 	}
 	defer o.close()
 	switch {
@@ -216,9 +305,10 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	} else if last < rows {
 		last += nb
 	}
-	if s.hostFilled {
+	if s.hostFilled || o.group != nil {
 		// Only the rows the policy reads need decoding again (one, for a
-		// policy that reads no attention: the last token's logits).
+		// policy that reads no attention: the last token's logits); a group
+		// member decodes them alone in its rounds, so no more than that.
 		last = max(rows, 1)
 	}
 	last = min(last, n)
@@ -282,17 +372,23 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 		kept[i] = int(held[c])
 	}
 	t2 := time.Now()
+	t3 := t2
 	// The last prompt token is decoded again in the session's context for
 	// its logits, so it leaves with the evicted ones.
 	// So do the lookahead tokens.
 	ranges := append(hooks.EvictRanges(kept, n-1), hooks.Range{P0: int32(n - 1), P1: int32(n + lookahead)})
-	if err := (hooks.Sequence{Mem: o.ctx.Memory(), ID: 0, Cells: o.obs.Cells()}).Evict(ranges); err != nil {
-		return err
-	}
-	t3 := time.Now()
-	// Compaction: the kept cells move, packed, into the session's context
-	// (which has no eval callback); the observing one is freed first.
-	state, err := hooks.Take(o.ctx, 0, o.obs.Cells(), 0)
+	var state []byte
+	o.locked(func() {
+		seq := s.seqIn(o.ctx)
+		if err = (hooks.Sequence{Mem: o.ctx.Memory(), ID: seq, Cells: o.obs.Cells()}).Evict(ranges); err != nil {
+			return
+		}
+		t3 = time.Now()
+		// Compaction: the kept cells move, packed, into the session's
+		// context (which has no eval callback; a group member's stream
+		// stays where it is); the observing one is freed first.
+		state, err = hooks.Take(o.ctx, seq, o.obs.Cells(), 0)
+	})
 	if err != nil {
 		return err
 	}
@@ -408,12 +504,15 @@ func (s *Session) observeFor(o *observing, pol policies.Policy, in *policies.Pro
 // which carries them whatever eval callback the context has (or none):
 // what key-only policies score.
 func (s *Session) promptState(c *bindings.Context, held []int32) (*hooks.StateKV, error) {
-	state, err := c.SeqState(0, 0)
+	seq := s.seqIn(c)
+	var state []byte
+	var err error
+	s.withCtx(func() { state, err = c.SeqState(seq, 0) })
 	if err != nil {
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
 	}
 	m := s.model
-	kv, err := hooks.ReadStateKV(state, 0, m.NHeadKV(), m.NEmbd()/m.NHead())
+	kv, err := hooks.ReadStateKV(state, int32(seq), m.NHeadKV(), m.NEmbd()/m.NHead())
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("read the prompt's keys: %w", err)
@@ -430,9 +529,15 @@ func (s *Session) promptState(c *bindings.Context, held []int32) (*hooks.StateKV
 // window's. The session's positions and counters stay where the prompt left
 // them: the caller evicts these tokens.
 func (s *Session) lookahead(o *observing, k int) error {
-	seqs := []bindings.SeqID{0}
+	seqs := []bindings.SeqID{s.seqIn(o.ctx)}
 	for i := range k {
 		pos := s.nextPos + int32(i)
+		if o.group != nil {
+			if err := o.observedDecode(s, []Token{Token(argmax(s.logits))}, pos, true); err != nil {
+				return fmt.Errorf("lookahead token %d of %d: %w", i+1, k, err)
+			}
+			continue
+		}
 		s.batch.Clear()
 		s.batch.Add(Token(argmax(o.ctx.Logits(-1))), pos, seqs, true)
 		if err := o.ctx.Decode(s.batch); err != nil {

@@ -50,6 +50,15 @@ func (t Tensor) Src(i int) (Tensor, bool) {
 	return Tensor{lib: t.lib, t: t.t.Src[i]}, true
 }
 
+// ViewSrc is the tensor this one is a view of (a reshape, a view), if it
+// is one: a persistent tensor behind a graph's transient view of it.
+func (t Tensor) ViewSrc() (Tensor, bool) {
+	if t.t.ViewSrc == nil {
+		return Tensor{}, false
+	}
+	return Tensor{lib: t.lib, t: t.t.ViewSrc}, true
+}
+
 // Read copies size bytes at offset from the tensor's data into dst, from host
 // or device memory alike (ggml_backend_tensor_get).
 func (t Tensor) Read(dst []byte, offset uint64) error {

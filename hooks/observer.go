@@ -136,6 +136,9 @@ func (o *Observer) Arm(window int) {
 // Disarm stops reading attention.
 func (o *Observer) Disarm() { o.armed = false }
 
+// Armed reports whether the observer reads attention (Arm).
+func (o *Observer) Armed() bool { return o.armed }
+
 // Cells is the map of the observed sequence's positions to cells, which
 // Record builds; evict through a Sequence holding it, so that it stays in
 // step.
@@ -176,18 +179,8 @@ func layerOf(name, prefix string) int {
 func (o *Observer) Ask(t bindings.Tensor) bool {
 	name := t.Name()
 	switch {
-	case strings.HasPrefix(name, "cache_k_l") && strings.HasSuffix(name, " (view)"):
-		// The SET_ROWS node that writes this batch's keys: src[1] holds the
-		// cells, src[2] is the layer's K cache.
-		k, ok := t.Src(2)
-		if !ok {
-			return false
-		}
-		il := layerOf(k.Name(), "cache_k_l")
-		if il < 0 || il >= o.shape.Layers {
-			return false
-		}
-		o.kCache[il] = k
+	case isKWrite(name):
+		il := o.noteKCache(t)
 		return il == 0 && o.MapCells
 	case !o.armed:
 		return false
@@ -197,6 +190,44 @@ func (o *Observer) Ask(t bindings.Tensor) bool {
 		return layerOf(name, "Qcur-") >= 0 && t.OpName() == "ROPE"
 	}
 	return false
+}
+
+// isKWrite says whether a node is the SET_ROWS that writes a batch's keys
+// into a layer's K cache: src[1] holds the cells, src[2] is the cache.
+func isKWrite(name string) bool {
+	return strings.HasPrefix(name, "cache_k_l") && strings.HasSuffix(name, " (view)")
+}
+
+// kCacheOf is the persistent K cache tensor a key-writing node writes, and
+// its layer (-1 when it is not one). A cache of several streams (one per
+// sequence) is written through a transient 2-D reshape of its 3-D tensor,
+// whose rows then number the streams' cells one after another: the cell
+// indices the node writes are stream x cells + cell, and index the 3-D
+// tensor's rows alike.
+func kCacheOf(t bindings.Tensor) (bindings.Tensor, int) {
+	k, ok := t.Src(2)
+	if !ok {
+		return k, -1
+	}
+	for {
+		base, ok := k.ViewSrc()
+		if !ok {
+			break
+		}
+		k = base
+	}
+	return k, layerOf(k.Name(), "cache_k_l")
+}
+
+// noteKCache keeps the K cache a key-writing node writes and returns its
+// layer, or -1.
+func (o *Observer) noteKCache(t bindings.Tensor) int {
+	k, il := kCacheOf(t)
+	if il < 0 || il >= o.shape.Layers {
+		return -1
+	}
+	o.kCache[il] = k
+	return il
 }
 
 // Observe implements bindings.EvalObserver.
@@ -211,31 +242,10 @@ func (o *Observer) observe(t bindings.Tensor) error {
 	name := t.Name()
 	ne := t.Ne()
 	if strings.HasPrefix(name, "cache_k_l") {
-		idx, ok := t.Src(1)
-		if !ok {
-			return fmt.Errorf("%s: no cell indices", name)
-		}
 		// One decode runs one graph per ubatch: append.
-		cells := make([]int64, idx.Ne()[0])
-		switch idx.TypeName() {
-		case "i64":
-			if err := bindings.ReadTensor(idx, cells, 0); err != nil {
-				return err
-			}
-			o.written = append(o.written, cells...)
-			return nil
-		case "i32":
-			c32 := make([]int32, len(cells))
-			if err := bindings.ReadTensor(idx, c32, 0); err != nil {
-				return err
-			}
-			for i, c := range c32 {
-				cells[i] = int64(c)
-			}
-			o.written = append(o.written, cells...)
-			return nil
-		}
-		return fmt.Errorf("%s: cell indices of type %s", name, idx.TypeName())
+		cells, err := writtenCells(t)
+		o.written = append(o.written, cells...)
+		return err
 	}
 	if il := layerOf(name, "kq_soft_max-"); il >= 0 && il < o.shape.Layers && o.source == FromSoftmax {
 		// [n_kv, n_tokens, n_head], F32: per head, the last m rows are one
@@ -274,6 +284,33 @@ func (o *Observer) observe(t bindings.Tensor) error {
 		o.q[il] = o.keep(o.q[il], rows)
 	}
 	return nil
+}
+
+// writtenCells reads the cell indices a key-writing node writes, in batch
+// order.
+func writtenCells(t bindings.Tensor) ([]int64, error) {
+	idx, ok := t.Src(1)
+	if !ok {
+		return nil, fmt.Errorf("%s: no cell indices", t.Name())
+	}
+	cells := make([]int64, idx.Ne()[0])
+	switch idx.TypeName() {
+	case "i64":
+		if err := bindings.ReadTensor(idx, cells, 0); err != nil {
+			return nil, err
+		}
+		return cells, nil
+	case "i32":
+		c32 := make([]int32, len(cells))
+		if err := bindings.ReadTensor(idx, c32, 0); err != nil {
+			return nil, err
+		}
+		for i, c := range c32 {
+			cells[i] = int64(c)
+		}
+		return cells, nil
+	}
+	return nil, fmt.Errorf("%s: cell indices of type %s", t.Name(), idx.TypeName())
 }
 
 // keep appends rows to a layer's window, dropping the oldest beyond it.
@@ -580,9 +617,14 @@ func (o *Observer) keyLoader(il int, colCell []int) (policies.KeyLoader, error) 
 	if int(ne[0]) != rowLen {
 		return nil, fmt.Errorf("observe attention: layer %d: the K cache's rows hold %d values, want %d", il, ne[0], rowLen)
 	}
+	// The rows of every stream, one after another (kCacheOf).
+	rows := ne[1] * ne[2] * ne[3]
+	if nb[2] != uint64(ne[1])*nb[1] || nb[3] != uint64(ne[2])*nb[2] {
+		rows = ne[1] // the streams are not contiguous: the first one's
+	}
 	for _, c := range colCell {
-		if c < 0 || int64(c) >= ne[1] {
-			return nil, fmt.Errorf("observe attention: layer %d: cell %d outside the K cache's %d", il, c, ne[1])
+		if c < 0 || int64(c) >= rows {
+			return nil, fmt.Errorf("observe attention: layer %d: cell %d outside the K cache's %d", il, c, rows)
 		}
 	}
 	if view, ok := k.HostF16(); ok {

@@ -31,7 +31,7 @@ type capacityRow struct {
 	// CellsPerSlot is a conversation's cells, rounded up to llama.cpp's
 	// 256-cell unit of a sequence's stream; Slots of them fit in -c.
 	CellsPerSlot int   `json:"cells_per_slot"`
-	PeakCells    int   `json:"peak_cells"` // the slots', plus SnapKV's one temporary context (prompt-sized, or budget + chunk)
+	PeakCells    int   `json:"peak_cells"` // the slots', plus SnapKV's one temporary context when it needs one (prompt-sized, or budget + chunk)
 	KVBytesPeak  int64 `json:"kv_bytes_peak"`
 	Succeeded    int   `json:"succeeded"`
 	// PrefillSeconds is the wall time of the first turns: every
@@ -255,7 +255,9 @@ func runCapacity(ctx context.Context, model *kvtrim.Model, g genFlags, comp kvtr
 			perCell := f.Kvtrim.KVBytesBefore / int64(f.Kvtrim.PromptTokens)
 			if comp.PrefillsAside(f.Kvtrim.PromptTokens) {
 				// The one temporary context a compressed prefill has at a
-				// time: prompt-sized, or budget + chunk cells when chunked.
+				// time: prompt-sized, or budget + chunk cells when chunked;
+				// none (a peak of the slot's cells) when it prefilled in
+				// its slot's stream.
 				row.PeakCells += max(0, f.Kvtrim.NCtxPeak-cells)
 			}
 			row.KVBytesPeak = int64(row.PeakCells) * perCell
@@ -396,7 +398,7 @@ func (r capacityReport) markdown() string {
 		full, snap := r.Rows[0], r.Rows[1]
 		perCellFull := float64(full.Slots) / float64(full.PeakCells)
 		perCellSnap := float64(snap.Slots) / float64(snap.PeakCells)
-		fmt.Fprintf(&b, "\nconversations in the same -c: %.1fx; per peak KV memory (SnapKV's temporary context counted): %.1fx; decode tokens/s of all slots together: %.1fx\n",
+		fmt.Fprintf(&b, "\nconversations in the same -c: %.1fx; per peak KV memory (any temporary context counted): %.1fx; decode tokens/s of all slots together: %.1fx\n",
 			float64(snap.Slots)/float64(full.Slots), perCellSnap/perCellFull, snap.TokensPerSec/full.TokensPerSec)
 	}
 	return b.String()

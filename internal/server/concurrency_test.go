@@ -367,3 +367,64 @@ func TestSlotsDecodeTogether(t *testing.T) {
 		t.Errorf("%g llama_decode calls carried %g steps: the slots were not batched", calls, seqs)
 	}
 }
+
+// TestCompressedPrefillsInSlots: on a server whose default is SnapKV, four
+// prompts longer than a slot arrive at once; each is prefilled in chunks
+// in its own slot's stream (no context besides the slots', so n_ctx_peak
+// is the slot's), the chunks of several slots share llama_decode calls,
+// and each answer equals the same request sent alone (but at a near-tie).
+func TestCompressedPrefillsInSlots(t *testing.T) {
+	cfg := testConfig()
+	cfg.Parallel, cfg.CtxSize = 4, 4*256
+	cfg.Compression = kvtrim.Compression{Policy: kvtrim.PolicySnapKV, Budget: 64}
+	ts := startServer(t, cfg)
+	long := story(t)
+	prompts := make([]string, 4)
+	for i := range prompts {
+		prompts[i] = long[i*30:] // four prompts of over 256 tokens
+	}
+	body := func(p string) string {
+		return fmt.Sprintf(`{"prompt":%s,"n_predict":8,"temperature":0,"ignore_eos":true,"return_tokens":true,"n_probs":2}`, jsonString(p))
+	}
+	alone := make([]loadAnswer, len(prompts))
+	for i, p := range prompts {
+		code, b := ts.do(context.Background(), "POST", "/completion", body(p))
+		a, err := readLoadAnswer(b, false)
+		if code != 200 || err != nil {
+			t.Fatalf("prompt %d alone: %d %v %s", i, code, err, b)
+		}
+		alone[i] = a
+	}
+	m := ts.get("/metrics", 200, nil)
+	calls0, seqs0, solo0 := metricValue(t, m, "kvtrim_decode_calls_total"), metricValue(t, m, "kvtrim_decode_sequences_total"), metricValue(t, m, "kvtrim_decode_solo_calls_total")
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Go(func() {
+			code, b := ts.do(context.Background(), "POST", "/completion", body(p))
+			got, err := readLoadAnswer(b, false)
+			var c completion
+			if code != 200 || err != nil || json.Unmarshal(b, &c) != nil {
+				t.Errorf("prompt %d: %d %v %s", i, code, err, b)
+				return
+			}
+			if k := c.Kvtrim; k == nil || k.PromptTokens <= 256 || k.KeptCells != 64 || k.Chunks == 0 || k.NCtxPeak != 256 {
+				t.Errorf("prompt %d: kvtrim %+v: want more than 256 prompt tokens chunked into 64 cells, in the slot's 256", i, k)
+			}
+			if at, tie := divergence(got, alone[i]); at >= 0 && !tie {
+				t.Errorf("prompt %d parts from the lone answer at token %d:\n got   %v\n alone %v", i, at, got.tokens, alone[i].tokens)
+			}
+		})
+	}
+	wg.Wait()
+	m = ts.get("/metrics", 200, nil)
+	calls := metricValue(t, m, "kvtrim_decode_calls_total") - calls0
+	seqs := metricValue(t, m, "kvtrim_decode_sequences_total") - seqs0
+	solo := metricValue(t, m, "kvtrim_decode_solo_calls_total") - solo0
+	// The calls a slot has alone (its prompt's last rows and lookahead,
+	// observed) aside, the chunks and steps share calls.
+	shared := (seqs - solo) / max(1, calls-solo)
+	t.Logf("%g llama_decode calls carried %g sequences' requests; %g calls were a slot's alone, the others carried %.2f each", calls, seqs, solo, shared)
+	if solo == 0 || shared < 1.5 {
+		t.Errorf("%g llama_decode calls carried %g requests (%g alone): the slots' prefills were not batched", calls, seqs, solo)
+	}
+}

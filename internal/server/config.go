@@ -73,7 +73,7 @@ type Config struct {
 	Batch, UBatch int
 	// Threads is the CPU threads llama.cpp decodes with (<= 0: one per
 	// CPU): the slots' batched decodes, and a compressed prompt's temporary
-	// context.
+	// context when it has one.
 	Threads int
 	// FlashAttn is "on", "off" or "auto".
 	FlashAttn string

@@ -33,10 +33,17 @@
 // slot's size, beside the group: it is not batched, and its memory comes
 // on top of -c.
 //
-// SnapKV (and the recent and random baselines) prefill a prompt in a
-// temporary context as large as the prompt and move only the kept cells
-// into the slot's context; one slot at a time does so, so the server's KV
-// memory is at most the slots' (-c) plus one prompt's.
+// A server whose default compression is a prompt policy (--policy snapkv,
+// say) makes the slots' shared context with an eval callback, and a slot
+// prefills a compressed prompt in its own stream there, in chunks when it
+// does not fit, beside the other slots' decodes (kvtrim.Group): a request
+// never holds more than its slot's cells. Otherwise (a full-cache default,
+// whose decodes then pay nothing for a callback, or a budget and chunk
+// that do not fit the slot) SnapKV and the other prompt policies prefill
+// in a temporary context (budget + chunk cells, or the prompt's) and move
+// only the kept cells into the slot's stream; one slot at a time does so,
+// so the server's KV memory is at most the slots' (-c) plus one such
+// context.
 //
 // A slot remembers the tokens its cache holds (the last prompt and its
 // answer). A request goes to the slot it names with id_slot; else to the

@@ -251,10 +251,12 @@ func (sl *slot) prefill(ctx context.Context, c kvtrim.Compression, prompt []kvtr
 	}
 	sl.dirty = true
 	sl.history = sl.history[:0]
-	if c.PrefillsAside(len(prompt)) {
-		// The prompt is built in a temporary context as large as itself:
-		// one at a time, so that the slots' memory plus one prompt bounds
-		// the server's.
+	if sess.PrefillsAside(len(prompt)) {
+		// The prompt is built in a temporary context of its own (as large
+		// as itself, or budget + chunk cells): one at a time, so that the
+		// slots' memory plus one such context bounds the server's. A slot
+		// of a group that observes its context prefills in its own stream
+		// instead, beside the others (kvtrim.Group).
 		select {
 		case sl.observing <- struct{}{}:
 			defer func() { <-sl.observing }()

@@ -119,6 +119,7 @@ func writeMetrics(w io.Writer, c counters, processing, deferred int, batches kvt
 		{"kvtrim_compact_seconds_total", "counter", "Time spent moving kept cells into the decoding context.", c.compactMs / 1000},
 		{"kvtrim_decode_calls_total", "counter", "llama_decode calls of the slots' shared context (continuous batching).", float64(batches.Rounds)},
 		{"kvtrim_decode_sequences_total", "counter", "Slots' decode requests those calls carried: divided by the calls, the mean batch.", float64(batches.Parts)},
+		{"kvtrim_decode_solo_calls_total", "counter", "Of those calls, the ones a slot had alone, its compression reading their attention (a compressed prompt's end).", float64(batches.SoloRounds)},
 		{"kvtrim_decode_tokens_total", "counter", "Tokens those calls decoded.", float64(batches.Tokens)},
 		{"kvtrim_decode_seconds_total", "counter", "Time in those calls.", batches.DecodeSeconds},
 		{"kvtrim_decode_wait_seconds_total", "counter", "Time the decoder held requests but waited for the slots the last call served, so that their next steps share a call.", batches.WaitSeconds},

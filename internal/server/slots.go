@@ -68,9 +68,8 @@ type slot struct {
 	// history is the tokens sess has decoded, in position order (prompts
 	// and generated tokens), while dirty.
 	history []kvtrim.Token
-	// observing is the pool's token for a compressed prefill's
-	// prompt-sized temporary context (Compression.PrefillsAside): one slot
-	// at a time holds one.
+	// observing is the pool's token for a compressed prefill's temporary
+	// context (Session.PrefillsAside): one slot at a time holds one.
 	observing chan struct{}
 
 	busy atomic.Bool
