@@ -14,9 +14,11 @@ import (
 )
 
 // BenchmarkGroupDecode measures generation speed side by side: one session
-// of its own, one group member alone (the group's hand-off cost), and four
+// of its own, one group member alone (the group's hand-off cost), four
 // members generating at once (what batching their steps into one
-// llama_decode gains), at 1 and 2 threads. tok/s counts all the
+// llama_decode gains), and four in a group that observes its context
+// (made with a prompt policy, as a compressing server's: what the eval
+// callback costs every decode, watching nothing), at 1 and 2 threads. tok/s counts all the
 // sequences' generated tokens over the wall time; seq/decode is the
 // members' requests per llama_decode. The model is $KVTRIM_BENCH_MODEL (a
 // GGUF file) or the bundled stories260K:
@@ -67,9 +69,14 @@ func BenchmarkGroupDecode(b *testing.B) {
 			}
 			b.ReportMetric(float64(tokens*b.N)/elapsed.Seconds(), "tok/s")
 		})
-		for _, n := range []int{1, 4} {
-			b.Run(fmt.Sprintf("t%d/group-%d", threads, n), func(b *testing.B) {
-				gopt := opt
+		for _, n := range []int{1, 4, -4} {
+			name := fmt.Sprintf("t%d/group-%d", threads, n)
+			gopt := opt
+			if n < 0 {
+				n, name = -n, fmt.Sprintf("t%d/group-%d-observing", threads, -n)
+				gopt.Compression = kvtrim.Compression{Policy: kvtrim.PolicySnapKV, Ratio: 0.1}
+			}
+			b.Run(name, func(b *testing.B) {
 				gopt.NCtx = ctxCells * n
 				g, err := m.NewGroup(gopt, n)
 				if err != nil {
