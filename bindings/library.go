@@ -82,6 +82,9 @@ func load(path string, shared bool) (*Library, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := Preflight(files.dir); err != nil {
+		return nil, fmt.Errorf("libllama %s: %w", files.llama, err)
+	}
 	loadMu.Lock()
 	defer loadMu.Unlock()
 	if loaded != nil {

@@ -40,6 +40,10 @@ var DefaultPrefixes = []string{
 // CacheDirFor(env, SupportedVersion).
 func CacheDir(env Env) string { return CacheDirFor(env, SupportedVersion) }
 
+// CUDACacheDir is where 'kvtrim lib fetch --cuda' installs the default
+// release's CUDA libraries, beside the CPU ones.
+func CUDACacheDir(env Env) string { return CacheDir(env) + "-cuda" }
+
 // CacheDirFor is where 'kvtrim lib fetch --version' installs a release:
 // $XDG_CACHE_HOME/kvtrim/lib/<dir>, or ~/.cache/kvtrim/lib/<dir>, where
 // dir is "v0.5.0" for a version and "b8390" for a build.
@@ -62,7 +66,9 @@ func CacheDirFor(env Env, release string) string {
 // Locate finds libllama, looking in this order: explicit (the --lib flag), the
 // KVTRIM_LIB variable (each a file or a folder); the folders of llama-server
 // and llama-cli on PATH and their ../lib; LD_LIBRARY_PATH; DefaultPrefixes;
-// kvtrim's cache, the default release's and then the others'.
+// kvtrim's cache: the default release's CUDA libraries when they are there
+// and their backends find what they need (Preflight), the default
+// release's CPU ones, and then the other releases'.
 // It returns the first libllama found ("" if none) and every place it looked,
 // in order. An explicit path or KVTRIM_LIB that holds no libllama ends the
 // search: the user asked for that one.
@@ -113,6 +119,13 @@ func Locate(explicit string, env Env) (string, []Place) {
 	}
 	for _, dir := range DefaultPrefixes {
 		if f := try("prefix", dir); f != "" {
+			return f, places
+		}
+	}
+	if dir := CUDACacheDir(env); fileExists(filepath.Join(dir, "libggml-cuda.so")) {
+		if err := Preflight(dir); err != nil {
+			places = append(places, Place{Source: "cache cuda", Path: dir + " (skipped: " + err.Error() + ")"})
+		} else if f := try("cache cuda", dir); f != "" {
 			return f, places
 		}
 	}

@@ -1,6 +1,7 @@
 // Package native installs the llama.cpp releases kvtrim supports: a
-// release's prebuilt CPU libraries from their npm package, checked against
-// the sha256 sums in its manifest-<release>.txt, or a build of its source
+// release's prebuilt CPU libraries (or CUDA ones, manifest-<release>-cuda.txt)
+// from their npm package, checked against the sha256 sums in its
+// manifest-<release>.txt, or a build of its source
 // made by build-llama.sh. The scripts and manifests are embedded, so an
 // installed kvtrim binary can do this on its own.
 package native
@@ -25,8 +26,14 @@ var scripts embed.FS
 type Manifest struct {
 	Package string            // npm package@version
 	Version string            // llama.cpp release, as kvtrim names it ("0.5.0", "b8390")
-	Files   map[string]string // path inside the package tarball -> sha256 hex
+	// Flavor is "" for the CPU libraries, or the GPU backend the package
+	// adds to them ("cuda").
+	Flavor string
+	Files  map[string]string // path inside the package tarball -> sha256 hex
 }
+
+// FlavorCUDA is the flavor of a package built with ggml's CUDA backend.
+const FlavorCUDA = "cuda"
 
 // NodeLlamaCpp is the node-llama-cpp version whose package holds the
 // release: its source bundle is in node-llama-cpp@that version.
@@ -57,21 +64,32 @@ func Manifests() ([]Manifest, error) {
 	return out, nil
 }
 
-// ManifestFor returns the manifest of the release named version ("0.5.0",
-// "v0.5.0" or "b8390").
-func ManifestFor(version string) (Manifest, error) {
+// ManifestFor returns the manifest of the CPU libraries of the release
+// named version ("0.5.0", "v0.5.0" or "b8390").
+func ManifestFor(version string) (Manifest, error) { return ManifestOf(version, "") }
+
+// ManifestOf returns the manifest of the release named version in flavor
+// ("" for the CPU libraries, FlavorCUDA).
+func ManifestOf(version, flavor string) (Manifest, error) {
 	all, err := Manifests()
 	if err != nil {
 		return Manifest{}, err
 	}
-	names := make([]string, len(all))
-	for i, m := range all {
+	var names []string
+	for _, m := range all {
+		if m.Flavor != flavor {
+			continue
+		}
 		if m.Version == strings.TrimPrefix(version, "v") {
 			return m, nil
 		}
-		names[i] = m.Version
+		names = append(names, m.Version)
 	}
-	return Manifest{}, fmt.Errorf("no prebuilt llama.cpp %q: kvtrim has manifests for %s", version, strings.Join(names, ", "))
+	what := "llama.cpp"
+	if flavor != "" {
+		what = flavor + " llama.cpp"
+	}
+	return Manifest{}, fmt.Errorf("no prebuilt %s %q: kvtrim has manifests for %s", what, version, strings.Join(names, ", "))
 }
 
 // ParseManifest reads a manifest: "# package: ..." and "# version: ..." lines,
@@ -87,6 +105,8 @@ func ParseManifest(text []byte) (Manifest, error) {
 				m.Package = val
 			case "version":
 				m.Version = val
+			case "flavor":
+				m.Flavor = val
 			}
 			continue
 		}

@@ -23,8 +23,19 @@ func TestManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(all) != len(bindings.Releases()) {
-		t.Errorf("%d manifests for %d supported releases", len(all), len(bindings.Releases()))
+	cpu := 0
+	for _, m := range all {
+		if m.Flavor == "" {
+			cpu++
+		}
+	}
+	if cpu != len(bindings.Releases()) {
+		t.Errorf("%d CPU manifests for %d supported releases", cpu, len(bindings.Releases()))
+	}
+	if m, err := ManifestOf(bindings.SupportedVersion, FlavorCUDA); err != nil || m.Package != "@node-llama-cpp/linux-x64-cuda@3.22.1" || m.Version != bindings.SupportedVersion {
+		t.Errorf("the default release's CUDA manifest: %+v %v", m.Package, err)
+	} else if _, err := ManifestOf("b8390", FlavorCUDA); err == nil || !strings.Contains(err.Error(), "cuda llama.cpp") {
+		t.Errorf("a release without a CUDA manifest: %v", err)
 	}
 	for _, r := range bindings.Releases() {
 		m, err := ManifestFor(r.Name)

@@ -28,7 +28,7 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return nil
 		}
 	}
-	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use, where it looked, and the supported releases\n  lib fetch  install a supported release's prebuilt CPU libllama into kvtrim's cache (needs npm)\n  lib build  build a supported release's llama.cpp source with CMake into kvtrim's cache\n  lib releases  list the supported releases, newest first")
+	fs := newFlagSet("lib", "lib [fetch|build] [flags]\n\n  lib        show the libllama kvtrim would use, where it looked, and the supported releases\n  lib fetch  install a supported release's prebuilt CPU libllama (or with --cuda its CUDA one) into kvtrim's cache (needs npm)\n  lib build  build a supported release's llama.cpp source with CMake into kvtrim's cache\n  lib releases  list the supported releases, newest first")
 	var c common
 	c.register(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -58,6 +58,13 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			def = " (default)"
 		}
 		fmt.Fprintf(stdout, "  %-8s ggml %-7s %s%s\n", r.Name, r.GGML, state, def)
+	}
+	if cuda := bindings.CUDACacheDir(env); native.HasCUDA(cuda) {
+		state := "its backends find what they need"
+		if err := bindings.Preflight(cuda); err != nil {
+			state = err.Error()
+		}
+		fmt.Fprintf(stdout, "CUDA libraries (kvtrim lib fetch --cuda): %s: %s\n", cuda, state)
 	}
 	if path == "" {
 		return fmt.Errorf("%w: %s", kvtrim.ErrNoLibrary, bindings.FetchHint)
@@ -106,11 +113,12 @@ func chosenRelease(version string) (native.Manifest, error) {
 }
 
 func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lib fetch", "lib fetch [--version V] [--dir DIR]")
+	fs := newFlagSet("lib fetch", "lib fetch [--version V] [--cuda] [--dir DIR]")
 	var c common
 	c.register(fs)
 	env := bindings.OSEnv()
 	version := releaseFlag(fs)
+	cuda := fs.Bool("cuda", false, "the CUDA libraries (CUDA 13; the runtime and driver are not bundled), beside the CPU ones")
 	dir := fs.String("dir", "", "install into this folder (default: kvtrim's cache for the release)")
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err
@@ -124,12 +132,24 @@ func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	if *cuda {
+		if m, err = native.ManifestOf(m.Version, native.FlavorCUDA); err != nil {
+			return err
+		}
+	}
 	if *dir == "" {
 		*dir = bindings.CacheDirFor(env, m.Version)
+		if *cuda {
+			*dir += "-" + native.FlavorCUDA
+		}
 	}
 	path, err := native.Fetch(ctx, m, *dir, func(msg string) { log.Info().Str("into", *dir).Msg(msg) })
 	if err != nil {
 		return err
+	}
+	if err := bindings.Preflight(*dir); err != nil {
+		// Installed and verified, but this machine cannot use it (yet).
+		log.Warn().Msg(err.Error())
 	}
 	fmt.Fprintln(stdout, path)
 	return nil
