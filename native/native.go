@@ -24,8 +24,8 @@ var scripts embed.FS
 // Manifest is a prebuilt release: which npm package holds it, which files
 // kvtrim installs from it, and their sha256 sums.
 type Manifest struct {
-	Package string            // npm package@version
-	Version string            // llama.cpp release, as kvtrim names it ("0.5.0", "b8390")
+	Package string // npm package@version
+	Version string // llama.cpp release, as kvtrim names it ("0.5.0", "b8390")
 	// Flavor is "" for the CPU libraries, or the GPU backend the package
 	// adds to them ("cuda").
 	Flavor string
