@@ -19,11 +19,14 @@ type functions struct {
 	ggmlBackendDevName      func(dev uintptr) string                                 `sym:"base:ggml_backend_dev_name"`
 	ggmlBackendDevDesc      func(dev uintptr) string                                 `sym:"base:ggml_backend_dev_description"`
 	// libggml
-	ggmlBackendLoadAllFromPath func(dir string)         `sym:"ggml:ggml_backend_load_all_from_path"`
-	ggmlBackendLoadAll         func()                   `sym:"ggml:ggml_backend_load_all"`
-	ggmlBackendRegCount        func() uint64            `sym:"ggml:ggml_backend_reg_count"`
-	ggmlBackendRegGet          func(i uint64) uintptr   `sym:"ggml:ggml_backend_reg_get"`
-	ggmlBackendRegName         func(reg uintptr) string `sym:"base:ggml_backend_reg_name"`
+	ggmlBackendLoadAllFromPath func(dir string)                       `sym:"ggml:ggml_backend_load_all_from_path"`
+	ggmlBackendLoadAll         func()                                 `sym:"ggml:ggml_backend_load_all"`
+	ggmlBackendRegCount        func() uint64                          `sym:"ggml:ggml_backend_reg_count"`
+	ggmlBackendRegGet          func(i uint64) uintptr                 `sym:"ggml:ggml_backend_reg_get"`
+	ggmlBackendRegName         func(reg uintptr) string               `sym:"base:ggml_backend_reg_name"`
+	ggmlBackendRegByName       func(name string) uintptr              `sym:"ggml:ggml_backend_reg_by_name"`
+	ggmlBackendRegister        func(reg uintptr)                      `sym:"ggml:ggml_backend_register"`
+	ggmlBackendRegProcAddress  func(reg uintptr, name string) uintptr `sym:"base:ggml_backend_reg_get_proc_address"`
 
 	// libllama: set-up
 	llamaBackendInit               func()                    `sym:"llama:llama_backend_init"`

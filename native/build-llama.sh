@@ -4,8 +4,11 @@
 # llama-completion, llama-server and llama-bench, for side-by-side
 # comparisons with kvtrim.
 #
-# usage: native/build-llama.sh [--cuda] [--jobs N] [--work DIR] [--node-llama-cpp V]
+# usage: native/build-llama.sh [--cuda] [--rpc] [--jobs N] [--work DIR] [--node-llama-cpp V]
 #                              [--tools "llama-completion ..."] OUT_DIR
+#
+# --rpc builds ggml's RPC backend into libggml (libggml-rpc.so) and the
+# ggml-rpc-server that serves a host's devices to it (--rpc host:port).
 #
 # OUT_DIR receives lib*.so and the llama-* tools in one folder, so that
 # `kvtrim --lib OUT_DIR` loads exactly the library the tools use.
@@ -13,6 +16,7 @@
 set -euo pipefail
 
 cuda=0
+rpc=0
 jobs=$(nproc 2>/dev/null || echo 2)
 work=""
 nlc=3.22.1
@@ -21,11 +25,12 @@ out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) cuda=1 ;;
+    --rpc) rpc=1 ;;
     --jobs) jobs="$2"; shift ;;
     --work) work="$2"; shift ;;
     --node-llama-cpp) nlc="$2"; shift ;;
     --tools) tools="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "build-llama: unknown option $1" >&2; exit 2 ;;
     *) out="$1" ;;
   esac
@@ -54,10 +59,18 @@ if [ "$cuda" = 1 ]; then
   need nvcc nvidia-cuda-toolkit
   flags+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-native}")
 fi
+targets="llama $tools"
+if [ "$rpc" = 1 ]; then
+  flags+=(-DGGML_RPC=ON)
+  targets="$targets ggml-rpc ggml-rpc-server"
+  tools="$tools ggml-rpc-server"
+else
+  flags+=(-DGGML_RPC=OFF)
+fi
 build="$work/build-$([ "$cuda" = 1 ] && echo cuda || echo cpu)"
 cmake -S "$src" -B "$build" "${flags[@]}" >&2
 # shellcheck disable=SC2086
-cmake --build "$build" -j "$jobs" --target llama $tools >&2
+cmake --build "$build" -j "$jobs" --target $targets >&2
 for tool in $tools; do cp -a "$build/bin/$tool" "$out"/; done
 # Shared libraries land beside the tools in bin/ on this version; fall back to a search.
 find "$build" -name 'lib*.so*' -exec cp -a {} "$out"/ \;

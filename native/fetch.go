@@ -208,10 +208,13 @@ type BuildOptions struct {
 	// NodeLlamaCpp is the node-llama-cpp version whose source bundle to
 	// build (a Manifest's NodeLlamaCpp); empty builds the default release.
 	NodeLlamaCpp string
-	// CUDA builds the CUDA backend too; Jobs is the parallel compile jobs
-	// (0: all cores).
-	CUDA bool
-	Jobs int
+	// CUDA builds the CUDA backend too, RPC ggml's RPC backend and
+	// ggml-rpc-server; Jobs is the parallel compile jobs (0: all cores).
+	CUDA, RPC bool
+	Jobs      int
+	// Tools are the llama.cpp programs to build beside the libraries (nil:
+	// the script's llama-completion, llama-server and llama-bench).
+	Tools []string
 }
 
 // Build compiles a release's llama.cpp source with the embedded
@@ -240,6 +243,12 @@ func Build(ctx context.Context, o BuildOptions, log io.Writer) error {
 	args := []string{filepath.Join(dir, "build-llama.sh")}
 	if o.CUDA {
 		args = append(args, "--cuda")
+	}
+	if o.RPC {
+		args = append(args, "--rpc")
+	}
+	if o.Tools != nil {
+		args = append(args, "--tools", strings.Join(o.Tools, " "))
 	}
 	if o.Jobs > 0 {
 		args = append(args, "--jobs", fmt.Sprint(o.Jobs))

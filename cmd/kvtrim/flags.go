@@ -114,6 +114,9 @@ func (c *common) open(ctx context.Context, g *genFlags, stderr io.Writer, fetch 
 		return log, nil, err
 	}
 	lib, err := kvtrim.OpenLibrary(ctx, kvtrim.LibraryOptions{Path: c.lib, Fetch: fetch, Log: log})
+	if err == nil && g != nil && g.rpc != "" {
+		err = lib.AddRPCServers(bindings.ParseRPCEndpoints(g.rpc))
+	}
 	return log, lib, err
 }
 

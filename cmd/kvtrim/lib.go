@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -84,6 +85,11 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "device:    %s (%s)\n", d.Name, d.Description)
 	}
 	fmt.Fprintf(stdout, "gpu offload: %v\n", lib.SupportsGPUOffload())
+	rpc := "no (kvtrim lib build --rpc)"
+	if slices.Contains(lib.Backends(), "RPC") {
+		rpc = "yes (--rpc host:port,...; ggml-rpc-server on each host, of the same build)"
+	}
+	fmt.Fprintf(stdout, "rpc:       %s\n", rpc)
 	return nil
 }
 
@@ -156,11 +162,13 @@ func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func cmdLibBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lib build", "lib build [--version V] [--cuda] [--jobs N] [--dir DIR]")
+	fs := newFlagSet("lib build", "lib build [--version V] [--cuda] [--rpc] [--tools T,...] [--jobs N] [--dir DIR]")
 	var c common
 	c.register(fs)
 	version := releaseFlag(fs)
 	cuda := fs.Bool("cuda", false, "build the CUDA backend too (needs nvcc)")
+	rpc := fs.Bool("rpc", false, "build ggml's RPC backend too, and ggml-rpc-server (serve a host's devices to --rpc)")
+	tools := fs.StringSlice("tools", []string{"llama-completion", "llama-server", "llama-bench"}, "llama.cpp programs to build beside the libraries (none: --tools '')")
 	jobs := fs.Int("jobs", 0, "parallel compile jobs (0: all cores)")
 	dir := fs.String("dir", "", "install into this folder (default: kvtrim's cache for the release)")
 	if err := parseFlags(fs, args, stderr); err != nil {
@@ -173,7 +181,11 @@ func cmdLibBuild(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if *dir == "" {
 		*dir = bindings.CacheDirFor(bindings.OSEnv(), m.Version)
 	}
-	if err := native.Build(ctx, native.BuildOptions{Dir: *dir, NodeLlamaCpp: m.NodeLlamaCpp(), CUDA: *cuda, Jobs: *jobs}, stderr); err != nil {
+	t := slices.DeleteFunc(slices.Clone(*tools), func(s string) bool { return s == "" })
+	if t == nil {
+		t = []string{}
+	}
+	if err := native.Build(ctx, native.BuildOptions{Dir: *dir, NodeLlamaCpp: m.NodeLlamaCpp(), CUDA: *cuda, RPC: *rpc, Tools: t, Jobs: *jobs}, stderr); err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, *dir)

@@ -39,6 +39,7 @@ type genFlags struct {
 	ignoreEOS           bool
 	gpuLayers           int
 	flashAttn           string
+	rpc                 string // ggml-rpc-server endpoints, comma-separated
 	chat                bool
 	statsJSON           string
 	// comp holds the compression flags' values; validate lays the ones
@@ -80,6 +81,7 @@ func (g *genFlags) registerModel(fs *pflag.FlagSet) {
 	fs.IntVarP(&g.threads, "threads", "t", -1, "threads (-1: one per CPU)")
 	fs.IntVar(&g.gpuLayers, "n-gpu-layers", -1, "layers to offload to the GPU (-ngl; -1: all)")
 	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
+	fs.StringVar(&g.rpc, "rpc", "", "ggml-rpc-server endpoints (host:port, comma-separated) whose devices take the offloaded layers and KV cache (a libllama built with 'kvtrim lib build --rpc')")
 }
 
 // registerPolicyOptions adds the settings of the compression policies.

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/bindings"
 	"github.com/kvtrim/kvtrim/internal/jsongrammar"
 	"github.com/kvtrim/kvtrim/internal/server"
 )
@@ -187,6 +188,7 @@ func llamaEnv() []llamaVar {
 		{name: "LLAMA_ARG_UBATCH", flag: "ubatch-size"},
 		{name: "LLAMA_ARG_THREADS", flag: "threads"},
 		{name: "LLAMA_ARG_N_GPU_LAYERS", flag: "n-gpu-layers"},
+		{name: "LLAMA_ARG_RPC", flag: "rpc"}, // in llama-server's help where it is built with RPC
 		{name: "LLAMA_ARG_FLASH_ATTN", flag: "flash-attn"},
 		{name: "LLAMA_ARG_HOST", flag: "host"},
 		{name: "LLAMA_ARG_PORT", flag: "port"},
@@ -629,6 +631,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	log, lib, err := c.open(ctx, nil, stderr, false)
 	defer c.close()
+	if err == nil && f.g.rpc != "" {
+		err = lib.AddRPCServers(bindings.ParseRPCEndpoints(f.g.rpc))
+	}
 	if err != nil {
 		return err
 	}
