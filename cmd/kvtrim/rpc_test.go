@@ -89,7 +89,9 @@ func TestRPC(t *testing.T) {
 	if ev.code != 0 {
 		t.Fatalf("eval over RPC: exit %d: %s", ev.code, ev.stderr)
 	}
-	var rep struct{ Summary []struct{ Trials, Correct int } }
+	var rep struct {
+		Summary []struct{ Trials, Correct int }
+	}
 	if b, err := os.ReadFile(js); err != nil || json.Unmarshal(b, &rep) != nil || len(rep.Summary) != 1 {
 		t.Fatalf("eval report: %v", err)
 	}
