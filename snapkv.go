@@ -290,7 +290,14 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 	default:
 		s.stats.NCtxPeak = nctx + o.ctx.NCtx()
 	}
-	nb := min(o.ctx.NBatch(), s.batch.Cap())
+	// The last decode call is the prompt's last ubatch (at least the rows
+	// read): the observer reads the armed call's queries in every ubatch
+	// and keeps the last rows, and each node it reads splits the graph's
+	// computation there. On the CPU that costs little; on a device reached
+	// over the network (--rpc) every split is a round trip, and arming a
+	// whole batch of four ubatches made SnapKV's prefill 1.6x the full
+	// cache's (docs/RPC.md).
+	nb := min(o.ctx.NBatch(), o.ctx.NUbatch(), s.batch.Cap())
 	last := n % nb
 	if last == 0 {
 		last = nb
