@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -30,37 +31,63 @@ func rpcBuild(t *testing.T) string {
 	return dir
 }
 
-// startRPCServers starts n ggml-rpc-servers of dir on free local ports and
-// returns their endpoints, comma-separated, once each accepts connections.
-func startRPCServers(t *testing.T, dir string, n int) string {
+// rpcServer is a ggml-rpc-server a test started.
+type rpcServer struct {
+	dir, endpoint string
+	port          int
+	cmd           *exec.Cmd
+}
+
+// startRPCServer starts dir's ggml-rpc-server on a local port (0: a free
+// one) and waits until it accepts connections; it is killed when the test
+// ends.
+func startRPCServer(t *testing.T, dir string, port int) *rpcServer {
 	t.Helper()
-	var endpoints []string
-	for range n {
+	if port == 0 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port = l.Addr().(*net.TCPAddr).Port
 		l.Close()
-		cmd := exec.Command(filepath.Join(dir, "ggml-rpc-server"), "-H", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "1")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		endpoint := fmt.Sprintf("127.0.0.1:%d", port)
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			c, err := net.Dial("tcp", endpoint)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("ggml-rpc-server on %s: %v", endpoint, err)
-			}
-		}
-		endpoints = append(endpoints, endpoint)
 	}
-	return strings.Join(endpoints, ",")
+	s := &rpcServer{dir: dir, port: port, endpoint: fmt.Sprintf("127.0.0.1:%d", port)}
+	s.cmd = exec.Command(filepath.Join(dir, "ggml-rpc-server"), "-H", "127.0.0.1", "-p", fmt.Sprint(port), "-t", "1")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := s.cmd
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c, err := net.Dial("tcp", s.endpoint)
+		if err == nil {
+			c.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ggml-rpc-server on %s: %v", s.endpoint, err)
+		}
+	}
+}
+
+// kill ends the server at once.
+func (s *rpcServer) kill() {
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+}
+
+// startRPCServers starts n ggml-rpc-servers of dir and returns them and
+// their endpoints, comma-separated.
+func startRPCServers(t *testing.T, dir string, n int) ([]*rpcServer, string) {
+	t.Helper()
+	var servers []*rpcServer
+	var endpoints []string
+	for range n {
+		s := startRPCServer(t, dir, 0)
+		servers = append(servers, s)
+		endpoints = append(endpoints, s.endpoint)
+	}
+	return servers, strings.Join(endpoints, ",")
 }
 
 // TestRPC: with the weights and the KV cache on two ggml-rpc-servers
@@ -71,7 +98,7 @@ func startRPCServers(t *testing.T, dir string, n int) string {
 // line rather than by llama.cpp's abort.
 func TestRPC(t *testing.T) {
 	lib := rpcBuild(t)
-	rpc := startRPCServers(t, lib, 2)
+	_, rpc := startRPCServers(t, lib, 2)
 	model := testenv.ModelPath(t, "kvtrim-retrieval-1m.gguf")
 	prompt := "The pass key is 48213. Remember it. The grass is green. The sky is blue. The sun is bright. What is the pass key? The pass key is"
 	local := runKvtrim(t, nil, "run", "--lib", lib, "-m", model, "-p", prompt, "-n", "12", "--temp", "0")
@@ -123,4 +150,56 @@ func TestRPC(t *testing.T) {
 	dead := l.Addr().String()
 	l.Close()
 	wantOneLineError(t, runKvtrim(t, nil, "run", "--lib", lib, "--rpc", dead, "-m", model, "-p", "hi"), "--rpc "+dead, "connection refused", "ggml-rpc-server")
+}
+
+// TestRPCServeSurvivesDeadServer: kvtrim serve --rpc runs the model in a
+// process of its own. When one of its RPC servers is killed mid-request
+// (llama.cpp then ends that process), the streaming client gets a last
+// event with llama-server's error JSON at once, not a hang; /health says
+// 503 while the server is down; once it is back, the model's process is
+// started again and the next request is answered.
+func TestRPCServeSurvivesDeadServer(t *testing.T) {
+	lib := rpcBuild(t)
+	servers, rpc := startRPCServers(t, lib, 2)
+	s := startServe(t, "--lib", lib, "--rpc", rpc, "-c", "4096")
+	r := s.stream(t, `{"prompt":"Once upon a time","n_predict":3000,"ignore_eos":true,"stream":true}`)
+	servers[1].kill()
+	rest := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		rest <- string(b)
+	}()
+	select {
+	case tail := <-rest:
+		if !strings.Contains(tail, `"type":"unavailable_error"`) || !strings.Contains(tail, "ended mid-request") {
+			t.Errorf("the stream ended without an error event:\n%s", tail[max(0, len(tail)-500):])
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream still runs 30 s after its RPC server was killed")
+	}
+	if resp, err := http.Get(s.base + "/health"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/health with an RPC server down: %v %v, want 503", resp.Status, err)
+	}
+	startRPCServer(t, lib, servers[1].port)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get(s.base + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not healthy 60 s after the RPC server came back:\n%s", s.logs.String())
+		}
+	}
+	resp, err := http.Post(s.base+"/completion", "application/json", strings.NewReader(`{"prompt":"Once upon a time","n_predict":8,"temperature":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("the next request: %s", resp.Status)
+	}
+	s.stop(t)
 }

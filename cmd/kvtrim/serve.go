@@ -629,6 +629,19 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if l := f.action(); l != nil {
 		return serveAction(ctx, *l, c, stdout, stderr)
 	}
+	worker := os.Getenv(workerEnv)
+	if f.g.rpc != "" && worker == "" {
+		log, err := c.logger(stderr)
+		defer c.close()
+		if err != nil {
+			return err
+		}
+		port := f.port
+		if _, p := server.GCPFromEnv(os.LookupEnv); p > 0 {
+			port = p
+		}
+		return supervise(ctx, args, f, port, time.Duration(f.timeout)*time.Second, log)
+	}
 	log, lib, err := c.open(ctx, nil, stderr, false)
 	defer c.close()
 	if err == nil && f.g.rpc != "" {
@@ -660,7 +673,17 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
-	lns, err := listen(f.host, port)
+	addrKey := "addr"
+	var lns []net.Listener
+	if worker != "" {
+		// The model's process of a supervised server (serve --rpc).
+		addrKey = "socket"
+		os.Remove(worker) // a dead predecessor's
+		ln, lerr := net.Listen("unix", worker)
+		lns, err = []net.Listener{ln}, lerr
+	} else {
+		lns, err = listen(f.host, port)
+	}
 	if err != nil {
 		return err
 	}
@@ -682,7 +705,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go func() { served <- hs.Serve(ln) }()
 		addrs[i] = ln.Addr().String()
 	}
-	log.Info().Str("addr", strings.Join(addrs, ",")).Msg("listening; loading the model")
+	log.Info().Str(addrKey, strings.Join(addrs, ",")).Msg("listening; loading the model")
 
 	// The server owns the model: with --sleep-idle-seconds it frees it when
 	// idle and loads it again.
