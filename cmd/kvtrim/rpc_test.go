@@ -93,9 +93,10 @@ func startRPCServers(t *testing.T, dir string, n int) ([]*rpcServer, string) {
 // TestRPC: with the weights and the KV cache on two ggml-rpc-servers
 // (llama.cpp's RPC backend; every tensor kvtrim observes is then read with
 // ggml_backend_tensor_get), greedy output equals the local run's, SnapKV
-// at 10% keeps the pass keys of at least 19 of 20 prompts, kvtrim serve
-// --rpc answers, and an endpoint where no server listens is refused in one
-// line rather than by llama.cpp's abort.
+// at 10% keeps the pass keys of at least 19 of 20 prompts, every policy
+// answers 6 pass-key prompts as it does locally, kvtrim serve --rpc
+// answers, and an endpoint where no server listens is refused in one line
+// rather than by llama.cpp's abort.
 func TestRPC(t *testing.T) {
 	lib := rpcBuild(t)
 	_, rpc := startRPCServers(t, lib, 2)
@@ -126,6 +127,32 @@ func TestRPC(t *testing.T) {
 		t.Errorf("SnapKV at 10%% over RPC found %d of %d pass keys, want at least 19", s.Correct, s.Trials)
 	}
 	t.Logf("SnapKV at 10%% over RPC: %d of %d pass keys", rep.Summary[0].Correct, rep.Summary[0].Trials)
+
+	// Every policy reads what it needs from tensors on RPC devices, and
+	// answers as it does locally.
+	all := "none,recent,random,snapkv,knorm,keydiff,expected-attention,tova,h2o,streaming,snapkv+h2o"
+	summaries := make([]string, 2)
+	for i, where := range [][]string{nil, {"--rpc", rpc}} {
+		js := filepath.Join(t.TempDir(), "all.json")
+		args := append([]string{"eval", "passkey", "--lib", lib, "-m", model, "--lengths", "1000", "--depths", "0.2,0.5,0.8",
+			"--trials", "2", "--policy", all, "--ratio", "0.1", "--json", js}, where...)
+		if r := runKvtrim(t, nil, args...); r.code != 0 {
+			t.Fatalf("eval %v: exit %d: %s", where, r.code, r.stderr)
+		}
+		var rep struct {
+			Summary []struct {
+				Policy          string
+				Trials, Correct int
+			}
+		}
+		if b, err := os.ReadFile(js); err != nil || json.Unmarshal(b, &rep) != nil || len(rep.Summary) != 11 {
+			t.Fatalf("eval %v: %d summaries, %v", where, len(rep.Summary), err)
+		}
+		summaries[i] = fmt.Sprint(rep.Summary)
+	}
+	if summaries[0] != summaries[1] {
+		t.Errorf("every policy, 6 pass-key prompts each: locally %s, over RPC %s", summaries[0], summaries[1])
+	}
 
 	s := startServe(t, "--lib", lib, "--rpc", rpc, "-c", "512")
 	resp, err := http.Post(s.base+"/completion", "application/json", strings.NewReader(`{"prompt":"Once upon a time","n_predict":8,"temperature":0}`))
