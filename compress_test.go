@@ -34,14 +34,20 @@ func promptAndGenerate(t *testing.T, s *kvtrim.Session, model *kvtrim.Model, pro
 	if err := s.Prefill(context.Background(), toks); err != nil {
 		t.Fatal(err)
 	}
-	sampler := model.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
+	return greedyText(t, s, model, n), s.Stats()
+}
+
+// greedyText generates n tokens greedily and returns their text.
+func greedyText(t *testing.T, s *kvtrim.Session, m *kvtrim.Model, n int) string {
+	t.Helper()
+	sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
 	defer sampler.Close()
 	var out strings.Builder
 	if err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: n},
 		func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	return out.String(), s.Stats()
+	return out.String()
 }
 
 // TestBudgetCoveringPromptChangesNothing: with a budget at least the

@@ -31,7 +31,7 @@ import (
 // default one) observes its context (hooks.Streams): a member then prefills
 // a compressed prompt in its own stream, chunk by chunk beside the others'
 // decodes, and only the decodes whose attention the policy reads run alone
-// in their round (observedPrefill). In a group made without one, a member
+// in their round (observing.observedDecode). In a group made without one, a member
 // compresses its prompt as a standalone session does, in a temporary
 // context of its own, so that decoding pays nothing for a callback. H2O,
 // which observes every decoded token through an eval callback on the

@@ -170,16 +170,3 @@ func TestGroupChunkedKeepsPasskey(t *testing.T) {
 		t.Errorf("chunked SnapKV in the group's streams found %d/%d keys against one-shot's %d", grouped, trials, oneShot)
 	}
 }
-
-// greedyText generates n tokens greedily and returns their text.
-func greedyText(t *testing.T, s *kvtrim.Session, m *kvtrim.Model, n int) string {
-	t.Helper()
-	sampler := m.Library().NewSampler(bindings.SamplerOptions{Temp: 0})
-	defer sampler.Close()
-	var out strings.Builder
-	if err := s.Generate(context.Background(), sampler, kvtrim.GenerateOptions{MaxTokens: n},
-		func(_ kvtrim.Token, piece string) error { out.WriteString(piece); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
-}

@@ -208,18 +208,7 @@ func TestRPCServeSurvivesDeadServer(t *testing.T) {
 		t.Errorf("/health with an RPC server down: %v %v, want 503", resp.Status, err)
 	}
 	startRPCServer(t, lib, servers[1].port)
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		resp, err := http.Get(s.base + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not healthy 60 s after the RPC server came back:\n%s", s.logs.String())
-		}
-	}
+	s.waitHealthy(t, 60*time.Second)
 	resp, err := http.Post(s.base+"/completion", "application/json", strings.NewReader(`{"prompt":"Once upon a time","n_predict":8,"temperature":0}`))
 	if err != nil {
 		t.Fatal(err)

@@ -213,19 +213,25 @@ func startServe(t *testing.T, args ...string) *served {
 	case <-time.After(30 * time.Second):
 		t.Fatal("kvtrim serve did not say where it listens")
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	s.waitHealthy(t, 30*time.Second)
+	return s
+}
+
+// waitHealthy waits until /health answers 200, at most d.
+func (s *served) waitHealthy(t *testing.T, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := http.Get(s.base + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				break
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not healthy after 30s: %v", err)
+			t.Fatalf("not healthy after %v: %v\n%s", d, err, s.logs.String())
 		}
 	}
-	return s
 }
 
 // stop sends SIGINT and waits for a clean exit.
