@@ -82,9 +82,6 @@ func load(path string, shared bool) (*Library, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := Preflight(files.dir); err != nil {
-		return nil, fmt.Errorf("libllama %s: %w", files.llama, err)
-	}
 	loadMu.Lock()
 	defer loadMu.Unlock()
 	if loaded != nil {
@@ -159,11 +156,19 @@ func fileExists(path string) bool {
 }
 
 func (l *Library) open() error {
-	var handles [3]uintptr
-	for i, p := range []string{l.GGMLBasePath, l.GGMLPath, l.LlamaPath} {
+	libs := []string{l.GGMLBasePath, l.GGMLPath, l.LlamaPath}
+	for _, p := range libs {
 		if err := checkELF(p); err != nil {
 			return fmt.Errorf("libllama %s: cannot load %s as a shared library (%v); %s", l.LlamaPath, p, err, FetchHint)
 		}
+	}
+	// Before anything is loaded, and before libggml, which in a build
+	// without separate backends loads them itself.
+	if err := Preflight(l.Dir); err != nil {
+		return fmt.Errorf("libllama %s: %w", l.LlamaPath, err)
+	}
+	var handles [3]uintptr
+	for i, p := range libs {
 		h, err := dlopen(p)
 		if err != nil {
 			hint := ""

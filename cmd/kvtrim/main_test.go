@@ -812,7 +812,8 @@ func TestLibraryWithoutBackends(t *testing.T) {
 	wantOneLineError(t, r, "no ggml backend", "libggml-cpu", "kvtrim lib fetch")
 }
 
-// copyLibs copies files into dir, the first n bytes of each when n > 0.
+// copyLibs copies files into dir; when n > 0, only the first n bytes of
+// each, and at most half of it (so that it is truncated however small).
 func copyLibs(t *testing.T, dir string, n int, files ...string) {
 	t.Helper()
 	for _, p := range files {
@@ -821,7 +822,7 @@ func copyLibs(t *testing.T, dir string, n int, files ...string) {
 			t.Fatal(err)
 		}
 		if n > 0 {
-			data = data[:min(n, len(data))]
+			data = data[:min(n, len(data)/2)]
 		}
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o755); err != nil {
 			t.Fatal(err)
@@ -835,10 +836,13 @@ func copyLibs(t *testing.T, dir string, n int, files ...string) {
 func TestLibraryTruncated(t *testing.T) {
 	lib := testenv.Library(t)
 	backends, _ := filepath.Glob(filepath.Join(lib.Dir, "libggml-*.so"))
+	// Every library file, under each of its names (a source build's
+	// libraries find each other by their versioned names).
+	all, _ := filepath.Glob(filepath.Join(lib.Dir, "lib*.so*"))
 	for _, c := range []struct{ name, cut string }{{"libllama", lib.LlamaPath}, {"backend", ""}} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			copyLibs(t, dir, 0, append([]string{lib.LlamaPath, lib.GGMLPath, lib.GGMLBasePath}, backends...)...)
+			copyLibs(t, dir, 0, all...)
 			cut := c.cut
 			if cut == "" {
 				if len(backends) == 0 {
@@ -860,8 +864,21 @@ func TestLibraryTruncated(t *testing.T) {
 func TestLibraryWithMismatchedGGML(t *testing.T) {
 	lib := testenv.Library(t)
 	dir := t.TempDir()
-	copyLibs(t, dir, 0, lib.LlamaPath, lib.GGMLPath)
-	copyLibs(t, dir, 0, filepath.Join(testenv.OtherVersionLib(t), "libggml-base.so"))
+	// Every library file but libggml-base's, under each of its names (a
+	// source build's libraries find each other by their versioned names),
+	// and the other build's libggml-base under each of those.
+	all, _ := filepath.Glob(filepath.Join(lib.Dir, "lib*.so*"))
+	for _, p := range all {
+		if strings.HasPrefix(filepath.Base(p), "libggml-base.") {
+			b, err := os.ReadFile(filepath.Join(testenv.OtherVersionLib(t), "libggml-base.so"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o755)
+			continue
+		}
+		copyLibs(t, dir, 0, p)
+	}
 	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi", "-n", "2")
 	wantOneLineError(t, r, "libggml-base", "different builds", "kvtrim lib fetch")
 }
