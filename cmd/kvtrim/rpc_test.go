@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,4 +219,48 @@ func TestRPCServeSurvivesDeadServer(t *testing.T) {
 		t.Errorf("the next request: %s", resp.Status)
 	}
 	s.stop(t)
+}
+
+// TestWriteDeadlines: behind serve --rpc's proxy, a client that stops
+// reading an answer loses it after the timeout (its write fails) instead
+// of holding the connection; one that reads gets the whole answer, flushed
+// as it comes.
+func TestWriteDeadlines(t *testing.T) {
+	wrote := make(chan error, 1)
+	big := strings.Repeat("x", 1<<20)
+	h := writeDeadlines(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var err error
+		for i := 0; i < 64 && err == nil; i++ {
+			_, err = io.WriteString(w, big)
+			w.(http.Flusher).Flush()
+		}
+		wrote <- err
+	}), 200*time.Millisecond)
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case err := <-wrote:
+		if err == nil {
+			t.Error("64 MiB written to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write to a client that stopped reading still blocks after 10 s (deadline 200 ms)")
+	}
+
+	resp, err := http.Get(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != 64<<20 || <-wrote != nil {
+		t.Errorf("a reading client got %d bytes (%v), want all %d", n, err, 64<<20)
+	}
 }

@@ -76,7 +76,7 @@ func supervise(ctx context.Context, args []string, f *serveFlags, port int, time
 			writeUnavailable(rw, w.why(err))
 		},
 	}
-	hs := &http.Server{Handler: proxy, ReadHeaderTimeout: timeout, IdleTimeout: timeout}
+	hs := &http.Server{Handler: writeDeadlines(proxy, timeout), ReadHeaderTimeout: timeout, IdleTimeout: timeout}
 	served := make(chan error, len(lns))
 	addrs := make([]string, len(lns))
 	for i, ln := range lns {
@@ -253,3 +253,31 @@ func (g *streamGuard) Read(p []byte) (int, error) {
 }
 
 func (g *streamGuard) Close() error { return g.body.Close() }
+
+// writeDeadlines gives every write of h's answers timeout to be done, as
+// the model's process gives its own: a client that stops reading loses its
+// request here too, rather than holding the proxy's connection and
+// goroutine for as long as it stays connected.
+func writeDeadlines(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: timeout}, r)
+	})
+}
+
+// deadlineWriter sets the write deadline before each write.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.ResponseWriter.Write(p)
+}
+
+// Flush passes the proxy's flushes on (events as they come).
+func (d *deadlineWriter) Flush() { d.rc.Flush() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
