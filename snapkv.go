@@ -205,12 +205,14 @@ func (c Compression) prefillCells(n, budget, chunk int) (cells, rows int) {
 	return n + c.lookaheadTokens(), rows
 }
 
-// inStream reports whether a compressed prefill of n tokens in chunks of
-// chunk runs in the session's own stream of an observing group: it does
-// when the cells it holds at once fit there.
-func (s *Session) inStream(c Compression, n, budget, chunk int) bool {
-	cells, _ := c.prefillCells(n, budget, chunk)
-	return s.observingGroup() != nil && cells <= s.NCtx()
+// streamFor is the observing group whose stream (the session's own) a
+// compressed prefill holding cells cells at once runs in, or nil: it does
+// when those cells fit there.
+func (s *Session) streamFor(cells int) *Group {
+	if g := s.observingGroup(); g != nil && cells <= s.NCtx() {
+		return g
+	}
+	return nil
 }
 
 // PrefillsAside reports whether Prefill of a prompt of n tokens builds it
@@ -224,7 +226,11 @@ func (s *Session) PrefillsAside(n int) bool {
 	}
 	budget := c.BudgetFor(n)
 	chunk, _, err := c.chunkFor(n, budget, s.NCtx())
-	return err != nil || !s.inStream(c, n, budget, chunk)
+	if err != nil {
+		return true
+	}
+	cells, _ := c.prefillCells(n, budget, chunk)
+	return s.streamFor(cells) == nil
 }
 
 // prefillCompressed prefills n > budget tokens into an observing context,
@@ -270,8 +276,8 @@ func (s *Session) prefillCompressed(ctx context.Context, tokens []Token, comp Co
 			err = errors.Join(err, reopen())
 		}
 	}()
-	if s.inStream(comp, n, budget, chunk) {
-		o = s.openMemberObserving(s.observingGroup())
+	if g := s.streamFor(cells); g != nil {
+		o = s.openMemberObserving(g)
 	} else {
 		// The session's own context is freed while the prompt is built in
 		// the observing one, and made again for the kept cells: the two

@@ -42,7 +42,14 @@ func CacheDir(env Env) string { return CacheDirFor(env, SupportedVersion) }
 
 // CUDACacheDir is where 'kvtrim lib fetch --cuda' installs the default
 // release's CUDA libraries, beside the CPU ones.
-func CUDACacheDir(env Env) string { return CacheDir(env) + "-cuda" }
+func CUDACacheDir(env Env) string { return CUDACacheDirFor(env, SupportedVersion) }
+
+// CUDACacheDirFor is where 'kvtrim lib fetch --cuda --version' installs a
+// release's CUDA libraries: its CacheDirFor with "-cuda" after it.
+func CUDACacheDirFor(env Env, release string) string { return CacheDirFor(env, release) + "-cuda" }
+
+// HasCUDA reports whether dir holds ggml's CUDA backend.
+func HasCUDA(dir string) bool { return fileExists(filepath.Join(dir, "libggml-cuda.so")) }
 
 // CacheDirFor is where 'kvtrim lib fetch --version' installs a release:
 // $XDG_CACHE_HOME/kvtrim/lib/<dir>, or ~/.cache/kvtrim/lib/<dir>, where
@@ -122,7 +129,7 @@ func Locate(explicit string, env Env) (string, []Place) {
 			return f, places
 		}
 	}
-	if dir := CUDACacheDir(env); fileExists(filepath.Join(dir, "libggml-cuda.so")) {
+	if dir := CUDACacheDir(env); HasCUDA(dir) {
 		if err := Preflight(dir); err != nil {
 			places = append(places, Place{Source: "cache cuda", Path: dir + " (skipped: " + err.Error() + ")"})
 		} else if f := try("cache cuda", dir); f != "" {

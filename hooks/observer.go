@@ -223,11 +223,20 @@ func kCacheOf(t bindings.Tensor) (bindings.Tensor, int) {
 // layer, or -1.
 func (o *Observer) noteKCache(t bindings.Tensor) int {
 	k, il := kCacheOf(t)
-	if il < 0 || il >= o.shape.Layers {
+	if !o.setKCache(il, k) {
 		return -1
 	}
-	o.kCache[il] = k
 	return il
+}
+
+// setKCache keeps k as layer il's K cache, and reports whether the model
+// has that layer.
+func (o *Observer) setKCache(il int, k bindings.Tensor) bool {
+	if il < 0 || il >= o.shape.Layers {
+		return false
+	}
+	o.kCache[il] = k
+	return true
 }
 
 // Observe implements bindings.EvalObserver.

@@ -62,12 +62,14 @@ func (s *Streams) Ask(t bindings.Tensor) bool {
 	}
 	name := t.Name()
 	if isKWrite(name) {
-		il := -1
+		k, il := kCacheOf(t)
+		if il < 0 {
+			return false
+		}
 		for _, o := range s.watched {
-			il = o.noteKCache(t)
+			o.setKCache(il, k)
 		}
 		if il == 0 {
-			k, _ := kCacheOf(t)
 			s.cells = k.Ne()[1]
 		}
 		return il == 0

@@ -86,12 +86,6 @@ func Fetch(ctx context.Context, m Manifest, dir string, progress Progress) (stri
 	return "", errors.New("lib fetch: manifest lists no libllama")
 }
 
-// HasCUDA reports whether dir holds ggml's CUDA backend.
-func HasCUDA(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "libggml-cuda.so"))
-	return err == nil
-}
-
 // libllamaIn is the path libllama of manifest m has once installed in dir.
 func libllamaIn(m Manifest, dir string) string {
 	for p := range m.Files {

@@ -60,7 +60,7 @@ func cmdLib(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "  %-8s ggml %-7s %s%s\n", r.Name, r.GGML, state, def)
 	}
-	if cuda := bindings.CUDACacheDir(env); native.HasCUDA(cuda) {
+	if cuda := bindings.CUDACacheDir(env); bindings.HasCUDA(cuda) {
 		state := "its backends find what they need"
 		if err := bindings.Preflight(cuda); err != nil {
 			state = err.Error()
@@ -143,11 +143,12 @@ func cmdLibFetch(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 	}
-	if *dir == "" {
+	switch {
+	case *dir != "":
+	case *cuda:
+		*dir = bindings.CUDACacheDirFor(env, m.Version)
+	default:
 		*dir = bindings.CacheDirFor(env, m.Version)
-		if *cuda {
-			*dir += "-" + native.FlavorCUDA
-		}
 	}
 	path, err := native.Fetch(ctx, m, *dir, func(msg string) { log.Info().Str("into", *dir).Msg(msg) })
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/kvtrim/kvtrim/internal/server"
 )
 
 // workerEnv names the unix socket a supervised kvtrim serve (the model's
@@ -73,7 +74,7 @@ func supervise(ctx context.Context, args []string, f *serveFlags, port int, time
 			if errors.Is(r.Context().Err(), context.Canceled) {
 				return // the client left
 			}
-			writeUnavailable(rw, w.why(err))
+			server.WriteUnavailable(rw, w.why(err))
 		},
 	}
 	hs := &http.Server{Handler: writeDeadlines(proxy, timeout), ReadHeaderTimeout: timeout, IdleTimeout: timeout}
@@ -217,14 +218,6 @@ func describeExit(err error) string {
 	return "exit status 0"
 }
 
-// writeUnavailable answers llama-server's 503 error JSON.
-func writeUnavailable(w http.ResponseWriter, msg string) {
-	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": http.StatusServiceUnavailable, "message": msg, "type": "unavailable_error"}})
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	w.Write(append(b, '\n'))
-}
-
 // streamGuard passes an event stream through and, when the child's side
 // breaks off (it died), ends it with a last event holding llama-server's
 // error JSON, as the server itself ends a stream that fails, rather than
@@ -244,8 +237,7 @@ func (g *streamGuard) Read(p []byte) (int, error) {
 	}
 	n, err := g.body.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
-		b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": http.StatusServiceUnavailable, "type": "unavailable_error",
-			"message": "the model's process ended mid-request (an RPC server went away?); kvtrim serve starts it again: retry shortly (" + err.Error() + ")"}})
+		b := server.UnavailableJSON("the model's process ended mid-request (an RPC server went away?); kvtrim serve starts it again: retry shortly (" + err.Error() + ")")
 		g.tail = append(append([]byte("\n\ndata: "), b...), "\n\n"...)
 		return n, nil
 	}

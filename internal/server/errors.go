@@ -70,6 +70,18 @@ func asAPIError(err error) *APIError {
 	return &APIError{Code: http.StatusInternalServerError, Type: typeServer, Message: err.Error()}
 }
 
+// WriteUnavailable answers msg as llama-server's 503 error JSON: what a
+// proxy in front of the server says while the server cannot answer.
+func WriteUnavailable(w http.ResponseWriter, msg string) { writeError(w, unavailable(msg)) }
+
+// UnavailableJSON is llama-server's 503 error JSON for msg, as the last
+// event of a stream that cannot go on carries it.
+func UnavailableJSON(msg string) []byte {
+	ae := unavailable(msg)
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+	return b
+}
+
 // writeError answers err in llama-server's error JSON.
 func writeError(w http.ResponseWriter, err error) {
 	ae := asAPIError(err)
