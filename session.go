@@ -559,6 +559,10 @@ func (s *Session) Generate(ctx context.Context, sampler *bindings.Sampler, opt G
 		var step *tokenStep
 		if !last && !full {
 			step = s.startStep(tok)
+		} else {
+			// Nothing follows this token: a group's next round need not
+			// wait for the member while emit writes it out.
+			s.be.idle()
 		}
 		emitErr := emit(tok, vocab.Piece(tok, false))
 		if step != nil {
