@@ -114,7 +114,9 @@ func (b memberBackend) ownThread() bool { return false }
 
 // start queues the tokens for the group's next round.
 func (b memberBackend) start(tokens []Token, pos0 int32, logits bool) pendingDecode {
-	r := &decodeRequest{seq: b.s.seq, tokens: tokens, pos0: pos0, logits: logits, out: b.s.logits}
+	// A chunk that asks for no logits is a prompt's, and its next one
+	// follows (Session.decode).
+	r := &decodeRequest{seq: b.s.seq, tokens: tokens, pos0: pos0, logits: logits, out: b.s.logits, follows: !logits}
 	b.g.submit(r)
 	return memberDecode{b.s, r}
 }

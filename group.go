@@ -1,6 +1,7 @@
 package kvtrim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"runtime"
@@ -54,11 +55,16 @@ type Group struct {
 	// while it decodes.
 	mu      sync.Mutex
 	pending []*decodeRequest
-	// awaited is the sequences that got logits in the last round and have
-	// not asked for another decode nor said they are done: the decoder waits
-	// for them (gatherWait at most), so that steps stay batched. Each round
-	// starts it anew.
+	// awaited is the sequences that got logits in the last round, or
+	// decoded a prompt chunk with more to follow, and have not asked for
+	// another decode nor said they are done: the decoder waits for them
+	// (gatherWait at most), so that steps stay batched and a prompt's
+	// chunks follow each other. Each round starts it anew.
 	awaited map[bindings.SeqID]bool
+	// prompts is, for each member decoding a prompt, the ticket its first
+	// chunk got: rounds take prompt chunks oldest prompt first.
+	prompts map[bindings.SeqID]uint64
+	tickets uint64
 	closed  bool
 	stats   GroupStats
 
@@ -100,8 +106,15 @@ type decodeRequest struct {
 	// attention: it is decoded alone in its round, so that the query rows
 	// the observer reads are all the member's.
 	solo *hooks.Observer
-	err  error
-	done chan struct{}
+	// follows says the member's next request comes at once: this is a
+	// prompt chunk, and not its last. The decoder waits for it as for a
+	// step, so that the prompt's chunks follow each other.
+	follows bool
+	// ticket orders prompt chunks (requests of more than one token) by
+	// when their prompt began; 0 for a generated token's step.
+	ticket uint64
+	err    error
+	done   chan struct{}
 }
 
 // NewGroup makes a context for n sequences of opt.NCtx/n cells each
@@ -137,7 +150,7 @@ func (m *Model) NewGroup(opt SessionOptions, n int) (*Group, error) {
 	}
 	g := &Group{
 		model: m, ctx: ctx, opt: opt, copt: copt, seqCtx: ctx.NCtx() / n,
-		members: make([]bool, n), awaited: map[bindings.SeqID]bool{},
+		members: make([]bool, n), awaited: map[bindings.SeqID]bool{}, prompts: map[bindings.SeqID]uint64{},
 		streams: streams, releaseCB: releaseCB,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -244,6 +257,7 @@ func (g *Group) leave(seq bindings.SeqID) {
 	defer g.mu.Unlock()
 	g.members[seq] = false
 	delete(g.awaited, seq)
+	delete(g.prompts, seq)
 	if !g.closed {
 		g.ctx.Memory().SeqRm(seq, -1, -1)
 	}
@@ -255,6 +269,7 @@ func (g *Group) leave(seq bindings.SeqID) {
 func (g *Group) idle(seq bindings.SeqID) {
 	g.mu.Lock()
 	delete(g.awaited, seq)
+	delete(g.prompts, seq)
 	g.mu.Unlock()
 	g.poke()
 }
@@ -294,6 +309,17 @@ func (g *Group) submit(r *decodeRequest) {
 	}
 	g.pending = append(g.pending, r)
 	delete(g.awaited, r.seq)
+	if len(r.tokens) > 1 {
+		t, ok := g.prompts[r.seq]
+		if !ok {
+			g.tickets++
+			t = g.tickets
+			g.prompts[r.seq] = t
+		}
+		r.ticket = t
+	} else {
+		delete(g.prompts, r.seq)
+	}
 	g.mu.Unlock()
 	g.poke()
 }
@@ -332,12 +358,14 @@ func (g *Group) decoder() {
 			g.failPending()
 			return
 		}
-		t := time.Now()
-		g.gather(gatherWait(lastDecode))
-		g.mu.Lock()
-		g.stats.WaitSeconds += time.Since(t).Seconds()
-		g.mu.Unlock()
 		for {
+			// Before every round: the members the last one served are
+			// about to ask again.
+			t := time.Now()
+			g.gather(gatherWait(lastDecode))
+			g.mu.Lock()
+			g.stats.WaitSeconds += time.Since(t).Seconds()
+			g.mu.Unlock()
 			t0 := time.Now()
 			decoded, more := g.round(batch)
 			if decoded {
@@ -384,19 +412,20 @@ func (g *Group) failPending() {
 }
 
 // round decodes the pending requests that fit in one batch, in the order
-// they came, and reports whether it decoded any and whether requests are
-// still pending.
+// they came but for prompt chunks (oldestPromptFirst), and reports whether
+// it decoded any and whether requests are still pending.
 func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.pending) == 0 {
 		return false, false
 	}
+	g.oldestPromptFirst()
 	batch.Clear()
 	var taken, left []*decodeRequest
 	size := 0
 	solo := false
-	for _, r := range g.pending { // first come, first served
+	for _, r := range g.pending {
 		// A solo request goes alone, when it comes first.
 		if size+len(r.tokens) > batch.Cap() || solo || (r.solo != nil && len(taken) > 0) {
 			left = append(left, r)
@@ -449,6 +478,30 @@ func (g *Group) round(batch *bindings.Batch) (decoded, more bool) {
 	return true, len(g.pending) > 0
 }
 
+// oldestPromptFirst reorders the pending prompt chunks, in the places
+// they hold among the other requests, by when their prompts began, so
+// that a prompt's next chunk goes before the chunks of prompts that began
+// after it, as llama-server fills its batch with one slot's prompt before
+// the next one's. In the order the chunks came, prompts longer than a
+// chunk would take turns and all finish late. Called with mu held.
+func (g *Group) oldestPromptFirst() {
+	var at []int
+	var chunks []*decodeRequest
+	for i, r := range g.pending {
+		if r.ticket != 0 && r.solo == nil {
+			at = append(at, i)
+			chunks = append(chunks, r)
+		}
+	}
+	if len(chunks) < 2 {
+		return
+	}
+	slices.SortStableFunc(chunks, func(a, b *decodeRequest) int { return cmp.Compare(a.ticket, b.ticket) })
+	for k, i := range at {
+		g.pending[i] = chunks[k]
+	}
+}
+
 // add appends r's tokens to batch and notes where its last one went.
 func (r *decodeRequest) add(batch *bindings.Batch) {
 	seqs := []bindings.SeqID{r.seq}
@@ -463,6 +516,8 @@ func (r *decodeRequest) add(batch *bindings.Batch) {
 func (g *Group) finish(r *decodeRequest) {
 	if r.err == nil && r.logits {
 		r.out = append(r.out[:0], g.ctx.Logits(r.last)...)
+	}
+	if r.err == nil && (r.logits || r.follows) {
 		g.awaited[r.seq] = true
 	}
 	close(r.done)

@@ -2,6 +2,8 @@ package kvtrim_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -151,4 +153,82 @@ func TestGroupBadMembers(t *testing.T) {
 		t.Fatalf("sequence 0 after its member closed: %v", err)
 	}
 	s.Close()
+}
+
+// TestGroupPromptsInTurn: two members prefill prompts of several chunks
+// at once; the one that began first has all its chunks decoded before the
+// other's first (oldest prompt first, as llama-server fills its batch slot
+// by slot), instead of the two taking turns and both finishing late; and
+// each continues as the same request in a session of its own.
+func TestGroupPromptsInTurn(t *testing.T) {
+	m := loadModel(t, "stories260K.gguf")
+	opt := kvtrim.SessionOptions{NCtx: 1024, NBatch: 256, Threads: 1}
+	prompts := []string{
+		strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 36),
+		strings.Repeat("The cat sat on the mat and looked at the bird in the tree. ", 36),
+	}
+	want := make([]string, len(prompts))
+	for i, p := range prompts {
+		s, err := m.NewSession(opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i], _ = promptAndGenerate(t, s, m, p, 12)
+		s.Close()
+	}
+
+	gopt := opt
+	gopt.NCtx = 2 * opt.NCtx
+	g, err := m.NewGroup(gopt, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var mu sync.Mutex
+	var events []string // "member done/total", in the order the chunks were decoded
+	second := make(chan struct{})
+	var once sync.Once
+	got := make([]string, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		s, err := g.NewSession(i, kvtrim.Compression{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.SetProgress(func(done, total int) {
+			mu.Lock()
+			events = append(events, fmt.Sprintf("%d %d/%d", i, done, total))
+			mu.Unlock()
+			if i == 0 {
+				once.Do(func() { close(second) }) // the second prompt begins after the first's first chunk
+			}
+		})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Close()
+			if i == 1 {
+				<-second
+			}
+			got[i], _ = promptAndGenerate(t, s, m, p, 12)
+		}()
+	}
+	wg.Wait()
+	t.Logf("chunks decoded: %v", events)
+	if len(events) < 4 || !strings.HasPrefix(events[0], "0 ") {
+		t.Fatalf("chunks decoded: %v; want several chunks of each prompt, the first member's first", events)
+	}
+	for _, e := range events {
+		if strings.HasPrefix(e, "1 ") {
+			t.Fatalf("member 1's chunk came before member 0's prompt was done: %v", events)
+		}
+		if done, total, _ := strings.Cut(e[2:], "/"); done == total {
+			break
+		}
+	}
+	for i := range prompts {
+		if got[i] != want[i] {
+			t.Errorf("member %d: grouped %q, alone %q", i, got[i], want[i])
+		}
+	}
 }
