@@ -317,7 +317,8 @@ func (g *Group) submit(r *decodeRequest) {
 			g.prompts[r.seq] = t
 		}
 		r.ticket = t
-	} else {
+	}
+	if len(r.tokens) == 1 || r.logits { // a step, or a prompt's last chunk
 		delete(g.prompts, r.seq)
 	}
 	g.mu.Unlock()
