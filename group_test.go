@@ -162,10 +162,13 @@ func TestGroupBadMembers(t *testing.T) {
 // each continues as the same request in a session of its own.
 func TestGroupPromptsInTurn(t *testing.T) {
 	m := loadModel(t, "stories260K.gguf")
-	opt := kvtrim.SessionOptions{NCtx: 1024, NBatch: 256, Threads: 1}
+	// Chunks of 511 tokens take long enough to decode that the decoder's
+	// wait for the first member's next chunk (twice the last decode, at
+	// least 10 ms) holds on a loaded machine.
+	opt := kvtrim.SessionOptions{NCtx: 2048, NBatch: 512, Threads: 1}
 	prompts := []string{
-		strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 36),
-		strings.Repeat("The cat sat on the mat and looked at the bird in the tree. ", 36),
+		strings.Repeat("Tom had a red ball. He liked to play with it in the park. ", 60),
+		strings.Repeat("The cat sat on the mat and looked at the bird in the tree. ", 60),
 	}
 	want := make([]string, len(prompts))
 	for i, p := range prompts {
