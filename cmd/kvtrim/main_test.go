@@ -867,14 +867,16 @@ func TestLibraryWithMismatchedGGML(t *testing.T) {
 	// Every library file but libggml-base's, under each of its names (a
 	// source build's libraries find each other by their versioned names),
 	// and the other build's libggml-base under each of those.
+	other, err := os.ReadFile(filepath.Join(testenv.OtherVersionLib(t), "libggml-base.so"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	all, _ := filepath.Glob(filepath.Join(lib.Dir, "lib*.so*"))
 	for _, p := range all {
 		if strings.HasPrefix(filepath.Base(p), "libggml-base.") {
-			b, err := os.ReadFile(filepath.Join(testenv.OtherVersionLib(t), "libggml-base.so"))
-			if err != nil {
+			if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), other, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			os.WriteFile(filepath.Join(dir, filepath.Base(p)), b, 0o755)
 			continue
 		}
 		copyLibs(t, dir, 0, p)

@@ -77,9 +77,14 @@ func WriteUnavailable(w http.ResponseWriter, msg string) { writeError(w, unavail
 // UnavailableJSON is llama-server's 503 error JSON for msg, as the last
 // event of a stream that cannot go on carries it.
 func UnavailableJSON(msg string) []byte {
-	ae := unavailable(msg)
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+	b, _ := json.Marshal(unavailable(msg).body())
 	return b
+}
+
+// body is e as llama-server's error JSON without the context sizes: what a
+// stream's last event and a batch's failed entry carry.
+func (e *APIError) body() errorBody {
+	return errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Type: e.Type}}
 }
 
 // writeError answers err in llama-server's error JSON.

@@ -114,16 +114,13 @@ func handlePredict(mux http.Handler, routes []string) http.HandlerFunc {
 
 // predictOne answers one instance: its endpoint's answer, or an error.
 func predictOne(outer *http.Request, mux http.Handler, routes []string, byFormat map[string]string, inst json.RawMessage) any {
-	fail := func(e *APIError) any {
-		return errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Type: e.Type}}
-	}
 	var payload map[string]json.RawMessage
 	if err := json.Unmarshal(inst, &payload); err != nil || payload == nil {
-		return fail(badRequest("each instance must be a JSON object"))
+		return badRequest("each instance must be a JSON object").body()
 	}
 	var format string
 	if err := json.Unmarshal(payload["@requestFormat"], &format); err != nil {
-		return fail(badRequest("each instance must include a string @requestFormat"))
+		return badRequest("each instance must include a string @requestFormat").body()
 	}
 	delete(payload, "@requestFormat")
 	if _, ok := payload["stream"]; ok {
@@ -134,7 +131,7 @@ func predictOne(outer *http.Request, mux http.Handler, routes []string, byFormat
 		path = format
 	}
 	if path == "" {
-		return fail(badRequest("no handler registered for @requestFormat: %s", format))
+		return badRequest("no handler registered for @requestFormat: %s", format).body()
 	}
 	b, _ := json.Marshal(payload)
 	in := httptest.NewRequestWithContext(outer.Context(), http.MethodPost, path, bytes.NewReader(b))

@@ -93,6 +93,5 @@ func (s *sse) fail(err error) {
 		writeError(s.w, err)
 		return
 	}
-	ae := asAPIError(err)
-	s.send(errorBody{Error: errorDetail{Code: ae.Code, Message: ae.Message, Type: ae.Type}})
+	s.send(asAPIError(err).body())
 }
