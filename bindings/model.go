@@ -14,6 +14,11 @@ import (
 type ModelOptions struct {
 	// GPULayers is how many layers to offload (-1: all, llama.cpp's default).
 	GPULayers int32
+	// NoRepack keeps the weights as the file lays them out, in plain
+	// buffers: llama.cpp does not repack them into the extra buffer types
+	// of its CPU matrix kernels (AMX, and the interleaved q4_0 and q8_0
+	// layouts), as llama.cpp's --no-repack.
+	NoRepack bool
 }
 
 // Model is a loaded GGUF model.
@@ -52,6 +57,7 @@ func (l *Library) LoadModel(path string, opt ModelOptions) (*Model, error) {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}
 	p.NGPULayers = opt.GPULayers
+	p.UseExtraBufts = !opt.NoRepack
 	if err := l.params.model.encode(raw, p); err != nil {
 		return nil, fmt.Errorf("load model %s: %w", path, err)
 	}

@@ -107,7 +107,7 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	model, err := kvtrim.LoadModel(lib, g.model, g.modelOptions(), log)
 	if err != nil {
 		return err
 	}

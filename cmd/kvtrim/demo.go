@@ -52,7 +52,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if prompt == "" {
 		prompt = strings.TrimSpace(demoStory)
 	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	model, err := kvtrim.LoadModel(lib, g.model, g.modelOptions(), log)
 	if err != nil {
 		return err
 	}

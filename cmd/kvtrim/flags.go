@@ -19,6 +19,7 @@ import (
 // and the long names kvtrim registers for them.
 var longSingleDash = map[string]string{
 	"ngl":  "n-gpu-layers",
+	"nr":   "no-repack",
 	"ub":   "ubatch-size",
 	"fa":   "flash-attn",
 	"np":   "parallel",
@@ -126,7 +127,7 @@ func (c *common) openModel(ctx context.Context, g *genFlags, stderr io.Writer) (
 	if err != nil {
 		return log, nil, err
 	}
-	model, err := kvtrim.LoadModel(lib, g.model, kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers)}, log)
+	model, err := kvtrim.LoadModel(lib, g.model, g.modelOptions(), log)
 	return log, model, err
 }
 

@@ -884,3 +884,42 @@ func TestLibraryWithMismatchedGGML(t *testing.T) {
 	r := runKvtrim(t, nil, "run", "--lib", dir, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-p", "hi", "-n", "2")
 	wantOneLineError(t, r, "libggml-base", "different builds", "kvtrim lib fetch")
 }
+
+// TestNoRepack: -nr (--no-repack, as llama.cpp spells it) loads the
+// weights into plain buffers, where llama.cpp's default repacks what its
+// CPU kernels can (AMX, or the interleaved q8_0 layouts) into extra buffer
+// types, as its log says. Skipped where this CPU's build repacks nothing.
+func TestNoRepack(t *testing.T) {
+	lib := testenv.Library(t).Dir
+	path := filepath.Join(t.TempDir(), "q8.gguf")
+	if r := runKvtrim(t, nil, "random-model", "--shape", "test", "--type", "q8_0", "-o", path); r.code != 0 {
+		t.Fatalf("random-model: exit %d: %s", r.code, r.stderr)
+	}
+	// extraBuffers are the model buffers llama.cpp logs besides its plain
+	// CPU ones.
+	extraBuffers := func(args ...string) []string {
+		r := runKvtrim(t, nil, append([]string{"run", "--lib", lib, "-m", path, "-p", "hello there", "-n", "2", "-v"}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("run %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		var extra []string
+		for _, line := range strings.Split(r.stderr, "\n") {
+			before, _, ok := strings.Cut(line, " model buffer size")
+			if !ok {
+				continue
+			}
+			if f := strings.Fields(before); len(f) > 0 && f[len(f)-1] != "CPU" && f[len(f)-1] != "CPU_Mapped" {
+				extra = append(extra, f[len(f)-1])
+			}
+		}
+		return extra
+	}
+	if extra := extraBuffers(); len(extra) == 0 {
+		t.Skip("llama.cpp repacks no q8_0 weights on this CPU: nothing for -nr to turn off")
+	}
+	for _, flag := range []string{"-nr", "--no-repack"} {
+		if extra := extraBuffers(flag); len(extra) != 0 {
+			t.Errorf("%s: the weights still went to %v", flag, extra)
+		}
+	}
+}

@@ -38,6 +38,7 @@ type genFlags struct {
 	topP, minP          float32
 	ignoreEOS           bool
 	gpuLayers           int
+	noRepack, repack    bool
 	flashAttn           string
 	rpc                 string // ggml-rpc-server endpoints, comma-separated
 	chat                bool
@@ -80,8 +81,15 @@ func (g *genFlags) registerModel(fs *pflag.FlagSet) {
 	fs.IntVar(&g.nUbat, "ubatch-size", 512, "physical batch size (-ub)")
 	fs.IntVarP(&g.threads, "threads", "t", -1, "threads (-1: one per CPU)")
 	fs.IntVar(&g.gpuLayers, "n-gpu-layers", -1, "layers to offload to the GPU (-ngl; -1: all)")
+	fs.BoolVar(&g.noRepack, "no-repack", false, "keep the weights as the file lays them out, not repacked for llama.cpp's CPU matrix kernels (-nr; AMX among them)")
+	fs.BoolVar(&g.repack, "repack", false, "repack the weights for llama.cpp's CPU matrix kernels where it can (the default)")
 	fs.StringVar(&g.flashAttn, "flash-attn", "auto", "flash attention (-fa): on, off or auto")
 	fs.StringVar(&g.rpc, "rpc", "", "ggml-rpc-server endpoints (host:port, comma-separated) whose devices take the offloaded layers and KV cache (a libllama built with 'kvtrim lib build --rpc')")
+}
+
+// modelOptions are the model's load settings the flags give.
+func (g *genFlags) modelOptions() kvtrim.ModelOptions {
+	return kvtrim.ModelOptions{GPULayers: int32(g.gpuLayers), NoRepack: g.noRepack}
 }
 
 // registerPolicyOptions adds the settings of the compression policies.

@@ -710,7 +710,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// The server owns the model: with --sleep-idle-seconds it frees it when
 	// idle and loads it again.
 	err = srv.Run(func() (*kvtrim.Model, error) {
-		return kvtrim.LoadModel(lib, f.g.model, kvtrim.ModelOptions{GPULayers: int32(f.g.gpuLayers)}, log)
+		return kvtrim.LoadModel(lib, f.g.model, f.g.modelOptions(), log)
 	})
 	if err != nil {
 		hs.Close()

@@ -46,7 +46,7 @@ const (
 // Reasons shared by groups of flags.
 const (
 	whyThreads   = "thread placement and polling are llama.cpp's defaults; kvtrim runs -t threads for prompts and generation"
-	whyPlacement = "kvtrim loads the model with llama.cpp's default placement and offload; only -ngl applies"
+	whyPlacement = "kvtrim loads the model with llama.cpp's default placement and offload; only -ngl and --no-repack apply"
 	whyRope      = "kvtrim keeps the model's own RoPE and context length"
 	whyDownload  = "kvtrim serve does not download models; give -m FILE"
 	whySampler   = "kvtrim serve does not build this sampler yet (adaptive-p), or takes no --logit-bias default; requests' logit_bias works"
@@ -105,8 +105,6 @@ var llamaFlags = []llamaFlag{
 
 	{"-kvo --kv-offload", false, pending, whyPlacement},
 	{"-nkvo --no-kv-offload", false, pending, whyPlacement},
-	{"--repack", false, pending, whyPlacement},
-	{"-nr --no-repack", false, pending, whyPlacement},
 	{"--no-host", false, pending, whyPlacement},
 	{"--op-offload", false, pending, whyPlacement},
 	{"--no-op-offload", false, pending, whyPlacement},
@@ -292,6 +290,7 @@ var llamaAliases = map[string]string{
 	"temperature": "temp",
 	"gpu-layers":  "n-gpu-layers",
 	"ngl":         "n-gpu-layers",
+	"nr":          "no-repack",
 	"log-verbose": "verbose",
 	"to":          "timeout",
 	"ub":          "ubatch-size",
