@@ -59,6 +59,10 @@ type loadRun struct {
 	TokensPerS   float64 `json:"tokens_per_s"`
 	P50          float64 `json:"p50_s"`
 	P99          float64 `json:"p99_s"`
+	// MeanSeconds is the mean time of a request. Under this closed load
+	// it is about clients / RequestsPerS, whatever the order the server
+	// serves them in.
+	MeanSeconds float64 `json:"mean_s"`
 	// SlotsPerDecode is the mean number of slots a llama_decode carried,
 	// from the server's /metrics (llama-server's
 	// n_busy_slots_per_decode; kvtrim's sequences over calls).
@@ -76,6 +80,34 @@ type loadRun struct {
 	PromptTokens float64 `json:"prompt_tokens"`
 	Decodes      float64 `json:"decodes"`
 	FirstError   string  `json:"first_error,omitempty"`
+	// Answers is every request's record, in the order they ended.
+	Answers []loadAnswer `json:"answers,omitempty"`
+}
+
+// loadAnswer is one request of a run, as the client saw it and as the
+// server's timings told it: where a run's latencies differ, these say
+// which requests waited and for what.
+type loadAnswer struct {
+	Client int `json:"client"`
+	Index  int `json:"index"`
+	// Start is when the request was sent, from the run's start; Seconds
+	// how long it took to its last byte.
+	Start   float64 `json:"start_s"`
+	Seconds float64 `json:"seconds"`
+	Stream  bool    `json:"stream"`
+	Error   string  `json:"error,omitempty"`
+	answerTimings
+}
+
+// answerTimings is the part of an answer's "timings" a loadAnswer keeps:
+// the prompt tokens decoded and found cached, and the milliseconds of the
+// prompt and of the generation, as the server measured them.
+type answerTimings struct {
+	PromptN     int     `json:"prompt_n"`
+	CacheN      int     `json:"cache_n"`
+	PromptMs    float64 `json:"prompt_ms"`
+	PredictedN  int     `json:"predicted_n"`
+	PredictedMs float64 `json:"predicted_ms"`
 }
 
 // againstReport is what bench serve --against writes with --json: every
@@ -129,13 +161,18 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	var latencies []float64
 	start := time.Now()
 	var wg sync.WaitGroup
-	for _, reqs := range p.requests {
+	for c, reqs := range p.requests {
 		wg.Go(func() {
-			for _, r := range reqs {
+			for i, r := range reqs {
 				t0 := time.Now()
-				n, err := sendLoad(ctx, client, base, r)
+				n, tm, err := sendLoad(ctx, client, base, r)
 				took := time.Since(t0).Seconds()
+				a := loadAnswer{Client: c, Index: i, Start: t0.Sub(start).Seconds(), Seconds: took, Stream: r.stream, answerTimings: tm}
+				if err != nil {
+					a.Error = err.Error()
+				}
 				mu.Lock()
+				run.Answers = append(run.Answers, a)
 				if err != nil {
 					run.Errors++
 					if run.FirstError == "" {
@@ -155,6 +192,9 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	run.RequestsPerS = float64(run.Requests) / run.WallSeconds
 	run.TokensPerS = float64(run.Tokens) / run.WallSeconds
 	run.P50, run.P99 = quantile(latencies, 0.50), quantile(latencies, 0.99)
+	for _, l := range latencies {
+		run.MeanSeconds += l / float64(len(latencies))
+	}
 	m, _ := serverMetrics(ctx, base) // none: the run's other figures stand
 	run.PromptTokens = m["llamacpp:prompt_tokens_total"]
 	if v, ok := m["llamacpp:n_busy_slots_per_decode"]; ok {
@@ -182,11 +222,16 @@ func quantile(v []float64, q float64) float64 {
 
 // sendLoad sends one request to /completion and reads the whole answer,
 // streamed or not; it returns the tokens generated, which must be the
-// request's n_predict.
-func sendLoad(ctx context.Context, client *http.Client, base string, r loadRequest) (int, error) {
+// request's n_predict, and the answer's timings.
+func sendLoad(ctx context.Context, client *http.Client, base string, r loadRequest) (int, answerTimings, error) {
+	var last struct {
+		Predicted int           `json:"tokens_predicted"`
+		Stop      bool          `json:"stop"`
+		Timings   answerTimings `json:"timings"`
+	}
 	req, err := http.NewRequestWithContext(ctx, "POST", base+"/completion", bytes.NewReader(r.body))
 	if err != nil {
-		return 0, err
+		return 0, answerTimings{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	// Go's client retries a request whose kept-alive connection the server
@@ -197,20 +242,16 @@ func sendLoad(ctx context.Context, client *http.Client, base string, r loadReque
 	req.Header["X-Idempotency-Key"] = nil // idempotent, and not sent
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, last.Timings, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return 0, fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	var last struct {
-		Predicted int  `json:"tokens_predicted"`
-		Stop      bool `json:"stop"`
+		return 0, last.Timings, fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	if !r.stream {
 		if err := json.NewDecoder(resp.Body).Decode(&last); err != nil {
-			return 0, err
+			return 0, last.Timings, err
 		}
 	} else {
 		sc := bufio.NewScanner(resp.Body)
@@ -221,20 +262,20 @@ func sendLoad(ctx context.Context, client *http.Client, base string, r loadReque
 				continue
 			}
 			if err := json.Unmarshal([]byte(data), &last); err != nil {
-				return 0, fmt.Errorf("stream: %w", err)
+				return 0, last.Timings, fmt.Errorf("stream: %w", err)
 			}
 			if last.Stop {
 				break
 			}
 		}
 		if err := sc.Err(); err != nil {
-			return 0, err
+			return 0, last.Timings, err
 		}
 	}
 	if !last.Stop || last.Predicted != r.predict {
-		return 0, fmt.Errorf("answer ended after %d of %d tokens", last.Predicted, r.predict)
+		return 0, last.Timings, fmt.Errorf("answer ended after %d of %d tokens", last.Predicted, r.predict)
 	}
-	return last.Predicted, nil
+	return last.Predicted, last.Timings, nil
 }
 
 // serverProcess is a server started for a run.
@@ -381,7 +422,7 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 				sp.stop()
 				run.Server, run.Rep = s.name, r
 				log.Info().Str("server", s.name).Int("clients", clients).Int("rep", r).Float64("req_s", run.RequestsPerS).
-					Float64("tok_s", run.TokensPerS).Float64("p50_s", run.P50).Float64("p99_s", run.P99).Float64("slots_per_decode", run.SlotsPerDecode).Float64("decode_share", run.DecodeShare).Float64("wait_share", run.WaitShare).Int("errors", run.Errors).Str("first_error", run.FirstError).Msg("run")
+					Float64("tok_s", run.TokensPerS).Float64("p50_s", run.P50).Float64("p99_s", run.P99).Float64("mean_s", run.MeanSeconds).Float64("slots_per_decode", run.SlotsPerDecode).Float64("decode_share", run.DecodeShare).Float64("wait_share", run.WaitShare).Int("errors", run.Errors).Str("first_error", run.FirstError).Msg("run")
 				rep.Runs = append(rep.Runs, run)
 				if err := ctx.Err(); err != nil {
 					return err
@@ -406,16 +447,18 @@ func hasLibllama(dir string) bool {
 
 // medianRun is the median of each measure over server's runs.
 func medianRun(runs []loadRun, server string) loadRun {
-	var req, tok, p50, p99, errs, spd []float64
+	var req, tok, p50, p99, mean, errs, spd []float64
 	for _, r := range runs {
 		if r.Server == server {
 			req, tok = append(req, r.RequestsPerS), append(tok, r.TokensPerS)
 			p50, p99, errs = append(p50, r.P50), append(p99, r.P99), append(errs, float64(r.Errors))
+			mean = append(mean, r.MeanSeconds)
 			spd = append(spd, r.SlotsPerDecode)
 		}
 	}
 	return loadRun{Server: server, RequestsPerS: quantile(req, 0.5), TokensPerS: quantile(tok, 0.5), P50: quantile(p50, 0.5), P99: quantile(p99, 0.5),
-		Errors: int(quantile(errs, 0.5)), SlotsPerDecode: quantile(spd, 0.5)}
+		MeanSeconds: quantile(mean, 0.5),
+		Errors:      int(quantile(errs, 0.5)), SlotsPerDecode: quantile(spd, 0.5)}
 }
 
 // markdown writes the plan's line and the medians' table with the ratios.
@@ -424,13 +467,14 @@ func (r againstReport) markdown(b *strings.Builder) {
 	runs := len(r.Runs) / max(1, len(r.Medians))
 	fmt.Fprintf(b, "%s; %s; %s; %d clients x %d requests, prompts of %d-%d tokens, n_predict %d-%d, every other request streamed; medians of %d runs each, alternating\n\n",
 		r.Model, r.Machine, strings.Join(r.Args, " "), p.Clients, p.Requests, p.PromptMin, p.PromptMax, p.PredictMin, p.PredictMax, runs)
-	b.WriteString("| server | requests/s | tokens/s | p50 s | p99 s | errors (median) | slots per decode |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| server | requests/s | tokens/s | p50 s | p99 s | mean s | errors (median) | slots per decode |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range []string{"llama-server", "kvtrim"} {
 		m := r.Medians[name]
-		fmt.Fprintf(b, "| %s | %.2f | %.1f | %.2f | %.2f | %d | %.2f |\n", name, m.RequestsPerS, m.TokensPerS, m.P50, m.P99, m.Errors, m.SlotsPerDecode)
+		fmt.Fprintf(b, "| %s | %.2f | %.1f | %.2f | %.2f | %.2f | %d | %.2f |\n", name, m.RequestsPerS, m.TokensPerS, m.P50, m.P99, m.MeanSeconds, m.Errors, m.SlotsPerDecode)
 	}
 	l, k := r.Medians["llama-server"], r.Medians["kvtrim"]
-	fmt.Fprintf(b, "| kvtrim / llama-server | %.2fx | %.2fx | %.2fx | %.2fx | | |\n\n", ratio(k.RequestsPerS, l.RequestsPerS), ratio(k.TokensPerS, l.TokensPerS), ratio(k.P50, l.P50), ratio(k.P99, l.P99))
+	fmt.Fprintf(b, "| kvtrim / llama-server | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx | | |\n\n", ratio(k.RequestsPerS, l.RequestsPerS), ratio(k.TokensPerS, l.TokensPerS),
+		ratio(k.P50, l.P50), ratio(k.P99, l.P99), ratio(k.MeanSeconds, l.MeanSeconds))
 }
 
 func ratio(a, b float64) float64 {
