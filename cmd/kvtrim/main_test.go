@@ -679,6 +679,14 @@ func TestBenchServeAgainst(t *testing.T) {
 			Errors         int
 			Tokens         int     `json:"generated_tokens"`
 			SlotsPerDecode float64 `json:"slots_per_decode"`
+			Mean           float64 `json:"mean_s"`
+			Answers        []struct {
+				Client, Index int
+				Seconds       float64
+				PromptN       int `json:"prompt_n"`
+				CacheN        int `json:"cache_n"`
+				PredictedN    int `json:"predicted_n"`
+			}
 		}
 	}
 	b, err := os.ReadFile(js)
@@ -691,6 +699,18 @@ func TestBenchServeAgainst(t *testing.T) {
 	for _, run := range reps[0].Runs {
 		if run.Requests != 6 || run.Errors != 0 || run.Tokens < 6*4 || run.Tokens > 6*8 || run.SlotsPerDecode < 1 {
 			t.Errorf("%s: %+v, want 6 requests answered with 4-8 tokens each", run.Server, run)
+		}
+		// Every request's record: each client's two, with the server's
+		// timings of the prompt and of the answer.
+		seen := map[[2]int]bool{}
+		for _, a := range run.Answers {
+			seen[[2]int{a.Client, a.Index}] = true
+			if a.Seconds <= 0 || a.Seconds > run.Mean*float64(len(run.Answers)) || a.PromptN+a.CacheN < 5 || a.PromptN+a.CacheN > 61 || a.PredictedN < 4 || a.PredictedN > 8 {
+				t.Errorf("%s: answer %+v, want a time and the server's timings of a 5-60 token prompt (and BOS) and 4-8 tokens", run.Server, a)
+			}
+		}
+		if len(run.Answers) != 6 || len(seen) != 6 || run.Mean <= 0 {
+			t.Errorf("%s: %d answers (%d distinct), mean %v s; want each of 3 clients' 2 requests once", run.Server, len(run.Answers), len(seen), run.Mean)
 		}
 	}
 	if !strings.Contains(r.stdout, "| kvtrim / llama-server |") {
