@@ -1,11 +1,9 @@
 package bindings_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -14,18 +12,6 @@ import (
 	"github.com/kvtrim/kvtrim/internal/gguf"
 	"github.com/kvtrim/kvtrim/internal/testenv"
 )
-
-// lockedBuffer is a bytes.Buffer llama.cpp's log threads may write to.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
 
 // TestNoRepack: with ModelOptions.NoRepack (llama.cpp's --no-repack) the
 // weights load into plain CPU buffers, where by default llama.cpp repacks
@@ -48,7 +34,7 @@ func TestNoRepack(t *testing.T) {
 	// extraBuffers loads the model and returns the model buffers llama.cpp
 	// logged besides its plain CPU ones.
 	extraBuffers := func(opt bindings.ModelOptions) []string {
-		var logged lockedBuffer
+		var logged testenv.SyncBuffer
 		lib.SetLogger(zerolog.New(&logged).Level(zerolog.DebugLevel))
 		m, err := lib.LoadModel(path, opt)
 		if err != nil {
@@ -57,7 +43,7 @@ func TestNoRepack(t *testing.T) {
 		m.Close()
 		lib.SetLogger(testenv.Logger())
 		var extra []string
-		for _, line := range strings.Split(logged.buf.String(), "\n") {
+		for _, line := range strings.Split(logged.String(), "\n") {
 			var entry struct{ Message string }
 			if json.Unmarshal([]byte(line), &entry) != nil {
 				continue

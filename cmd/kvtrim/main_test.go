@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -494,7 +493,7 @@ func TestEvalInterrupted(t *testing.T) {
 	js := filepath.Join(t.TempDir(), "e.json")
 	cmd := exec.Command(binary, "eval", "passkey", "--lib", lib, "-m", model, "--lengths", "512", "--depths", "0.5",
 		"--trials", "1000", "--policy", "none,snapkv", "--window", "8", "--json", js, "-t", "1", "--log-format", "json")
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -526,24 +525,6 @@ func TestEvalInterrupted(t *testing.T) {
 	if !strings.Contains(stderr.String(), "what was finished is written") {
 		t.Errorf("stderr does not say what was written:\n%s", stderr.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestBenchAndRandomModel(t *testing.T) {

@@ -173,8 +173,8 @@ func TestServeQueueAndTimeout(t *testing.T) {
 // served is a kvtrim serve process started by a test.
 type served struct {
 	cmd     *exec.Cmd
-	base    string      // http://host:port
-	logs    *syncBuffer // read while the process runs
+	base    string              // http://host:port
+	logs    *testenv.SyncBuffer // read while the process runs
 	logDone chan struct{}
 }
 
@@ -194,7 +194,7 @@ func startServe(t *testing.T, args ...string) *served {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	s := &served{cmd: cmd, logs: &syncBuffer{}, logDone: make(chan struct{})}
+	s := &served{cmd: cmd, logs: &testenv.SyncBuffer{}, logDone: make(chan struct{})}
 	addr := make(chan string, 1)
 	go func() {
 		defer close(s.logDone)
