@@ -59,6 +59,18 @@ if [ "$cuda" = 1 ]; then
   need nvcc nvidia-cuda-toolkit
   flags+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-native}")
 fi
+# On a CPU with AMX, 0.5.0 built with -march=native crashes at the first
+# decode of q8_0 weights, in ggml's AMX matrix product (docs/LLAMA-FACTS.md;
+# the npm build's AMX code runs). Compile without the AMX instructions
+# there: a launcher puts -mno-amx-* after every compile command's flags,
+# where -march=native cannot turn them back on.
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  launcher="$work/cc-no-amx"
+  printf '#!/bin/sh\nexec "$@" -mno-amx-tile -mno-amx-int8 -mno-amx-bf16\n' > "$launcher"
+  chmod +x "$launcher"
+  flags+=("-DCMAKE_C_COMPILER_LAUNCHER=$launcher" "-DCMAKE_CXX_COMPILER_LAUNCHER=$launcher")
+  echo "build-llama: this CPU has AMX; building without it (ggml's native AMX code crashes on q8_0 weights)" >&2
+fi
 targets="llama $tools"
 if [ "$rpc" = 1 ]; then
   flags+=(-DGGML_RPC=ON)
