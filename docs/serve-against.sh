@@ -13,9 +13,7 @@
 # long-prompt loads send 6-10 requests per client, which gives the run's
 # middle, where every client is queued or served, most of its weight
 # against its first and last requests. SERVER_ARGS in the environment
-# goes to both servers (on a CPU with AMX, "-nr": a native llama.cpp
-# build crashes in its AMX matrix product on the 125m shape's q8_0
-# weights; docs/LLAMA-FACTS.md).
+# goes to both servers ("-nr", say).
 set -euo pipefail
 bin=${1:?usage: docs/serve-against.sh LLAMA_BIN [OUT_DIR]}
 out=${2:-/tmp/kvtrim-serve-against}
