@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -158,7 +159,6 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	defer client.CloseIdleConnections()
 	var mu sync.Mutex
 	var run loadRun
-	var latencies []float64
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c, reqs := range p.requests {
@@ -173,22 +173,23 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 				}
 				mu.Lock()
 				run.Answers = append(run.Answers, a)
-				if err != nil {
-					run.Errors++
-					if run.FirstError == "" {
-						run.FirstError = err.Error()
-					}
-				} else {
-					run.Requests++
-					run.Tokens += n
-					latencies = append(latencies, took)
-				}
+				run.Tokens += n // 0 for a failed request
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
 	run.WallSeconds = time.Since(start).Seconds()
+	var latencies []float64
+	for _, a := range run.Answers {
+		if a.Error != "" {
+			run.Errors++
+			run.FirstError = cmp.Or(run.FirstError, a.Error)
+			continue
+		}
+		run.Requests++
+		latencies = append(latencies, a.Seconds)
+	}
 	run.RequestsPerS = float64(run.Requests) / run.WallSeconds
 	run.TokensPerS = float64(run.Tokens) / run.WallSeconds
 	run.P50, run.P99 = quantile(latencies, 0.50), quantile(latencies, 0.99)
