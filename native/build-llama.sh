@@ -61,15 +61,21 @@ if [ "$cuda" = 1 ]; then
 fi
 # On a CPU with AMX, 0.5.0 built with -march=native crashes at the first
 # decode of q8_0 weights, in ggml's AMX matrix product (docs/LLAMA-FACTS.md;
-# the npm build's AMX code runs). Compile without the AMX instructions
-# there: a launcher puts -mno-amx-* after every compile command's flags,
-# where -march=native cannot turn them back on.
-if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+# the npm build's AMX code runs). Compile without the AMX instructions on
+# every compiler that knows them: a launcher puts -mno-amx-* after every
+# compile command's flags, where -march=native cannot turn them back on.
+# Asking the compiler, not /proc/cpuinfo, covers a kernel that hides the
+# CPU's AMX flags while -march=native still finds them; where the CPU has
+# no AMX the flags change nothing.
+no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+mkdir -p "$work"
+# shellcheck disable=SC2086
+if echo 'int x;' | c++ -x c++ $no_amx -c - -o /dev/null 2>/dev/null; then
   launcher="$work/cc-no-amx"
-  printf '#!/bin/sh\nexec "$@" -mno-amx-tile -mno-amx-int8 -mno-amx-bf16\n' > "$launcher"
+  printf '#!/bin/sh\nexec "$@" %s\n' "$no_amx" > "$launcher"
   chmod +x "$launcher"
   flags+=("-DCMAKE_C_COMPILER_LAUNCHER=$launcher" "-DCMAKE_CXX_COMPILER_LAUNCHER=$launcher")
-  echo "build-llama: this CPU has AMX; building without it (ggml's native AMX code crashes on q8_0 weights)" >&2
+  echo "build-llama: building without AMX instructions (ggml's native AMX code crashes on q8_0 weights)" >&2
 fi
 targets="llama $tools"
 if [ "$rpc" = 1 ]; then
@@ -86,4 +92,14 @@ cmake --build "$build" -j "$jobs" --target $targets >&2
 for tool in $tools; do cp -a "$build/bin/$tool" "$out"/; done
 # Shared libraries land beside the tools in bin/ on this version; fall back to a search.
 find "$build" -name 'lib*.so*' -exec cp -a {} "$out"/ \;
+# Check the launcher worked: no AMX matrix product in the CPU backend.
+if [ -n "${launcher:-}" ] && command -v nm >/dev/null; then
+  for so in "$out"/libggml-cpu*.so; do
+    [ -e "$so" ] || continue
+    if nm -D "$so" | grep -q ggml_backend_amx_mul_mat; then
+      echo "build-llama: $so still has ggml's AMX code, which crashes on q8_0 weights; remove $build and build again" >&2
+      exit 1
+    fi
+  done
+fi
 echo "$out"
