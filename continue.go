@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 
 	"github.com/kvtrim/kvtrim/hooks"
@@ -115,14 +114,9 @@ func (s *Session) Snapshot() (*Snapshot, error) {
 	case s.used == 0:
 		return nil, errors.New("snapshot: the session's cache is empty")
 	}
-	// The copy runs under the group's lock, stopping every member's
-	// decodes; its memory is mapped before, outside it (mappedBytes).
-	var size int
-	s.withCtx(func() { size = s.ctx.SeqStateSize(s.seq, 0) })
-	buf := mappedBytes(size)
 	var state []byte
 	var err error
-	s.withCtx(func() { state, err = s.ctx.SeqStateInto(buf, s.seq, 0) })
+	s.withCtx(func() { state, err = s.ctx.SeqState(s.seq, 0) })
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d cells: %w", s.used, err)
 	}
@@ -220,18 +214,4 @@ func (s *Session) RestoreLlamaFile(path string, maxPayload int, maxBytes int64) 
 	}
 	s.nextPos, s.used = int32(len(pos)), len(pos)
 	return payload, n, nil
-}
-
-// mappedBytes returns n zero bytes whose memory pages are in place. A new
-// large slice gets each page from the kernel at its first write, and on a
-// busy 2-core VM that cost 3 ms per MB, 20 times the copy of a cached
-// prompt into mapped memory (110 MB: 330 ms against 17); writing a byte
-// of each page here moves that wait out of the copy.
-func mappedBytes(n int) []byte {
-	b := make([]byte, n)
-	page := os.Getpagesize()
-	for i := 0; i < n; i += page {
-		b[i] = 0
-	}
-	return b
 }

@@ -53,25 +53,9 @@ const StateOnDevice StateFlags = 2
 // StateOnDevice is dropped where the release's on-device round trip does
 // not work (Release.StateOnDevice).
 func (c *Context) SeqState(seq SeqID, flags StateFlags) ([]byte, error) {
-	return c.SeqStateInto(nil, seq, flags)
-}
-
-// SeqStateSize is the length of the state SeqState would return for seq
-// now, so that a caller can allocate it ahead of SeqStateInto.
-func (c *Context) SeqStateSize(seq SeqID, flags StateFlags) int {
-	n := c.lib.fn.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(c.lib.stateFlags(flags)))
-	if n == 0 {
-		return 0
-	}
-	return c.lib.stateAt() + int(n)
-}
-
-// SeqStateInto is SeqState writing into buf when its capacity holds the
-// state (SeqStateSize), and into a new slice when it does not.
-func (c *Context) SeqStateInto(buf []byte, seq SeqID, flags StateFlags) ([]byte, error) {
 	f := c.lib.fn
 	flags = c.lib.stateFlags(flags)
-	return c.lib.seqState(buf, seq, func() uint64 { return f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags)) },
+	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags)) },
 		func(dst *byte, size uint64) uint64 {
 			return f.llamaStateSeqGetDataExt(c.ptr, dst, size, seq, uint32(flags))
 		})
@@ -89,7 +73,7 @@ func (c *Context) SetSeqState(seq SeqID, state []byte, flags StateFlags) error {
 // always copy through host memory.
 func (c *Context) SeqStateBasic(seq SeqID) ([]byte, error) {
 	f := c.lib.fn
-	return c.lib.seqState(nil, seq, func() uint64 { return f.llamaStateSeqGetSize(c.ptr, seq) },
+	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSize(c.ptr, seq) },
 		func(dst *byte, size uint64) uint64 { return f.llamaStateSeqGetData(c.ptr, dst, size, seq) })
 }
 
@@ -123,28 +107,18 @@ func (l *Library) stateFlags(flags StateFlags) StateFlags {
 	return flags
 }
 
-// stateAt is where llama.cpp's state starts in SeqState's form: after
-// the header kvtrim adds for a release that writes none.
-func (l *Library) stateAt() int {
-	if l.Release.StateHeader {
-		return 0
-	}
-	return stateHeaderSize
-}
-
 // seqState saves a sequence with a size and a get call, in the form
-// SeqState describes, into buf when it is large enough.
-func (l *Library) seqState(buf []byte, seq SeqID, size func() uint64, get func(dst *byte, size uint64) uint64) ([]byte, error) {
+// SeqState describes.
+func (l *Library) seqState(seq SeqID, size func() uint64, get func(dst *byte, size uint64) uint64) ([]byte, error) {
 	n := size()
 	if n == 0 {
 		return nil, fmt.Errorf("save state of sequence %d: it is empty", seq)
 	}
-	at := l.stateAt()
-	if need := at + int(n); cap(buf) >= need {
-		buf = buf[:need]
-	} else {
-		buf = make([]byte, need)
+	at := 0
+	if !l.Release.StateHeader {
+		at = stateHeaderSize
 	}
+	buf := make([]byte, at+int(n))
 	if got := get(&buf[at], n); got != n {
 		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, got, n)
 	}
