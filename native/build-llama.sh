@@ -86,6 +86,12 @@ else
   flags+=(-DGGML_RPC=OFF)
 fi
 build="$work/build-$([ "$cuda" = 1 ] && echo cuda || echo cpu)"
+# A launcher added to an existing build folder recompiles nothing: start
+# afresh where the folder was configured without it.
+if [ -n "${launcher:-}" ] && [ -f "$build/CMakeCache.txt" ] && ! grep -q cc-no-amx "$build/CMakeCache.txt"; then
+  echo "build-llama: $build was built with AMX instructions; building it again" >&2
+  rm -rf "$build"
+fi
 cmake -S "$src" -B "$build" "${flags[@]}" >&2
 # shellcheck disable=SC2086
 cmake --build "$build" -j "$jobs" --target $targets >&2
@@ -96,7 +102,8 @@ find "$build" -name 'lib*.so*' -exec cp -a {} "$out"/ \;
 if [ -n "${launcher:-}" ] && command -v nm >/dev/null; then
   for so in "$out"/libggml-cpu*.so; do
     [ -e "$so" ] || continue
-    if nm -D "$so" | grep -q ggml_backend_amx_mul_mat; then
+    # Not grep -q: under pipefail, nm's SIGPIPE would read as no match.
+    if nm -D "$so" | grep ggml_backend_amx_mul_mat >/dev/null; then
       echo "build-llama: $so still has ggml's AMX code, which crashes on q8_0 weights; remove $build and build again" >&2
       exit 1
     fi
