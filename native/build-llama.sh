@@ -86,11 +86,24 @@ else
   flags+=(-DGGML_RPC=OFF)
 fi
 build="$work/build-$([ "$cuda" = 1 ] && echo cuda || echo cpu)"
+# has_amx_code FILE...: whether a CPU backend library holds ggml's AMX
+# matrix product (not grep -q: under pipefail nm's SIGPIPE reads as no match).
+has_amx_code() {
+  local so
+  for so in "$@"; do
+    [ -e "$so" ] && command -v nm >/dev/null && nm -D "$so" | grep ggml_backend_amx_mul_mat >/dev/null && return 0
+  done
+  return 1
+}
 # A launcher added to an existing build folder recompiles nothing: start
-# afresh where the folder was configured without it.
-if [ -n "${launcher:-}" ] && [ -f "$build/CMakeCache.txt" ] && ! grep -q cc-no-amx "$build/CMakeCache.txt"; then
-  echo "build-llama: $build was built with AMX instructions; building it again" >&2
-  rm -rf "$build"
+# afresh where the folder was configured without it, or still holds a
+# CPU backend built with AMX.
+if [ -n "${launcher:-}" ] && [ -f "$build/CMakeCache.txt" ]; then
+  # shellcheck disable=SC2046
+  if ! grep -q cc-no-amx "$build/CMakeCache.txt" || has_amx_code $(find "$build" -name 'libggml-cpu*.so*' -type f); then
+    echo "build-llama: $build was built with AMX instructions; building it again" >&2
+    rm -rf "$build"
+  fi
 fi
 cmake -S "$src" -B "$build" "${flags[@]}" >&2
 # shellcheck disable=SC2086
@@ -99,14 +112,8 @@ for tool in $tools; do cp -a "$build/bin/$tool" "$out"/; done
 # Shared libraries land beside the tools in bin/ on this version; fall back to a search.
 find "$build" -name 'lib*.so*' -exec cp -a {} "$out"/ \;
 # Check the launcher worked: no AMX matrix product in the CPU backend.
-if [ -n "${launcher:-}" ] && command -v nm >/dev/null; then
-  for so in "$out"/libggml-cpu*.so; do
-    [ -e "$so" ] || continue
-    # Not grep -q: under pipefail, nm's SIGPIPE would read as no match.
-    if nm -D "$so" | grep ggml_backend_amx_mul_mat >/dev/null; then
-      echo "build-llama: $so still has ggml's AMX code, which crashes on q8_0 weights; remove $build and build again" >&2
-      exit 1
-    fi
-  done
+if [ -n "${launcher:-}" ] && has_amx_code "$out"/libggml-cpu*.so; then
+  echo "build-llama: $out has ggml's AMX code, which crashes on q8_0 weights; remove $build and build again" >&2
+  exit 1
 fi
 echo "$out"
