@@ -68,7 +68,6 @@ fi
 # CPU's AMX flags while -march=native still finds them; where the CPU has
 # no AMX the flags change nothing.
 no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-mkdir -p "$work"
 # shellcheck disable=SC2086
 if echo 'int x;' | c++ -x c++ $no_amx -c - -o /dev/null 2>/dev/null; then
   launcher="$work/cc-no-amx"
