@@ -107,7 +107,15 @@ func (sn *Snapshot) Compression() Compression { return sn.compression }
 // Append can be snapshotted: H2O and StreamingLLM keep state beyond the
 // cells (scores, shifted positions) that a copy of the cells does not
 // carry.
-func (s *Session) Snapshot() (*Snapshot, error) {
+func (s *Session) Snapshot() (*Snapshot, error) { return s.SnapshotWith(nil) }
+
+// SnapshotWith is Snapshot holding the copy in memory from alloc, which
+// is given the copy's length and returns a slice of that length, or nil
+// when it has no room (then SnapshotWith fails). It is called with the
+// context held, so it should not wait. The memory is the caller's: it
+// must stay unchanged while the snapshot is in use, and is the caller's to
+// free after. A nil alloc allocates on Go's heap, as Snapshot does.
+func (s *Session) SnapshotWith(alloc func(n int) []byte) (*Snapshot, error) {
 	switch {
 	case !s.opt.Compression.Appendable():
 		return nil, fmt.Errorf("snapshot: a %s session evicts while it decodes; its cells alone cannot be continued", s.opt.Compression.Policy)
@@ -116,7 +124,7 @@ func (s *Session) Snapshot() (*Snapshot, error) {
 	}
 	var state []byte
 	var err error
-	s.withCtx(func() { state, err = s.ctx.SeqState(s.seq, 0) })
+	s.withCtx(func() { state, err = s.ctx.SeqStateWith(s.seq, 0, alloc) })
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %d cells: %w", s.used, err)
 	}

@@ -53,9 +53,17 @@ const StateOnDevice StateFlags = 2
 // StateOnDevice is dropped where the release's on-device round trip does
 // not work (Release.StateOnDevice).
 func (c *Context) SeqState(seq SeqID, flags StateFlags) ([]byte, error) {
+	return c.SeqStateWith(seq, flags, nil)
+}
+
+// SeqStateWith is SeqState writing into memory from alloc, which is given
+// the state's length and returns a slice of that length, or nil when it
+// has no room for it (then SeqStateWith fails and writes nothing). A nil
+// alloc allocates on Go's heap, as SeqState does.
+func (c *Context) SeqStateWith(seq SeqID, flags StateFlags, alloc func(n int) []byte) ([]byte, error) {
 	f := c.lib.fn
 	flags = c.lib.stateFlags(flags)
-	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags)) },
+	return c.lib.seqState(seq, alloc, func() uint64 { return f.llamaStateSeqGetSizeExt(c.ptr, seq, uint32(flags)) },
 		func(dst *byte, size uint64) uint64 {
 			return f.llamaStateSeqGetDataExt(c.ptr, dst, size, seq, uint32(flags))
 		})
@@ -73,7 +81,7 @@ func (c *Context) SetSeqState(seq SeqID, state []byte, flags StateFlags) error {
 // always copy through host memory.
 func (c *Context) SeqStateBasic(seq SeqID) ([]byte, error) {
 	f := c.lib.fn
-	return c.lib.seqState(seq, func() uint64 { return f.llamaStateSeqGetSize(c.ptr, seq) },
+	return c.lib.seqState(seq, nil, func() uint64 { return f.llamaStateSeqGetSize(c.ptr, seq) },
 		func(dst *byte, size uint64) uint64 { return f.llamaStateSeqGetData(c.ptr, dst, size, seq) })
 }
 
@@ -108,8 +116,8 @@ func (l *Library) stateFlags(flags StateFlags) StateFlags {
 }
 
 // seqState saves a sequence with a size and a get call, in the form
-// SeqState describes.
-func (l *Library) seqState(seq SeqID, size func() uint64, get func(dst *byte, size uint64) uint64) ([]byte, error) {
+// SeqState describes, into memory from alloc (nil: a new slice).
+func (l *Library) seqState(seq SeqID, alloc func(n int) []byte, size func() uint64, get func(dst *byte, size uint64) uint64) ([]byte, error) {
 	n := size()
 	if n == 0 {
 		return nil, fmt.Errorf("save state of sequence %d: it is empty", seq)
@@ -118,7 +126,12 @@ func (l *Library) seqState(seq SeqID, size func() uint64, get func(dst *byte, si
 	if !l.Release.StateHeader {
 		at = stateHeaderSize
 	}
-	buf := make([]byte, at+int(n))
+	var buf []byte
+	if alloc == nil {
+		buf = make([]byte, at+int(n))
+	} else if buf = alloc(at + int(n)); len(buf) != at+int(n) {
+		return nil, fmt.Errorf("save state of sequence %d: no memory for its %d bytes", seq, at+int(n))
+	}
 	if got := get(&buf[at], n); got != n {
 		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, got, n)
 	}

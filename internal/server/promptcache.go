@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/kvtrim/kvtrim"
+	"github.com/kvtrim/kvtrim/internal/hostmem"
 )
 
 // PromptReuse is how slots reuse the prompts they decoded, as in
@@ -37,6 +38,14 @@ const (
 
 // promptCache is the --cache-ram cache: snapshots of prompts that slots
 // gave up, oldest first, bounded in bytes and in tokens.
+//
+// The snapshots live outside Go's heap (hostmem), each entry's memory
+// freed as the entry goes, so that the bound holds for the process's
+// memory too: on the heap, dropped snapshots stayed resident until the
+// collector ran, and a 256 MiB cache took 700 MB. The memory of the
+// entries that go to make room for a save is reused for it when one is
+// large enough: its pages are mapped already, where a new buffer's first
+// write faults in every page (docs/SERVE.md).
 type promptCache struct {
 	mu         sync.Mutex
 	limitBytes int64 // 0: no bound
@@ -44,6 +53,10 @@ type promptCache struct {
 	// raised to what limitBytes holds at the entries' mean size per token.
 	limitTokens int
 	entries     []*cachedPrompt
+	// reserved is the memory given to saves not yet put.
+	reserved int64
+	// reused counts the saves written into a dropped entry's memory.
+	reused int
 }
 
 // cachedPrompt is one snapshot and the tokens its cache holds, in
@@ -51,6 +64,7 @@ type promptCache struct {
 type cachedPrompt struct {
 	tokens []kvtrim.Token
 	snap   *kvtrim.Snapshot
+	mem    []byte // the snapshot's memory (hostmem): freed with the entry
 }
 
 // newPromptCache makes the cache for mib MiB (-1: no bound) and at least
@@ -75,25 +89,101 @@ func (pc *promptCache) holds(c kvtrim.Compression, tokens []kvtrim.Token) bool {
 	return false
 }
 
-// put adds a snapshot of tokens (which it keeps), dropping the entries
-// it holds all of, then the oldest until the bounds are met. A snapshot
-// larger than the whole cache is not kept.
-func (pc *promptCache) put(tokens []kvtrim.Token, snap *kvtrim.Snapshot) {
+// save snapshots sess, whose cache holds tokens (which save keeps), into
+// the cache. A snapshot larger than the whole cache is not kept.
+func (pc *promptCache) save(sess *kvtrim.Session, tokens []kvtrim.Token) error {
+	var mem []byte
+	snap, err := sess.SnapshotWith(func(n int) []byte {
+		mem = pc.reserve(n)
+		return mem
+	})
+	if err != nil {
+		pc.mu.Lock()
+		pc.reserved -= int64(cap(mem))
+		pc.mu.Unlock()
+		hostmem.Free(mem)
+		return err
+	}
+	pc.put(tokens, snap, mem)
+	return nil
+}
+
+// reserve returns n bytes for a save, or nil when n is more than the
+// whole cache or cannot be mapped. As llama-server does, it first drops
+// the oldest entries until the save fits; the smallest of their buffers
+// that holds n bytes is reused, the others freed.
+func (pc *promptCache) reserve(n int) []byte {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	size := int64(snap.Bytes())
-	if pc.limitBytes > 0 && size > pc.limitBytes {
-		return
+	if pc.limitBytes > 0 && int64(n) > pc.limitBytes {
+		return nil
 	}
+	var spare []byte
+	for len(pc.entries) > 0 && pc.limitBytes > 0 && pc.bytes()+pc.reserved+int64(n) > pc.limitBytes {
+		e := pc.entries[0]
+		pc.entries = slices.Delete(pc.entries, 0, 1)
+		if cap(e.mem) >= n && (spare == nil || cap(e.mem) < cap(spare)) {
+			e.mem, spare = spare, e.mem
+		}
+		free(e)
+	}
+	var mem []byte
+	if spare != nil {
+		mem = hostmem.Shrink(spare, n)
+		pc.reused++
+	} else {
+		var err error
+		if mem, err = hostmem.Alloc(n); err != nil {
+			return nil
+		}
+	}
+	pc.reserved += int64(cap(mem))
+	return mem
+}
+
+// put adds a snapshot of tokens (which it keeps), held in mem from
+// reserve, dropping the entries it holds all of, then the oldest until
+// the bounds are met.
+func (pc *promptCache) put(tokens []kvtrim.Token, snap *kvtrim.Snapshot, mem []byte) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.reserved -= int64(cap(mem))
+	size := int64(cap(mem))
 	c := snap.Compression()
 	pc.entries = slices.DeleteFunc(pc.entries, func(e *cachedPrompt) bool {
-		return e.snap.Compression() == c && sharedPrefix(e.tokens, tokens) == len(e.tokens)
+		if e.snap.Compression() == c && sharedPrefix(e.tokens, tokens) == len(e.tokens) {
+			free(e)
+			return true
+		}
+		return false
 	})
 	for len(pc.entries) > 0 && pc.limitBytes > 0 && pc.bytes()+size > pc.limitBytes {
-		pc.entries = slices.Delete(pc.entries, 0, 1)
+		pc.dropOldest()
 	}
-	pc.entries = append(pc.entries, &cachedPrompt{tokens: tokens, snap: snap})
+	pc.entries = append(pc.entries, &cachedPrompt{tokens: tokens, snap: snap, mem: mem})
 	pc.trim()
+}
+
+// dropOldest drops and frees the oldest entry. Called with mu held.
+func (pc *promptCache) dropOldest() {
+	free(pc.entries[0])
+	pc.entries = slices.Delete(pc.entries, 0, 1)
+}
+
+// free gives back the memory of an entry that is no longer in the cache:
+// one dropped, or one taken once it is loaded. It cannot be used after.
+func free(e *cachedPrompt) {
+	hostmem.Free(e.mem)
+	e.mem, e.snap = nil, nil
+}
+
+// clear drops every entry, when the slots stop.
+func (pc *promptCache) clear() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	for len(pc.entries) > 0 {
+		pc.dropOldest()
+	}
 }
 
 // trim drops the oldest entries while the cache holds more tokens than
@@ -106,14 +196,15 @@ func (pc *promptCache) trim() {
 		limit = max(limit, int(pc.limitBytes/perToken))
 	}
 	for len(pc.entries) > 0 && limit > 0 && pc.tokens() > limit {
-		pc.entries = slices.Delete(pc.entries, 0, 1)
+		pc.dropOldest()
 	}
 }
 
+// bytes is the memory of the entries, whole pages. Called with mu held.
 func (pc *promptCache) bytes() int64 {
 	var n int64
 	for _, e := range pc.entries {
-		n += int64(e.snap.Bytes())
+		n += int64(cap(e.mem))
 	}
 	return n
 }
@@ -130,7 +221,7 @@ func (pc *promptCache) tokens() int {
 // compression c and this prompt would keep the most, both as a share of
 // the entry (at least loadFromKeep) and of the prompt, and more on both
 // than the slot's own cache would (keep of its held tokens); nil when
-// none does better.
+// none does better. The caller frees it (free) once it is loaded.
 func (pc *promptCache) take(c kvtrim.Compression, prompt []kvtrim.Token, keep, held int) *cachedPrompt {
 	keepBest := -1.0 // an empty slot: any entry does better
 	if held > 0 {
@@ -195,11 +286,8 @@ func cachedPrefix(held, c kvtrim.Compression, history, prompt []kvtrim.Token) in
 func (sl *slot) swapCached(c kvtrim.Compression, prompt []kvtrim.Token) {
 	pc := sl.cache
 	if sl.sess != nil && sl.dirty && len(sl.history) > 0 && sl.comp.Appendable() && !pc.holds(sl.comp, sl.history) {
-		snap, err := sl.sess.Snapshot()
-		if err != nil {
+		if err := pc.save(sl.sess, slices.Clone(sl.history)); err != nil {
 			sl.log.Warn().Err(err).Int("slot", sl.id).Msg("prompt cache: the slot's prompt is not saved")
-		} else {
-			pc.put(slices.Clone(sl.history), snap)
 		}
 	}
 	e := pc.take(c, prompt, sl.reusable(c, prompt), len(sl.history))
@@ -210,6 +298,7 @@ func (sl *slot) swapCached(c kvtrim.Compression, prompt []kvtrim.Token) {
 	if err == nil {
 		err = sess.Restore(e.snap)
 	}
+	free(e)
 	if err != nil {
 		// The slot starts from an empty cache; the request is served all
 		// the same.

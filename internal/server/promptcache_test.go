@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -94,37 +96,40 @@ func TestPromptCacheBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	snapshot := func(tokens []kvtrim.Token) *kvtrim.Snapshot {
+	a := []kvtrim.Token{1, 10, 11, 12, 13, 14, 15, 16}
+	b := []kvtrim.Token{1, 20, 21, 22, 23, 24, 25, 26}
+	pc := &promptCache{limitTokens: 256}
+	save := func(tokens []kvtrim.Token) {
+		t.Helper()
 		s.Reset()
 		if err := s.Prefill(t.Context(), tokens); err != nil {
 			t.Fatal(err)
 		}
-		sn, err := s.Snapshot()
-		if err != nil {
+		if err := pc.save(s, tokens); err != nil {
 			t.Fatal(err)
 		}
-		return sn
 	}
-	a := []kvtrim.Token{1, 10, 11, 12, 13, 14, 15, 16}
-	b := []kvtrim.Token{1, 20, 21, 22, 23, 24, 25, 26}
-	snA, snB := snapshot(a), snapshot(b)
-	pc := &promptCache{limitBytes: int64(snA.Bytes() + snB.Bytes()), limitTokens: 256}
-	pc.put(a[:4], snapshot(a[:4]))
-	pc.put(a, snA) // holds all of a[:4]: replaces it
+	save(a)
+	pc.limitBytes = 2 * pc.bytes() // a and b, which have as many tokens
+	defer pc.clear()
+	save(a[:4]) // a holds all of it: still saved, as llama-server saves it
+	save(a)     // holds all of a[:4]: replaces it, and the older a
 	if n, _ := pc.size(); n != 1 || !pc.holds(kvtrim.Compression{}, a[:6]) {
 		t.Fatalf("after a prefix and its whole: %d entries", n)
 	}
-	pc.put(b, snB)
-	pc.put(slices.Concat(b[:1], a[1:5], b[5:]), snapshot(slices.Concat(b[:1], a[1:5], b[5:]))) // past the bound: a goes
+	save(b)
+	save(slices.Concat(b[:1], a[1:5], b[5:])) // past the bound: a goes
 	if pc.holds(kvtrim.Compression{}, a) || !pc.holds(kvtrim.Compression{}, b) {
 		t.Errorf("past the byte bound the oldest entry should go")
 	}
 	// b continues: taken out, and only once; a prompt sharing a quarter of
 	// no entry finds nothing.
 	prompt := append(slices.Clone(b), 30, 31)
-	if e := pc.take(kvtrim.Compression{}, prompt, 0, 0); e == nil || !slices.Equal(e.tokens, b) {
+	e := pc.take(kvtrim.Compression{}, prompt, 0, 0)
+	if e == nil || !slices.Equal(e.tokens, b) {
 		t.Fatalf("take %v: %v", prompt, e)
 	}
+	free(e)
 	if e := pc.take(kvtrim.Compression{}, prompt, 0, 0); e != nil && slices.Equal(e.tokens, b) {
 		t.Errorf("an entry was taken twice")
 	}
@@ -132,8 +137,120 @@ func TestPromptCacheBounds(t *testing.T) {
 		t.Errorf("an unrelated prompt took %v", e.tokens)
 	}
 	// A compressed request does not take a full-cache entry.
-	pc.put(b, snB)
+	save(b)
 	if e := pc.take(kvtrim.Compression{Policy: kvtrim.PolicySnapKV, Budget: 4, Window: 2}, prompt, 0, 0); e != nil {
 		t.Errorf("a snapkv request took a full-cache entry")
 	}
+}
+
+// TestPromptCacheMemory: the cache's snapshots live outside Go's heap and
+// go back to the system as entries go, so that --cache-ram bounds the
+// process's memory (on the heap, dropped ones stayed until the collector
+// ran); once the cache is full, each save reuses a dropped entry's
+// memory, and what it holds there is the sequence's state, byte for byte.
+func TestPromptCacheMemory(t *testing.T) {
+	model := loadModel(t)
+	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 1024, NBatch: 512, NUbatch: 512, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	words, err := s.Tokenize(story(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := func(k int) []kvtrim.Token { // the story's tokens from the kth offset on, round
+		p := make([]kvtrim.Token, 700)
+		p[0] = words[0]
+		for i := 1; i < len(p); i++ {
+			p[i] = words[1+(i+k*37)%(len(words)-1)]
+		}
+		return p
+	}
+	prefill := func(tokens []kvtrim.Token) {
+		t.Helper()
+		s.Reset()
+		if err := s.Prefill(t.Context(), tokens); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pc := &promptCache{limitTokens: 1024}
+	defer pc.clear()
+	prefill(prompt(0))
+	if err := pc.save(s, prompt(0)); err != nil {
+		t.Fatal(err)
+	}
+	entry := pc.bytes()
+	pc.limitBytes = 3*entry + entry/2 // three entries
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heap := ms.HeapAlloc
+	const saves = 8
+	for k := 1; k < saves; k++ {
+		prefill(prompt(k))
+		if err := pc.save(s, prompt(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	n, bytes := pc.size()
+	t.Logf("%d saves of %d bytes: %d entries, %d bytes, %d into reused memory; Go's heap grew by %d bytes",
+		saves, entry, n, bytes, pc.reused, int64(ms.HeapAlloc)-int64(heap))
+	if n != 3 || bytes > pc.limitBytes || pc.reserved != 0 {
+		t.Errorf("%d entries of %d bytes (%d reserved) past a bound of %d", n, bytes, pc.reserved, pc.limitBytes)
+	}
+	if pc.reused != saves-3 {
+		t.Errorf("%d saves reused a dropped entry's memory; every save past the third could", pc.reused)
+	}
+	if grew := int64(ms.HeapAlloc) - int64(heap); grew > bytes/2 {
+		t.Errorf("Go's heap grew by %d bytes with %d bytes of entries: they live on it", grew, bytes)
+	}
+	// The newest entry, in reused memory, holds the state a new save of its
+	// prompt writes.
+	last := prompt(saves - 1)
+	e := pc.take(kvtrim.Compression{}, append(slices.Clone(last), 5), 0, 0)
+	if e == nil {
+		t.Fatal("the newest entry is not taken")
+	}
+	got := slices.Clone(e.mem[:e.snap.Bytes()])
+	if err := s.Restore(e.snap); err != nil {
+		t.Fatal(err)
+	}
+	free(e)
+	prefill(last)
+	want, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fresh []byte
+	if _, err := s.SnapshotWith(func(n int) []byte { fresh = make([]byte, n); return fresh }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != want.Bytes() || !slices.Equal(got, fresh) {
+		t.Errorf("the entry in reused memory (%d bytes) is not its prompt's state (%d bytes)", len(got), want.Bytes())
+	}
+	// Dropping the entries gives their memory back at once.
+	if runtime.GOOS == "linux" {
+		before := rss(t)
+		pc.clear()
+		if fell := before - rss(t); fell < 2*entry*9/10 {
+			t.Errorf("clearing %d bytes of entries lowered the resident set by %d bytes", 2*entry, fell)
+		}
+	}
+}
+
+// rss is the process's resident set, in bytes.
+func rss(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size, resident int64
+	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+		t.Fatal(err)
+	}
+	return resident * int64(os.Getpagesize())
 }

@@ -24,6 +24,7 @@ import (
 type pool struct {
 	group   *kvtrim.Group // nil for a single slot
 	slots   []*slot
+	cache   *promptCache // nil: --cache-ram 0
 	metrics *metrics
 	log     zerolog.Logger
 
@@ -96,6 +97,7 @@ func newPool(model *kvtrim.Model, n, queueSize int, reuse PromptReuse, shift boo
 	p := &pool{group: g, queueSize: queueSize, reuse: reuse, quit: make(chan struct{}), metrics: m, log: log}
 	observing := make(chan struct{}, 1)
 	cache := newPromptCache(reuse.CacheMiB, opt.NCtx*n)
+	p.cache = cache
 	for i := range n {
 		sl := &slot{id: i, model: model, group: g, opt: opt, observing: observing, jobs: make(chan *job, 1), log: log, cache: cache, shift: shift}
 		if _, err := sl.session(opt.Compression); err != nil {
@@ -282,6 +284,9 @@ func (p *pool) closeSessions() {
 	}
 	if p.group != nil {
 		p.group.Close()
+	}
+	if p.cache != nil {
+		p.cache.clear()
 	}
 }
 
