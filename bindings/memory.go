@@ -130,7 +130,7 @@ func (l *Library) seqState(seq SeqID, alloc func(n int) []byte, size func() uint
 	if alloc == nil {
 		buf = make([]byte, at+int(n))
 	} else if buf = alloc(at + int(n)); len(buf) != at+int(n) {
-		return nil, fmt.Errorf("save state of sequence %d: no memory for its %d bytes", seq, at+int(n))
+		return nil, fmt.Errorf("save state of sequence %d: no room for its %d bytes", seq, at+int(n))
 	}
 	if got := get(&buf[at], n); got != n {
 		return nil, fmt.Errorf("save state of sequence %d: wrote %d of %d bytes", seq, got, n)

@@ -42,10 +42,11 @@ const (
 // The snapshots live outside Go's heap (hostmem), each entry's memory
 // freed as the entry goes, so that the bound holds for the process's
 // memory too: on the heap, dropped snapshots stayed resident until the
-// collector ran, and a 256 MiB cache took 700 MB. The memory of the
-// entries that go to make room for a save is reused for it when one is
-// large enough: its pages are mapped already, where a new buffer's first
-// write faults in every page (docs/SERVE.md).
+// collector ran, and a 256 MiB cache took 690 MB. A save reuses memory
+// already mapped where it can, since a new buffer's first write faults
+// in every page (docs/SERVE.md): that of an entry loaded into a slot, kept
+// while the bound has room for it, or else of an entry that goes to make
+// room.
 type promptCache struct {
 	mu         sync.Mutex
 	limitBytes int64 // 0: no bound
@@ -53,11 +54,17 @@ type promptCache struct {
 	// raised to what limitBytes holds at the entries' mean size per token.
 	limitTokens int
 	entries     []*cachedPrompt
+	// spare is the memory of entries loaded into slots, kept for the next
+	// saves while the bound has room for it (at most maxSpare buffers).
+	spare [][]byte
 	// reserved is the memory given to saves not yet put.
 	reserved int64
-	// reused counts the saves written into a dropped entry's memory.
+	// reused counts the saves written into memory mapped before.
 	reused int
 }
+
+// maxSpare is how many loaded entries' buffers the cache keeps for saves.
+const maxSpare = 4
 
 // cachedPrompt is one snapshot and the tokens its cache holds, in
 // position order.
@@ -109,27 +116,34 @@ func (pc *promptCache) save(sess *kvtrim.Session, tokens []kvtrim.Token) error {
 }
 
 // reserve returns n bytes for a save, or nil when n is more than the
-// whole cache or cannot be mapped. As llama-server does, it first drops
-// the oldest entries until the save fits; the smallest of their buffers
-// that holds n bytes is reused, the others freed.
+// whole cache or cannot be mapped: the smallest spare buffer that holds
+// them, else, once room is made for them as llama-server makes it (the
+// oldest entries go), the smallest buffer of the entries that went, else
+// new memory.
 func (pc *promptCache) reserve(n int) []byte {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.limitBytes > 0 && int64(n) > pc.limitBytes {
 		return nil
 	}
-	var spare []byte
-	for len(pc.entries) > 0 && pc.limitBytes > 0 && pc.bytes()+pc.reserved+int64(n) > pc.limitBytes {
-		e := pc.entries[0]
-		pc.entries = slices.Delete(pc.entries, 0, 1)
-		if cap(e.mem) >= n && (spare == nil || cap(e.mem) < cap(spare)) {
-			e.mem, spare = spare, e.mem
+	best := -1
+	for i, b := range pc.spare {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(pc.spare[best])) {
+			best = i
 		}
-		free(e)
 	}
 	var mem []byte
-	if spare != nil {
-		mem = hostmem.Shrink(spare, n)
+	if best >= 0 {
+		mem = pc.spare[best]
+		pc.spare = slices.Delete(pc.spare, best, best+1)
+	}
+	if dropped := pc.makeRoom(int64(n), n); mem == nil {
+		mem = dropped
+	} else {
+		hostmem.Free(dropped)
+	}
+	if mem != nil {
+		mem = hostmem.Shrink(mem, n)
 		pc.reused++
 	} else {
 		var err error
@@ -157,11 +171,52 @@ func (pc *promptCache) put(tokens []kvtrim.Token, snap *kvtrim.Snapshot, mem []b
 		}
 		return false
 	})
-	for len(pc.entries) > 0 && pc.limitBytes > 0 && pc.bytes()+size > pc.limitBytes {
-		pc.dropOldest()
-	}
+	hostmem.Free(pc.makeRoom(size, 0))
 	pc.entries = append(pc.entries, &cachedPrompt{tokens: tokens, snap: snap, mem: mem})
 	pc.trim()
+}
+
+// makeRoom frees spare buffers, then drops the oldest entries, until n
+// more bytes fit the bound. Of the entries it drops, it keeps the memory
+// of the smallest that holds fit bytes (fit 0: none) and returns it,
+// for the caller to use or free. Called with mu held.
+func (pc *promptCache) makeRoom(n int64, fit int) []byte {
+	over := func() bool { return pc.limitBytes > 0 && pc.held()+n > pc.limitBytes }
+	for over() && len(pc.spare) > 0 {
+		hostmem.Free(pc.spare[0])
+		pc.spare = slices.Delete(pc.spare, 0, 1)
+	}
+	var keep []byte
+	for over() && len(pc.entries) > 0 {
+		e := pc.entries[0]
+		pc.entries = slices.Delete(pc.entries, 0, 1)
+		if fit > 0 && cap(e.mem) >= fit && (keep == nil || cap(e.mem) < cap(keep)) {
+			e.mem, keep = keep, e.mem
+		}
+		free(e)
+	}
+	return keep
+}
+
+// held is the memory the bound covers: the entries', the spare buffers'
+// and what saves hold. Called with mu held.
+func (pc *promptCache) held() int64 {
+	n := pc.bytes() + pc.reserved
+	for _, b := range pc.spare {
+		n += int64(cap(b))
+	}
+	return n
+}
+
+// release gives back an entry taken and loaded into a slot: its memory
+// is kept for the next save while the bound has room for it, else freed.
+func (pc *promptCache) release(e *cachedPrompt) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if len(pc.spare) < maxSpare && (pc.limitBytes == 0 || pc.held()+int64(cap(e.mem)) <= pc.limitBytes) {
+		pc.spare, e.mem = append(pc.spare, e.mem), nil
+	}
+	free(e)
 }
 
 // dropOldest drops and frees the oldest entry. Called with mu held.
@@ -177,13 +232,17 @@ func free(e *cachedPrompt) {
 	e.mem, e.snap = nil, nil
 }
 
-// clear drops every entry, when the slots stop.
+// clear drops every entry and spare buffer, when the slots stop.
 func (pc *promptCache) clear() {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	for len(pc.entries) > 0 {
 		pc.dropOldest()
 	}
+	for _, b := range pc.spare {
+		hostmem.Free(b)
+	}
+	pc.spare = nil
 }
 
 // trim drops the oldest entries while the cache holds more tokens than
@@ -221,7 +280,7 @@ func (pc *promptCache) tokens() int {
 // compression c and this prompt would keep the most, both as a share of
 // the entry (at least loadFromKeep) and of the prompt, and more on both
 // than the slot's own cache would (keep of its held tokens); nil when
-// none does better. The caller frees it (free) once it is loaded.
+// none does better. The caller gives it back (release) once it is loaded.
 func (pc *promptCache) take(c kvtrim.Compression, prompt []kvtrim.Token, keep, held int) *cachedPrompt {
 	keepBest := -1.0 // an empty slot: any entry does better
 	if held > 0 {
@@ -298,7 +357,7 @@ func (sl *slot) swapCached(c kvtrim.Compression, prompt []kvtrim.Token) {
 	if err == nil {
 		err = sess.Restore(e.snap)
 	}
-	free(e)
+	pc.release(e)
 	if err != nil {
 		// The slot starts from an empty cache; the request is served all
 		// the same.
