@@ -90,12 +90,7 @@ func TestPromptCacheCompressed(t *testing.T) {
 // TestPromptCacheBounds: the cache drops its oldest entries past its byte
 // bound, and an entry that another one holds all of.
 func TestPromptCacheBounds(t *testing.T) {
-	model := loadModel(t)
-	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 256, NBatch: 256, NUbatch: 256, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := cacheSession(t, 256)
 	a := []kvtrim.Token{1, 10, 11, 12, 13, 14, 15, 16}
 	b := []kvtrim.Token{1, 20, 21, 22, 23, 24, 25, 26}
 	pc := &promptCache{limitTokens: 256}
@@ -150,12 +145,7 @@ func TestPromptCacheBounds(t *testing.T) {
 // memory, as it reuses a loaded entry's, and what it holds there is the
 // sequence's state, byte for byte.
 func TestPromptCacheMemory(t *testing.T) {
-	model := loadModel(t)
-	s, err := model.NewSession(kvtrim.SessionOptions{NCtx: 1024, NBatch: 512, NUbatch: 512, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := cacheSession(t, 1024)
 	words, err := s.Tokenize(story(t))
 	if err != nil {
 		t.Fatal(err)
@@ -263,4 +253,17 @@ func rss(t *testing.T) int64 {
 		t.Fatal(err)
 	}
 	return resident * int64(os.Getpagesize())
+}
+
+// cacheSession is a full-cache session of nCtx cells on the test model,
+// whose snapshots the cache tests save, closed when the test ends.
+func cacheSession(t *testing.T, nCtx int) *kvtrim.Session {
+	t.Helper()
+	batch := min(nCtx, 512)
+	s, err := loadModel(t).NewSession(kvtrim.SessionOptions{NCtx: nCtx, NBatch: batch, NUbatch: batch, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
