@@ -137,10 +137,12 @@ func (pc *promptCache) reserve(n int) []byte {
 		mem = pc.spare[best]
 		pc.spare = slices.Delete(pc.spare, best, best+1)
 	}
-	if dropped := pc.makeRoom(int64(n), n); mem == nil {
+	fit := n // a dropped entry's memory, unless a spare buffer serves
+	if mem != nil {
+		fit = 0
+	}
+	if dropped := pc.makeRoom(int64(n), fit); dropped != nil {
 		mem = dropped
-	} else {
-		hostmem.Free(dropped)
 	}
 	if mem != nil {
 		mem = hostmem.Shrink(mem, n)
@@ -188,12 +190,10 @@ func (pc *promptCache) makeRoom(n int64, fit int) []byte {
 	}
 	var keep []byte
 	for over() && len(pc.entries) > 0 {
-		e := pc.entries[0]
-		pc.entries = slices.Delete(pc.entries, 0, 1)
-		if fit > 0 && cap(e.mem) >= fit && (keep == nil || cap(e.mem) < cap(keep)) {
-			e.mem, keep = keep, e.mem
+		if e := pc.entries[0]; fit > 0 && cap(e.mem) >= fit && (keep == nil || cap(e.mem) < cap(keep)) {
+			e.mem, keep = keep, e.mem // the one kept before is freed with e
 		}
-		free(e)
+		pc.dropOldest()
 	}
 	return keep
 }
