@@ -80,6 +80,11 @@ type loadRun struct {
 	// kvtrim's kvtrim_decode_calls_total).
 	PromptTokens float64 `json:"prompt_tokens"`
 	Decodes      float64 `json:"decodes"`
+	// CellsKept and CellsEvicted are, for kvtrim serve, the KV cells its
+	// compression kept and dropped over the run (kvtrim_cells_kept_total,
+	// kvtrim_cells_evicted_total): none evicted with the full cache.
+	CellsKept    float64 `json:"cells_kept,omitempty"`
+	CellsEvicted float64 `json:"cells_evicted,omitempty"`
 	FirstError   string  `json:"first_error,omitempty"`
 	// Answers is every request's record, in the order they ended.
 	Answers []loadAnswer `json:"answers,omitempty"`
@@ -114,12 +119,14 @@ type answerTimings struct {
 // againstReport is what bench serve --against writes with --json: every
 // run, and the medians of each server.
 type againstReport struct {
-	Model   string             `json:"model"`
-	Machine machine            `json:"machine"`
-	Args    []string           `json:"server_args"`
-	Plan    loadPlan           `json:"plan"`
-	Runs    []loadRun          `json:"runs"`
-	Medians map[string]loadRun `json:"medians"`
+	Model   string   `json:"model"`
+	Machine machine  `json:"machine"`
+	Args    []string `json:"server_args"`
+	// KvtrimArgs are the flags kvtrim serve had on top of Args.
+	KvtrimArgs []string           `json:"kvtrim_args,omitempty"`
+	Plan       loadPlan           `json:"plan"`
+	Runs       []loadRun          `json:"runs"`
+	Medians    map[string]loadRun `json:"medians"`
 }
 
 // newLoadPlan draws the plan's requests, seeded, from the demo story's
@@ -208,6 +215,7 @@ func runLoad(ctx context.Context, base string, p loadPlan) loadRun {
 	// kvtrim serve's own: it exports llama-server's gauges too.
 	run.DecodeShare = m["kvtrim_decode_seconds_total"] / run.WallSeconds
 	run.WaitShare = m["kvtrim_decode_wait_seconds_total"] / run.WallSeconds
+	run.CellsKept, run.CellsEvicted = m["kvtrim_cells_kept_total"], m["kvtrim_cells_evicted_total"]
 	return run
 }
 
@@ -359,6 +367,9 @@ type againstFlags struct {
 	reps                 int
 	seed                 uint64
 	serverArgs           string
+	// kvtrimArgs go to kvtrim serve alone: its compression, say, to
+	// measure it against llama-server's full cache.
+	kvtrimArgs string
 }
 
 // runAgainst runs llama-server (f.bin, or the llama-server in that folder)
@@ -384,7 +395,7 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 	args = append(args, strings.Fields(f.serverArgs)...)
 	// kvtrim serve loads the libllama beside llama-server when there is
 	// one, so both run the same llama.cpp.
-	kvArgs := append([]string{"serve"}, args...)
+	kvArgs := append(append([]string{"serve"}, args...), strings.Fields(f.kvtrimArgs)...)
 	if lib := filepath.Dir(bin); hasLibllama(lib) {
 		kvArgs = append(kvArgs, "--lib", lib)
 	} else if libArg != "" {
@@ -406,7 +417,7 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 		if err != nil {
 			return err
 		}
-		rep := againstReport{Model: g.model, Machine: mach, Args: args, Plan: plan, Medians: map[string]loadRun{}}
+		rep := againstReport{Model: g.model, Machine: mach, Args: args, KvtrimArgs: strings.Fields(f.kvtrimArgs), Plan: plan, Medians: map[string]loadRun{}}
 		for r := range f.reps {
 			order := []int{0, 1}
 			if r%2 == 1 {
@@ -467,7 +478,7 @@ func (r againstReport) markdown(b *strings.Builder) {
 	p := r.Plan
 	runs := len(r.Runs) / max(1, len(r.Medians))
 	fmt.Fprintf(b, "%s; %s; %s; %d clients x %d requests, prompts of %d-%d tokens, n_predict %d-%d, every other request streamed; medians of %d runs each, alternating\n\n",
-		r.Model, r.Machine, strings.Join(r.Args, " "), p.Clients, p.Requests, p.PromptMin, p.PromptMax, p.PredictMin, p.PredictMax, runs)
+		r.Model, r.Machine, strings.Join(r.Args, " ")+kvtrimOnly(r.KvtrimArgs), p.Clients, p.Requests, p.PromptMin, p.PromptMax, p.PredictMin, p.PredictMax, runs)
 	b.WriteString("| server | requests/s | tokens/s | p50 s | p99 s | mean s | errors (median) | slots per decode |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, name := range []string{"llama-server", "kvtrim"} {
 		m := r.Medians[name]
@@ -476,6 +487,14 @@ func (r againstReport) markdown(b *strings.Builder) {
 	l, k := r.Medians["llama-server"], r.Medians["kvtrim"]
 	fmt.Fprintf(b, "| kvtrim / llama-server | %.2fx | %.2fx | %.2fx | %.2fx | %.2fx | | |\n\n", ratio(k.RequestsPerS, l.RequestsPerS), ratio(k.TokensPerS, l.TokensPerS),
 		ratio(k.P50, l.P50), ratio(k.P99, l.P99), ratio(k.MeanSeconds, l.MeanSeconds))
+}
+
+// kvtrimOnly describes the flags kvtrim serve had alone, if any.
+func kvtrimOnly(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return " (kvtrim serve also " + strings.Join(args, " ") + ")"
 }
 
 func ratio(a, b float64) float64 {

@@ -82,6 +82,7 @@ func cmdBenchServe(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.IntVar(&af.reps, "reps", 3, "with --against: runs of each server per client count (medians shown)")
 	fs.Uint64Var(&af.seed, "seed", 1, "with --against: seed of the drawn requests")
 	fs.StringVar(&af.serverArgs, "server-args", "", "with --against: more flags for both servers, space-separated")
+	fs.StringVar(&af.kvtrimArgs, "kvtrim-args", "", "with --against: more flags for kvtrim serve alone (its compression: \"--kv-policy snapkv --kv-ratio 0.1\"), space-separated")
 	out := addOutputFlags(fs)
 	if err := parseFlags(fs, args, stderr); err != nil {
 		return err

@@ -649,7 +649,8 @@ func TestBenchServeAgainst(t *testing.T) {
 	}
 	js := filepath.Join(dir, "against.json")
 	r := runKvtrim(t, nil, "bench", "serve", "--against", stand, "--lib", lib, "-m", testenv.ModelPath(t, "stories260K.gguf"), "-c", "2048",
-		"--clients", "3", "--requests", "2", "--prompt-range", "5,60", "--predict-range", "4,8", "--reps", "2", "--json", js)
+		"--clients", "3", "--requests", "2", "--prompt-range", "5,60", "--predict-range", "4,8", "--reps", "2", "--json", js,
+		"--kvtrim-args", "--kv-policy snapkv --kv-budget 8")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -658,6 +659,7 @@ func TestBenchServeAgainst(t *testing.T) {
 			Server         string
 			Requests       int
 			Errors         int
+			CellsEvicted   float64 `json:"cells_evicted"`
 			Tokens         int     `json:"generated_tokens"`
 			SlotsPerDecode float64 `json:"slots_per_decode"`
 			Mean           float64 `json:"mean_s"`
@@ -680,6 +682,11 @@ func TestBenchServeAgainst(t *testing.T) {
 	for _, run := range reps[0].Runs {
 		if run.Requests != 6 || run.Errors != 0 || run.Tokens < 6*4 || run.Tokens > 6*8 || run.SlotsPerDecode < 1 {
 			t.Errorf("%s: %+v, want 6 requests answered with 4-8 tokens each", run.Server, run)
+		}
+		// --kvtrim-args reach kvtrim serve alone: it compresses the
+		// prompts to 8 cells, the stand-in keeps them whole.
+		if compressed := run.CellsEvicted > 0; compressed != (run.Server == "kvtrim") {
+			t.Errorf("%s: %v cells evicted; want some for kvtrim serve alone (--kvtrim-args)", run.Server, run.CellsEvicted)
 		}
 		// Every request's record: each client's two, with the server's
 		// timings of the prompt and of the answer.
