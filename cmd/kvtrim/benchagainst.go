@@ -395,7 +395,8 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 	args = append(args, strings.Fields(f.serverArgs)...)
 	// kvtrim serve loads the libllama beside llama-server when there is
 	// one, so both run the same llama.cpp.
-	kvArgs := append(append([]string{"serve"}, args...), strings.Fields(f.kvtrimArgs)...)
+	kvOnly := strings.Fields(f.kvtrimArgs)
+	kvArgs := append(append([]string{"serve"}, args...), kvOnly...)
 	if lib := filepath.Dir(bin); hasLibllama(lib) {
 		kvArgs = append(kvArgs, "--lib", lib)
 	} else if libArg != "" {
@@ -417,7 +418,7 @@ func runAgainst(ctx context.Context, g genFlags, libArg string, f againstFlags, 
 		if err != nil {
 			return err
 		}
-		rep := againstReport{Model: g.model, Machine: mach, Args: args, KvtrimArgs: strings.Fields(f.kvtrimArgs), Plan: plan, Medians: map[string]loadRun{}}
+		rep := againstReport{Model: g.model, Machine: mach, Args: args, KvtrimArgs: kvOnly, Plan: plan, Medians: map[string]loadRun{}}
 		for r := range f.reps {
 			order := []int{0, 1}
 			if r%2 == 1 {
